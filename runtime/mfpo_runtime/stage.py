@@ -1,0 +1,198 @@
+"""`mfpo-stage --config CONFIG`: run one stage of a run through the stage contract.
+
+The same command runs in a Job's container and in a local subprocess. It validates the
+config, returns at once when the stage's result document exists, dispatches to the stage's
+implementation, writes the result document and the termination summary, and maps the
+outcome to an exit code (see `contract.ExitCode`). SIGTERM sets a flag that long stages poll
+(`StageContext.stop_requested`) to save a checkpoint and raise `StageInterrupted`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from mfpo_runtime import storage
+from mfpo_runtime.metrics import StageMetrics
+from mfpo_runtime.contract import (
+    DEFAULT_TERMINATION_LOG,
+    BadInput,
+    ExitCode,
+    StageConfig,
+    StageInterrupted,
+    StageResult,
+    TerminationSummary,
+    result_uri,
+)
+
+log = logging.getLogger("mfpo.stage")
+
+# Stage kind -> module with `run(ctx: StageContext) -> StageOutcome`.
+STAGE_MODULES = {
+    "datagen": "mfpo_runtime.stages.datagen",
+    "score": "mfpo_runtime.stages.score",
+    "align": "mfpo_runtime.stages.align",
+    "eval": "mfpo_runtime.stages.evaluate",
+}
+
+
+@dataclass
+class StageOutcome:
+    """What a stage implementation returns; the runner turns it into the result document."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage implementation needs besides its config."""
+
+    config: StageConfig
+    work_dir: Path  # local scratch space, removed after the stage unless MFPO_KEEP_WORK is set
+    metrics: StageMetrics
+    shard: tuple[int, int] | None = None  # (index, count) for datagen shards
+    progress: bool = True  # show tqdm bars (local runs); Jobs set MFPO_PROGRESS=0
+    _stop: list[bool] = field(default_factory=lambda: [False])
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once SIGTERM arrived: save a checkpoint and raise StageInterrupted."""
+        return self._stop[0]
+
+    def request_stop(self) -> None:
+        self._stop[0] = True
+
+
+def _termination_log() -> Path | None:
+    path = Path(os.environ.get("MFPO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
+    return path if path.parent.is_dir() and (path.exists() or os.access(path.parent, os.W_OK)) else None
+
+
+def write_termination_summary(summary: TerminationSummary) -> None:
+    path = _termination_log()
+    if path is None:
+        return
+    try:
+        path.write_text(summary.encode())
+    except OSError as err:  # never let the summary hide the stage's own outcome
+        log.warning("could not write the termination summary to %s: %s", path, err)
+
+
+def _load_config(source: str) -> StageConfig:
+    try:
+        text = Path(source).read_text() if "://" not in source else storage.read_text(source)
+    except (OSError, storage.StorageError) as err:
+        raise BadInput(f"cannot read the stage config {source}: {err}") from err
+    try:
+        return StageConfig.from_json(text)
+    except ValidationError as err:
+        raise BadInput(f"invalid stage config {source}: {_validation_message(err)}") from err
+
+
+def _validation_message(err: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in err.errors()
+    )
+
+
+def _resolve_shard(config: StageConfig) -> tuple[int, int] | None:
+    if config.kind != "datagen":
+        return None
+    count = config.spec.image_preference.shards
+    index = config.shard_index
+    if index is None:
+        index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    if not 0 <= index < count:
+        raise BadInput(f"shard index {index} is outside 0..{count - 1} (imagePreference.shards)")
+    return index, count
+
+
+def run_stage(config: StageConfig, *, progress: bool = True) -> StageResult:
+    """Run one stage in this process (idempotent). Raises BadInput, StageInterrupted or others."""
+    shard = _resolve_shard(config)
+    done_uri = result_uri(config.run_uri, config.stage, shard)
+    if storage.exists(done_uri):
+        log.info("%s already done (%s): nothing to do", config.stage, done_uri)
+        return StageResult.model_validate(storage.read_json(done_uri))
+
+    module = importlib.import_module(STAGE_MODULES[config.kind])
+    started = datetime.now(timezone.utc)
+    keep = os.environ.get("MFPO_KEEP_WORK")
+    with tempfile.TemporaryDirectory(prefix=f"mfpo-{config.stage}-") as tmp:
+        metrics = StageMetrics.for_config(config)
+        metrics.serve()
+        ctx = StageContext(config=config, work_dir=Path(tmp), metrics=metrics, shard=shard, progress=progress)
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, lambda *_: ctx.request_stop())
+        try:
+            outcome: StageOutcome = module.run(ctx)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            metrics.push()
+            if keep:
+                log.info("work dir kept at %s", tmp)
+    result = StageResult(
+        stage=config.stage,
+        attempt=config.attempt,
+        started_at=started,
+        metrics=outcome.metrics,
+        outputs=outcome.outputs,
+        details=outcome.details,
+    )
+    # Written last: its existence is what "this stage is done" means.
+    storage.write_json(result.model_dump(mode="json"), done_uri)
+    return result
+
+
+def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exit) -> None:
+    parser = argparse.ArgumentParser(prog="mfpo-stage", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="stage config: a path or a storage URI")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("MFPO_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    progress = not args.no_progress and os.environ.get("MFPO_PROGRESS", "1") != "0"
+    stage = "unknown"
+    try:
+        config = _load_config(args.config)
+        stage = config.stage
+        result = run_stage(config, progress=progress)
+    except BadInput as err:
+        log.error("bad input, not retried: %s", err)
+        write_termination_summary(TerminationSummary(stage=stage, status="bad-input", message=str(err)))
+        exit(ExitCode.BAD_INPUT)
+        return
+    except StageInterrupted as err:
+        log.warning("stopped on request, checkpoint saved: %s", err)
+        write_termination_summary(TerminationSummary(stage=stage, status="preempted", message=str(err)))
+        exit(ExitCode.PREEMPTED)
+        return
+    except Exception as err:  # noqa: BLE001 - every other failure is retryable by contract
+        log.error("stage failed (retryable): %s\n%s", err, traceback.format_exc())
+        message = f"{type(err).__name__}: {err}"
+        write_termination_summary(TerminationSummary(stage=stage, status="retryable", message=message))
+        exit(1)
+        return
+    write_termination_summary(result.summary())
+    print(result.summary().encode())
+    exit(ExitCode.DONE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""One small storage API over `file://` and `s3://` URIs.
+
+Datasets, images, checkpoints and results all go through these functions, so that a run
+works the same on a laptop (file://) and in a cluster (s3:// on MinIO). Credentials and the
+endpoint come from the environment (a Secret fills it in the cluster):
+
+    MFPO_S3_ENDPOINT (or AWS_ENDPOINT_URL), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    MFPO_S3_SECURE (true/false), AWS_REGION
+
+Atomic publication: `publish_dir` uploads a directory and writes its commit marker
+(`_COMPLETE`, holding the file list and checksums) last; `is_complete` is true only after it.
+A crash mid-upload therefore never leaves a directory that looks whole.
+
+Called by every runtime stage; the operator never imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+COMMIT_MARKER = "_COMPLETE"
+
+
+class StorageError(Exception):
+    """A storage operation failed; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class Location:
+    scheme: str  # "file" or "s3"
+    bucket: str  # s3 bucket; "" for file
+    key: str  # s3 object key, or absolute local path for file
+
+    def join(self, *parts: str) -> "Location":
+        key = "/".join([self.key.rstrip("/"), *[p.strip("/") for p in parts if p]])
+        return Location(self.scheme, self.bucket, key)
+
+    @property
+    def uri(self) -> str:
+        if self.scheme == "file":
+            return f"file://{self.key}"
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse(uri: str) -> Location:
+    """Parse a storage URI. A plain path is taken as a local file path."""
+    if not isinstance(uri, str) or not uri:
+        raise StorageError(f"storage URI must be a non-empty string, got {uri!r}")
+    if "://" not in uri:
+        return Location("file", "", str(Path(uri).absolute()))
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(f"malformed file URI {uri!r}: expected file:///absolute/path")
+        if not parsed.path:
+            raise StorageError(f"malformed file URI {uri!r}: no path")
+        return Location("file", "", parsed.path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"malformed s3 URI {uri!r}: expected s3://bucket/key")
+        return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
+    raise StorageError(f"unsupported storage URI {uri!r}: expected file:// or s3://")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a storage URI."""
+    return parse(uri).join(*parts).uri if "://" in uri else str(Path(uri, *parts))
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _backend(loc: Location) -> "_Backend":
+    if loc.scheme == "file":
+        return _FILE
+    from mfpo_runtime import s3_backend  # imported lazily: the minio client is only needed for s3://
+
+    return s3_backend.backend_for(loc)
+
+
+class _Backend:
+    """What a scheme must do; the public functions below add URIs, checksums and atomicity."""
+
+    def put_file(self, local: Path, loc: Location) -> None: ...
+    def get_file(self, loc: Location, local: Path) -> None: ...
+    def list(self, loc: Location) -> Iterator[str]: ...  # relative keys of all objects under loc
+    def exists(self, loc: Location) -> bool: ...
+    def delete(self, loc: Location) -> None: ...  # a single object/file
+    def read_bytes(self, loc: Location) -> bytes: ...
+    def write_bytes(self, data: bytes, loc: Location) -> None: ...
+
+
+class _FileBackend(_Backend):
+    def put_file(self, local: Path, loc: Location) -> None:
+        target = Path(loc.key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, target)  # atomic on POSIX: readers never see half a file
+
+    def get_file(self, loc: Location, local: Path) -> None:
+        if not Path(loc.key).is_file():
+            raise StorageError(f"no such object: {loc.uri}")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(loc.key, local)
+
+    def list(self, loc: Location) -> Iterator[str]:
+        root = Path(loc.key)
+        if root.is_file():
+            yield ""
+            return
+        if not root.is_dir():
+            return
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and ".tmp-" not in path.name:
+                yield path.relative_to(root).as_posix()
+
+    def exists(self, loc: Location) -> bool:
+        return Path(loc.key).exists()
+
+    def delete(self, loc: Location) -> None:
+        path = Path(loc.key)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+    def read_bytes(self, loc: Location) -> bytes:
+        try:
+            return Path(loc.key).read_bytes()
+        except FileNotFoundError as err:
+            raise StorageError(f"no such object: {loc.uri}") from err
+
+    def write_bytes(self, data: bytes, loc: Location) -> None:
+        target = Path(loc.key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+
+_FILE = _FileBackend()
+
+
+# ------------------------------------------------------------------ public API
+
+
+def put_file(local: str | os.PathLike[str], uri: str) -> None:
+    loc = parse(uri)
+    _backend(loc).put_file(Path(local), loc)
+
+
+def get_file(uri: str, local: str | os.PathLike[str]) -> Path:
+    loc = parse(uri)
+    _backend(loc).get_file(loc, Path(local))
+    return Path(local)
+
+
+def read_bytes(uri: str) -> bytes:
+    loc = parse(uri)
+    return _backend(loc).read_bytes(loc)
+
+
+def write_bytes(data: bytes, uri: str) -> None:
+    loc = parse(uri)
+    _backend(loc).write_bytes(data, loc)
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(text: str, uri: str) -> None:
+    write_bytes(text.encode("utf-8"), uri)
+
+
+def read_json(uri: str) -> Any:
+    try:
+        return json.loads(read_text(uri))
+    except json.JSONDecodeError as err:
+        raise StorageError(f"{uri} is not valid JSON: {err}") from err
+
+
+def write_json(doc: Any, uri: str) -> None:
+    write_text(json.dumps(doc, indent=2, sort_keys=True, default=str), uri)
+
+
+def exists(uri: str) -> bool:
+    loc = parse(uri)
+    return _backend(loc).exists(loc)
+
+
+def list_files(uri: str) -> list[str]:
+    """Relative paths of every file under a directory URI, sorted."""
+    loc = parse(uri)
+    return sorted(_backend(loc).list(loc))
+
+
+def delete(uri: str) -> None:
+    """Delete a file or a whole directory."""
+    loc = parse(uri)
+    backend = _backend(loc)
+    if loc.scheme == "file":
+        backend.delete(loc)
+        return
+    for rel in list(backend.list(loc)):
+        backend.delete(loc.join(rel) if rel else loc)
+
+
+def put_dir(local: str | os.PathLike[str], uri: str) -> list[str]:
+    """Upload every file under a local directory; returns the relative paths uploaded."""
+    root = Path(local)
+    if not root.is_dir():
+        raise StorageError(f"cannot upload {root} to {uri}: not a directory")
+    rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    for rel in rels:
+        put_file(root / rel, join(uri, rel))
+    return rels
+
+
+def get_dir(uri: str, local: str | os.PathLike[str]) -> Path:
+    """Download every file under a directory URI into a local directory."""
+    rels = list_files(uri)
+    if not rels:
+        raise StorageError(f"no such directory or it is empty: {uri}")
+    for rel in rels:
+        get_file(join(uri, rel), Path(local, rel))
+    return Path(local)
+
+
+def publish_dir(local: str | os.PathLike[str], uri: str) -> None:
+    """Upload a directory and make it visible as complete only after the commit marker.
+
+    The marker lists every file with its sha256; `fetch_dir` verifies them after download.
+    """
+    root = Path(local)
+    if exists(join(uri, COMMIT_MARKER)):
+        delete(join(uri, COMMIT_MARKER))  # republishing: invalidate first, never mix two versions
+    rels = [r for r in put_dir(root, uri) if r != COMMIT_MARKER]
+    manifest = {"files": {rel: sha256_file(root / rel) for rel in rels}}
+    write_json(manifest, join(uri, COMMIT_MARKER))
+
+
+def is_complete(uri: str) -> bool:
+    return exists(join(uri, COMMIT_MARKER))
+
+
+def fetch_dir(uri: str, local: str | os.PathLike[str]) -> Path:
+    """Download a published directory and verify every file's checksum against the marker."""
+    if not is_complete(uri):
+        raise StorageError(f"{uri} is not a complete published directory (no {COMMIT_MARKER} marker)")
+    manifest = read_json(join(uri, COMMIT_MARKER))
+    root = Path(local)
+    for rel, digest in manifest["files"].items():
+        target = get_file(join(uri, rel), root / rel)
+        actual = sha256_file(target)
+        if actual != digest:
+            raise StorageError(f"checksum mismatch for {join(uri, rel)}: expected {digest}, got {actual}")
+    return root
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path behind a file:// URI (or plain path), else None: lets readers avoid copies."""
+    loc = parse(uri)
+    return Path(loc.key) if loc.scheme == "file" else None
+
+
+def materialize(uri: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A local directory or file holding the URI's content: the path itself for file://,
+    else a download (verified when published) into cache_dir or a temporary directory."""
+    path = local_path(uri)
+    if path is not None:
+        if not path.exists():
+            raise StorageError(f"no such file or directory: {uri}")
+        return path
+    target = Path(cache_dir or tempfile.mkdtemp(prefix="mfpo-"))
+    loc = parse(uri)
+    target = target / hashlib.sha256(loc.uri.encode()).hexdigest()[:16]
+    if is_complete(uri):
+        return fetch_dir(uri, target)
+    rels = list_files(uri)
+    if rels == [""]:
+        return get_file(uri, target / Path(loc.key).name)
+    return get_dir(uri, target)
