@@ -1,0 +1,1 @@
+"""Datasets: formats, the synthetic scenes world, keywords, grounding, region noise, semantic entropy."""
