@@ -299,7 +299,7 @@ class BenchmarkName(str, Enum):
 class BenchmarkSpec(ApiModel):
     name: BenchmarkName
     uri: str | None = Field(
-        None, description="Storage URI of the benchmark's data/annotations (synthetic: made by datagen if unset)."
+        None, description="Storage URI of the benchmark's data (synthetic: the evaluation split written by `mfpo world`)."
     )
     max_samples: int | None = Field(None, ge=1)
     options: dict[str, str] = Field(default_factory=dict, description="Benchmark-specific options (e.g. POPE split).")

@@ -1,6 +1,7 @@
 """The preference record and the on-disk dataset layout shared by every stage.
 
-A dataset is a directory (local or in storage):
+A dataset is a directory (local or in storage); image paths in records are relative to it,
+or absolute storage URIs (a merged dataset points into its shards):
 
     records.jsonl    one `PreferenceRecord` per line
     manifest.json    {"count": N, "kind": "...", "source": "...", ...}
@@ -34,7 +35,7 @@ class PreferenceRecord(BaseModel):
 
     id: str = Field(..., min_length=1)
     question: str = Field(..., min_length=1)
-    image: str = Field(..., min_length=1, description="Image path relative to the dataset root.")
+    image: str = Field(..., min_length=1, description="Image path relative to the dataset root, or a storage URI.")
     chosen: str = Field("", description="Preferred answer (empty for evaluation-only records).")
     rejected: str = Field("", description="Dispreferred answer (text hallucination).")
     # Ground truth when the data has it (synthetic world, COCO): object names and per-object masks.
