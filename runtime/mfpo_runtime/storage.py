@@ -58,6 +58,9 @@ def parse(uri: str) -> Location:
         return Location("file", "", str(Path(uri).absolute()))
     parsed = urlparse(uri)
     if parsed.scheme == "file":
+        if parsed.netloc in (".", ".."):
+            # file://./runs/x: relative to the working directory (the local quickstart's manifests).
+            return Location("file", "", str(Path(parsed.netloc + parsed.path).absolute()))
         if parsed.netloc not in ("", "localhost"):
             raise StorageError(f"malformed file URI {uri!r}: expected file:///absolute/path")
         if not parsed.path:
@@ -71,8 +74,10 @@ def parse(uri: str) -> Location:
 
 
 def join(uri: str, *parts: str) -> str:
-    """Join path parts onto a storage URI."""
-    return parse(uri).join(*parts).uri if "://" in uri else str(Path(uri, *parts))
+    """Join path parts onto a storage URI (a relative file:// URI stays relative)."""
+    if "://" not in uri:
+        return str(Path(uri, *parts))
+    return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts if p]])
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
