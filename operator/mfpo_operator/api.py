@@ -430,6 +430,23 @@ class StageStatus(ApiModel):
     outputs: dict[str, str] = Field(default_factory=dict, description="Artifact URIs from the result summary.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Metrics from the result summary.")
     message: str | None = Field(None, description="Why the latest attempt failed, or the stage's summary.")
+    reason: str | None = Field(
+        None,
+        description=(
+            "Machine-readable cause of the phase: Started, Succeeded, BackOff, Disrupted, Vanished, "
+            "Suspended, BadInput, AttemptsExhausted (set by the planner)."
+        ),
+    )
+    disrupted_attempts: list[int] = Field(
+        default_factory=list,
+        description=(
+            "Attempt numbers stopped from outside (preemption, eviction, suspend, a deleted Job): "
+            "they do not count against retries.maxAttempts."
+        ),
+    )
+    retried_from: int = Field(
+        0, ge=0, description="Attempts made before the latest manual retry; maxAttempts counts those after it."
+    )
 
 
 class Condition(ApiModel):
@@ -454,6 +471,9 @@ class MFPORunStatus(ApiModel):
     observed_generation: int | None = None
     start_time: datetime | None = None
     completion_time: datetime | None = None
+    retry_token: str | None = Field(
+        None, description="Value of the mfpo.dev/retry annotation last seen; a new value retries a failed run."
+    )
 
     def stage(self, name: str) -> StageStatus | None:
         return next((s for s in self.stages if s.name == name), None)
