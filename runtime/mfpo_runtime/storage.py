@@ -19,14 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 COMMIT_MARKER = "_COMPLETE"
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket naming rules
 
 
 class StorageError(Exception):
@@ -39,7 +42,7 @@ class Location:
     bucket: str  # s3 bucket; "" for file
     key: str  # s3 object key, or absolute local path for file
 
-    def join(self, *parts: str) -> "Location":
+    def join(self, *parts: str) -> Location:
         key = "/".join([self.key.rstrip("/"), *[p.strip("/") for p in parts if p]])
         return Location(self.scheme, self.bucket, key)
 
@@ -69,6 +72,11 @@ def parse(uri: str) -> Location:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise StorageError(f"malformed s3 URI {uri!r}: expected s3://bucket/key")
+        if not _BUCKET_NAME.match(parsed.netloc):
+            raise StorageError(
+                f"malformed s3 URI {uri!r}: bucket name {parsed.netloc!r} must be 3-63 lowercase "
+                "letters, digits, dots or hyphens, starting and ending with a letter or digit"
+            )
         return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
     raise StorageError(f"unsupported storage URI {uri!r}: expected file:// or s3://")
 
@@ -88,10 +96,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _backend(loc: Location) -> "_Backend":
+def _backend(loc: Location) -> _Backend:
     if loc.scheme == "file":
         return _FILE
-    from mfpo_runtime import s3_backend  # imported lazily: the minio client is only needed for s3://
+    # Imported lazily: the minio client is only needed for s3://.
+    from mfpo_runtime import s3_backend
 
     return s3_backend.backend_for(loc)
 
@@ -99,17 +108,23 @@ def _backend(loc: Location) -> "_Backend":
 class _Backend:
     """What a scheme must do; the public functions below add URIs, checksums and atomicity."""
 
-    def put_file(self, local: Path, loc: Location) -> None: ...
+    # sha256: the file's digest when the caller has it already (the s3 backend stores it).
+    def put_file(self, local: Path, loc: Location, sha256: str | None = None) -> None: ...
     def get_file(self, loc: Location, local: Path) -> None: ...
     def list(self, loc: Location) -> Iterator[str]: ...  # relative keys of all objects under loc
     def exists(self, loc: Location) -> bool: ...
     def delete(self, loc: Location) -> None: ...  # a single object/file
+
+    def delete_tree(self, loc: Location) -> None:
+        """A file/object and everything under it; backends override with a faster way."""
+        for rel in list(self.list(loc)):
+            self.delete(loc.join(rel) if rel else loc)
     def read_bytes(self, loc: Location) -> bytes: ...
     def write_bytes(self, data: bytes, loc: Location) -> None: ...
 
 
 class _FileBackend(_Backend):
-    def put_file(self, local: Path, loc: Location) -> None:
+    def put_file(self, local: Path, loc: Location, sha256: str | None = None) -> None:
         target = Path(loc.key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -143,6 +158,9 @@ class _FileBackend(_Backend):
         elif path.exists():
             path.unlink()
 
+    def delete_tree(self, loc: Location) -> None:
+        self.delete(loc)  # delete() already removes whole directories
+
     def read_bytes(self, loc: Location) -> bytes:
         try:
             return Path(loc.key).read_bytes()
@@ -163,9 +181,10 @@ _FILE = _FileBackend()
 # ------------------------------------------------------------------ public API
 
 
-def put_file(local: str | os.PathLike[str], uri: str) -> None:
+def put_file(local: str | os.PathLike[str], uri: str, *, sha256: str | None = None) -> None:
+    """Upload one file; pass its sha256 when known to save the s3 backend a second read."""
     loc = parse(uri)
-    _backend(loc).put_file(Path(local), loc)
+    _backend(loc).put_file(Path(local), loc, sha256)
 
 
 def get_file(uri: str, local: str | os.PathLike[str]) -> Path:
@@ -217,12 +236,7 @@ def list_files(uri: str) -> list[str]:
 def delete(uri: str) -> None:
     """Delete a file or a whole directory."""
     loc = parse(uri)
-    backend = _backend(loc)
-    if loc.scheme == "file":
-        backend.delete(loc)
-        return
-    for rel in list(backend.list(loc)):
-        backend.delete(loc.join(rel) if rel else loc)
+    _backend(loc).delete_tree(loc)
 
 
 def put_dir(local: str | os.PathLike[str], uri: str) -> list[str]:
@@ -252,10 +266,15 @@ def publish_dir(local: str | os.PathLike[str], uri: str) -> None:
     The marker lists every file with its sha256; `fetch_dir` verifies them after download.
     """
     root = Path(local)
+    if not root.is_dir():
+        raise StorageError(f"cannot publish {root} to {uri}: not a directory")
     if exists(join(uri, COMMIT_MARKER)):
         delete(join(uri, COMMIT_MARKER))  # republishing: invalidate first, never mix two versions
-    rels = [r for r in put_dir(root, uri) if r != COMMIT_MARKER]
+    files = [p for p in root.rglob("*") if p.is_file() and p.name != COMMIT_MARKER]
+    rels = sorted(p.relative_to(root).as_posix() for p in files)
     manifest = {"files": {rel: sha256_file(root / rel) for rel in rels}}
+    for rel in rels:
+        put_file(root / rel, join(uri, rel), sha256=manifest["files"][rel])
     write_json(manifest, join(uri, COMMIT_MARKER))
 
 
@@ -266,14 +285,18 @@ def is_complete(uri: str) -> bool:
 def fetch_dir(uri: str, local: str | os.PathLike[str]) -> Path:
     """Download a published directory and verify every file's checksum against the marker."""
     if not is_complete(uri):
-        raise StorageError(f"{uri} is not a complete published directory (no {COMMIT_MARKER} marker)")
+        raise StorageError(
+            f"{uri} is not a complete published directory (no {COMMIT_MARKER} marker)"
+        )
     manifest = read_json(join(uri, COMMIT_MARKER))
     root = Path(local)
     for rel, digest in manifest["files"].items():
         target = get_file(join(uri, rel), root / rel)
         actual = sha256_file(target)
         if actual != digest:
-            raise StorageError(f"checksum mismatch for {join(uri, rel)}: expected {digest}, got {actual}")
+            raise StorageError(
+                f"checksum mismatch for {join(uri, rel)}: expected {digest}, got {actual}"
+            )
     return root
 
 
