@@ -1,0 +1,223 @@
+"""Grounding keywords to image regions: where the dispreferred image gets its noise.
+
+A `Grounder` maps (image, keywords, sample) to one boolean mask per keyword (empty when the
+keyword was not found). Implementations:
+
+- `AnnotationGrounder`: the dataset's ground-truth masks (the synthetic world, COCO); a keyword
+  matches an annotated object through a resolver (surface form -> canonical names).
+- `CLIPSegGrounder`: text-prompted segmentation with transformers' CLIPSeg, loaded from a
+  storage URI (`CLIPSegForImageSegmentation` + `CLIPSegProcessor`).
+- `WholeImageGrounder`: the paper's global-noise ablation: always the whole image.
+
+`ground(...)` unions the keyword masks, derives one box per grounded keyword, and applies the
+paper's fallback: no region found -> the whole image, marked `fallback-whole-image` and counted
+by the caller. Called by the datagen stage and the benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from mfpo_runtime import storage
+
+log = logging.getLogger("mfpo.grounding")
+
+FALLBACK = "fallback-whole-image"
+Resolver = Callable[[str], set[str]]  # keyword -> canonical object names it refers to
+
+
+class Grounder(Protocol):
+    name: str
+
+    def masks(
+        self, image: Image.Image, keywords: Sequence[str], sample_masks: dict[str, Image.Image]
+    ) -> list[np.ndarray]:
+        """One (H, W) bool mask per keyword, in order; all False when not found."""
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """Where to noise: the union mask and what produced it."""
+
+    mask: np.ndarray  # (H, W) bool
+    boxes: list[list[int]]  # [x0, y0, x1, y1] per grounded keyword (x1, y1 exclusive)
+    grounded: list[str]  # keywords that found a region
+    method: str  # the grounder's name, or FALLBACK
+
+    @property
+    def fallback(self) -> bool:
+        return self.method == FALLBACK
+
+
+def bounding_box(mask: np.ndarray) -> list[int]:
+    """[x0, y0, x1, y1] of a non-empty (H, W) mask, x1/y1 exclusive."""
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    y0, y1 = np.flatnonzero(rows)[[0, -1]]
+    x0, x1 = np.flatnonzero(cols)[[0, -1]]
+    return [int(x0), int(y0), int(x1) + 1, int(y1) + 1]
+
+
+def ground(
+    grounder: Grounder,
+    image: Image.Image,
+    keywords: Sequence[str],
+    sample_masks: dict[str, Image.Image] | None = None,
+    *,
+    fallback_whole_image: bool = True,
+) -> Grounding | None:
+    """Union of the keywords' regions; the whole image when none is found (None if no fallback)."""
+    width, height = image.size
+    per_keyword = grounder.masks(image, keywords, sample_masks or {}) if keywords else []
+    found = [(k, m) for k, m in zip(keywords, per_keyword) if m.any()]
+    if found:
+        union = np.logical_or.reduce([m for _, m in found])
+        return Grounding(
+            union, [bounding_box(m) for _, m in found], [k for k, _ in found], grounder.name
+        )
+    if not fallback_whole_image:
+        return None
+    whole = np.ones((height, width), dtype=bool)
+    return Grounding(whole, [[0, 0, width, height]], [], FALLBACK)
+
+
+# ------------------------------------------------------------------ annotation
+
+
+def name_resolver(synonyms: dict[str, list[str]]) -> Resolver:
+    """keyword -> canonical names, from a synonym table (canonical name -> surface forms).
+
+    A canonical name always resolves to itself; the table adds plurals and synonyms.
+    """
+    table: dict[str, set[str]] = {}
+    for name, forms in synonyms.items():
+        for form in (name, *forms):
+            table.setdefault(form.lower(), set()).add(name)
+    return lambda keyword: set(table.get(keyword.lower(), ()))
+
+
+class AnnotationGrounder:
+    """Ground-truth masks of the sample's annotated objects."""
+
+    name = "annotation"
+
+    def __init__(self, resolve: Resolver | None = None) -> None:
+        self._resolve = resolve or name_resolver({})
+
+    def masks(
+        self, image: Image.Image, keywords: Sequence[str], sample_masks: dict[str, Image.Image]
+    ) -> list[np.ndarray]:
+        width, height = image.size
+        binary = {name: _binary(mask, image.size) for name, mask in sample_masks.items()}
+        out = []
+        for keyword in keywords:
+            names = (self._resolve(keyword) | {keyword.lower()}) & set(binary)
+            mask = np.zeros((height, width), dtype=bool)
+            for name in names:
+                mask |= binary[name]
+            out.append(mask)
+        return out
+
+
+def _binary(mask: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """An L mask resized (nearest) to the image, as bool (H, W): nonzero = object."""
+    if mask.size != size:
+        mask = mask.resize(size, Image.NEAREST)
+    return np.asarray(mask.convert("L")) > 127
+
+
+class WholeImageGrounder:
+    """The global-noise ablation: every keyword grounds to the whole image."""
+
+    name = "whole-image"
+
+    def masks(
+        self, image: Image.Image, keywords: Sequence[str], sample_masks: dict[str, Image.Image]
+    ) -> list[np.ndarray]:
+        width, height = image.size
+        return [np.ones((height, width), dtype=bool) for _ in keywords]
+
+
+# ------------------------------------------------------------------ CLIPSeg
+
+
+class CLIPSegGrounder:
+    """Text-prompted segmentation: sigmoid(CLIPSeg logits) > threshold, resized to the image."""
+
+    name = "clipseg"
+
+    def __init__(self, model, processor, *, threshold: float = 0.4) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.threshold = threshold
+
+    @classmethod
+    def from_uri(
+        cls, uri: str, *, threshold: float = 0.4, cache_dir: str | None = None
+    ) -> CLIPSegGrounder:
+        from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+        path = storage.materialize(uri, cache_dir)
+        return cls(
+            CLIPSegForImageSegmentation.from_pretrained(path),
+            CLIPSegProcessor.from_pretrained(path),
+            threshold=threshold,
+        )
+
+    def probabilities(self, image: Image.Image, keywords: Sequence[str]) -> np.ndarray:
+        """Per-keyword foreground probability at the model's resolution, shape (K, h, w)."""
+        import torch
+
+        inputs = self.processor(
+            text=list(keywords), images=[image] * len(keywords), padding=True, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits  # (K, h, w), or (h, w) when K == 1
+        return torch.sigmoid(logits.reshape(len(keywords), *logits.shape[-2:])).float().numpy()
+
+    def masks(
+        self, image: Image.Image, keywords: Sequence[str], sample_masks: dict[str, Image.Image]
+    ) -> list[np.ndarray]:
+        probs = self.probabilities(image, keywords)  # (K, h, w)
+        out = []
+        for prob in probs:
+            resized = Image.fromarray(prob.astype(np.float32), mode="F").resize(
+                image.size, Image.BILINEAR
+            )
+            out.append(np.asarray(resized) > self.threshold)
+        return out
+
+
+def grounder_for(spec, data_format: str, *, cache_dir: str | None = None) -> Grounder:
+    """The grounder named in spec.imagePreference.grounding (an api.GroundingSpec)."""
+    method = spec.method
+    if method == "annotation":
+        return AnnotationGrounder(annotation_resolver(data_format))
+    if method == "whole-image":
+        return WholeImageGrounder()
+    if method == "clipseg":
+        return CLIPSegGrounder.from_uri(
+            spec.model_uri, threshold=spec.threshold, cache_dir=cache_dir
+        )
+    raise ValueError(
+        f"grounding method {method!r} is not supported by this runtime: use annotation, clipseg or whole-image"
+    )
+
+
+def annotation_resolver(data_format: str) -> Resolver:
+    """Synonym resolution for annotated objects: engineer D's mention extractor (synthetic-world
+    or COCO synonyms); exact object names only when that module is not available."""
+    try:
+        from mfpo_runtime.data import mentions
+    except ImportError:
+        log.warning("mfpo_runtime.data.mentions is missing: keywords match object names exactly")
+        return name_resolver({})
+    extractor = (
+        mentions.synthetic_extractor() if data_format == "synthetic" else mentions.coco_extractor()
+    )
+    return extractor.objects

@@ -1,0 +1,241 @@
+"""The datagen stage: text-preference records -> MFPO image-preference samples (one shard).
+
+For shard (i, n) it reads the records whose index % n == i (`data.formats`), ranks the chosen
+answer's keywords (`data.keywords`), grounds them to regions (`data.grounding`, with the
+paper's whole-image fallback), noises those regions (`data.noise`), and publishes the enriched
+dataset (original and perturbed images, keywords, regions, grounding) with a manifest to
+`<shard_uri(run_uri, i, n)>/dataset` through `storage.publish_dir`.
+
+Called by `mfpo_runtime.stage.run_stage` (the `mfpo-stage` command). Checkpoint-free: a
+preempted shard starts over; a shard whose dataset is already published returns its counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mfpo_runtime import storage
+from mfpo_runtime.contract import BadInput, StageInterrupted, shard_uri
+from mfpo_runtime.data import formats, grounding, keywords, noise
+from mfpo_runtime.data.records import MANIFEST_FILE, write_records
+from mfpo_runtime.stage import StageContext, StageOutcome
+
+log = logging.getLogger("mfpo.datagen")
+
+MAX_SKIPS_LISTED = 100  # in the manifest; the counters count them all
+
+
+def dataset_uri(run_uri: str, shard: tuple[int, int]) -> str:
+    """Where shard (i, n) publishes its dataset (the score stage reads it there)."""
+    return f"{shard_uri(run_uri, *shard)}/dataset"
+
+
+@dataclass
+class ShardCounts:
+    records: int = 0
+    skipped: int = 0
+    fallbacks: int = 0
+    ungrounded: int = 0  # no region and fallbackWholeImage false: left out, counted
+    skips: list[str] = field(default_factory=list)
+
+    def outcome_metrics(self) -> dict[str, float]:
+        return {
+            "records": self.records,
+            "skipped": self.skipped,
+            "fallbacks": self.fallbacks,
+            "ungrounded": self.ungrounded,
+        }
+
+
+@dataclass(frozen=True)
+class Enricher:
+    """Everything applied to one sample, configured once from the spec."""
+
+    grounder: grounding.Grounder
+    keyword_spec: object  # api.KeywordSpec
+    noise_spec: object  # api.NoiseSpec
+    fallback_whole_image: bool
+    image_size: int | None
+    seed: int
+
+    def enrich(self, sample: formats.Sample, out_dir: Path):
+        """The enriched record (images written under out_dir/images), or None if ungrounded."""
+        image = sample.image
+        if self.image_size:
+            image = image.resize((self.image_size, self.image_size), _bicubic())
+        ks = self.keyword_spec
+        words = keywords.rank_keywords(
+            sample.record.chosen,
+            top_k=ks.top_k,
+            phi=ks.phi,
+            gamma=ks.gamma,
+            decay=ks.decay,
+            damping=ks.damping,
+        )
+        found = grounding.ground(
+            self.grounder,
+            image,
+            words,
+            sample.masks,
+            fallback_whole_image=self.fallback_whole_image,
+        )
+        if found is None:
+            return None, None
+        ns = self.noise_spec
+        perturbed = noise.region_noise(
+            image,
+            found.mask,
+            step=ns.step,
+            schedule=ns.schedule,
+            schedule_steps=ns.schedule_steps,
+            beta_start=ns.beta_start,
+            beta_end=ns.beta_end,
+            seed=noise.seed_for(self.seed, sample.record.id),
+        )
+        stem = f"images/{sample.index:08d}"
+        image.save(out_dir / f"{stem}.png")
+        perturbed.save(out_dir / f"{stem}-perturbed.png")
+        record = sample.record.model_copy(
+            update={
+                "image": f"{stem}.png",
+                "perturbed_image": f"{stem}-perturbed.png",
+                "masks": None,  # ground truth stays in the source dataset; regions say where noise went
+                "keywords": words,
+                "regions": found.boxes,
+                "grounding": found.method,
+                "extra": {
+                    **sample.record.extra,
+                    "source_image": sample.record.image,
+                    "grounded": found.grounded,
+                },
+            }
+        )
+        return record, found
+
+
+def _bicubic():
+    from PIL import Image
+
+    return Image.BICUBIC
+
+
+def enricher_for(ctx: StageContext) -> Enricher:
+    spec = ctx.config.spec
+    pref = spec.image_preference
+    try:
+        grounder = grounding.grounder_for(
+            pref.grounding, spec.data.format, cache_dir=str(ctx.work_dir / "models")
+        )
+    except (storage.StorageError, OSError, ValueError) as err:
+        raise BadInput(
+            f"imagePreference.grounding: cannot load the {pref.grounding.method} grounder: {err}"
+        ) from err
+    return Enricher(
+        grounder=grounder,
+        keyword_spec=pref.keywords,
+        noise_spec=pref.noise,
+        fallback_whole_image=pref.grounding.fallback_whole_image,
+        image_size=pref.image_size,
+        seed=pref.seed,
+    )
+
+
+def _samples(ctx: StageContext, shard: tuple[int, int]):
+    data = ctx.config.spec.data
+    try:
+        yield from formats.iter_samples(
+            data.uri, data.format, shard=shard, max_samples=data.max_samples
+        )
+    except (FileNotFoundError, ValueError, TypeError, storage.StorageError) as err:
+        raise BadInput(f"data.uri {data.uri} ({data.format}): {err}") from err
+
+
+def _on_bad(bad: formats.BadRecord, counts: ShardCounts, ctx: StageContext) -> None:
+    if ctx.config.spec.data.on_bad_record == "fail":
+        raise BadInput(f"{ctx.config.spec.data.uri}: {bad.describe()} (data.onBadRecord: fail)")
+    log.warning("skipping %s", bad.describe())
+    counts.skipped += 1
+    if len(counts.skips) < MAX_SKIPS_LISTED:
+        counts.skips.append(bad.describe())
+    ctx.metrics.inc("mfpo_datagen_skipped_records_total")
+
+
+def _tally(found, counts: ShardCounts, ctx: StageContext) -> None:
+    counts.records += 1
+    ctx.metrics.inc("mfpo_datagen_records_total")
+    if found.fallback:
+        counts.fallbacks += 1
+        ctx.metrics.inc("mfpo_datagen_grounding_fallbacks_total")
+
+
+def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> ShardCounts:
+    """Enrich every record of the shard into out_dir (records.jsonl, manifest.json, images/)."""
+    enricher = enricher_for(ctx)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    counts, records = ShardCounts(), []
+    for item in tqdm(
+        _samples(ctx, shard), desc=f"datagen {shard[0]}/{shard[1]}", disable=not ctx.progress
+    ):
+        if ctx.stop_requested:
+            raise StageInterrupted(
+                f"datagen shard {shard[0]} of {shard[1]} stopped; it restarts from scratch"
+            )
+        if isinstance(item, formats.BadRecord):
+            _on_bad(item, counts, ctx)
+            continue
+        record, found = enricher.enrich(item, out_dir)
+        if record is None:
+            log.warning(
+                "record %r: no region for keywords and fallbackWholeImage is false: left out",
+                item.record.id,
+            )
+            counts.ungrounded += 1
+            continue
+        records.append(record)
+        _tally(found, counts, ctx)
+    write_records(
+        records,
+        out_dir,
+        kind="image-preference",
+        source=ctx.config.spec.data.uri,
+        format=ctx.config.spec.data.format,
+        shard=list(shard),
+        grounding=ctx.config.spec.image_preference.grounding.method,
+        **counts.outcome_metrics(),
+        skips=counts.skips,
+    )
+    return counts
+
+
+def _published_counts(uri: str) -> ShardCounts:
+    """Counts of an already published shard (crash between publish and the result document)."""
+    manifest = storage.read_json(storage.join(uri, MANIFEST_FILE))
+    return ShardCounts(
+        records=manifest.get("records", manifest.get("count", 0)),
+        skipped=manifest.get("skipped", 0),
+        fallbacks=manifest.get("fallbacks", 0),
+        ungrounded=manifest.get("ungrounded", 0),
+        skips=list(manifest.get("skips", [])),
+    )
+
+
+def run(ctx: StageContext) -> StageOutcome:
+    shard = ctx.shard or (0, 1)
+    uri = dataset_uri(ctx.config.run_uri, shard)
+    if storage.is_complete(uri):
+        log.info("shard %d of %d already published at %s", *shard, uri)
+        counts = _published_counts(uri)
+    else:
+        out_dir = ctx.work_dir / "dataset"
+        counts = generate_shard(ctx, shard, out_dir)
+        storage.publish_dir(out_dir, uri)
+    log.info("datagen shard %d of %d: %s", *shard, counts.outcome_metrics())
+    return StageOutcome(
+        metrics=counts.outcome_metrics(),
+        outputs={"dataset": uri},
+        details={"shard": list(shard), "skips": counts.skips},
+    )
