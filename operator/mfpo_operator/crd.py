@@ -22,9 +22,9 @@ import copy
 import difflib
 import sys
 import types
-from enum import Enum
 import typing
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,9 @@ def _grounding_rules() -> list[dict[str, str]]:
         {
             "rule": f"!({method} in ['clipseg', 'grounding-sam']) "
             "|| (has(self.modelUri) && self.modelUri != '')",
-            "message": "grounding.modelUri is required when grounding.method is clipseg or grounding-sam",
+            "message": (
+                "grounding.modelUri is required when grounding.method is clipseg or grounding-sam"
+            ),
         },
         {
             "rule": f"{method} != 'grounding-sam' || (has(self.samUri) && self.samUri != '')",
