@@ -1,0 +1,90 @@
+"""Load and save vision-language models: a Hugging Face directory or a published policy.
+
+A policy directory (what an align stage publishes when it keeps adapters) holds
+`mfpo_policy.json` = {"family": ..., "base": "<URI of a HF model dir>", "adapters": [URIs]}:
+the base is loaded and each peft adapter applied in order and merged. Every URI is resolved
+with `storage.materialize`, so file:// and s3:// both work. Called by every runtime stage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, PreTrainedModel, ProcessorMixin
+
+from mfpo_runtime import storage
+from mfpo_runtime.contract import BadInput
+from mfpo_runtime.models.families import family as family_named
+from mfpo_runtime.models.families import family_of_config
+
+POLICY_FILE = "mfpo_policy.json"
+
+
+class ModelLoadError(BadInput):
+    """The URI holds no loadable model; the message names it and what was expected."""
+
+
+@dataclass
+class LoadedVLM:
+    model: PreTrainedModel
+    processor: ProcessorMixin
+    family: str  # "llava", "llava-next" or "qwen2-vl"
+
+
+def load_vlm(uri: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedVLM:
+    """Load a model directory or a policy (base + adapters, merged), in eval mode."""
+    path = storage.materialize(uri)
+    if (path / POLICY_FILE).is_file():
+        return _load_policy(uri, path / POLICY_FILE, dtype=dtype, device=device)
+    return _load_hf_dir(uri, path, dtype=dtype, device=device)
+
+
+def _load_hf_dir(uri: str, path: Path, *, dtype: torch.dtype, device: str) -> LoadedVLM:
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"{uri}: not a model directory: expected a Hugging Face config.json or {POLICY_FILE}"
+        )
+    try:
+        fam = family_of_config(AutoConfig.from_pretrained(path))
+    except ValueError as err:
+        raise ModelLoadError(f"{uri}: {err}") from err
+    model = fam.model_class.from_pretrained(path, dtype=dtype).to(device).eval()
+    processor = fam.processor_class.from_pretrained(path)
+    return LoadedVLM(model, processor, fam.name)
+
+
+def _load_policy(uri: str, manifest: Path, *, dtype: torch.dtype, device: str) -> LoadedVLM:
+    from peft import PeftModel  # imported here: plain model directories do not need peft
+
+    doc = json.loads(manifest.read_text())
+    if not isinstance(doc, dict) or not isinstance(doc.get("base"), str):
+        raise ModelLoadError(f"{uri}/{POLICY_FILE}: expected {{'family', 'base', 'adapters'}}, got {doc!r}")
+    vlm = load_vlm(doc["base"], dtype=dtype, device=device)
+    if doc.get("family") and doc["family"] != vlm.family:
+        raise ModelLoadError(
+            f"{uri}/{POLICY_FILE}: family {doc['family']!r} but its base {doc['base']} is {vlm.family!r}"
+        )
+    for adapter in doc.get("adapters", []):
+        peft_model = PeftModel.from_pretrained(vlm.model, storage.materialize(adapter))
+        vlm.model = peft_model.merge_and_unload().eval()
+    return vlm
+
+
+def write_policy_manifest(out_dir: str | Path, *, family: str, base: str, adapters: list[str]) -> Path:
+    """Write `mfpo_policy.json` into a local directory (an align stage's published policy)."""
+    family_named(family)  # validates the name
+    path = Path(out_dir) / POLICY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"family": family, "base": base, "adapters": adapters}, indent=2))
+    return path
+
+
+def save_vlm(vlm: LoadedVLM, out_dir: str | Path) -> Path:
+    """Save model + processor in Hugging Face format under a local directory."""
+    out = Path(out_dir)
+    vlm.model.save_pretrained(out)
+    vlm.processor.save_pretrained(out)
+    return out
