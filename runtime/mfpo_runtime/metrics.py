@@ -73,7 +73,9 @@ class StageMetrics:
         }
 
     def _child(self, name: str, labels: Mapping[str, str]):
-        return self._metrics[name].labels(**self._identity, **labels)
+        # A label given here wins over the identity: the eval stage labels its scores with the
+        # policy evaluated (stage="align-3"), as the operator's mfpo_run_eval_score does.
+        return self._metrics[name].labels(**{**self._identity, **labels})
 
     def set(self, name: str, value: float, **labels: str) -> None:
         self._child(name, labels).set(value)

@@ -1,0 +1,115 @@
+"""What every benchmark shares: its result, its environment, reading its files from storage.
+
+A benchmark is a function `evaluate(policy, bench, env) -> BenchmarkResult` (see
+mfpo_runtime.eval.benchmarks). Its files are named by storage URIs (file:// or s3://); errors in
+them raise `BadInput` naming the URI and the record, so the eval stage fails at once, unretried.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mfpo_operator.api import BenchmarkSpec
+from PIL import Image, UnidentifiedImageError
+
+from mfpo_runtime import storage
+from mfpo_runtime.contract import BadInput
+from mfpo_runtime.eval.generation import GenerationSettings
+
+
+@dataclass
+class BenchmarkResult:
+    """Scores of one policy on one benchmark, with the per-sample evidence."""
+
+    metrics: dict[str, float]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # e.g. "degenerate": do not read CHAIR as a win
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchmarkEnv:
+    """What a benchmark may use besides the policy."""
+
+    work_dir: Path  # scratch space for downloads
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    default_uri: str | None = None  # where the benchmark's data is when its spec names none
+    progress: bool = False
+
+
+# A reference this long is inline base64 image data, not a path (paths are short).
+INLINE_IMAGE_MIN_CHARS = 512
+
+
+def option(bench: BenchmarkSpec, name: str, default: str | None = None) -> str | None:
+    """A benchmark option (spec.evaluation.benchmarks[].options), or its default."""
+    return bench.options.get(name, default)
+
+
+def data_uri(bench: BenchmarkSpec, env: BenchmarkEnv) -> str:
+    uri = bench.uri or env.default_uri
+    if not uri:
+        raise BadInput(f"evaluation benchmark {bench.name}: uri is required (where its data lies)")
+    return uri
+
+
+def file_uri(base: str, name_or_uri: str) -> str:
+    """A storage URI as is, else a path relative to `base`."""
+    return name_or_uri if "://" in name_or_uri else storage.join(base, name_or_uri)
+
+
+def read_json(uri: str, what: str) -> Any:
+    try:
+        return storage.read_json(uri)
+    except storage.StorageError as err:
+        raise BadInput(f"cannot read the {what} {uri}: {err}") from err
+
+
+def read_json_lines(uri: str, what: str) -> list[dict[str, Any]]:
+    """JSON lines, or a JSON list (both forms of these benchmarks' files are in use)."""
+    try:
+        text = storage.read_text(uri)
+    except storage.StorageError as err:
+        raise BadInput(f"cannot read the {what} {uri}: {err}") from err
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise BadInput(f"the {what} {uri} is not valid JSON: {err}") from err
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise BadInput(f"the {what} {uri} line {number} is not valid JSON: {err}") from err
+    return rows
+
+
+def require(row: dict[str, Any], key: str, where: str) -> Any:
+    if key not in row:
+        raise BadInput(f"{where}: missing field {key!r} (has {sorted(row)})")
+    return row[key]
+
+
+def load_image(base: str, reference: str, where: str) -> Image.Image:
+    """An RGB image from a storage URI, a path relative to `base`, or inline base64 data."""
+    try:
+        if len(reference) > INLINE_IMAGE_MIN_CHARS and "://" not in reference[:16]:
+            data = base64.b64decode(reference, validate=True)  # Object HalBench inlines images
+        else:
+            data = storage.read_bytes(file_uri(base, reference))
+        image = Image.open(io.BytesIO(data))
+        return image.convert("RGB")
+    except (storage.StorageError, binascii.Error, UnidentifiedImageError, OSError) as err:
+        raise BadInput(f"{where}: cannot read image {reference[:80]!r} under {base}: {err}") from err
+
+
+def limit(rows: list, bench: BenchmarkSpec) -> list:
+    return rows[: bench.max_samples] if bench.max_samples else rows

@@ -1,0 +1,137 @@
+"""Object HalBench: CHAIR on COCO images (Rohrbach et al. 2018; RLHF-V's 300-question set).
+
+Data, as storage URIs (`bench.uri` is the directory; options override each file):
+
+    questions.jsonl   {"image_id": 42, "question": "...", "image": <path | URI | base64>}
+                      (RLHF-V's obj_halbench_300_with_image.jsonl has this form)
+    instances.json    COCO instance annotations (categories, annotations, images)
+    captions.json     COCO caption annotations (optional; CHAIR adds their objects to the truth)
+    images/           used when a question has no "image": instances' images[].file_name
+
+Ground truth per image = the categories of its instance annotations plus the COCO objects its
+reference captions name, both mapped through CHAIR's synonym list (as in the original code).
+Object mentions come from the rules (`coco_extractor`) or, with option `judge: llm`, from an
+OpenAI-compatible judge (options judgeUrl, judgeModel, judgeKeyEnv).
+Called through mfpo_runtime.eval.benchmarks by the eval stage.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from mfpo_operator.api import BenchmarkSpec
+
+from mfpo_runtime import storage
+from mfpo_runtime.contract import BadInput
+from mfpo_runtime.data.mentions import MentionExtractor, coco_extractor
+from mfpo_runtime.eval import scores
+from mfpo_runtime.eval.common import (
+    BenchmarkEnv,
+    BenchmarkResult,
+    data_uri,
+    file_uri,
+    limit,
+    load_image,
+    option,
+    read_json,
+    read_json_lines,
+    require,
+)
+from mfpo_runtime.eval.generation import Policy
+from mfpo_runtime.eval.judge import OpenAIJudge
+
+
+def instance_objects(instances: dict[str, Any], extractor: MentionExtractor, uri: str) -> dict[int, set[str]]:
+    """image id -> canonical objects of its instance annotations."""
+    names = {c["id"]: c["name"] for c in require(instances, "categories", uri)}
+    truth: dict[int, set[str]] = defaultdict(set)
+    for number, ann in enumerate(require(instances, "annotations", uri)):
+        where = f"{uri} annotations[{number}]"
+        category = require(ann, "category_id", where)
+        if category not in names:
+            raise BadInput(f"{where}: category_id {category} is not in the categories list")
+        canonical = extractor.canonical(names[category])
+        if canonical is None:
+            raise BadInput(f"{where}: category {names[category]!r} is not a COCO category")
+        truth[require(ann, "image_id", where)].add(canonical)
+    return truth
+
+
+def caption_objects(captions: dict[str, Any], extractor: MentionExtractor, uri: str) -> dict[int, set[str]]:
+    """image id -> COCO objects named by its reference captions."""
+    truth: dict[int, set[str]] = defaultdict(set)
+    for number, ann in enumerate(require(captions, "annotations", uri)):
+        where = f"{uri} annotations[{number}]"
+        truth[require(ann, "image_id", where)] |= extractor.objects(require(ann, "caption", where))
+    return truth
+
+
+def coco_truth(instances_uri: str, captions_uri: str | None, extractor: MentionExtractor) -> dict[int, set[str]]:
+    """CHAIR's ground truth: instance categories plus caption objects, per image id."""
+    truth = instance_objects(read_json(instances_uri, "COCO instances file"), extractor, instances_uri)
+    if captions_uri:
+        captions = read_json(captions_uri, "COCO captions file")
+        for image_id, objects in caption_objects(captions, extractor, captions_uri).items():
+            truth[image_id] = truth.get(image_id, set()) | objects
+    return truth
+
+
+def _image_files(instances_uri: str) -> dict[int, str]:
+    doc = read_json(instances_uri, "COCO instances file")
+    return {img["id"]: img["file_name"] for img in doc.get("images", [])}
+
+
+def _mention_fn(bench: BenchmarkSpec, extractor: MentionExtractor):
+    judge = option(bench, "judge", "rules")
+    if judge == "rules":
+        return extractor.mentions
+    if judge == "llm":
+        url, model = option(bench, "judgeUrl"), option(bench, "judgeModel")
+        if not url or not model:
+            raise BadInput(f"benchmark {bench.name}: judge llm needs options judgeUrl and judgeModel")
+        llm = OpenAIJudge(url, model, key_env=option(bench, "judgeKeyEnv", "OPENAI_API_KEY"))
+        return lambda text: llm.mentions(text, extractor)
+    raise BadInput(f"benchmark {bench.name}: option judge must be 'rules' or 'llm', got {judge!r}")
+
+
+def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
+    base = data_uri(bench, env)
+    extractor = coco_extractor()
+    instances_uri = file_uri(base, option(bench, "instances", "instances.json"))
+    captions_uri = file_uri(base, option(bench, "captions", "captions.json"))
+    if "captions" not in bench.options and not storage.exists(captions_uri):
+        captions_uri = None  # the captions file is optional unless named
+    truth = coco_truth(instances_uri, captions_uri, extractor)
+    questions_uri = file_uri(base, option(bench, "questions", "questions.jsonl"))
+    rows = limit(read_json_lines(questions_uri, "Object HalBench questions file"), bench)
+    if not rows:
+        raise BadInput(f"the Object HalBench questions file {questions_uri} has no questions")
+    image_dir = file_uri(base, option(bench, "imageDir", "images"))
+    files = None
+    questions, images, truths, ids = [], [], [], []
+    for number, row in enumerate(rows):
+        where = f"{questions_uri} line {number + 1}"
+        image_id = require(row, "image_id", where)
+        questions.append(require(row, "question", where))
+        if row.get("image"):
+            images.append(load_image(base, row["image"], where))
+        else:
+            files = files if files is not None else _image_files(instances_uri)
+            if image_id not in files:
+                raise BadInput(f"{where}: image_id {image_id} has no 'image' and no file in {instances_uri}")
+            images.append(load_image(image_dir, files[image_id], where))
+        truths.append(truth.get(image_id, set()))
+        ids.append(image_id)
+    answers = policy.answer(questions, images)
+    mention = _mention_fn(bench, extractor)
+    judged = [scores.chair_sample(mention(a), t, a) for a, t in zip(answers, truths)]
+    metrics = scores.chair(judged, truths)
+    metrics["well_formed"] = scores.well_formed_rate(answers)
+    samples = [
+        {"image_id": i, "question": q, "answer": a, "truth": sorted(t),
+         "mentioned": s.mentioned, "hallucinated": s.hallucinated, "degenerate": scores.degeneracy(a)}
+        for i, q, a, t, s in zip(ids, questions, answers, truths, judged)
+    ]  # fmt: skip
+    return BenchmarkResult(metrics=metrics, samples=samples, flags=scores.degenerate_flags(metrics))
+

@@ -1,0 +1,82 @@
+"""POPE (Li et al. 2023): "Is there a <object> in the image?" with random, popular and
+adversarial negative objects; accuracy, precision, recall, F1 ("yes" positive) and yes-ratio.
+
+Data, in POPE's own format (`bench.uri` is the directory):
+
+    coco_pope_random.json, coco_pope_popular.json, coco_pope_adversarial.json
+        JSON lines {"question_id": 1, "image": "COCO_val2014_000000310196.jpg",
+                    "text": "Is there a snowboard in the image?", "label": "yes"}
+        (any file named *random.json[l], *popular.json[l], *adversarial.json[l] is found;
+        option `splits` picks some, e.g. "random,adversarial")
+    images/   the images (option imageDir)
+
+Metrics are named `<split>.<metric>`, plus `f1`, `accuracy` and `yes_ratio` averaged over the
+splits evaluated. Called through mfpo_runtime.eval.benchmarks by the eval stage.
+"""
+
+from __future__ import annotations
+
+from mfpo_operator.api import BenchmarkSpec
+
+from mfpo_runtime import storage
+from mfpo_runtime.contract import BadInput
+from mfpo_runtime.eval import scores
+from mfpo_runtime.eval.common import (
+    BenchmarkEnv,
+    BenchmarkResult,
+    data_uri,
+    file_uri,
+    limit,
+    load_image,
+    option,
+    read_json_lines,
+    require,
+)
+from mfpo_runtime.eval.generation import Policy
+
+SPLITS = ("random", "popular", "adversarial")
+
+
+def split_files(base: str, wanted: list[str]) -> dict[str, str]:
+    """split -> URI of its question file, among the files directly under `base`."""
+    names = [rel for rel in storage.list_files(base) if "/" not in rel]
+    found = {}
+    for split in wanted:
+        matches = [n for n in names if n.endswith((f"{split}.json", f"{split}.jsonl"))]
+        if matches:
+            found[split] = storage.join(base, min(matches))
+    return found
+
+
+def _wanted_splits(bench: BenchmarkSpec) -> list[str]:
+    wanted = [s.strip() for s in (option(bench, "splits") or ",".join(SPLITS)).split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SPLITS]
+    if unknown:
+        raise BadInput(f"benchmark pope: unknown splits {unknown}; expected some of {list(SPLITS)}")
+    return wanted
+
+
+def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
+    base = data_uri(bench, env)
+    files = split_files(base, _wanted_splits(bench))
+    if not files:
+        raise BadInput(f"POPE at {base}: no question file named *random.json, *popular.json or *adversarial.json")
+    image_dir = file_uri(base, option(bench, "imageDir", "images"))
+    metrics: dict[str, float] = {}
+    samples = []
+    for split, uri in files.items():
+        rows = limit(read_json_lines(uri, f"POPE {split} file"), bench)
+        where = [f"{uri} line {n + 1}" for n in range(len(rows))]
+        questions = [require(r, "text", w) for r, w in zip(rows, where)]
+        labels = [str(require(r, "label", w)).strip().lower() == "yes" for r, w in zip(rows, where)]
+        images = [load_image(image_dir, require(r, "image", w), w) for r, w in zip(rows, where)]
+        answers = policy.answer(questions, images)
+        predicted = [scores.parse_yes_no(a) for a in answers]
+        for name, value in scores.binary(predicted, labels, positive=True).items():
+            metrics[f"{split}.{name}"] = value
+        samples += [{"split": split, "question_id": r.get("question_id"), "question": q, "answer": a,
+                     "yes": p, "label": r["label"]}
+                    for r, q, a, p in zip(rows, questions, answers, predicted)]  # fmt: skip
+    for name in ("accuracy", "f1", "yes_ratio"):
+        metrics[name] = sum(metrics[f"{s}.{name}"] for s in files) / len(files)
+    return BenchmarkResult(metrics=metrics, samples=samples)

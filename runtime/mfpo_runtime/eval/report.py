@@ -1,0 +1,110 @@
+"""The evaluation's readable outputs: a markdown report and a plot of the scores per stage.
+
+Input: scores[policy][benchmark] = {"metrics": {...}, "flags": [...]} for the policies in run
+order (base, align-1, ...). The report has one table per benchmark (metrics x policies), says
+which direction is better, and warns about degenerate policies (a collapsed model looks least
+hallucinating by CHAIR). The plot (matplotlib, Agg) has one panel per benchmark with its key
+metrics across policies; it is drawn only when several policies were evaluated.
+Called by the eval stage (mfpo_runtime.stages.evaluate).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+Scores = dict[str, dict[str, dict[str, Any]]]
+
+# Metrics drawn in the plot, per benchmark (others are in the tables and result documents).
+KEY_METRICS = {
+    "synthetic": ["chair_s", "chair_i", "recall", "well_formed", "counterprior.chair_s"],
+    "object-halbench": ["chair_s", "chair_i", "recall"],
+    "amber": ["chair", "hal", "cog", "cover", "f1"],
+    "pope": ["accuracy", "f1", "yes_ratio"],
+}
+LOWER_IS_BETTER = ("chair", "hal", "cog", "change_rate")
+# Not fractions: printed as numbers, not percentages.
+RAW_METRICS = ("mean_length", "logp_drop", "object_reliance")
+
+
+def better(metric: str) -> str:
+    last = metric.rsplit(".", 1)[-1]
+    if any(last.startswith(m) or last.endswith(m) for m in LOWER_IS_BETTER):
+        return "lower"
+    if last.startswith(RAW_METRICS) or last == "yes_ratio":
+        return "-"
+    return "higher"
+
+
+def format_value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    last = metric.rsplit(".", 1)[-1]
+    return f"{value:.3f}" if last.startswith(RAW_METRICS) else f"{100 * value:.1f}%"
+
+
+def benchmarks_of(scores: Scores) -> list[str]:
+    names: list[str] = []
+    for per_policy in scores.values():
+        names += [b for b in per_policy if b not in names]
+    return names
+
+
+def markdown(run: str, scores: Scores, *, plot_file: str | None = None) -> str:
+    policies = list(scores)
+    lines = [f"# Hallucination evaluation of run `{run}`", ""]
+    lines += [f"Policies: {', '.join(policies)}. Rates are percentages of responses, mentions or objects.", ""]
+    degenerate = [p for p in policies if any("degenerate" in r.get("flags", []) for r in scores[p].values())]
+    if degenerate:
+        warning = (
+            f"> **Warning: degenerate outputs from {', '.join(degenerate)}.** Most answers are "
+            "repetitions, not sentences: a low CHAIR here is a failed model, not a faithful one."
+        )
+        lines += [warning, ""]
+    if plot_file:
+        lines += [f"![scores per stage]({plot_file})", ""]
+    for bench in benchmarks_of(scores):
+        lines += _table(bench, policies, scores)
+    return "\n".join(lines)
+
+
+def _table(bench: str, policies: list[str], scores: Scores) -> list[str]:
+    metrics: list[str] = []
+    for policy in policies:
+        metrics += [m for m in scores[policy].get(bench, {}).get("metrics", {}) if m not in metrics]
+    lines = [f"## {bench}", "", f"| metric | better | {' | '.join(policies)} |",
+             f"|---|---|{'---|' * len(policies)}"]  # fmt: skip
+    for metric in metrics:
+        cells = [format_value(metric, scores[p].get(bench, {}).get("metrics", {}).get(metric)) for p in policies]
+        lines.append(f"| {metric} | {better(metric)} | {' | '.join(cells)} |")
+    flags = [", ".join(scores[p].get(bench, {}).get("flags", [])) or "-" for p in policies]
+    if any(f != "-" for f in flags):
+        lines.append(f"| flags | | {' | '.join(flags)} |")
+    return [*lines, ""]
+
+
+def plot(scores: Scores, path: str | Path) -> Path:
+    """One panel per benchmark: its key metrics (in %) across the policies, in run order."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: Jobs and CI have no display
+    import matplotlib.pyplot as plt
+
+    policies = list(scores)
+    benches = benchmarks_of(scores)
+    fig, axes = plt.subplots(1, len(benches), figsize=(4.5 * len(benches), 3.6), squeeze=False)
+    for ax, bench in zip(axes[0], benches):
+        for metric in KEY_METRICS.get(bench, []):
+            values = [scores[p].get(bench, {}).get("metrics", {}).get(metric) for p in policies]
+            if any(v is not None for v in values):
+                ax.plot(policies, [100 * v if v is not None else float("nan") for v in values],
+                        marker="o", label=metric)  # fmt: skip
+        ax.set_title(bench)
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,158 @@
+"""The synthetic benchmark: the scenes world's evaluation splits, with exact ground truth.
+
+Data: the world written by `mfpo_runtime.data.scenes` (`bench.uri` is the world's root, or one
+split's dataset directory). Splits (option `splits`, default "eval,eval-counterprior"): the
+held-out scenes of the training distribution, and the counter-prior scenes where an object
+appears without its usual partner, where prior-driven hallucination shows.
+
+Metrics per split (the `eval` split unprefixed, others prefixed `counterprior.`):
+- CHAIR (chair_s, chair_s_all, chair_i), recall, mean_length, mentioning_rate, against the
+  record's exact `objects`, mentions by `synthetic_extractor`;
+- well_formed: share of answers that are sentences, not collapses; a rate below 0.5 flags the
+  policy "degenerate" (its low CHAIR is a failure, not a win);
+- answer_change_rate / object_change_rate: answers that change when the whole image is noised
+  at step `heavyNoiseStep` (default 900 of 1000);
+- logp_drop_object / logp_drop_background / logp_drop_excess / object_reliance: the graded
+  reliance on the reference answer at step `regionNoiseStep` (default 500, the paper's t).
+Option `reliance: "false"` skips both reliance forms. Called via mfpo_runtime.eval.benchmarks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mfpo_operator.api import BenchmarkSpec
+from PIL import Image
+
+from mfpo_runtime import storage
+from mfpo_runtime.contract import BadInput
+from mfpo_runtime.data.mentions import MentionExtractor, synthetic_extractor
+from mfpo_runtime.data.noise import seed_for
+from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records
+from mfpo_runtime.eval import reliance, scores
+from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult, data_uri, limit, option
+from mfpo_runtime.eval.generation import Policy
+
+DEFAULT_SPLITS = "eval,eval-counterprior"
+
+
+def split_uris(base: str, wanted: list[str]) -> dict[str, str]:
+    """split -> dataset URI: `base` itself when it is one dataset, else `base/<split>`."""
+    if storage.exists(storage.join(base, "records.jsonl")):
+        return {wanted[0] if len(wanted) == 1 else "eval": base}
+    found = {s: storage.join(base, s) for s in wanted if storage.exists(storage.join(base, s, "records.jsonl"))}
+    if not found:
+        raise BadInput(f"synthetic benchmark at {base}: no records.jsonl there nor under {wanted}")
+    return found
+
+
+def metric_prefix(split: str) -> str:
+    return "" if split == "eval" else split.removeprefix("eval-") + "."
+
+
+def load_split(uri: str, work_dir: Path) -> tuple[Path, list[PreferenceRecord]]:
+    try:
+        root = storage.materialize(uri, cache_dir=work_dir)
+        return root, read_records(root)
+    except (storage.StorageError, DatasetError) as err:
+        raise BadInput(f"synthetic benchmark: cannot read the dataset {uri}: {err}") from err
+
+
+def _open(root: Path, reference: str) -> Image.Image:
+    path = root / reference if "://" not in reference else storage.materialize(reference)
+    return Image.open(path).convert("RGB")
+
+
+def object_mask(root: Path, record: PreferenceRecord, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) union of the record's object masks."""
+    width, height = size
+    union = np.zeros((height, width), dtype=bool)
+    for name, reference in (record.masks or {}).items():
+        mask = np.asarray(_open(root, reference).convert("L")) > 0
+        if mask.shape != union.shape:
+            raise BadInput(f"record {record.id}: mask of {name} is {mask.shape[::-1]}, image is {size}")
+        union |= mask
+    return union
+
+
+def truth_of(record: PreferenceRecord, extractor: MentionExtractor) -> set[str]:
+    if record.objects is None:
+        raise BadInput(f"synthetic benchmark: record {record.id} has no ground-truth objects")
+    return {extractor.canonical(o) or o for o in record.objects}
+
+
+def evaluate_split(
+    policy: Policy, root: Path, records: list[PreferenceRecord], bench: BenchmarkSpec
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    extractor = synthetic_extractor()
+    questions = [r.question for r in records]
+    images = [_open(root, r.image) for r in records]
+    truths = [truth_of(r, extractor) for r in records]
+    answers = policy.answer(questions, images)
+    judged = [scores.chair_sample(extractor.mentions(a), t, a) for a, t in zip(answers, truths)]
+    metrics = scores.chair(judged, truths)
+    metrics["well_formed"] = scores.well_formed_rate(answers)
+    samples = [{"id": r.id, "question": q, "answer": a, "truth": sorted(t), "mentioned": s.mentioned,
+                "hallucinated": s.hallucinated, "degenerate": scores.degeneracy(a)}
+               for r, q, a, t, s in zip(records, questions, answers, truths, judged)]  # fmt: skip
+    if option(bench, "reliance", "true").lower() != "false":
+        metrics |= _reliance(policy, root, records, questions, images, answers, extractor, bench, samples)
+    return metrics, samples
+
+
+def _reliance(policy, root, records, questions, images, answers, extractor, bench, samples) -> dict[str, float]:
+    seed = int(option(bench, "noiseSeed", "0"))
+    seeds = [seed_for(seed, r.id) for r in records]
+    heavy_step = int(option(bench, "heavyNoiseStep", "900"))
+    heavy = [reliance.heavy_noise(img, step=heavy_step, seed=s) for img, s in zip(images, seeds)]
+    noisy_answers = policy.answer(questions, heavy)
+    metrics = {
+        "answer_change_rate": reliance.change_rate(answers, noisy_answers),
+        "object_change_rate": scores.ratio(
+            sum(1 for a, b in zip(answers, noisy_answers) if extractor.objects(a) != extractor.objects(b)),
+            len(answers),
+        ),
+    }
+    for sample, noisy in zip(samples, noisy_answers):
+        sample["answer_heavy_noise"] = noisy
+    graded = [i for i, r in enumerate(records) if r.masks and r.chosen]
+    if not graded:
+        return metrics
+    step = int(option(bench, "regionNoiseStep", "500"))
+    pairs = [reliance.noised_pair(images[i], object_mask(root, records[i], images[i].size), step=step,
+                                  seed=seeds[i]) for i in graded]  # fmt: skip
+    qs, refs = [questions[i] for i in graded], [records[i].chosen for i in graded]
+    clean = policy.answer_logps(qs, [images[i] for i in graded], refs)
+    on_objects = policy.answer_logps(qs, [p[0] for p in pairs], refs)
+    on_background = policy.answer_logps(qs, [p[1] for p in pairs], refs)
+    for i, c, o, b in zip(graded, clean, on_objects, on_background):
+        samples[i]["logp_per_token"] = {"clean": c.per_token, "objects_noised": o.per_token,
+                                        "background_noised": b.per_token}  # fmt: skip
+    return metrics | reliance.graded_reliance(clean, on_objects, on_background).metrics()
+
+
+def default_uri(data_uri_of_run: str) -> str:
+    """The world's root from a run's data URI (a synthetic run trains on `<world>/train`)."""
+    return data_uri_of_run.rstrip("/").removesuffix("/train")
+
+
+def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
+    base = data_uri(bench, env)
+    wanted = [s.strip() for s in option(bench, "splits", DEFAULT_SPLITS).split(",") if s.strip()]
+    metrics: dict[str, float] = {}
+    samples: list[dict[str, Any]] = []
+    counts = {}
+    for split, uri in split_uris(base, wanted).items():
+        root, records = load_split(uri, env.work_dir)
+        records = limit(records, bench)
+        if not records:
+            raise BadInput(f"synthetic benchmark: the dataset {uri} has no records")
+        split_metrics, split_samples = evaluate_split(policy, root, records, bench)
+        prefix = metric_prefix(split)
+        metrics |= {prefix + k: v for k, v in split_metrics.items()}
+        samples += [{"split": split, **s} for s in split_samples]
+        counts[split] = len(records)
+    flags = sorted({f for split in counts for f in scores.degenerate_flags(metrics, metric_prefix(split) + "well_formed")})
+    return BenchmarkResult(metrics=metrics, samples=samples, flags=flags, details={"records": counts})

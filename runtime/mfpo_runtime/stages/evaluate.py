@@ -1,0 +1,132 @@
+"""The eval stage: hallucination scores of the base model and the aligned policies.
+
+Evaluates the base model (spec.evaluation.evaluateBase) and the last align stage's policy (or
+every stage's, with everyStage) on each benchmark of spec.evaluation, and writes
+
+    <run_uri>/eval/results/<policy>/<benchmark>.json   one result document per evaluation
+    <run_uri>/eval/report.md                           the readable report
+    <run_uri>/eval/report.png                          scores per stage (several policies)
+
+Resumable: an evaluation whose result document exists is read back, not redone, so a preempted
+or failed attempt loses at most the benchmark it was on. Metrics: `eval.<policy>.<benchmark>.
+<metric>` (headline metrics; all of them are in the result documents and `details`), and the
+gauge mfpo_eval_score{stage=<policy>, benchmark, metric} for every metric.
+Called by the stage runner (mfpo_runtime.stage) as `run(ctx)`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from mfpo_operator.api import BenchmarkSpec, DataFormat
+
+from mfpo_runtime import storage
+from mfpo_runtime.contract import BadInput, StageConfig, StageInterrupted, policy_uri
+from mfpo_runtime.eval import report, synthetic
+from mfpo_runtime.eval.benchmarks import run_benchmark
+from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult
+from mfpo_runtime.eval.generation import GenerationSettings, VLMPolicy
+from mfpo_runtime.stage import StageContext, StageOutcome
+
+log = logging.getLogger("mfpo.eval")
+
+# Besides report.KEY_METRICS, kept in the stage's metrics (hence the termination summary).
+EXTRA_HEADLINE = {"synthetic": ["object_reliance", "answer_change_rate"]}
+
+
+def policies(config: StageConfig) -> list[tuple[str, str]]:
+    """(name, URI) of the policies to evaluate, in run order."""
+    spec = config.spec
+    chosen = [("base", spec.model.uri)] if spec.evaluation.evaluate_base else []
+    last = spec.curriculum.stages
+    ks = range(1, last + 1) if spec.evaluation.every_stage else [last]
+    return chosen + [(f"align-{k}", policy_uri(config.run_uri, f"align-{k}")) for k in ks]
+
+
+def result_doc_uri(run_uri: str, policy: str, benchmark: str) -> str:
+    return storage.join(run_uri, "eval", "results", policy, f"{benchmark}.json")
+
+
+def bench_name(bench: BenchmarkSpec) -> str:
+    return bench.name if isinstance(bench.name, str) else bench.name.value
+
+
+def headline(benchmark: str, metric: str) -> bool:
+    return metric in report.KEY_METRICS.get(benchmark, []) + EXTRA_HEADLINE.get(benchmark, [])
+
+
+def _env(ctx: StageContext) -> BenchmarkEnv:
+    spec = ctx.config.spec
+    default = synthetic.default_uri(spec.data.uri) if spec.data.format == DataFormat.synthetic.value else None
+    settings = GenerationSettings.from_spec(spec.evaluation, seed=spec.training.seed)
+    return BenchmarkEnv(work_dir=ctx.work_dir, settings=settings, default_uri=default, progress=ctx.progress)
+
+
+def _check_policy(name: str, uri: str) -> None:
+    if name != "base" and not storage.is_complete(uri):
+        raise BadInput(f"policy of {name} is not published at {uri}: has {name} succeeded?")
+
+
+def _document(name: str, uri: str, bench: str, result: BenchmarkResult, env: BenchmarkEnv) -> dict[str, Any]:
+    return {
+        "policy": name, "policy_uri": uri, "benchmark": bench, "metrics": result.metrics,
+        "flags": result.flags, "details": result.details, "samples": result.samples,
+        "settings": env.settings.__dict__, "finished_at": datetime.now(timezone.utc).isoformat(),
+    }  # fmt: skip
+
+
+def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -> dict[str, dict[str, Any]]:
+    """Scores of one policy on every benchmark, from result documents where they exist."""
+    out: dict[str, dict[str, Any]] = {}
+    loaded: VLMPolicy | None = None
+    for bench in ctx.config.spec.evaluation.benchmarks:
+        doc_uri = result_doc_uri(ctx.config.run_uri, name, bench_name(bench))
+        if storage.exists(doc_uri):
+            log.info("%s on %s already evaluated (%s)", name, bench_name(bench), doc_uri)
+            doc = storage.read_json(doc_uri)
+        else:
+            if ctx.stop_requested:
+                raise StageInterrupted(f"stopped before {name} on {bench_name(bench)}; earlier results kept")
+            _check_policy(name, uri)
+            loaded = loaded or VLMPolicy.load(name, uri, env.settings, progress=env.progress)
+            log.info("evaluating %s on %s", name, bench_name(bench))
+            doc = _document(name, uri, bench_name(bench), run_benchmark(loaded, bench, env), env)
+            storage.write_json(doc, doc_uri)
+        out[bench_name(bench)] = {"metrics": doc["metrics"], "flags": doc.get("flags", [])}
+    del loaded
+    gc.collect()
+    return out
+
+
+def write_report(ctx: StageContext, scores: report.Scores) -> dict[str, str]:
+    stage = ctx.config.stage_uri
+    outputs = {"report": storage.join(stage, "report.md"), "results": storage.join(stage, "results")}
+    plot_file = None
+    if len(scores) > 1:
+        local = report.plot(scores, ctx.work_dir / "report.png")
+        outputs["plot"] = storage.join(stage, "report.png")
+        storage.put_file(local, outputs["plot"])
+        plot_file = "report.png"
+    storage.write_text(report.markdown(ctx.config.run, scores, plot_file=plot_file), outputs["report"])
+    return outputs
+
+
+def run(ctx: StageContext) -> StageOutcome:
+    if not ctx.config.spec.evaluation.benchmarks:
+        raise BadInput("spec.evaluation.benchmarks is empty: nothing to evaluate")
+    env = _env(ctx)
+    scores: report.Scores = {}
+    for name, uri in policies(ctx.config):
+        scores[name] = evaluate_policy(ctx, name, uri, env)
+    metrics: dict[str, float] = {}
+    for name, per_bench in scores.items():
+        for bench, result in per_bench.items():
+            for metric, value in result["metrics"].items():
+                ctx.metrics.set("mfpo_eval_score", value, stage=name, benchmark=bench, metric=metric)
+                if headline(bench, metric):
+                    metrics[f"eval.{name}.{bench}.{metric}"] = value
+    flags = {f"{n}/{b}": r["flags"] for n, per in scores.items() for b, r in per.items() if r["flags"]}
+    return StageOutcome(metrics=metrics, outputs=write_report(ctx, scores), details={"scores": scores, "flags": flags})
