@@ -24,7 +24,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 # Keys of an `encode(...)` batch that are not model inputs.
-NON_MODEL_KEYS = frozenset({"response_mask", "labels"})
+NON_MODEL_KEYS = frozenset({"response_mask", "labels", "ref_logps"})
 # Parameter-name fragments of the image path (vision tower + projector) in the three families.
 IMAGE_PATH_MARKERS = ("vision_tower", "multi_modal_projector", "image_newline", "visual.")
 

@@ -57,3 +57,57 @@ def llava():
 @pytest.fixture
 def make_batch():
     return hand_batch
+
+
+# ----------------------------------------------------------- align-stage fixtures
+
+def make_curriculum(world_train, out_dir, *, bins: int = 2, count: int = 8):
+    """A score-stage-like dataset from the world's train split: perturbed images (global noise,
+    enough for training tests) and bins 1..`bins` in turn."""
+    import numpy as np
+    from PIL import Image
+
+    from mfpo_runtime.data.records import read_records, write_records
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "images").mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    records = []
+    for i, record in enumerate(read_records(world_train)[:count]):
+        image = Image.open(world_train / record.image).convert("RGB")
+        image.save(out_dir / record.image)
+        pixels = np.asarray(image, dtype=np.float32)
+        noised = np.clip(0.7 * pixels + 0.3 * rng.normal(128, 64, pixels.shape), 0, 255).astype(np.uint8)
+        perturbed = f"images/{record.id}-perturbed.png"
+        Image.fromarray(noised).save(out_dir / perturbed)
+        records.append(record.model_copy(update={
+            "perturbed_image": perturbed, "bin": i % bins + 1, "entropy": float(i), "masks": None,
+        }))
+    write_records(records, out_dir, kind="curriculum")
+    return out_dir
+
+
+@pytest.fixture
+def run_dir(tmp_path, world_dir):
+    """A run prefix holding score/dataset with two bins of 4 records each."""
+    make_curriculum(world_dir / "train", tmp_path / "run" / "score" / "dataset")
+    return tmp_path / "run"
+
+
+def align_spec(model_dir, **training):
+    from mfpo_operator.api import MFPORunSpec
+
+    base = {"batchSize": 2, "gradientAccumulation": 1, "precision": "fp32", "learningRate": 5e-3,
+            "lrScheduler": "constant", "warmupRatio": 0.0, "checkpointEverySteps": 1, "maxLength": 512}
+    return MFPORunSpec.model_validate({
+        "model": {"uri": str(model_dir), "family": "llava", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+        "data": {"uri": "file:///unused", "format": "synthetic"},
+        "storage": {"uri": "file:///unused"},
+        "curriculum": {"stages": 2},
+        "training": {**base, **training},
+    })
+
+
+@pytest.fixture
+def spec_for():
+    return align_spec
