@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -191,6 +192,55 @@ class CLIPSegGrounder:
             )
             out.append(np.asarray(resized) > self.threshold)
         return out
+
+
+def build_tiny_clipseg(out_dir: str | Path, *, image_size: int = 64, seed: int = 0) -> Path:
+    """A random-weight CLIPSeg of the real classes, built from a config and saved with its
+    processor: for tests, benchmarks and offline demos (nothing is downloaded).
+
+    The tokenizer is CLIP's byte-level BPE with the 256 byte symbols (plus end-of-word forms)
+    and no merges: every word spells out, which is all a random-weight model needs.
+    """
+    import torch
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        CLIPTokenizer,
+        ViTImageProcessor,
+    )
+
+    symbols = sorted(ByteLevel.alphabet())
+    vocab = {s: i for i, s in enumerate([*symbols, *(f"{s}</w>" for s in symbols)])}
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
+    tiny = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+    }
+    config = CLIPSegConfig(
+        text_config={**tiny, "vocab_size": len(vocab), "max_position_embeddings": 77,
+                     "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos},
+        vision_config={**tiny, "image_size": image_size, "patch_size": 16},
+        projection_dim=32,
+        extract_layers=[0, 1],
+        reduce_dim=16,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = CLIPSegForImageSegmentation(config).eval()
+    processor = CLIPSegProcessor(
+        image_processor=ViTImageProcessor(size={"height": image_size, "width": image_size}),
+        tokenizer=CLIPTokenizer(vocab=vocab, merges=[]),
+    )
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
 
 
 def grounder_for(spec, data_format: str, *, cache_dir: str | None = None) -> Grounder:

@@ -205,7 +205,7 @@ def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> 
         format=ctx.config.spec.data.format,
         shard=list(shard),
         grounding=ctx.config.spec.image_preference.grounding.method,
-        **counts.outcome_metrics(),
+        counts=counts.outcome_metrics(),
         skips=counts.skips,
     )
     return counts
@@ -215,11 +215,7 @@ def _published_counts(uri: str) -> ShardCounts:
     """Counts of an already published shard (crash between publish and the result document)."""
     manifest = storage.read_json(storage.join(uri, MANIFEST_FILE))
     return ShardCounts(
-        records=manifest.get("records", manifest.get("count", 0)),
-        skipped=manifest.get("skipped", 0),
-        fallbacks=manifest.get("fallbacks", 0),
-        ungrounded=manifest.get("ungrounded", 0),
-        skips=list(manifest.get("skips", [])),
+        **{k: int(v) for k, v in manifest["counts"].items()}, skips=manifest["skips"]
     )
 
 

@@ -1,0 +1,107 @@
+"""Grounding: annotation masks, the whole-image fallback, CLIPSeg from a storage URI."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mfpo_runtime.data import grounding
+from mfpo_runtime.data.grounding import (
+    FALLBACK,
+    AnnotationGrounder,
+    CLIPSegGrounder,
+    WholeImageGrounder,
+    ground,
+    name_resolver,
+)
+from PIL import Image
+
+
+def _mask(size, box) -> Image.Image:
+    pixels = np.zeros((size[1], size[0]), dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    pixels[y0:y1, x0:x1] = 255
+    return Image.fromarray(pixels, mode="L")
+
+
+IMAGE = Image.new("RGB", (20, 10), (90, 90, 90))
+MASKS = {"cat": _mask((20, 10), (2, 1, 6, 5)), "sofa": _mask((20, 10), (10, 4, 18, 10))}
+
+
+def test_bounding_box_is_exclusive():
+    mask = np.zeros((10, 20), bool)
+    mask[1:5, 2:6] = True
+    assert grounding.bounding_box(mask) == [2, 1, 6, 5]
+
+
+def test_annotation_grounder_resolves_synonyms_and_unions_regions():
+    grounder = AnnotationGrounder(name_resolver({"cat": ["cats", "kitten"], "sofa": ["couch"]}))
+    found = ground(grounder, IMAGE, ["kitten", "couch", "lamp"], MASKS)
+    assert found.method == "annotation" and not found.fallback
+    assert found.grounded == ["kitten", "couch"]
+    assert found.boxes == [[2, 1, 6, 5], [10, 4, 18, 10]]
+    assert found.mask.sum() == 4 * 4 + 8 * 6
+
+
+def test_canonical_names_match_without_a_table():
+    found = ground(AnnotationGrounder(), IMAGE, ["cat"], MASKS)
+    assert found.boxes == [[2, 1, 6, 5]]
+
+
+def test_no_region_falls_back_to_the_whole_image():
+    found = ground(AnnotationGrounder(), IMAGE, ["lamp"], MASKS)
+    assert found.fallback and found.method == FALLBACK
+    assert found.mask.all() and found.boxes == [[0, 0, 20, 10]]
+    assert ground(AnnotationGrounder(), IMAGE, [], MASKS).fallback  # no keywords at all
+
+
+def test_no_region_without_fallback_is_none():
+    assert ground(AnnotationGrounder(), IMAGE, ["lamp"], MASKS, fallback_whole_image=False) is None
+
+
+def test_masks_at_another_resolution_are_resized():
+    small = {"cat": _mask((10, 5), (1, 0, 3, 2))}
+    found = ground(AnnotationGrounder(), IMAGE, ["cat"], small)
+    assert found.boxes == [[2, 0, 6, 4]]
+
+
+def test_whole_image_grounder_is_the_global_ablation():
+    found = ground(WholeImageGrounder(), IMAGE, ["cat"], {})
+    assert found.method == "whole-image" and not found.fallback and found.mask.all()
+
+
+@pytest.fixture(scope="module")
+def tiny_clipseg(tmp_path_factory) -> Path:
+    return grounding.build_tiny_clipseg(tmp_path_factory.mktemp("clipseg"), image_size=32)
+
+
+@pytest.mark.slow
+def test_clipseg_loads_from_a_storage_uri_and_matches_the_model(tiny_clipseg: Path):
+    grounder = CLIPSegGrounder.from_uri(f"file://{tiny_clipseg}", threshold=0.5)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 30, 3), dtype=np.uint8))
+    probs = grounder.probabilities(image, ["cat", "red sofa"])
+    assert probs.shape == (2, 32, 32)
+    inputs = grounder.processor(text=["red sofa"], images=[image], return_tensors="pt")
+    with torch.inference_mode():
+        direct = torch.sigmoid(grounder.model(**inputs).logits).reshape(32, 32).numpy()
+    np.testing.assert_allclose(probs[1], direct, atol=1e-5)
+    masks = grounder.masks(image, ["cat", "red sofa"], {})
+    assert [m.shape for m in masks] == [(24, 30), (24, 30)]
+
+
+@pytest.mark.slow
+def test_clipseg_thresholds_decide_region_or_fallback(tiny_clipseg: Path):
+    image = Image.new("RGB", (30, 24), (10, 200, 30))
+    everywhere = CLIPSegGrounder.from_uri(str(tiny_clipseg), threshold=1e-6)
+    nowhere = CLIPSegGrounder.from_uri(str(tiny_clipseg), threshold=1 - 1e-6)
+    assert ground(everywhere, image, ["cat"]).method == "clipseg"
+    assert ground(everywhere, image, ["cat"]).mask.all()
+    assert ground(nowhere, image, ["cat"]).fallback
+
+
+def test_grounder_for_unsupported_method_is_named():
+    class Spec:
+        method = "grounding-sam"
+
+    with pytest.raises(ValueError, match="grounding-sam"):
+        grounding.grounder_for(Spec(), "rlaif-v")
