@@ -165,6 +165,11 @@ def job_name(run: str, stage: str, attempt: int) -> str:
     return f"{run[: JOB_NAME_LIMIT - len(suffix)].rstrip('-')}{suffix}"
 
 
+def run_uri(spec: MFPORunSpec, run: str) -> str:
+    """The run's storage prefix: <spec.storage.uri>/<run name> (every stage writes under it)."""
+    return f"{spec.storage.uri.rstrip('/')}/{run}"
+
+
 # --------------------------------------------------------------------------- stages
 
 

@@ -1,0 +1,163 @@
+"""The pure Job/ConfigMap/Service builders: shape, security, scheduling, schema validity."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+from mfpo_operator.kube import jobs
+from mfpo_operator.kube.jobs import RunRef
+from mfpo_runtime.contract import StageConfig
+from planner_world import make_spec
+
+RUN = RunRef("demo", "ml", "uid-1")
+K8S_VERSION = "1.33"
+
+
+def cluster_spec(**overrides):
+    resources = {
+        "gpusPerNode": 8,
+        "nodes": 2,
+        "cpu": "16",
+        "memory": "200Gi",
+        "shmSize": "64Gi",
+        "nodeSelector": {"nvidia.com/gpu.product": "H100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        "priorityClassName": "training",
+        "queueName": "gpu-queue",
+        "serviceAccountName": "mfpo-runner",
+        "activeDeadlineSeconds": 86400,
+    }
+    return make_spec(
+        resources={**resources, **overrides},
+        storage={"uri": "s3://bucket/runs", "endpoint": "minio:9000", "secure": False,
+                 "secretName": "minio-creds"},
+        imagePreference={"shards": 4},
+    )
+
+
+def all_manifests(spec):
+    out = []
+    for stage in spec.stage_names():
+        out += jobs.attempt_manifests(RUN, spec, stage, 2, f"demo-{stage}-a2")
+    return out
+
+
+@pytest.mark.parametrize("spec", [make_spec(), cluster_spec()], ids=["local", "cluster"])
+def test_every_manifest_validates_against_the_kubernetes_schema(spec):
+    for manifest in all_manifests(spec):
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_single_node_stage_job():
+    spec = make_spec()
+    job = jobs.job(RUN, spec, "score", 1, "demo-score-a1")
+    assert job["metadata"]["name"] == "demo-score-a1"
+    assert job["metadata"]["labels"]["mfpo.dev/run"] == "demo"
+    assert job["metadata"]["labels"]["mfpo.dev/stage"] == "score"
+    assert job["metadata"]["labels"]["mfpo.dev/attempt"] == "1"
+    assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mfpo-operator"
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "MFPORun", "demo", "uid-1", True)
+    body = job["spec"]
+    assert body["backoffLimit"] == 0
+    assert body["suspend"] is False
+    assert "completionMode" not in body
+    assert body["ttlSecondsAfterFinished"] == 86400
+    rules = body["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onExitCodes": {
+        "containerName": "stage", "operator": "In", "values": [65]}}
+    assert rules[1] == {
+        "action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    pod = body["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["command"] == ["mfpo-stage", "--config", "/etc/mfpo/stage.json", "--no-progress"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"name": "metrics", "containerPort": 9400, "protocol": "TCP"} in container["ports"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MFPO_METRICS_PORT"] == "9400"
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
+
+
+def test_cluster_scheduling_queue_and_credentials():
+    spec = cluster_spec()
+    job = jobs.job(RUN, spec, "score", 1, "demo-score-a1")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert job["spec"]["suspend"] is True
+    assert job["spec"]["activeDeadlineSeconds"] == 86400
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["priorityClassName"] == "training"
+    assert pod["serviceAccountName"] == "mfpo-runner"
+    assert pod["affinity"]["nodeAffinity"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"] == {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {
+        "secretKeyRef": {"name": "minio-creds", "key": "AWS_ACCESS_KEY_ID"}}}
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    assert env["MFPO_S3_ENDPOINT"]["value"] == "minio:9000"
+    assert env["MFPO_S3_SECURE"]["value"] == "false"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+
+
+def test_datagen_is_one_indexed_job_with_a_pod_per_shard():
+    job = jobs.job(RUN, cluster_spec(), "datagen", 1, "demo-datagen-a1")
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == (
+        "Indexed", 4, 4)
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][0] == "mfpo-stage"
+
+
+def test_multi_node_align_uses_torchrun_with_a_headless_service():
+    spec = cluster_spec()
+    manifests = jobs.attempt_manifests(RUN, spec, "align-1", 1, "demo-align-1-a1")
+    assert [m["kind"] for m in manifests] == ["ConfigMap", "Service", "Job"]
+    service, job = manifests[1], manifests[2]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "demo-align-1-a1"}
+    assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 2)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == "demo-align-1-a1"
+    container = pod["containers"][0]
+    assert container["command"][:2] == ["torchrun", "--nnodes=$(NNODES)"]
+    assert container["command"][-5:] == [
+        "-m", "mfpo_runtime.stage", "--config", "/etc/mfpo/stage.json", "--no-progress"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MASTER_ADDR"]["value"] == "demo-align-1-a1-0.demo-align-1-a1"
+    assert env["NNODES"]["value"] == "2"
+    assert env["NPROC_PER_NODE"]["value"] == "8"
+    assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+
+
+def test_single_node_multi_gpu_align_uses_standalone_torchrun():
+    spec = cluster_spec(nodes=1)
+    command = jobs.job(RUN, spec, "align-2", 1, "x")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["torchrun", "--standalone", "--nproc-per-node=8"]
+
+
+def test_config_map_holds_a_valid_stage_config_and_no_credentials():
+    spec = cluster_spec()
+    cm = jobs.config_map(RUN, spec, "align-2", 3, "demo-align-2-a3")
+    assert cm["metadata"]["name"] == "demo-align-2-a3-config"
+    config = StageConfig.from_json(cm["data"]["stage.json"])
+    assert (config.run, config.namespace, config.stage, config.attempt) == ("demo", "ml", "align-2", 3)
+    assert config.run_uri == "s3://bucket/runs/demo"
+    assert "AWS_" not in json.dumps(cm)
+
+
+def test_service_names_start_with_a_letter():
+    assert jobs.service_name("7run-align-1-a1") == "s7run-align-1-a1"
+    assert jobs.service_name("run-align-1-a1") == "run-align-1-a1"
