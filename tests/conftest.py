@@ -28,22 +28,27 @@ def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mfpo_runtime.data.scenes import WorldConfig, write_world
 
     root = tmp_path_factory.mktemp("world")
-    write_world(str(root), WorldConfig(seed=0, train=24, eval=8, counterprior=8, image_size=TINY_IMAGE_SIZE))
+    write_world(
+        str(root), WorldConfig(seed=0, train=24, eval=8, counterprior=8, image_size=TINY_IMAGE_SIZE)
+    )
     return root
 
 
 def _build(tmp_path_factory: pytest.TempPathFactory, family: str) -> Path:
     from mfpo_runtime.models import build_tiny_model
 
-    return build_tiny_model(family, tmp_path_factory.mktemp(f"tiny-{family}"), seed=0,
-                            image_size=TINY_IMAGE_SIZE)
+    return build_tiny_model(
+        family, tmp_path_factory.mktemp(f"tiny-{family}"), seed=0, image_size=TINY_IMAGE_SIZE
+    )
 
 
 _BUILT: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     family = getattr(request, "param", "llava")
     if family not in _BUILT:
         _BUILT[family] = _build(tmp_path_factory, family)

@@ -41,7 +41,10 @@ def test_tokenizer_is_deterministic_and_covers_any_text():
 
 
 def test_prompt_text_per_family():
-    assert prompt_text("llava", "Describe the image.") == "USER: <image>\nDescribe the image. ASSISTANT:"
+    assert (
+        prompt_text("llava", "Describe the image.")
+        == "USER: <image>\nDescribe the image. ASSISTANT:"
+    )
     assert prompt_text("llava-next", " Hi ") == "USER: <image>\nHi ASSISTANT:"
     assert prompt_text("qwen2-vl", "Hi") == (
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n"
@@ -53,11 +56,19 @@ def test_prompt_text_per_family():
 @pytest.mark.parametrize("tiny_model_dir", ALL_FAMILIES, indirect=True)
 def test_reload_gives_the_same_model(tiny_model_dir, scene_images):
     first, second = load_vlm(str(tiny_model_dir)), load_vlm(f"file://{tiny_model_dir}")
-    assert first.family == second.family == json.loads((tiny_model_dir / "config.json").read_text())[
-        "model_type"
-    ].replace("_", "-")
+    assert (
+        first.family
+        == second.family
+        == json.loads((tiny_model_dir / "config.json").read_text())["model_type"].replace("_", "-")
+    )
     assert type(first.model) is FAMILIES[first.family].model_class
-    batch = encode(first.processor, first.family, ["Describe the image."] * 2, scene_images[:2], ["I can see a sun."] * 2)
+    batch = encode(
+        first.processor,
+        first.family,
+        ["Describe the image."] * 2,
+        scene_images[:2],
+        ["I can see a sun."] * 2,
+    )
     torch.testing.assert_close(_forward(first, batch), _forward(second, batch))
 
 
@@ -66,8 +77,13 @@ def test_response_mask_marks_exactly_the_answer_and_eos(tiny_model_dir, scene_im
     vlm = load_vlm(str(tiny_model_dir))
     tok = vlm.processor.tokenizer
     answers = ["I can see a sun.", "There are a house, a car and a fish."]
-    batch = encode(vlm.processor, vlm.family, ["Describe the image.", "List the objects you can see."],
-                   scene_images[:2], answers)
+    batch = encode(
+        vlm.processor,
+        vlm.family,
+        ["Describe the image.", "List the objects you can see."],
+        scene_images[:2],
+        answers,
+    )
     mask = batch["response_mask"]  # (B, T)
     eos = FAMILIES[vlm.family].eos_token
     prefix = FAMILIES[vlm.family].answer_prefix
@@ -97,7 +113,9 @@ def test_padding_does_not_change_a_sample(tiny_model_dir, scene_images):
     alone = encode(vlm.processor, vlm.family, questions[:1], scene_images[:1], answers[:1])
     length = alone["input_ids"].shape[1]
     assert batch["input_ids"].shape[1] > length
-    torch.testing.assert_close(_forward(vlm, batch)[0, :length], _forward(vlm, alone)[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        _forward(vlm, batch)[0, :length], _forward(vlm, alone)[0], atol=1e-5, rtol=1e-4
+    )
 
 
 def test_encode_rejects_mismatched_lengths(tiny_vlm, scene_images):
@@ -112,7 +130,9 @@ def test_batched_greedy_generation_matches_one_by_one(tiny_model_dir, scene_imag
     vlm = load_vlm(str(tiny_model_dir))
     questions = ["Describe the image.", "What objects are in this picture?", "Describe the image."]
     batched = generate(vlm, questions, scene_images[:3], max_new_tokens=6)
-    single = [generate(vlm, [q], [im], max_new_tokens=6)[0] for q, im in zip(questions, scene_images)]
+    single = [
+        generate(vlm, [q], [im], max_new_tokens=6)[0] for q, im in zip(questions, scene_images)
+    ]
     assert batched == single
     assert all(isinstance(text, str) for text in batched)
 
@@ -130,7 +150,11 @@ def test_sampling_is_reproducible_for_a_seed(tiny_vlm, scene_images):
 def test_default_lora_regex_targets_only_the_language_model(tiny_model_dir):
     vlm = load_vlm(str(tiny_model_dir))
     peft_model = get_peft_model(vlm.model, LoraConfig(r=2, target_modules=LORA_REGEX))
-    adapted = {name.removesuffix(".lora_A") for name, _ in peft_model.named_modules() if name.endswith(".lora_A")}
+    adapted = {
+        name.removesuffix(".lora_A")
+        for name, _ in peft_model.named_modules()
+        if name.endswith(".lora_A")
+    }
     layers = vlm.model.config.text_config.num_hidden_layers
     assert len(adapted) == 4 * layers  # q, k, v, o in every language-model layer
     assert all("language_model" in name for name in adapted)
@@ -138,17 +162,23 @@ def test_default_lora_regex_targets_only_the_language_model(tiny_model_dir):
 
 def test_policy_directory_applies_adapters_in_order(tmp_path, tiny_llava_dir, scene_images):
     base = load_vlm(str(tiny_llava_dir))
-    batch = encode(base.processor, "llava", ["Describe the image."], scene_images[:1], ["I can see a sun."])
+    batch = encode(
+        base.processor, "llava", ["Describe the image."], scene_images[:1], ["I can see a sun."]
+    )
     base_logits = _forward(base, batch)
     adapters, expected = [], None
     for step in range(2):  # two stages' adapters, each trained on top of the previous merge
         model = load_vlm(str(tiny_llava_dir)).model if step == 0 else expected
         torch.manual_seed(step)
-        peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=LORA_REGEX, init_lora_weights=False))
+        peft_model = get_peft_model(
+            model, LoraConfig(r=2, target_modules=LORA_REGEX, init_lora_weights=False)
+        )
         peft_model.save_pretrained(tmp_path / f"adapter-{step}")
         adapters.append(f"file://{tmp_path / f'adapter-{step}'}")
         expected = peft_model.merge_and_unload()
-    write_policy_manifest(tmp_path / "policy", family="llava", base=str(tiny_llava_dir), adapters=adapters)
+    write_policy_manifest(
+        tmp_path / "policy", family="llava", base=str(tiny_llava_dir), adapters=adapters
+    )
     policy = load_vlm(str(tmp_path / "policy"))
     with torch.no_grad():
         want = expected(**{k: v for k, v in batch.items() if k != "response_mask"}).logits

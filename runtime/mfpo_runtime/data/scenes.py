@@ -95,22 +95,84 @@ OBJECT_SHAPES: dict[str, _Shape] = {
     "sun": [("ellipse", (0.05, 0.05, 0.95, 0.95))],
     "cloud": [("ellipse", (0.0, 0.3, 1.0, 0.75))],
     "tree": [("polygon", [(0.5, 0.0), (1.0, 1.0), (0.0, 1.0)])],
-    "bird": [("polygon", [(0.0, 0.2), (0.5, 0.55), (1.0, 0.2), (1.0, 0.5), (0.5, 0.85), (0.0, 0.5)])],
-    "house": [("polygon", [(0.5, 0.0), (1.0, 0.45), (0.9, 0.45), (0.9, 1.0), (0.1, 1.0),
-                           (0.1, 0.45), (0.0, 0.45)])],
-    "car": [("polygon", [(0.0, 0.4), (0.25, 0.4), (0.35, 0.15), (0.75, 0.15), (0.85, 0.4),
-                         (1.0, 0.4), (1.0, 0.8), (0.0, 0.8)])],
+    "bird": [
+        ("polygon", [(0.0, 0.2), (0.5, 0.55), (1.0, 0.2), (1.0, 0.5), (0.5, 0.85), (0.0, 0.5)])
+    ],
+    "house": [
+        (
+            "polygon",
+            [
+                (0.5, 0.0),
+                (1.0, 0.45),
+                (0.9, 0.45),
+                (0.9, 1.0),
+                (0.1, 1.0),
+                (0.1, 0.45),
+                (0.0, 0.45),
+            ],
+        )
+    ],
+    "car": [
+        (
+            "polygon",
+            [
+                (0.0, 0.4),
+                (0.25, 0.4),
+                (0.35, 0.15),
+                (0.75, 0.15),
+                (0.85, 0.4),
+                (1.0, 0.4),
+                (1.0, 0.8),
+                (0.0, 0.8),
+            ],
+        )
+    ],
     "boat": [("polygon", [(0.0, 0.45), (1.0, 0.45), (0.75, 0.85), (0.25, 0.85)])],
-    "fish": [("polygon", [(0.0, 0.5), (0.35, 0.2), (0.7, 0.5), (1.0, 0.2), (1.0, 0.8),
-                          (0.7, 0.5), (0.35, 0.8)])],
+    "fish": [
+        (
+            "polygon",
+            [(0.0, 0.5), (0.35, 0.2), (0.7, 0.5), (1.0, 0.2), (1.0, 0.8), (0.7, 0.5), (0.35, 0.8)],
+        )
+    ],
     "cup": [("polygon", [(0.15, 0.1), (0.85, 0.1), (0.7, 0.95), (0.3, 0.95)])],
     "donut": [("ring", (0.05, 0.05, 0.95, 0.95, 0.3))],
     "kite": [("polygon", [(0.5, 0.0), (0.85, 0.4), (0.5, 1.0), (0.15, 0.4)])],
-    "star": [("polygon", [(0.5, 0.0), (0.62, 0.36), (1.0, 0.38), (0.7, 0.6), (0.8, 1.0),
-                          (0.5, 0.76), (0.2, 1.0), (0.3, 0.6), (0.0, 0.38), (0.38, 0.36)])],
-    "flower": [("polygon", [(0.35, 0.0), (0.65, 0.0), (0.65, 0.35), (1.0, 0.35), (1.0, 0.65),
-                            (0.65, 0.65), (0.65, 1.0), (0.35, 1.0), (0.35, 0.65), (0.0, 0.65),
-                            (0.0, 0.35), (0.35, 0.35)])],
+    "star": [
+        (
+            "polygon",
+            [
+                (0.5, 0.0),
+                (0.62, 0.36),
+                (1.0, 0.38),
+                (0.7, 0.6),
+                (0.8, 1.0),
+                (0.5, 0.76),
+                (0.2, 1.0),
+                (0.3, 0.6),
+                (0.0, 0.38),
+                (0.38, 0.36),
+            ],
+        )
+    ],
+    "flower": [
+        (
+            "polygon",
+            [
+                (0.35, 0.0),
+                (0.65, 0.0),
+                (0.65, 0.35),
+                (1.0, 0.35),
+                (1.0, 0.65),
+                (0.65, 0.65),
+                (0.65, 1.0),
+                (0.35, 1.0),
+                (0.35, 0.65),
+                (0.0, 0.65),
+                (0.0, 0.35),
+                (0.35, 0.35),
+            ],
+        )
+    ],
     "umbrella": [("chord", (0.0, 0.1, 1.0, 1.1))],
 }
 
@@ -176,7 +238,9 @@ def in_world_order(names: Sequence[str]) -> list[str]:
     return sorted(set(names), key=OBJECTS.index)
 
 
-def sample_objects(rng: random.Random, *, max_objects: int, prior: float = PRIOR_STRENGTH) -> list[str]:
+def sample_objects(
+    rng: random.Random, *, max_objects: int, prior: float = PRIOR_STRENGTH
+) -> list[str]:
     """Objects of a training-distribution scene: a partner joins its object with P = prior."""
     count = rng.randint(1, max_objects)
     chosen: list[str] = []
@@ -288,7 +352,7 @@ def _article(name: str) -> str:
 
 
 def object_list(names: Sequence[str]) -> str:
-    """"a sun", "a sun and a cloud", "a sun, a cloud and an umbrella" (world order)."""
+    """ "a sun", "a sun and a cloud", "a sun, a cloud and an umbrella" (world order)."""
     phrases = [_article(n) for n in in_world_order(names)]
     if len(phrases) == 1:
         return phrases[0]
@@ -312,7 +376,9 @@ class Hallucination:
     hallucinated: str  # the absent object it mentions
 
 
-def hallucinate(names: Sequence[str], rng: random.Random, *, partner_rate: float = 0.75) -> Hallucination:
+def hallucinate(
+    names: Sequence[str], rng: random.Random, *, partner_rate: float = 0.75
+) -> Hallucination:
     """Edit the object list as a prior-driven captioner would.
 
     The text-side regularity: when a present object lacks its usual partner, the rejected answer
@@ -376,7 +442,9 @@ class WorldConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def count(self, split: str) -> int:
-        return {"train": self.train, "eval": self.eval, "eval-counterprior": self.counterprior}[split]
+        return {"train": self.train, "eval": self.eval, "eval-counterprior": self.counterprior}[
+            split
+        ]
 
 
 def _split_rng(config: WorldConfig, split: str) -> random.Random:
@@ -477,12 +545,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=WorldConfig.train, help="training pairs")
     parser.add_argument("--eval", type=int, default=WorldConfig.eval, help="held-out scenes")
-    parser.add_argument("--counterprior", type=int, default=None,
-                        help="counter-prior scenes (default: as many as --eval)")
+    parser.add_argument(
+        "--counterprior",
+        type=int,
+        default=None,
+        help="counter-prior scenes (default: as many as --eval)",
+    )
     parser.add_argument("--image-size", type=int, default=WorldConfig.image_size)
     parser.add_argument("--max-objects", type=int, default=WorldConfig.max_objects)
-    parser.add_argument("--prior", type=float, default=PRIOR_STRENGTH,
-                        help="P(partner present | object present) in train and eval")
+    parser.add_argument(
+        "--prior",
+        type=float,
+        default=PRIOR_STRENGTH,
+        help="P(partner present | object present) in train and eval",
+    )
     args = parser.parse_args(argv)
     try:
         config = WorldConfig(

@@ -29,7 +29,9 @@ def chat_corpus() -> Iterator[str]:
             yield fam.prompt_template.format(question=question) + fam.answer_prefix + answer
 
 
-def tokenizer_for(fam: Family, tokenizer: PreTrainedTokenizerFast | None) -> PreTrainedTokenizerFast:
+def tokenizer_for(
+    fam: Family, tokenizer: PreTrainedTokenizerFast | None
+) -> PreTrainedTokenizerFast:
     """A copy of the (trained) tokenizer whose EOS is the family's end-of-answer token."""
     tok = train_tokenizer(chat_corpus()) if tokenizer is None else tokenizer
     tok = PreTrainedTokenizerFast(

@@ -59,9 +59,13 @@ class TinySize:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.text_hidden % self.heads or self.vision_hidden % 2:
-            raise ValueError(f"text_hidden {self.text_hidden} must be divisible by heads {self.heads}")
+            raise ValueError(
+                f"text_hidden {self.text_hidden} must be divisible by heads {self.heads}"
+            )
 
 
 @dataclass(frozen=True)
@@ -198,8 +202,11 @@ def _qwen2_vl_config(size: TinySize, tok: PreTrainedTokenizerFast) -> Qwen2VLCon
             "num_attention_heads": size.heads,
             "num_key_value_heads": size.heads,
             "max_position_embeddings": size.max_positions,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                                "mrope_section": mrope_section},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": mrope_section,
+            },
             "bos_token_id": tok.bos_token_id,
             "eos_token_id": ids("<|im_end|>"),
             "pad_token_id": tok.pad_token_id,
@@ -225,7 +232,9 @@ def _qwen2_vl_config(size: TinySize, tok: PreTrainedTokenizerFast) -> Qwen2VLCon
 def _qwen2_vl_processor(size: TinySize, tok: PreTrainedTokenizerFast) -> ImageOnlyQwen2VLProcessor:
     factor = size.patch_size * QWEN_MERGE
     if size.image_size % factor:
-        raise ValueError(f"qwen2-vl: image_size must be a multiple of {factor}, got {size.image_size}")
+        raise ValueError(
+            f"qwen2-vl: image_size must be a multiple of {factor}, got {size.image_size}"
+        )
     pixels = size.image_size * size.image_size
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=size.patch_size,
@@ -286,7 +295,9 @@ def family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}") from None
+        raise ValueError(
+            f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}"
+        ) from None
 
 
 def family_of_config(config: PretrainedConfig) -> Family:

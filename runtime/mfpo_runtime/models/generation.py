@@ -42,7 +42,11 @@ def generate(
     # Decoder-only generation continues from the last position: pad prompts on the left.
     batch = encode_prompts(vlm.processor, vlm.family, questions, images, padding_side="left")
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-    options = sampling if do_sample else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    options = (
+        sampling
+        if do_sample
+        else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    )
     with torch.random.fork_rng(devices=[]):  # a seed must not disturb the caller's RNG stream
         if seed is not None:
             torch.manual_seed(seed)
@@ -53,5 +57,5 @@ def generate(
             eos_token_id=vlm.model.generation_config.eos_token_id,
             **options,
         )
-    new_tokens = output[:, batch["input_ids"].shape[1]:]  # (B, new)
+    new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, new)
     return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -34,7 +34,9 @@ def _check_batch(questions: Sequence[str], images: Sequence[Image.Image], answer
     if not questions:
         raise ValueError("encode needs at least one question")
     if len(images) != len(questions):
-        raise ValueError(f"{len(questions)} questions but {len(images)} images: one image per question")
+        raise ValueError(
+            f"{len(questions)} questions but {len(images)} images: one image per question"
+        )
     if answers is not None and len(answers) != len(questions):
         raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
 

@@ -61,7 +61,9 @@ def _load_policy(uri: str, manifest: Path, *, dtype: torch.dtype, device: str) -
 
     doc = json.loads(manifest.read_text())
     if not isinstance(doc, dict) or not isinstance(doc.get("base"), str):
-        raise ModelLoadError(f"{uri}/{POLICY_FILE}: expected {{'family', 'base', 'adapters'}}, got {doc!r}")
+        raise ModelLoadError(
+            f"{uri}/{POLICY_FILE}: expected {{'family', 'base', 'adapters'}}, got {doc!r}"
+        )
     vlm = load_vlm(doc["base"], dtype=dtype, device=device)
     if doc.get("family") and doc["family"] != vlm.family:
         raise ModelLoadError(
@@ -73,7 +75,9 @@ def _load_policy(uri: str, manifest: Path, *, dtype: torch.dtype, device: str) -
     return vlm
 
 
-def write_policy_manifest(out_dir: str | Path, *, family: str, base: str, adapters: list[str]) -> Path:
+def write_policy_manifest(
+    out_dir: str | Path, *, family: str, base: str, adapters: list[str]
+) -> Path:
     """Write `mfpo_policy.json` into a local directory (an align stage's published policy)."""
     family_named(family)  # validates the name
     path = Path(out_dir) / POLICY_FILE
