@@ -43,8 +43,8 @@ class BenchmarkEnv:
     progress: bool = False
 
 
-# A reference this long is inline base64 image data, not a path (paths are short).
-INLINE_IMAGE_MIN_CHARS = 512
+# Inline base64 image data starts with the encoded magic bytes of PNG, JPEG, GIF or WebP.
+_BASE64_IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR")
 
 
 def option(bench: BenchmarkSpec, name: str, default: str | None = None) -> str | None:
@@ -101,7 +101,9 @@ def require(row: dict[str, Any], key: str, where: str) -> Any:
 def load_image(base: str, reference: str, where: str) -> Image.Image:
     """An RGB image from a storage URI, a path relative to `base`, or inline base64 data."""
     try:
-        if len(reference) > INLINE_IMAGE_MIN_CHARS and "://" not in reference[:16]:
+        if reference.startswith("data:image/"):
+            reference = reference.split(",", 1)[1]
+        if reference.startswith(_BASE64_IMAGE_PREFIXES):
             data = base64.b64decode(reference, validate=True)  # Object HalBench inlines images
         else:
             data = storage.read_bytes(file_uri(base, reference))

@@ -1,0 +1,283 @@
+"""Object HalBench, AMBER and POPE on small samples in their real file formats, with scripted
+answers and hand-worked expected scores; the LLM judge against a mock local endpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from eval_helpers import ScriptedPolicy, save_solid
+from mfpo_operator.api import BenchmarkSpec
+from mfpo_runtime.contract import BadInput
+from mfpo_runtime.eval import amber, object_halbench, pope
+from mfpo_runtime.eval.common import BenchmarkEnv
+
+RED, GREEN, BLUE, GREY, WHITE = (200, 0, 0), (0, 200, 0), (0, 0, 200), (90, 90, 90), (250, 250, 250)
+DESCRIBE = "Describe this image."
+
+
+def write_json(path: Path, doc) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def write_lines(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ------------------------------------------------------------------- Object HalBench
+
+
+@pytest.fixture
+def coco_sample(tmp_path: Path) -> Path:
+    root = tmp_path / "objhal"
+    write_json(root / "instances.json", {
+        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 3, "name": "car"}],
+        "images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}, {"id": 3, "file_name": "c.png"}],
+        "annotations": [{"id": 10, "image_id": 1, "category_id": 1}, {"id": 11, "image_id": 1, "category_id": 18},
+                        {"id": 12, "image_id": 2, "category_id": 3}],
+    })  # fmt: skip
+    write_json(root / "captions.json", {"annotations": [
+        {"id": 1, "image_id": 2, "caption": "A sofa next to a parked car."},
+        {"id": 2, "image_id": 3, "caption": "An empty street at night."},
+    ]})  # fmt: skip
+    save_solid(root / "images" / "a.png", RED)
+    green = save_solid(tmp_path / "inline.png", GREEN)
+    save_solid(root / "images" / "c.png", BLUE)
+    write_lines(root / "questions.jsonl", [
+        {"image_id": 1, "question": DESCRIBE, "image": "images/a.png"},  # a path
+        {"image_id": 2, "question": DESCRIBE, "image": base64.b64encode(green.read_bytes()).decode()},  # inline
+        {"image_id": 3, "question": DESCRIBE},  # from instances' file_name under images/
+    ])  # fmt: skip
+    return root
+
+
+COCO_ANSWERS = {
+    (DESCRIBE, RED): "A man with a puppy and a cat.",  # cat is hallucinated
+    (DESCRIBE, GREEN): "A couch and a car.",  # couch comes from the caption's sofa
+    (DESCRIBE, BLUE): "An empty street.",  # names no object
+}
+
+
+def test_coco_truth_joins_instances_and_caption_objects(coco_sample: Path):
+    from mfpo_runtime.data.mentions import coco_extractor
+
+    truth = object_halbench.coco_truth(
+        str(coco_sample / "instances.json"), str(coco_sample / "captions.json"), coco_extractor()
+    )
+    assert truth == {1: {"person", "dog"}, 2: {"car", "couch"}, 3: set()}
+
+
+def test_object_halbench_hand_worked(coco_sample: Path, tmp_path: Path):
+    bench = BenchmarkSpec(name="object-halbench", uri=f"file://{coco_sample}")
+    result = object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+    m = result.metrics
+    assert m["chair_s"] == pytest.approx(1 / 2)  # 1 of the 2 answers that name objects
+    assert m["chair_s_all"] == pytest.approx(1 / 3)
+    assert m["chair_i"] == pytest.approx(1 / 5)  # cat of person, dog, cat, couch, car
+    assert m["recall"] == pytest.approx(4 / 4)
+    assert m["mean_length"] == pytest.approx((8 + 5 + 3) / 3)
+    assert m["well_formed"] == 1.0 and result.flags == []
+    assert result.samples[0]["hallucinated"] == ["cat"]
+
+
+def test_object_halbench_max_samples_and_missing_file(coco_sample: Path, tmp_path: Path):
+    env = BenchmarkEnv(work_dir=tmp_path)
+    bench = BenchmarkSpec(name="object-halbench", uri=str(coco_sample), max_samples=1)
+    assert object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, env).metrics["chair_s"] == 1.0
+    (coco_sample / "instances.json").unlink()
+    with pytest.raises(BadInput, match="instances.json"):
+        object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, env)
+
+
+class MockJudge(BaseHTTPRequestHandler):
+    """A mock OpenAI-compatible /chat/completions endpoint on 127.0.0.1."""
+
+    seen_auth: ClassVar[list[str]] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        MockJudge.seen_auth.append(self.headers.get("Authorization", ""))
+        if "puppy" in prompt:
+            listed = 'Objects: ["man", "puppy", "cat"]'
+        elif "couch" in prompt:
+            listed = '["couch", "car"]'
+        else:
+            listed = "[]"
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": listed}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mock_judge_url():
+    server = HTTPServer(("127.0.0.1", 0), MockJudge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_object_halbench_with_llm_judge(coco_sample: Path, tmp_path: Path, mock_judge_url, monkeypatch):
+    monkeypatch.setenv("JUDGE_KEY", "secret-token")
+    bench = BenchmarkSpec(name="object-halbench", uri=str(coco_sample), options={
+        "judge": "llm", "judgeUrl": mock_judge_url, "judgeModel": "judge-1", "judgeKeyEnv": "JUDGE_KEY"})  # fmt: skip
+    m = object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
+    assert m["chair_s"] == pytest.approx(1 / 2) and m["chair_i"] == pytest.approx(1 / 5)
+    assert MockJudge.seen_auth[-1] == "Bearer secret-token"
+
+
+def test_llm_judge_needs_its_url(coco_sample: Path, tmp_path: Path):
+    bench = BenchmarkSpec(name="object-halbench", uri=str(coco_sample), options={"judge": "llm"})
+    with pytest.raises(BadInput, match="judgeUrl and judgeModel"):
+        object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+
+
+# ------------------------------------------------------------------------------ AMBER
+
+
+@pytest.fixture
+def amber_sample(tmp_path: Path) -> Path:
+    root = tmp_path / "amber"
+    write_json(root / "relation.json", {"dog": ["puppy"], "grass": ["lawn"], "cat": ["kitten"],
+                                        "frisbee": [], "sky": []})  # fmt: skip
+    (root / "safe_words.txt").write_text("sky\n")
+    write_json(root / "annotations.json", [
+        {"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["cat", "frisbee"]},
+        {"id": 2, "type": "generative", "truth": ["cat"], "hallu": ["dog"]},
+        {"id": 3, "type": "discriminative-hallucination", "truth": "no"},
+        {"id": 4, "type": "discriminative-attribute-state", "truth": "yes"},
+        {"id": 5, "type": "discriminative-relation", "truth": "no"},
+    ])  # fmt: skip
+    colours = {1: RED, 2: GREEN, 3: BLUE, 4: GREY, 5: WHITE}
+    for i, colour in colours.items():
+        save_solid(root / "images" / f"AMBER_{i}.jpg", colour)
+    write_json(root / "query_all.json", [
+        {"id": 1, "image": "AMBER_1.jpg", "query": DESCRIBE},
+        {"id": 2, "image": "AMBER_2.jpg", "query": DESCRIBE},
+        {"id": 3, "image": "AMBER_3.jpg", "query": "Is there a cat in this image?"},
+        {"id": 4, "image": "AMBER_4.jpg", "query": "Is the dog running in this image?"},
+        {"id": 5, "image": "AMBER_5.jpg", "query": "Is the dog on the grass in this image?"},
+    ])  # fmt: skip
+    return root
+
+
+AMBER_ANSWERS = {
+    (DESCRIBE, RED): "A puppy on the lawn under the sky with a kitten.",  # kitten -> cat: hallucinated
+    (DESCRIBE, GREEN): "A cat and another cat.",
+    ("Is there a cat in this image?", BLUE): "No.",  # right
+    ("Is the dog running in this image?", GREY): "No, it is not.",  # wrong
+    ("Is the dog on the grass in this image?", WHITE): "Yes",  # wrong
+}
+
+
+def test_amber_hand_worked(amber_sample: Path, tmp_path: Path):
+    bench = BenchmarkSpec(name="amber", uri=str(amber_sample))
+    result = amber.evaluate(ScriptedPolicy(AMBER_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+    m = result.metrics
+    # Nouns: puppy, lawn, kitten (sky is a safe word) + cat, cat; only kitten hallucinated.
+    assert m["chair"] == pytest.approx(1 / 5)
+    assert m["cover"] == pytest.approx(3 / 3)  # dog (via puppy), grass (via lawn), cat
+    assert m["hal"] == pytest.approx(1 / 2)
+    assert m["cog"] == pytest.approx(1 / 3)  # cat of the hallu targets cat, frisbee, dog
+    # "no" is positive: answered no on ids 3, 4; truly no: 3, 5; true positive: 3.
+    assert m["accuracy"] == pytest.approx(1 / 3)
+    assert m["precision"] == pytest.approx(1 / 2) and m["recall"] == pytest.approx(1 / 2)
+    assert m["f1"] == pytest.approx(1 / 2)
+    assert m["existence.accuracy"] == 1.0 and m["existence.f1"] == 1.0
+    assert m["attribute.accuracy"] == 0.0 and m["relation.accuracy"] == 0.0
+    assert m["amber_score"] == pytest.approx((1 - 1 / 5 + 1 / 2) / 2)
+
+
+def test_amber_generative_sample_uses_associations():
+    vocab = amber.AmberVocabulary({"dog": ["puppy"], "cat": ["kitten"]}, set())
+    sample = amber.generative_sample("Two puppies and kittens.", ["dog"], ["cat"], vocab)
+    assert sample["nouns"] == ["puppy", "kitten"]
+    assert sample["covered"] == ["dog"] and sample["cognitive"] == ["cat"]
+    assert sample["hallucinated"] == ["kitten"]
+
+
+def test_amber_query_without_annotation_is_bad_input(amber_sample: Path, tmp_path: Path):
+    queries = json.loads((amber_sample / "query_all.json").read_text())
+    write_json(amber_sample / "query_all.json", [*queries, {"id": 99, "image": "x.jpg", "query": "?"}])
+    with pytest.raises(BadInput, match="id 99 has no annotation"):
+        amber.evaluate(ScriptedPolicy({}), BenchmarkSpec(name="amber", uri=str(amber_sample)),
+                       BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- POPE
+
+
+def q(obj: str) -> str:
+    return f"Is there a {obj} in the image?"
+
+
+@pytest.fixture
+def pope_sample(tmp_path: Path) -> Path:
+    root = tmp_path / "pope"
+    save_solid(root / "images" / "COCO_val2014_000000000001.jpg", RED)
+    save_solid(root / "images" / "COCO_val2014_000000000002.jpg", GREEN)
+    img1, img2 = "COCO_val2014_000000000001.jpg", "COCO_val2014_000000000002.jpg"
+    write_lines(root / "coco_pope_random.json", [
+        {"question_id": 1, "image": img1, "text": q("dog"), "label": "yes"},
+        {"question_id": 2, "image": img1, "text": q("cat"), "label": "no"},
+        {"question_id": 3, "image": img2, "text": q("car"), "label": "yes"},
+        {"question_id": 4, "image": img2, "text": q("tree"), "label": "no"},
+    ])  # fmt: skip
+    write_lines(root / "coco_pope_adversarial.json", [
+        {"question_id": 1, "image": img1, "text": q("dog"), "label": "yes"},
+        {"question_id": 2, "image": img2, "text": q("bench"), "label": "no"},
+    ])  # fmt: skip
+    return root
+
+
+POPE_ANSWERS = {
+    (q("dog"), RED): "Yes",
+    (q("cat"), RED): "Yes, there is a cat.",  # false positive
+    (q("car"), GREEN): "No",  # false negative
+    (q("tree"), GREEN): "No, there is no tree.",
+    (q("bench"), GREEN): "There isn't one.",
+}
+
+
+def test_pope_hand_worked(pope_sample: Path, tmp_path: Path):
+    result = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), BenchmarkSpec(name="pope", uri=str(pope_sample)),
+                           BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
+    m = result.metrics
+    assert "popular.f1" not in m  # no popular file: evaluated splits only
+    assert m["random.accuracy"] == pytest.approx(2 / 4)
+    assert m["random.precision"] == pytest.approx(1 / 2) and m["random.recall"] == pytest.approx(1 / 2)
+    assert m["random.f1"] == pytest.approx(1 / 2) and m["random.yes_ratio"] == pytest.approx(2 / 4)
+    assert m["adversarial.accuracy"] == 1.0 and m["adversarial.f1"] == 1.0
+    assert m["f1"] == pytest.approx(3 / 4) and m["yes_ratio"] == pytest.approx(1 / 2)
+
+
+def test_pope_splits_option(pope_sample: Path, tmp_path: Path):
+    bench = BenchmarkSpec(name="pope", uri=str(pope_sample), options={"splits": "adversarial"})
+    m = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
+    assert set(m) == {"adversarial.accuracy", "adversarial.precision", "adversarial.recall", "adversarial.f1",
+                      "adversarial.yes_ratio", "accuracy", "f1", "yes_ratio"}  # fmt: skip
+    with pytest.raises(BadInput, match="unknown splits"):
+        pope.evaluate(ScriptedPolicy({}), BenchmarkSpec(name="pope", uri=str(pope_sample),
+                      options={"splits": "hard"}), BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
+
+
+def test_pope_without_question_files_is_bad_input(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInput, match="no question file"):
+        pope.evaluate(ScriptedPolicy({}), BenchmarkSpec(name="pope", uri=str(tmp_path / "empty")),
+                      BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
