@@ -1,0 +1,384 @@
+"""The Helm chart: lint, render every scenario, validate the manifests, and check what each
+scenario must (and must not) grant, run and expose.
+
+Built-in kinds are validated by kubernetes-validate (offline OpenAPI schemas, strict: unknown
+fields fail); CRD-typed objects (ServiceMonitor, PodMonitor, PrometheusRule, KopfPeering,
+LocalQueue) are checked structurally here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from deploy_helpers import (
+    CHART,
+    RELEASE_NAMESPACE,
+    REPO,
+    SCENARIOS,
+    by_kind,
+    helm_template,
+    one,
+    render,
+    run,
+    tool,
+)
+
+K8S_VERSION = "1.30.0"
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KopfPeering",
+                "ClusterKopfPeering", "LocalQueue"}
+SCENARIO_IDS = [p.name.removesuffix("-values.yaml") for p in SCENARIOS]
+
+
+@pytest.fixture(scope="module")
+def default_docs() -> list[dict[str, Any]]:
+    return render()
+
+
+@pytest.fixture(scope="module", params=SCENARIOS, ids=SCENARIO_IDS)
+def scenario(request) -> tuple[str, list[dict[str, Any]]]:
+    return request.param.name, render(request.param)
+
+
+def scenario_docs(name: str) -> list[dict[str, Any]]:
+    return render(CHART / "ci" / f"{name}-values.yaml")
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    specs = []
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            specs.append((f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]))
+    return specs
+
+
+# ----------------------------------------------------------------------------- lint & schema
+
+
+def test_scenarios_exist():
+    assert set(SCENARIO_IDS) >= {"namespaced", "cluster-wide", "bundled-minio", "networkpolicy", "kueue"}
+
+
+@pytest.mark.parametrize("values", [None, *SCENARIOS], ids=["default", *SCENARIO_IDS])
+def test_helm_lint_strict(values: Path | None):
+    args = [tool("helm"), "lint", "--strict", str(CHART), "--namespace", RELEASE_NAMESPACE]
+    if values is not None:
+        args += ["--values", str(values)]
+    out = run(*args).stdout
+    assert "0 chart(s) failed" in out
+
+
+def test_every_manifest_is_valid(scenario):
+    name, docs = scenario
+    assert docs, f"{name} renders nothing"
+    for doc in docs:
+        where = f"{name}: {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in CUSTOM_KINDS:
+            check_custom_object(doc, where)
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{where} is not a valid {doc['kind']}: {err.message} at {list(err.path)}")
+
+
+def check_custom_object(doc: dict[str, Any], where: str) -> None:
+    """Structure of the CRD-typed objects we render (no offline schema for them)."""
+    assert doc["metadata"]["name"], where
+    kind, spec = doc["kind"], doc.get("spec", {})
+    if kind == "ServiceMonitor":
+        assert spec["selector"]["matchLabels"], where
+        assert all(e["port"] and e["honorLabels"] is True for e in spec["endpoints"]), where
+    elif kind == "PodMonitor":
+        assert spec["podMetricsEndpoints"][0]["port"] == "metrics", where
+    elif kind == "PrometheusRule":
+        for group in spec["groups"]:
+            assert group["name"] and group["rules"], where
+            for rule in group["rules"]:
+                assert rule["expr"] and ("alert" in rule or "record" in rule), where
+    elif kind == "LocalQueue":
+        assert doc["apiVersion"] == "kueue.x-k8s.io/v1beta1" and spec["clusterQueue"], where
+    else:  # kopf peerings carry no spec
+        assert doc["apiVersion"] == "kopf.dev/v1", where
+
+
+BAD_VALUES = {
+    "unknown top-level key": ({"replicas": 2}, "Additional property replicas is not allowed"),
+    "unknown nested key": ({"operator": {"logLevl": "INFO"}}, "Additional property logLevl"),
+    "watch mode enum": ({"watch": {"mode": "global"}}, "watch.mode"),
+    "storage mode enum": ({"storage": {"mode": "gcs"}}, "storage.mode"),
+    "namespace name": ({"watch": {"namespaces": ["Team_A"]}}, "watch.namespaces.0"),
+    "port range": ({"operator": {"metricsPort": 80}}, "operator.metricsPort"),
+    "alert severity": ({"prometheusRule": {"alerts": {"MFPORunStuck": {"severity": "page"}}}},
+                       "severity"),
+    "duration": ({"metrics": {"podMonitor": {"interval": "soon"}}}, "metrics.podMonitor.interval"),
+    "digest": ({"image": {"digest": "latest"}}, "image.digest"),
+    "kueue without cluster queue": ({"kueue": {"enabled": True}}, "clusterQueue"),
+    "resources quantity": ({"operator": {"resources": {"limits": {"memory": "lots"}}}},
+                           "operator.resources.limits.memory"),
+}
+
+
+@pytest.mark.parametrize("values,expected", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_bad_values_fail_at_install(tmp_path: Path, values: dict, expected: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = helm_template(path, check=False)
+    assert result.returncode != 0, f"{values} was accepted"
+    assert "schema" in result.stderr and expected in result.stderr, result.stderr
+
+
+def test_override_of_an_unknown_alert_fails(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"prometheusRule": {"alerts": {"MFPOTypo": {"for": "1h"}}}}))
+    result = helm_template(path, check=False)
+    assert result.returncode != 0
+    assert "prometheusRule.alerts.MFPOTypo: no such alert" in result.stderr
+
+
+# ------------------------------------------------------------------------- the operator pod
+
+
+def test_operator_deployment(default_docs):
+    deployment = one(by_kind(default_docs, "Deployment"), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/mfpo/operator:0.1.0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert f"--namespace={RELEASE_NAMESPACE}" in container["args"]
+    assert "--peering=mfpo" in container["args"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert pod["serviceAccountName"] == "t-mfpo"
+
+
+def test_cluster_mode_watches_all_namespaces_and_pins_the_digest():
+    container = one(scenario_docs("cluster-wide"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--all-namespaces" in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--namespace")]
+    assert container["image"] == "ghcr.io/mfpo/operator@sha256:" + "0123456789abcdef" * 4
+
+
+def test_every_pod_is_hardened(scenario):
+    name, docs = scenario
+    for where, pod in pod_specs(docs):
+        sc = pod["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for container in pod["containers"]:
+            csc = container["securityContext"]
+            assert csc["allowPrivilegeEscalation"] is False, where
+            assert csc["readOnlyRootFilesystem"] is True, where
+            assert csc["capabilities"] == {"drop": ["ALL"]}, where
+            assert container["resources"]["limits"]["memory"], where
+
+
+# -------------------------------------------------------------------------------------- RBAC
+
+OPERATOR_RULES = {
+    ("mfpo.dev", "mfporuns"): {"get", "list", "watch", "patch"},
+    ("mfpo.dev", "mfporuns/status"): {"get", "patch"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "configmaps"): {"create", "get", "list", "watch", "delete"},
+    ("", "services"): {"create", "get", "list", "watch", "delete"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+
+
+def flatten_rules(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs; asserts no wildcard and no resourceNames-free secrets."""
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    return grants
+
+
+def test_namespaced_mode_grants_a_role_per_namespace_and_nothing_cluster_wide():
+    docs = scenario_docs("namespaced")
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        expected = {**OPERATOR_RULES, ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"}}
+        assert flatten_rules(role["rules"]) == expected
+    for binding in by_kind(docs, "RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "t-mfpo", "namespace": RELEASE_NAMESPACE}]
+        assert binding["roleRef"]["kind"] == "Role"
+    peerings = by_kind(docs, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+
+
+def test_cluster_mode_grants_one_cluster_role():
+    docs = scenario_docs("cluster-wide")
+    assert not by_kind(docs, "Role")
+    (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "t-mfpo"]
+    assert flatten_rules(role["rules"]) == {
+        **OPERATOR_RULES,
+        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    }
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "mfpo"
+
+
+def test_nobody_reads_secrets(scenario):
+    _, docs = scenario
+    for role in by_kind(docs, "Role") + by_kind(docs, "ClusterRole"):
+        assert not any("secrets" in rule["resources"] for rule in role["rules"]), role["metadata"]
+
+
+def test_stage_service_account_has_no_api_token():
+    docs = scenario_docs("namespaced")
+    stage = [sa for sa in by_kind(docs, "ServiceAccount") if sa["metadata"]["name"] == "mfpo-stage"]
+    assert sorted(sa["metadata"]["namespace"] for sa in stage) == ["team-a", "team-b"]
+    assert all(sa["automountServiceAccountToken"] is False for sa in stage)
+
+
+# ------------------------------------------------------------------------------- monitoring
+
+
+def test_monitors_scrape_operator_and_stage_pods(default_docs):
+    service = one(default_docs, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    monitor = one(default_docs, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    pods = one(default_docs, "PodMonitor")["spec"]
+    assert pods["selector"] == {"matchExpressions": [{"key": "mfpo.dev/run", "operator": "Exists"}]}
+    assert pods["namespaceSelector"] == {"matchNames": [RELEASE_NAMESPACE]}
+    assert pods["podMetricsEndpoints"][0]["honorLabels"] is True
+    cluster = one(scenario_docs("cluster-wide"), "PodMonitor")["spec"]
+    assert cluster["namespaceSelector"] == {"any": True}
+
+
+def test_dashboard_configmap_carries_the_file(default_docs):
+    (config_map,) = [c for c in by_kind(default_docs, "ConfigMap") if c["metadata"]["name"] == "t-mfpo-dashboard"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["mfpo.json"]) == json.loads(
+        (CHART / "files" / "dashboard.json").read_text())
+
+
+def test_prometheus_rule_is_the_rule_file(default_docs):
+    rule = one(default_docs, "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+
+
+def test_alert_overrides_apply():
+    rule = one(scenario_docs("cluster-wide"), "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts["MFPORunStuck"]["for"] == "2h"
+    assert "MFPOReconcileSlow" not in alerts
+    assert alerts["MFPOStageFailed"]["labels"]["severity"] == "critical"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_extra_rules_go_in_their_own_group(tmp_path: Path):
+    path = tmp_path / "extra.yaml"
+    path.write_text(yaml.safe_dump({"prometheusRule": {"extraRules": [
+        {"alert": "MFPOManyRuns", "expr": "count(mfpo_run_phase == 1) > 100"}]}}))
+    groups = one(render(path), "PrometheusRule")["spec"]["groups"]
+    assert [g["name"] for g in groups] == ["mfpo", "mfpo-extra"]
+    assert groups[1]["rules"] == [{"alert": "MFPOManyRuns", "expr": "count(mfpo_run_phase == 1) > 100"}]
+
+
+# ----------------------------------------------------------------------- storage & scheduling
+
+
+def test_external_storage_renders_no_minio():
+    docs = scenario_docs("namespaced")
+    assert not by_kind(docs, "Secret") and not by_kind(docs, "PersistentVolumeClaim")
+    assert [d["metadata"]["name"] for d in by_kind(docs, "Deployment")] == ["t-mfpo"]
+
+
+def test_bundled_minio():
+    docs = scenario_docs("bundled-minio")
+    (secret,) = by_kind(docs, "Secret")
+    data = secret["stringData"]
+    assert set(data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MFPO_S3_ENDPOINT", "MFPO_S3_SECURE"}
+    assert data["MFPO_S3_ENDPOINT"] == f"t-mfpo-minio.{RELEASE_NAMESPACE}.svc:9000"
+    assert len(data["AWS_SECRET_ACCESS_KEY"]) == 40
+    (minio,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "t-mfpo-minio"]
+    assert minio["spec"]["strategy"]["type"] == "Recreate"
+    claim = one(docs, "PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    job = one(docs, "Job")
+    assert "mc mb --ignore-existing \"mfpo/mfpo-trial\"" in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+
+
+def test_bundled_minio_secret_in_every_prepared_namespace():
+    docs = render(CHART / "ci" / "bundled-minio-values.yaml", set_values=("watch.namespaces={a,b}",))
+    secrets = by_kind(docs, "Secret")
+    assert sorted(s["metadata"]["namespace"] for s in secrets) == ["a", "b", RELEASE_NAMESPACE]
+    # One credential pair, the same everywhere.
+    assert len({s["stringData"]["AWS_SECRET_ACCESS_KEY"] for s in secrets}) == 1
+
+
+def test_network_policies():
+    docs = scenario_docs("networkpolicy")
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"t-mfpo-operator", "t-mfpo-stages", "t-mfpo-minio"}
+    operator_egress = policies["t-mfpo-operator"]["egress"]
+    assert {"ipBlock": {"cidr": "10.96.0.1/32"}} in operator_egress[1]["to"]
+    stages = policies["t-mfpo-stages"]
+    assert stages["podSelector"] == {"matchExpressions": [{"key": "mfpo.dev/run", "operator": "Exists"}]}
+    assert stages["egress"][-1]["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    assert not by_kind(render(), "NetworkPolicy")
+
+
+def test_kueue_local_queue():
+    (queue,) = by_kind(scenario_docs("kueue"), "LocalQueue")
+    assert queue["metadata"] == {**queue["metadata"], "name": "mfpo", "namespace": "ml-research"}
+    assert queue["spec"] == {"clusterQueue": "gpu-h100"}
+
+
+# ------------------------------------------------------------------------------------- CRDs
+
+CHART_CRD = CHART / "crds" / "mfpo.dev_mfporuns.yaml"
+GENERATED_CRD = REPO / "crds" / "mfpo.dev_mfporuns.yaml"
+
+
+def test_chart_crd_is_the_generated_crd():
+    assert GENERATED_CRD.exists(), f"{GENERATED_CRD} is missing: run `make crds`"
+    assert CHART_CRD.exists() and CHART_CRD.read_text() == GENERATED_CRD.read_text(), (
+        "charts/mfpo/crds/ is stale: run `bash scripts/sync-chart-crds.sh`")
+
+
+def test_chart_crds_are_valid():
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc["kind"] == "CustomResourceDefinition", path
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_crd_upgrade_hook_applies_every_chart_crd():
+    docs = scenario_docs("cluster-wide")
+    hook = [d for d in docs if d["metadata"]["name"] == "t-mfpo-crd-upgrade"]
+    kinds = {d["kind"] for d in hook}
+    assert kinds == {"ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Job"}
+    assert all(d["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade" for d in hook)
+    (config_map,) = [d for d in hook if d["kind"] == "ConfigMap"]
+    files = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert sorted(config_map["data"]) == files
+    for name in files:
+        assert config_map["data"][name] == (CHART / "crds" / name).read_text().rstrip("\n")
+    (job,) = [d for d in hook if d["kind"] == "Job"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["apply", "--server-side"]
+    (role,) = [d for d in hook if d["kind"] == "ClusterRole"]
+    assert set(role["rules"][0]["resourceNames"]) == {
+        "mfporuns.mfpo.dev", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+    assert not [d for d in render() if d["metadata"]["name"] == "t-mfpo-crd-upgrade"]
