@@ -7,23 +7,14 @@ at the end. `storage_root` parametrises a test over both backends (file:// and s
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from foundation_s3 import ACCESS_KEY, SECRET_KEY, free_port
 from mfpo_runtime import s3_backend
 from minio import Minio
 from moto.server import ThreadedMotoServer
-
-ACCESS_KEY = "testing-access-key"
-SECRET_KEY = "testing-secret-key-never-printed"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

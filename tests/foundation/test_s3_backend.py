@@ -1,0 +1,211 @@
+"""The s3:// edge: configuration, multipart, verified downloads, retries and clear errors.
+
+Against moto's S3 server with the real minio client (fixtures in conftest.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+from foundation_s3 import ACCESS_KEY, SECRET_KEY, FlakyS3Proxy, free_port
+from mfpo_runtime import s3_backend, storage
+from mfpo_runtime.s3_backend import parse_endpoint, settings_from_env
+from mfpo_runtime.storage import Location, StorageError
+from minio import Minio
+from moto.core.authorization import enable_iam_authentication
+
+MIB = 1024 * 1024
+
+
+def raw_client(endpoint: str) -> Minio:
+    return Minio(endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
+
+
+# --------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    ("raw", "secure_env", "expected"),
+    [
+        ("minio:9000", None, ("minio:9000", True)),
+        ("http://minio.svc:9000", None, ("minio.svc:9000", False)),
+        ("https://s3.example.com/", None, ("s3.example.com", True)),
+        ("http://minio:9000", "true", ("minio:9000", True)),
+        ("minio:9000", "false", ("minio:9000", False)),
+    ],
+)
+def test_endpoint_and_tls(raw: str, secure_env: str | None, expected: tuple[str, bool]) -> None:
+    assert parse_endpoint(raw, secure_env) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "secure_env", "message"),
+    [
+        ("ftp://minio:9000", None, "expected host:port or http(s)://host:port"),
+        ("http://minio:9000/bucket", None, "a path is not allowed"),
+        ("minio:9000", "maybe", "MFPO_S3_SECURE='maybe': expected true or false"),
+    ],
+)
+def test_bad_endpoint_settings(raw: str, secure_env: str | None, message: str) -> None:
+    with pytest.raises(StorageError, match=re.escape(message)):
+        parse_endpoint(raw, secure_env)
+
+
+def test_settings_from_env() -> None:
+    settings = settings_from_env(
+        {
+            "AWS_ENDPOINT_URL": "http://minio:9000",
+            "AWS_ACCESS_KEY_ID": "id",
+            "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+            "AWS_REGION": "eu-west-1",
+        }
+    )
+    assert (settings.endpoint, settings.secure, settings.region) == (
+        "minio:9000",
+        False,
+        "eu-west-1",
+    )
+    assert settings.part_size == 64 * MIB
+    assert "s3cr3t" not in repr(settings)
+    # MFPO_S3_ENDPOINT wins over AWS_ENDPOINT_URL; AWS S3 when neither is set.
+    both = {"MFPO_S3_ENDPOINT": "a:1", "AWS_ENDPOINT_URL": "http://b:2"}
+    assert settings_from_env(both).endpoint == "a:1"
+    assert settings_from_env({}).endpoint == "s3.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "id"}, "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        ({"MFPO_S3_PART_SIZE": "1024"}, "MFPO_S3_PART_SIZE=1024: S3 parts must be at least"),
+    ],
+)
+def test_bad_env(env: dict[str, str], message: str) -> None:
+    with pytest.raises(StorageError, match=message):
+        settings_from_env(env)
+
+
+def test_one_client_per_configuration(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    loc = storage.parse("s3://some-bucket/key")
+    first = s3_backend.backend_for(loc)
+    assert s3_backend.backend_for(storage.parse("s3://other-bucket/k")) is first
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "rotated-key")
+    assert s3_backend.backend_for(loc) is not first
+
+
+# ------------------------------------------------------------------ transfers
+
+
+def test_large_file_goes_up_in_parts(
+    s3_bucket: str, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MFPO_S3_PART_SIZE", str(5 * MIB))  # S3's minimum part size
+    payload = hashlib.sha256(b"seed").digest() * (6 * MIB // 32) + b"tail"  # 6 MiB + 4 bytes
+    (tmp_path / "big.bin").write_bytes(payload)
+    uri = f"s3://{s3_bucket}/ckpt/big.bin"
+
+    storage.put_file(tmp_path / "big.bin", uri)
+
+    etag = raw_client(s3_env).stat_object(s3_bucket, "ckpt/big.bin").etag
+    assert etag.endswith("-2")  # a multipart ETag: 5 MiB + the rest
+    assert storage.get_file(uri, tmp_path / "back.bin").read_bytes() == payload
+
+
+def test_download_checks_the_stored_sha256(s3_bucket: str, s3_env: str, tmp_path: Path) -> None:
+    # An object whose content no longer matches the digest its uploader recorded.
+    raw_client(s3_env).put_object(
+        s3_bucket, "x.bin", io.BytesIO(b"changed"), 7, metadata={"mfpo-sha256": "0" * 64}
+    )
+    uri = f"s3://{s3_bucket}/x.bin"
+    with pytest.raises(StorageError, match=f"checksum mismatch for {uri}: expected sha256 0000"):
+        storage.get_file(uri, tmp_path / "x.bin")
+    assert not (tmp_path / "x.bin").exists()  # nothing half-verified is left behind
+    with pytest.raises(StorageError, match="checksum mismatch"):
+        storage.read_bytes(uri)
+
+
+def test_objects_from_other_uploaders_are_checked_by_etag(s3_bucket: str, s3_env: str) -> None:
+    raw_client(s3_env).put_object(s3_bucket, "plain.txt", io.BytesIO(b"hello"), 5)
+    assert storage.read_bytes(f"s3://{s3_bucket}/plain.txt") == b"hello"
+
+
+def test_verify_compares_md5_with_a_plain_etag() -> None:
+    loc = Location("s3", "bkt", "k")
+    md5, sha = hashlib.md5(b"abc"), hashlib.sha256(b"abc")
+    s3_backend._verify(loc, None, '"900150983cd24fb0d6963f7d28e17f72"', md5, sha)  # md5("abc")
+    s3_backend._verify(loc, None, '"d41d8cd98f00b204e9800998ecf8427e-3"', md5, sha)  # multipart
+    with pytest.raises(StorageError, match="checksum mismatch for s3://bkt/k: ETag d41d8cd9"):
+        s3_backend._verify(loc, None, '"d41d8cd98f00b204e9800998ecf8427e"', md5, sha)
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def test_missing_bucket_is_named(s3_env: str, tmp_path: Path) -> None:
+    expected = "bucket 'no-such-bucket' does not exist (s3://no-such-bucket/key.txt)"
+    with pytest.raises(StorageError) as read:
+        storage.read_bytes("s3://no-such-bucket/key.txt")
+    with pytest.raises(StorageError) as write:
+        storage.write_text("x", "s3://no-such-bucket/key.txt")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(StorageError) as put:
+        storage.put_file(tmp_path / "f", "s3://no-such-bucket/key.txt")
+    assert str(read.value) == str(write.value) == str(put.value) == expected
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
+        storage.list_files("s3://no-such-bucket/dir")
+
+
+def test_bad_credentials_are_named_without_the_secret(s3_bucket: str, s3_env: str) -> None:
+    uri = f"s3://{s3_bucket}/a.txt"
+    with enable_iam_authentication():  # moto now checks keys: ours is unknown to its IAM
+        for operation in (
+            lambda: storage.write_text("x", uri),
+            lambda: storage.read_text(uri),
+            lambda: storage.exists(uri),
+        ):
+            with pytest.raises(StorageError) as caught:
+                operation()
+            message = str(caught.value)
+            assert message.startswith(f"access to {uri} refused by http://{s3_env}")
+            assert "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" in message
+            assert SECRET_KEY not in message
+
+
+def test_an_object_uri_needs_a_key(s3_bucket: str, s3_env: str) -> None:
+    with pytest.raises(StorageError, match=f"s3://{s3_bucket}/ names no object"):
+        storage.write_text("x", f"s3://{s3_bucket}/")
+
+
+# --------------------------------------------------------------------- retries
+
+
+def test_slow_down_is_retried(s3_bucket: str, s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FlakyS3Proxy(s3_env, failures=2) as proxy:
+        monkeypatch.setenv("MFPO_S3_ENDPOINT", proxy.endpoint)
+        storage.write_text("survived", f"s3://{s3_bucket}/flaky.txt")
+        assert proxy.requests == 3  # two 503 SlowDown, then the PUT that landed
+    monkeypatch.setenv("MFPO_S3_ENDPOINT", s3_env)
+    assert storage.read_text(f"s3://{s3_bucket}/flaky.txt") == "survived"
+
+
+def test_persistent_slow_down_gives_up_with_the_cause(
+    s3_bucket: str, s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"s3://{s3_bucket}/never.txt"
+    with FlakyS3Proxy(s3_env, failures=-1) as proxy:
+        monkeypatch.setenv("MFPO_S3_ENDPOINT", proxy.endpoint)
+        with pytest.raises(StorageError, match=f"S3 error SlowDown on {uri}"):
+            storage.write_text("x", uri)
+        assert proxy.requests == 1 + s3_backend.MAX_RETRIES
+
+
+def test_unreachable_endpoint_is_named(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MFPO_S3_ENDPOINT", f"127.0.0.1:{free_port()}")  # nobody listens
+    with pytest.raises(
+        StorageError, match=r"cannot reach S3 endpoint http://127\.0\.0\.1:\d+ for s3://bkt/x"
+    ):
+        storage.read_bytes("s3://bkt/x")
