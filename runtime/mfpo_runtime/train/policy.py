@@ -129,6 +129,7 @@ def prepare(
         # merge everything so far into the weights, train a fresh adapter on top
         loaded = _merged_model(lineage.base, lineage.adapters, family, dtype, device)
         _check_targets(loaded.model, spec.model.lora.target_modules)
+        torch.manual_seed(spec.training.seed + stage_index)  # the fresh adapter's init is reproducible
         model = get_peft_model(loaded.model, lora_config(spec))
         continues = False
     else:
