@@ -192,11 +192,12 @@ OPERATOR_RULES = {
     ("", "services"): {"create", "get", "list", "watch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    ("", "secrets"): {"get"},
 }
 
 
 def flatten_rules(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
-    """(apiGroup, resource) -> verbs; asserts no wildcard and no resourceNames-free secrets."""
+    """(apiGroup, resource) -> verbs; asserts that no rule uses a wildcard."""
     grants: dict[tuple[str, str], set[str]] = {}
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
@@ -234,10 +235,15 @@ def test_cluster_mode_grants_one_cluster_role():
     assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "mfpo"
 
 
-def test_nobody_reads_secrets(scenario):
+def test_secrets_are_only_read_by_name_and_can_be_denied(scenario):
     _, docs = scenario
     for role in by_kind(docs, "Role") + by_kind(docs, "ClusterRole"):
-        assert not any("secrets" in rule["resources"] for rule in role["rules"]), role["metadata"]
+        for rule in role["rules"]:
+            if "secrets" in rule["resources"]:
+                assert rule["verbs"] == ["get"], role["metadata"]
+    denied = render(set_values=("rbac.readStorageSecrets=false",))
+    (role,) = by_kind(denied, "Role")
+    assert ("", "secrets") not in flatten_rules(role["rules"])
 
 
 def test_stage_service_account_has_no_api_token():
