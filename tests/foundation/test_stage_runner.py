@@ -1,0 +1,225 @@
+"""stage.py: `mfpo-stage --config` through a test double stage registered in STAGE_MODULES.
+
+Checks the contract's behaviour, not any real stage: idempotent re-runs, the result document,
+the termination summary and the exit code for success, bad input, preemption and crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mfpo_runtime import stage, storage
+from mfpo_runtime.contract import BadInput, StageConfig, StageInterrupted, result_uri
+from mfpo_runtime.stage import StageContext, StageOutcome
+
+DOUBLE_MODULE = "mfpo_test_double_stage"  # a test double: no real stage is involved
+
+
+class StageDouble:
+    """Records each call; `behaviour(ctx)` decides what the stage does."""
+
+    def __init__(self) -> None:
+        self.calls: list[StageContext] = []
+        self.behaviour: Callable[[StageContext], StageOutcome] = lambda ctx: StageOutcome(
+            metrics={"loss.text": 0.25}, outputs={"policy": f"{ctx.config.stage_uri}/policy"}
+        )
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        self.calls.append(ctx)
+        return self.behaviour(ctx)
+
+
+@pytest.fixture
+def double(monkeypatch: pytest.MonkeyPatch) -> StageDouble:
+    fake = StageDouble()
+    module = types.ModuleType(DOUBLE_MODULE)
+    module.run = fake.run
+    monkeypatch.setitem(sys.modules, DOUBLE_MODULE, module)
+    for kind in ("datagen", "align", "eval"):
+        monkeypatch.setitem(stage.STAGE_MODULES, kind, DOUBLE_MODULE)
+    return fake
+
+
+@pytest.fixture
+def termination_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "termination-log"
+    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(path))
+    monkeypatch.delenv("MFPO_METRICS_PORT", raising=False)
+    monkeypatch.delenv("MFPO_PUSHGATEWAY", raising=False)
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    return path
+
+
+def write_config(tmp_path: Path, stage_name: str = "align-1", **spec_extra) -> tuple[Path, str]:
+    run_uri = f"file://{tmp_path}/runs/demo"
+    spec = {
+        "model": {"uri": "file:///models/tiny"},
+        "data": {"uri": "file:///data/train"},
+        "storage": {"uri": f"file://{tmp_path}/runs"},
+        **spec_extra,
+    }
+    config = StageConfig(run="demo", stage=stage_name, run_uri=run_uri, spec=spec)
+    path = tmp_path / f"{stage_name}.json"
+    path.write_text(config.to_json())
+    return path, run_uri
+
+
+def run_main(config: Path | str) -> int:
+    codes: list[int] = []
+    stage.main(["--config", str(config), "--no-progress"], exit=codes.append)
+    assert len(codes) == 1
+    return codes[0]
+
+
+def summary(termination_log: Path) -> dict:
+    return json.loads(termination_log.read_text())
+
+
+def test_success_writes_result_and_summary(
+    double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    config, run_uri = write_config(tmp_path)
+
+    assert run_main(config) == 0
+
+    result = storage.read_json(result_uri(run_uri, "align-1"))
+    assert (result["stage"], result["attempt"], result["metrics"]) == (
+        "align-1",
+        1,
+        {"loss.text": 0.25},
+    )
+    assert summary(termination_log) == {
+        "stage": "align-1",
+        "status": "succeeded",
+        "metrics": {"loss.text": 0.25},
+        "outputs": {"policy": f"{run_uri}/align-1/policy"},
+    }
+    ctx = double.calls[0]
+    assert (
+        ctx.shard is None
+        and ctx.progress is False
+        and ctx.work_dir.name.startswith("mfpo-align-1-")
+    )
+    assert not ctx.work_dir.exists()  # scratch space is removed afterwards
+
+
+def test_rerun_of_a_done_stage_returns_at_once(
+    double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    config, _ = write_config(tmp_path)
+    assert run_main(config) == 0
+    termination_log.unlink()
+
+    assert run_main(config) == 0
+
+    assert len(double.calls) == 1  # the stage did not run again
+    assert summary(termination_log)["metrics"] == {"loss.text": 0.25}
+
+
+def test_bad_input_exits_65_and_is_not_retried(
+    double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    def refuse(ctx: StageContext) -> StageOutcome:
+        raise BadInput("data.uri: record 7 has no image")
+
+    double.behaviour = refuse
+    config, run_uri = write_config(tmp_path)
+
+    assert run_main(config) == 65
+
+    assert summary(termination_log) == {
+        "stage": "align-1",
+        "status": "bad-input",
+        "metrics": {},
+        "outputs": {},
+        "message": "data.uri: record 7 has no image",
+    }
+    assert not storage.exists(result_uri(run_uri, "align-1"))
+
+
+def test_an_invalid_config_is_bad_input_naming_the_field(
+    double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    config, _ = write_config(tmp_path)
+    doc = json.loads(config.read_text())
+    doc["spec"]["objective"] = {"beta": -1}
+    config.write_text(json.dumps(doc))
+
+    assert run_main(config) == 65
+
+    message = summary(termination_log)["message"]
+    assert "spec.objective.beta: Input should be greater than 0" in message
+    assert summary(termination_log)["stage"] == "unknown"  # the config could not say which
+    assert run_main(tmp_path / "missing.json") == 65
+    assert "cannot read the stage config" in summary(termination_log)["message"]
+    assert double.calls == []
+
+
+def test_sigterm_asks_the_stage_to_stop_and_exits_75(
+    double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    def preempted(ctx: StageContext) -> StageOutcome:
+        assert not ctx.stop_requested
+        os.kill(os.getpid(), signal.SIGTERM)  # what the kubelet sends on preemption
+        assert ctx.stop_requested
+        raise StageInterrupted("checkpoint saved at step 40")
+
+    double.behaviour = preempted
+    config, run_uri = write_config(tmp_path)
+    handler_before = signal.getsignal(signal.SIGTERM)
+
+    assert run_main(config) == 75
+
+    assert summary(termination_log)["status"] == "preempted"
+    assert summary(termination_log)["message"] == "checkpoint saved at step 40"
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # restored
+    assert not storage.exists(result_uri(run_uri, "align-1"))
+
+
+def test_any_other_failure_is_retryable(
+    double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    def crash(ctx: StageContext) -> StageOutcome:
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    double.behaviour = crash
+    config, _ = write_config(tmp_path)
+
+    assert run_main(config) == 1
+
+    assert summary(termination_log)["status"] == "retryable"
+    assert (
+        summary(termination_log)["message"] == "RuntimeError: CUDA error: an illegal memory access"
+    )
+
+
+def test_datagen_shard_from_the_job_completion_index(
+    double: StageDouble, termination_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, run_uri = write_config(tmp_path, "datagen", imagePreference={"shards": 4})
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+
+    assert run_main(config) == 0
+
+    assert double.calls[0].shard == (2, 4)
+    assert storage.exists(result_uri(run_uri, "datagen", (2, 4)))
+    assert not storage.exists(result_uri(run_uri, "datagen", (0, 4)))
+
+
+def test_shard_index_outside_the_shards_is_bad_input(
+    double: StageDouble, termination_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, _ = write_config(tmp_path, "datagen", imagePreference={"shards": 2})
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "5")
+
+    assert run_main(config) == 65
+    assert summary(termination_log)["message"] == (
+        "shard index 5 is outside 0..1 (imagePreference.shards)"
+    )
