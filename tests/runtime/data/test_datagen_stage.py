@@ -159,3 +159,23 @@ def test_outcome_counters_reach_prometheus(tmp_path: Path, monkeypatch):
     assert registry.get_sample_value("mfpo_datagen_records_total", labels) == 2
     assert registry.get_sample_value("mfpo_datagen_grounding_fallbacks_total", labels) == 2
     assert json.loads(json.dumps(labels))  # labels are the stage identity
+
+
+def test_mfpo_stage_command_exits_65_on_a_bad_record(tmp_path: Path, monkeypatch):
+    from mfpo_runtime.contract import ExitCode, TerminationSummary
+    from mfpo_runtime.stage import main
+
+    rows = rlaif_v_rows(2)
+    rows[0]["rejected"] = None
+    data = write_parquet(rows, tmp_path / "rlaif.parquet")
+    config = stage_config(
+        tmp_path, spec(str(data), "rlaif-v", f"file://{tmp_path}/runs"), "datagen"
+    )
+    (tmp_path / "config.json").write_text(config.to_json())
+    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    codes = []
+    main(["--config", str(tmp_path / "config.json"), "--no-progress"], exit=codes.append)
+    assert codes == [ExitCode.BAD_INPUT]
+    summary = TerminationSummary.decode((tmp_path / "termination-log").read_text())
+    assert summary.status == "bad-input" and "RLAIF-V-0" in summary.message
+    assert "'rejected'" in summary.message

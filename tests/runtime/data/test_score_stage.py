@@ -7,7 +7,7 @@ import pytest
 from datagen_samples import QUESTIONS, rlaif_v_rows, spec, stage_config, write_parquet
 from mfpo_runtime import storage
 from mfpo_runtime.contract import result_uri
-from mfpo_runtime.data import entropy, scenes
+from mfpo_runtime.data import entropy, grounding, scenes
 from mfpo_runtime.data.records import read_manifest, read_records
 from mfpo_runtime.stage import run_stage
 from mfpo_runtime.stages import score
@@ -127,3 +127,23 @@ def test_synthetic_world_scored_by_the_tiny_model(tmp_path: Path, tiny_llava_dir
     storage.delete(result_uri(config.run_uri, "score"))
     again = run_stage(config, progress=False)
     assert again.metrics == result.metrics
+
+
+@pytest.mark.slow
+def test_rlaif_v_sample_with_clipseg_through_both_stages(tmp_path: Path, tiny_llava_dir: Path):
+    clipseg = grounding.build_tiny_clipseg(tmp_path / "clipseg", image_size=32)
+    data = write_parquet(rlaif_v_rows(4), tmp_path / "rlaif.parquet")
+    run_spec = spec(
+        str(data), "rlaif-v", f"file://{tmp_path}/runs",
+        model_uri=f"file://{tiny_llava_dir}",
+        image_preference={"grounding": {"method": "clipseg", "modelUri": f"file://{clipseg}"}},
+        curriculum={"stages": 2, "entropySamples": 2, "maxNewTokens": 4},
+    )  # fmt: skip
+    datagen = run_stage(stage_config(tmp_path, run_spec, "datagen"), progress=False)
+    assert datagen.metrics["records"] == 4
+    assert datagen.metrics["fallbacks"] <= 4
+    result = run_stage(stage_config(tmp_path, run_spec, "score"), progress=False)
+    records = read_records(storage.local_path(scored_dataset_uri(f"file://{tmp_path}/runs/demo")))
+    assert [r.grounding in ("clipseg", "fallback-whole-image") for r in records] == [True] * 4
+    assert sorted(r.bin for r in records) == [1, 1, 2, 2]
+    assert result.metrics["bin.1.records"] == 2
