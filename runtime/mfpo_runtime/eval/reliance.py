@@ -41,7 +41,9 @@ def background_region(objects: np.ndarray, seed: int) -> np.ndarray:
     height, width = objects.shape
     area = int(objects.sum())
     background = ~objects
-    if area == 0 or background.sum() <= area:
+    if area == 0:
+        return np.zeros_like(objects)
+    if background.sum() <= area:
         return background.copy()
     best = objects
     best_overlap = area + 1

@@ -14,6 +14,7 @@ modules of mfpo_runtime.eval and by their tests, which work the expected values 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,11 +107,17 @@ DOMINANT_WORD_SHARE = 0.5
 MIN_WORDS_FOR_SHARE = 6
 
 
+# Above this share of undecodable or control characters, the answer is byte soup.
+GARBLED_SHARE = 0.1
+
+
 def degeneracy(text: str) -> str | None:
-    """Why an answer is degenerate ("empty", "repetition", "dominant-word"), None if well formed."""
+    """Why an answer is degenerate ("empty", "garbled", "repetition", "dominant-word"), or None."""
     words = tokenize(text)
     if not any(w.isalpha() for w in words):
         return "empty"
+    if _garbled_share(text) > GARBLED_SHARE:
+        return "garbled"
     if _has_repeated_run(words):
         return "repetition"
     if len(words) >= MIN_WORDS_FOR_SHARE:
@@ -118,6 +125,12 @@ def degeneracy(text: str) -> str | None:
         if top / len(words) > DOMINANT_WORD_SHARE:
             return "dominant-word"
     return None
+
+
+def _garbled_share(text: str) -> float:
+    visible = [c for c in text if not c.isspace()]
+    bad = sum(1 for c in visible if c == "\ufffd" or unicodedata.category(c).startswith("C"))
+    return ratio(bad, len(visible))
 
 
 def _has_repeated_run(words: list[str]) -> bool:

@@ -108,3 +108,8 @@ def test_well_formed_rate_and_degenerate_flag():
     assert scores.well_formed_rate(texts) == pytest.approx(2 / 4)
     assert scores.degenerate_flags({"well_formed": 0.25}) == ["degenerate"]
     assert scores.degenerate_flags({"well_formed": 0.5}) == []
+
+
+def test_byte_soup_is_garbled():
+    assert degeneracy("gT\ufffd\x13ease\ufffd birdsw") == "garbled"
+    assert degeneracy("A café with a chair.") is None  # accents are letters, not garbage

@@ -1,0 +1,94 @@
+"""The synthetic benchmark on the scenes world: exact CHAIR with scripted answers, and the
+whole benchmark (generation, reliance) with a tiny LLaVA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mfpo_operator.api import BenchmarkSpec
+from mfpo_runtime.contract import BadInput
+from mfpo_runtime.data.records import read_records
+from mfpo_runtime.eval import synthetic
+from mfpo_runtime.eval.common import BenchmarkEnv
+from mfpo_runtime.eval.generation import AnswerLogp, GenerationSettings, VLMPolicy
+from PIL import Image
+
+
+class ByImagePolicy:
+    """Answers keyed by the exact image bytes; any other image (a noised one) gets ''."""
+
+    name = "by-image"
+
+    def __init__(self, answers: dict[bytes, str]):
+        self.answers = answers
+
+    def answer(self, questions, images):
+        return [self.answers.get(img.tobytes(), "") for img in images]
+
+    def answer_logps(self, questions, images, answers):
+        return [AnswerLogp(-4.0 if img.tobytes() in self.answers else -6.0, 4) for img in images]
+
+
+def scripted_answers(world_dir: Path) -> dict[bytes, str]:
+    answers = {}
+    for split in ("eval", "eval-counterprior"):
+        for n, record in enumerate(read_records(world_dir / split)):
+            image = Image.open(world_dir / split / record.image).convert("RGB")
+            # The first scene of each split gets a hallucinated umbrella, unless it has one.
+            extra = " and an umbrella" if n == 0 and "umbrella" not in record.objects else ""
+            answers[image.tobytes()] = record.chosen.rstrip(".") + extra + "."
+    return answers
+
+
+def test_synthetic_chair_is_exact_with_scripted_answers(world_dir: Path, tmp_path: Path):
+    bench = BenchmarkSpec(name="synthetic", uri=str(world_dir))
+    result = synthetic.evaluate(ByImagePolicy(scripted_answers(world_dir)), bench, BenchmarkEnv(work_dir=tmp_path))
+    m = result.metrics
+    eval_records = read_records(world_dir / "eval")
+    mentions = sum(len(r.objects) for r in eval_records) + 1
+    assert result.details["records"] == {"eval": 8, "eval-counterprior": 8}
+    assert m["chair_s"] == pytest.approx(1 / 8) and m["counterprior.chair_s"] == pytest.approx(1 / 8)
+    assert m["chair_i"] == pytest.approx(1 / mentions)
+    assert m["recall"] == 1.0 and m["well_formed"] == 1.0
+    # Noised images are unknown to the script: every answer changes, to one naming nothing.
+    assert m["answer_change_rate"] == 1.0 and m["object_change_rate"] == 1.0
+    # Both noised images lose the same 0.5 nats per token: no object-specific reliance.
+    assert m["logp_drop_object"] == pytest.approx(0.5) and m["object_reliance"] == pytest.approx(1.0)
+    assert result.flags == []
+
+
+def test_collapsed_answers_are_flagged_degenerate(world_dir: Path, tmp_path: Path):
+    collapsed = {key: "triangle triangle triangle triangle" for key in scripted_answers(world_dir)}
+    bench = BenchmarkSpec(name="synthetic", uri=str(world_dir), options={"reliance": "false"})
+    result = synthetic.evaluate(ByImagePolicy(collapsed), bench, BenchmarkEnv(work_dir=tmp_path))
+    assert result.metrics["chair_s"] == 0.0  # looks perfect by CHAIR ...
+    assert result.metrics["well_formed"] == 0.0 and result.flags == ["degenerate"]  # ... but is not
+    assert "answer_change_rate" not in result.metrics
+
+
+def test_one_split_directory_and_default_uri(world_dir: Path, tmp_path: Path):
+    policy = ByImagePolicy(scripted_answers(world_dir))
+    bench = BenchmarkSpec(name="synthetic", options={"reliance": "false"}, max_samples=3)
+    env = BenchmarkEnv(work_dir=tmp_path, default_uri=synthetic.default_uri(f"file://{world_dir}/train"))
+    assert synthetic.evaluate(policy, bench, env).details["records"] == {"eval": 3, "eval-counterprior": 3}
+    single = BenchmarkSpec(name="synthetic", uri=str(world_dir / "eval-counterprior"), options={"reliance": "false"})
+    assert "counterprior.chair_s" not in synthetic.evaluate(policy, single, env).metrics
+    with pytest.raises(BadInput, match="no records.jsonl"):
+        synthetic.evaluate(policy, BenchmarkSpec(name="synthetic", uri=str(tmp_path)), env)
+
+
+@pytest.mark.slow
+def test_synthetic_benchmark_with_a_tiny_llava(world_dir: Path, tiny_llava_dir: Path, tmp_path: Path):
+    settings = GenerationSettings(max_new_tokens=6, batch_size=4)
+    policy = VLMPolicy.load("base", str(tiny_llava_dir), settings)
+    bench = BenchmarkSpec(name="synthetic", uri=str(world_dir), max_samples=3)
+    result = synthetic.evaluate(policy, bench, BenchmarkEnv(work_dir=tmp_path))
+    m = result.metrics
+    for key in ("chair_s", "chair_i", "recall", "well_formed", "answer_change_rate", "counterprior.chair_s"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert {"logp_drop_object", "logp_drop_background"} <= set(m)
+    assert len(result.samples) == 6 and all("logp_per_token" in s for s in result.samples)
+    # Greedy decoding: the same policy gives the same answers again.
+    again = synthetic.evaluate(policy, bench, BenchmarkEnv(work_dir=tmp_path))
+    assert [s["answer"] for s in again.samples] == [s["answer"] for s in result.samples]
