@@ -1,0 +1,156 @@
+"""The local runner drives the shared planner with subprocesses: retries, bad input, stop and
+resume, recovery after a hard kill. The stage program is a test double (fake_stage.py)."""
+
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mfpo_operator.api import MFPORun
+from mfpo_operator.local import LocalRunner, format_eval_table, load_state
+
+FAKE_STAGE = [sys.executable, str(Path(__file__).with_name("fake_stage.py"))]
+
+
+def manifest(tmp_path: Path, **spec_overrides) -> MFPORun:
+    spec = {
+        "model": {"uri": f"file://{tmp_path}/model"},
+        "data": {"uri": f"file://{tmp_path}/data", "format": "synthetic"},
+        "storage": {"uri": f"file://{tmp_path}/artifacts"},
+        "curriculum": {"stages": 2},
+        "retries": {"maxAttempts": 3, "backoffSeconds": 0},
+        **spec_overrides,
+    }
+    return MFPORun.model_validate(
+        {"apiVersion": "mfpo.dev/v1alpha1", "kind": "MFPORun", "metadata": {"name": "demo"}, "spec": spec}
+    )
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    trace = tmp_path / "trace.txt"
+    monkeypatch.setenv("FAKE_STAGE_TRACE", str(trace))
+
+    def script(**behaviour):
+        monkeypatch.setenv("FAKE_STAGE_SCRIPT", json.dumps({k.replace("_", "-"): v for k, v in behaviour.items()}))
+
+    def calls():
+        return trace.read_text().split() if trace.exists() else []
+
+    return script, calls
+
+
+def runner(run: MFPORun, out=None) -> LocalRunner:
+    return LocalRunner(run, progress=False, stage_command=FAKE_STAGE, out=out or io.StringIO())
+
+
+def test_every_stage_runs_once_in_order(tmp_path, fake):
+    script, calls = fake
+    script()
+    out = io.StringIO()
+    status = runner(manifest(tmp_path), out).run()
+    assert status.phase == "Succeeded"
+    assert status.progress == "5/5"
+    assert [c.rsplit(":", 2)[0] for c in calls()] == ["datagen", "score", "align-1", "align-2", "eval"]
+    assert "chair_s" in out.getvalue()  # the summary table of eval metrics
+
+
+def test_sharded_datagen_runs_every_shard_and_adds_counts(tmp_path, fake):
+    script, calls = fake
+    script()
+    run = manifest(tmp_path, imagePreference={"shards": 3})
+    status = runner(run).run()
+    assert sorted(c for c in calls() if c.startswith("datagen")) == ["datagen:1:0", "datagen:1:1", "datagen:1:2"]
+    assert status.stage("datagen").metrics["records"] == 30.0
+
+
+def test_a_failed_attempt_is_retried_and_the_run_succeeds(tmp_path, fake):
+    script, calls = fake
+    script(align_1=["fail", "fail"])
+    status = runner(manifest(tmp_path)).run()
+    assert status.phase == "Succeeded"
+    assert status.stage("align-1").attempts == 3
+    assert calls().count("align-2:1:None") == 1
+
+
+def test_attempts_exhausted_fails_the_run(tmp_path, fake):
+    script, calls = fake
+    script(score=["fail", "fail", "fail"])
+    status = runner(manifest(tmp_path)).run()
+    assert status.phase == "Failed"
+    assert status.stage("score").attempts == 3
+    assert "simulated crash" in status.stage("score").message
+    assert not any(c.startswith("align") for c in calls())
+
+
+def test_bad_input_fails_at_once_with_the_stage_message(tmp_path, fake):
+    script, calls = fake
+    script(datagen=["bad"])
+    status = runner(manifest(tmp_path)).run()
+    assert status.phase == "Failed"
+    assert status.stage("datagen").attempts == 1
+    assert "record 7 has no image" in status.stage("datagen").message
+    assert calls() == ["datagen:1:0"]
+
+
+def test_stop_saves_and_a_second_run_continues_where_it_stopped(tmp_path, fake):
+    script, calls = fake
+    script(align_1=["hang"])
+    first = runner(manifest(tmp_path))
+    hanging = Path(str(tmp_path / "trace.txt") + ".hanging")
+    stopper = threading.Thread(target=lambda: (_wait_for(hanging), first.request_stop()))
+    stopper.start()
+    status = first.run()
+    stopper.join()
+    assert status.phase == "Running"
+    recorded = [(a["stage"], a["attempt"], a["exit_code"], a["disrupted"]) for a in load_state(first.run_uri)["attempts"]]
+    # The stage saved its checkpoint (exit 75); the stop is a disruption, not the stage's fault.
+    assert recorded[-1] == ("align-1", 1, 75, True)
+
+    second = runner(manifest(tmp_path)).run()
+    assert second.phase == "Succeeded"
+    assert second.stage("align-1").disrupted_attempts == [1]
+    assert second.stage("align-1").attempts == 2
+    stages = [c.rsplit(":", 2)[0] for c in calls()]
+    assert stages == ["datagen", "score", "align-1", "align-1", "align-2", "eval"]
+
+
+def test_an_attempt_left_running_by_a_killed_runner_is_recovered(tmp_path, fake):
+    script, calls = fake
+    script()
+    run = manifest(tmp_path)
+    first = runner(run)
+    first.run()
+    state = load_state(first.run_uri)
+    # Rewrite history: eval was running under a runner that died (kill -9), its process alive.
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "--config", "mfpo"])
+    eval_record = next(a for a in state["attempts"] if a["stage"] == "eval")
+    eval_record.update(state="running", exit_code=None, summary=None, finished_at=None, pids=[orphan.pid])
+    state["status"] = None
+    Path(first.run_uri.removeprefix("file://"), "_local", "state.json").write_text(json.dumps(state))
+    (tmp_path / "artifacts" / "demo" / "eval" / "result.json").unlink()
+
+    status = runner(run).run()
+    assert orphan.wait(timeout=10) != 0  # the orphan was stopped before a new attempt started
+    assert status.phase == "Succeeded"
+    assert status.stage("eval").attempts == 2
+    assert status.stage("eval").disrupted_attempts == [1]
+
+
+def test_eval_table_puts_base_first():
+    table = format_eval_table({"eval.align-3.synthetic.chair_s": 0.1, "eval.base.synthetic.chair_s": 0.4, "loss": 1})
+    header, row = table.splitlines()
+    assert header.split()[-2:] == ["base", "align-3"]
+    assert row.split()[-2:] == ["0.400", "0.100"]
+
+
+def _wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
