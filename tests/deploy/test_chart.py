@@ -169,7 +169,7 @@ def test_cluster_mode_watches_all_namespaces_and_pins_the_digest():
 
 
 def test_every_pod_is_hardened(scenario):
-    name, docs = scenario
+    _, docs = scenario
     for where, pod in pod_specs(docs):
         sc = pod["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
