@@ -41,7 +41,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mfpo_operator.demo import run_demo
 
-    return run_demo(compare=not args.no_compare, workdir=args.workdir)
+    return run_demo(compare=not args.no_compare)
 
 
 def _cmd_crd(_: argparse.Namespace) -> int:
@@ -65,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_cmd_status)
 
     demo = sub.add_parser("demo", help="the quickstart on the synthetic world")
-    demo.add_argument("--workdir", default="runs/quickstart", help="where the demo writes (default runs/quickstart)")
     demo.add_argument("--no-compare", action="store_true", help="skip the text-only DPO comparison")
     demo.set_defaults(func=_cmd_demo)
 

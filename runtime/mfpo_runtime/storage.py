@@ -260,6 +260,14 @@ def get_dir(uri: str, local: str | os.PathLike[str]) -> Path:
     return Path(local)
 
 
+def copy_dir(src: str, dst: str) -> list[str]:
+    """Copy every file under one directory URI to another (any schemes); returns the paths."""
+    rels = list_files(src)
+    for rel in rels:
+        write_bytes(read_bytes(join(src, rel)), join(dst, rel))
+    return rels
+
+
 def publish_dir(local: str | os.PathLike[str], uri: str) -> None:
     """Upload a directory and make it visible as complete only after the commit marker.
 
