@@ -68,15 +68,20 @@ def _strict(node: Any, *, free_form: bool = False) -> Any:
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def strict_schema() -> dict[str, Any]:
-    """The draft-4 form of the CRD's openAPIV3Schema used for validation."""
-    schema = copy.deepcopy(resource_schema())
+def strict_form(openapi_schema: dict[str, Any]) -> dict[str, Any]:
+    """The draft-4 form of a CRD's openAPIV3Schema (whole object), as used for validation."""
+    schema = copy.deepcopy(openapi_schema)
     metadata = schema["properties"].pop("metadata")
     strict = _strict(schema)
     # Only metadata.name is constrained; labels, annotations, uid... are the API server's.
     strict["properties"]["metadata"] = _strict(metadata, free_form=True)
     return strict
+
+
+@functools.lru_cache(maxsize=1)
+def strict_schema() -> dict[str, Any]:
+    """The strict form of the schema generated from api.py (what crds/ holds)."""
+    return strict_form(resource_schema())
 
 
 @functools.lru_cache(maxsize=1)
