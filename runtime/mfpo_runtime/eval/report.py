@@ -22,14 +22,19 @@ KEY_METRICS = {
     "amber": ["chair", "hal", "cog", "cover", "f1"],
     "pope": ["accuracy", "f1", "yes_ratio"],
 }
-LOWER_IS_BETTER = ("chair", "hal", "cog", "change_rate")
+LOWER_IS_BETTER = ("chair", "hal", "cog")
+# Image reliance: an answer that changes with the image, and a larger drop on objects than on
+# background, mean the model looks at the image (after text-only DPO the paper saw 9% change).
+HIGHER_IS_BETTER = ("answer_change_rate", "object_change_rate", "object_reliance", "logp_drop_excess")
 # Not fractions: printed as numbers, not percentages.
 RAW_METRICS = ("mean_length", "logp_drop", "object_reliance")
 
 
 def better(metric: str) -> str:
     last = metric.rsplit(".", 1)[-1]
-    if any(last.startswith(m) or last.endswith(m) for m in LOWER_IS_BETTER):
+    if last in HIGHER_IS_BETTER:
+        return "higher"
+    if any(last.startswith(m) for m in LOWER_IS_BETTER):
         return "lower"
     if last.startswith(RAW_METRICS) or last == "yes_ratio":
         return "-"

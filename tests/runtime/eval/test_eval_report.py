@@ -1,0 +1,39 @@
+"""The readable report: tables per benchmark, better-direction, degenerate warning, the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mfpo_runtime.eval import report
+
+SCORES = {
+    "base": {"synthetic": {"metrics": {"chair_s": 0.5, "mean_length": 7.25}, "flags": []},
+             "pope": {"metrics": {"f1": 0.6}, "flags": []}},
+    "align-1": {"synthetic": {"metrics": {"chair_s": 0.0, "mean_length": 4.0}, "flags": ["degenerate"]},
+                "pope": {"metrics": {"f1": 0.8}, "flags": []}},
+}  # fmt: skip
+
+
+def test_markdown_tables_and_warning():
+    text = report.markdown("demo", SCORES, plot_file="report.png")
+    assert "# Hallucination evaluation of run `demo`" in text
+    assert "| metric | better | base | align-1 |" in text
+    assert "| chair_s | lower | 50.0% | 0.0% |" in text
+    assert "| mean_length | - | 7.250 | 4.000 |" in text
+    assert "| f1 | higher | 60.0% | 80.0% |" in text
+    assert "| flags | | - | degenerate |" in text
+    assert "degenerate outputs from align-1" in text
+    assert "![scores per stage](report.png)" in text
+
+
+def test_better_direction():
+    assert report.better("counterprior.chair_i") == "lower"
+    assert report.better("answer_change_rate") == "higher"  # the answer depends on the image
+    assert report.better("logp_drop_object") == "-"
+    assert report.better("random.f1") == "higher"
+    assert report.better("object_reliance") == "higher"
+
+
+def test_plot_writes_a_png(tmp_path: Path):
+    path = report.plot(SCORES, tmp_path / "scores.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,102 @@
+"""The eval stage through the stage contract: base and aligned policies on the synthetic world
+and on small COCO / AMBER / POPE-format samples, with a tiny LLaVA; resume; bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eval_helpers import write_amber_sample, write_coco_sample, write_pope_sample
+from mfpo_operator.api import MFPORunSpec
+from mfpo_runtime import storage
+from mfpo_runtime.contract import ExitCode, StageConfig, policy_uri
+from mfpo_runtime.metrics import StageMetrics
+from mfpo_runtime.stage import StageContext, main, run_stage
+from mfpo_runtime.stages import evaluate
+
+
+def eval_config(tmp_path: Path, model_dir: Path, world_dir: Path, benchmarks: list[dict], **evaluation) -> StageConfig:
+    spec = MFPORunSpec.model_validate({
+        "model": {"uri": str(model_dir)},
+        "data": {"uri": f"file://{world_dir}/train", "format": "synthetic"},
+        "storage": {"uri": f"file://{tmp_path}/runs"},
+        "curriculum": {"stages": 2},
+        "evaluation": {"benchmarks": benchmarks, "maxNewTokens": 5, "batchSize": 4, **evaluation},
+    })  # fmt: skip
+    return StageConfig(run="demo", stage="eval", run_uri=f"file://{tmp_path}/runs/demo", spec=spec)
+
+
+def publish_policies(config: StageConfig, model_dir: Path, stages: list[str]) -> None:
+    # The tiny model itself stands in for each align stage's published policy (a HF directory).
+    for stage in stages:
+        storage.publish_dir(model_dir, policy_uri(config.run_uri, stage))
+
+
+@pytest.mark.slow
+def test_eval_stage_on_all_benchmarks(tmp_path: Path, tiny_llava_dir: Path, world_dir: Path):
+    benchmarks = [
+        {"name": "synthetic", "maxSamples": 2},
+        {"name": "object-halbench", "uri": str(write_coco_sample(tmp_path))},
+        {"name": "amber", "uri": str(write_amber_sample(tmp_path))},
+        {"name": "pope", "uri": str(write_pope_sample(tmp_path))},
+    ]
+    config = eval_config(tmp_path, tiny_llava_dir, world_dir, benchmarks)
+    publish_policies(config, tiny_llava_dir, ["align-2"])
+    result = run_stage(config, progress=False)
+
+    for policy in ("base", "align-2"):
+        for bench in ("synthetic", "object-halbench", "amber", "pope"):
+            doc = storage.read_json(evaluate.result_doc_uri(config.run_uri, policy, bench))
+            assert doc["policy"] == policy and doc["benchmark"] == bench and doc["samples"]
+    assert "align-1" not in json.dumps(result.details["scores"])  # only the last stage by default
+    for key in ("eval.base.synthetic.chair_s", "eval.align-2.synthetic.chair_s", "eval.align-2.pope.f1",
+                "eval.base.object-halbench.chair_i", "eval.align-2.amber.chair", "eval.align-2.amber.f1"):
+        assert 0.0 <= result.metrics[key] <= 1.0, key
+    report = storage.read_text(result.outputs["report"])
+    assert "| metric | better | base | align-2 |" in report and "## amber" in report
+    assert storage.read_bytes(result.outputs["plot"])[:4] == b"\x89PNG"
+    assert len(result.summary().encode()) <= 4096
+
+
+@pytest.mark.slow
+def test_eval_stage_resumes_and_exports_gauges(tmp_path: Path, tiny_llava_dir: Path, world_dir: Path):
+    config = eval_config(tmp_path, tiny_llava_dir, world_dir,
+                         [{"name": "synthetic", "maxSamples": 1, "options": {"reliance": "false"}}],
+                         everyStage=True)  # fmt: skip
+    publish_policies(config, tiny_llava_dir, ["align-1", "align-2"])
+    # A previous attempt finished align-1: its document is reused, not redone.
+    kept = evaluate.result_doc_uri(config.run_uri, "align-1", "synthetic")
+    storage.write_json({"metrics": {"chair_s": 0.25, "well_formed": 1.0}, "flags": []}, kept)
+    ctx = StageContext(config=config, work_dir=tmp_path / "work", metrics=StageMetrics.for_config(config),
+                       progress=False)  # fmt: skip
+    (tmp_path / "work").mkdir()
+    outcome = evaluate.run(ctx)
+    assert outcome.metrics["eval.align-1.synthetic.chair_s"] == 0.25
+    assert storage.read_json(kept) == {"metrics": {"chair_s": 0.25, "well_formed": 1.0}, "flags": []}
+    assert list(outcome.details["scores"]) == ["base", "align-1", "align-2"]
+    gauge = ctx.metrics.registry.get_sample_value(
+        "mfpo_eval_score",
+        {"namespace": "default", "run": "demo", "stage": "align-1", "attempt": "1",
+         "benchmark": "synthetic", "metric": "chair_s"},
+    )  # fmt: skip
+    assert gauge == 0.25
+
+
+def test_missing_policy_is_bad_input_exit_code(tmp_path: Path, tiny_llava_dir: Path, world_dir: Path, monkeypatch):
+    config = eval_config(tmp_path, tiny_llava_dir, world_dir, [{"name": "synthetic"}], evaluateBase=False)
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    codes: list[int] = []
+    main(["--config", str(path), "--no-progress"], exit=codes.append)
+    assert codes == [ExitCode.BAD_INPUT]
+    summary = json.loads((tmp_path / "termination-log").read_text())
+    assert summary["status"] == "bad-input" and "align-2 is not published" in summary["message"]
+    assert not storage.exists(f"{config.run_uri}/eval/result.json")
+
+
+def test_policies_in_run_order(tmp_path: Path, tiny_llava_dir: Path, world_dir: Path):
+    config = eval_config(tmp_path, tiny_llava_dir, world_dir, [{"name": "synthetic"}], everyStage=True)
+    assert [name for name, _ in evaluate.policies(config)] == ["base", "align-1", "align-2"]
+    assert evaluate.policies(config)[2][1] == f"{config.run_uri}/align-2/policy"
