@@ -1,0 +1,276 @@
+"""validation.py: manifests rejected as kubectl would, with every problem listed by field path."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mfpo_operator import api
+from mfpo_operator.crd import resource_schema
+from mfpo_operator.validation import ManifestError, load_manifest, validate_manifest
+from pydantic import ValidationError
+
+GOOD = {
+    "apiVersion": "mfpo.dev/v1alpha1",
+    "kind": "MFPORun",
+    "metadata": {"name": "demo"},
+    "spec": {
+        "model": {"uri": "file:///models/tiny"},
+        "data": {"uri": "file:///data/train", "format": "synthetic"},
+        "storage": {"uri": "file:///runs"},
+    },
+}
+
+
+def changed(**changes: Any) -> dict[str, Any]:
+    """GOOD with dotted-path changes, e.g. changed(**{"spec.objective.beta": -1})."""
+    doc = copy.deepcopy(GOOD)
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        node = doc
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is KeyError:
+            node.pop(last)
+        else:
+            node[last] = value
+    return doc
+
+
+def problems(doc: Any) -> list[str]:
+    with pytest.raises(ManifestError) as caught:
+        validate_manifest(doc)
+    return caught.value.problems
+
+
+def test_good_manifest_gives_the_typed_run_with_defaults() -> None:
+    run = validate_manifest(GOOD)
+    assert isinstance(run, api.MFPORun)
+    assert run.spec.objective.beta == 0.1 and run.spec.objective.eta == 0.0
+    assert run.spec.image_preference.noise.step == 500
+    assert run.spec.stage_names()[-1] == "eval"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"spec.objective.beta": -1},
+            "spec.objective.beta: Invalid value: -1: must be greater than 0",
+        ),
+        (
+            {"spec.objective.beta": 11},
+            "spec.objective.beta: Invalid value: 11: must be less than or equal to 10",
+        ),
+        (
+            {"spec.objective.beta": "high"},
+            'spec.objective.beta: Invalid value: "high": must be of type number',
+        ),
+        (
+            {"spec.model.family": "gpt-4v"},
+            (
+                'spec.model.family: Unsupported value: "gpt-4v": '
+                'supported values: "llava", "llava-next", "qwen2-vl"'
+            ),
+        ),
+        ({"spec.data": KeyError}, "spec.data: Required value"),
+        ({"spec.training.colour": "red"}, "spec.training.colour: Forbidden: unknown field"),
+        (
+            {"spec.storage.uri": "minio/bucket"},
+            "spec.storage.uri: Invalid value: \"minio/bucket\": must match '^(s3|file)://.+'",
+        ),
+        (
+            {"spec.model.uri": ""},
+            'spec.model.uri: Invalid value: "": must be at least 1 characters long',
+        ),
+        (
+            {"spec.evaluation": {"benchmarks": [{"name": "mmhal"}]}},
+            (
+                'spec.evaluation.benchmarks[0].name: Unsupported value: "mmhal": '
+                'supported values: "synthetic", "object-halbench", "amber", "pope"'
+            ),
+        ),
+        (
+            {"spec.evaluation": {"benchmarks": []}},
+            'spec.evaluation.benchmarks: Invalid value: "array": must have at least 1 items',
+        ),
+        ({"metadata.name": "x" * 41}, "metadata.name: Too long: may not be longer than 40"),
+        (
+            {"spec.imagePreference": {"noise": {"step": 1000}}},
+            (
+                'spec.imagePreference.noise: Invalid value: "object": '
+                "imagePreference.noise.step (1000) must be below scheduleSteps (1000)"
+            ),
+        ),
+        (
+            {"spec.imagePreference": {"grounding": {"method": "clipseg"}}},
+            (
+                'spec.imagePreference.grounding: Invalid value: "object": '
+                "grounding.modelUri is required when grounding.method is clipseg"
+            ),
+        ),
+        (
+            {"spec.objective": {"weights": {"text": 0, "image": 0, "anchor": 0}}},
+            (
+                'spec.objective.weights: Invalid value: "object": '
+                "objective.weights: at least one of text, image, anchor must be positive"
+            ),
+        ),
+        (
+            {"spec.model.lora": {"targetModules": "(unclosed"}},
+            (
+                'spec.model.lora.targetModules: Invalid value: "(unclosed": '
+                "targetModules is not a valid regular expression: missing ), unterminated subpattern "
+                "at position 0"
+            ),
+        ),
+    ],
+)
+def test_each_problem_in_kubectls_words(changes: dict[str, Any], expected: str) -> None:
+    assert problems(changed(**changes)) == [expected]
+
+
+def test_every_problem_is_listed_sorted_by_field() -> None:
+    doc = changed(
+        **{
+            "spec.objective.beta": 0,
+            "spec.model.family": "blip",
+            "spec.storage": KeyError,
+            "spec.imagePreference": {"noise": {"step": 7, "scheduleSteps": 5}},
+        }
+    )
+    with pytest.raises(ManifestError) as caught:
+        validate_manifest(doc, source="run.yaml")
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "spec.imagePreference.noise",
+        "spec.model.family",
+        "spec.objective.beta",
+        "spec.storage",
+    ]
+    assert str(caught.value).startswith('run.yaml: The MFPORun "demo" is invalid:\n* spec.')
+
+
+def test_a_field_reported_by_the_schema_is_not_repeated_by_pydantic() -> None:
+    # beta=-1 fails both passes; unknown keys too: each is said once.
+    assert len(problems(changed(**{"spec.objective.beta": -1, "spec.objective.x": 1}))) == 2
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (
+            changed(kind="Deployment"),
+            ['kind: Unsupported value: "Deployment": supported values: "MFPORun"'],
+        ),
+        (
+            changed(apiVersion="mfpo.dev/v1"),
+            ['apiVersion: Unsupported value: "mfpo.dev/v1": supported values: "mfpo.dev/v1alpha1"'],
+        ),
+        (["a", "list"], ['(document): Invalid value: "array": must be a mapping']),
+    ],
+)
+def test_wrong_kind_or_version_or_shape(doc: Any, expected: list[str]) -> None:
+    assert problems(doc) == expected
+
+
+def test_a_live_body_from_the_api_server_validates() -> None:
+    body = changed(
+        metadata={
+            "name": "demo",
+            "namespace": "ml",
+            "uid": "1f2e",
+            "generation": 3,
+            "managedFields": [{"manager": "kubectl"}],
+            "annotations": {"mfpo.dev/retry": "1"},
+        },
+        status={
+            "phase": "Running",
+            "currentStage": "align-1",
+            "kopf": {"progress": {"reconcile": {"retries": 1}}},
+        },
+    )
+    run = validate_manifest(body)
+    assert run.status is not None and run.status.phase == "Running"
+
+
+# -------------------------------------------------- the schema and pydantic agree
+
+
+def bound_violations(schema: dict[str, Any], path: str = "spec") -> Iterator[tuple[str, Any]]:
+    """(dotted path, a value the schema forbids) for every bounded scalar field of the spec."""
+    for name, node in schema.get("properties", {}).items():
+        where = f"{path}.{name}"
+        if node.get("type") == "object":
+            yield from bound_violations(node, where)
+            continue
+        step = 1 if node.get("type") == "integer" else 0.5
+        if "minimum" in node:
+            below = node["minimum"] if node.get("exclusiveMinimum") else node["minimum"] - step
+            yield where, below
+        if "maximum" in node:
+            above = node["maximum"] if node.get("exclusiveMaximum") else node["maximum"] + step
+            yield where, above
+        if "enum" in node:
+            yield where, "not-a-listed-value"
+        if "pattern" in node:
+            yield where, "no scheme"
+
+
+VIOLATIONS = list(bound_violations(resource_schema()["properties"]["spec"]))
+
+
+def test_violations_cover_the_spec() -> None:
+    assert len(VIOLATIONS) > 60
+
+
+@pytest.mark.parametrize(("path", "value"), VIOLATIONS, ids=[f"{p}={v}" for p, v in VIOLATIONS])
+def test_schema_and_pydantic_reject_the_same_values(path: str, value: Any) -> None:
+    doc = changed(**{path: value})
+    # What kubectl rejects (the CRD schema) ...
+    assert [p for p in problems(doc) if p.startswith(path + ":")], path
+    # ... the pydantic model, which `mfpo run` and the runtime use, rejects as well.
+    with pytest.raises(ValidationError):
+        api.MFPORun.model_validate(doc)
+
+
+# ------------------------------------------------------------------- YAML files
+
+
+def test_load_manifest(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "apiVersion: mfpo.dev/v1alpha1\nkind: MFPORun\nmetadata: {name: demo}\n"
+        "spec:\n  model: {uri: file:///m}\n  data: {uri: file:///d}\n  storage: {uri: file:///s}\n"
+        "---\n"  # a trailing separator is not a second document
+    )
+    assert load_manifest(path).metadata.name == "demo"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "holds 0 YAML documents; expected exactly one MFPORun"),
+        ("kind: MFPORun\n---\nkind: MFPORun\n", "holds 2 YAML documents"),
+        ("spec: [unclosed\n", "not valid YAML"),
+        ("apiVersion: v1\nkind: ConfigMap\n", 'kind: Unsupported value: "ConfigMap"'),
+        (
+            "apiVersion: mfpo.dev/v1alpha1\nkind: MFPORun\nmetadata: {name: x}\nspec: {}\n",
+            "spec.data: Required value",
+        ),
+    ],
+)
+def test_load_manifest_errors_name_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="cannot read the file: No such file or directory"):
+        load_manifest(tmp_path / "absent.yaml")
