@@ -1,0 +1,104 @@
+"""The Dockerfiles and the image workflow agree with the code that runs them: users, entry
+points, ports, pinned bases (no Docker engine here, so they are read, not built)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from deploy_helpers import CHART, REPO
+from mfpo_operator.api import MFPORunSpec
+from mfpo_operator.kube import jobs
+
+IMAGES = REPO / "images"
+WORKFLOW = REPO / ".github" / "workflows" / "images.yaml"
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            rows.append((word.upper(), rest.strip()))
+    return rows
+
+
+def args_defaults(rows: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(rest.split("=", 1) for word, rest in rows if word == "ARG" and "=" in rest)
+
+
+def final_stage(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    last_from = max(i for i, (word, _) in enumerate(rows) if word == "FROM")
+    return rows[last_from:]
+
+
+def test_bases_are_pinned():
+    for dockerfile in IMAGES.glob("*/Dockerfile"):
+        rows = instructions(dockerfile)
+        defaults = args_defaults(rows)
+        for word, rest in rows:
+            if word == "FROM":
+                image = rest.split()[0]
+                for name, default in defaults.items():
+                    image = image.replace(f"${{{name}}}", default)
+                if image == "build":  # an earlier stage of the same file
+                    continue
+                assert re.search(r":[0-9][\w.-]*[0-9]", image) or "@sha256:" in image, (
+                    f"{dockerfile}: base {image} is not pinned to a version")
+
+
+def test_operator_image():
+    rows = instructions(IMAGES / "operator" / "Dockerfile")
+    final = final_stage(rows)
+    assert ("USER", "10001:10001") in final
+    assert ("ENTRYPOINT", '["mfpo-operator"]') in final
+    installs = " ".join(rest for word, rest in rows if word == "RUN")
+    assert "[operator]" in installs and "torch" not in installs.replace("find_spec('torch')", "")
+    exposed = {int(p) for word, rest in final if word == "EXPOSE" for p in rest.split()}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert exposed == {values["operator"]["healthPort"], values["operator"]["metricsPort"]}
+    # The chart runs it as the image's user.
+    assert "runAsUser: 10001" in (CHART / "templates" / "_helpers.tpl").read_text()
+
+
+def test_runtime_image():
+    rows = instructions(IMAGES / "runtime" / "Dockerfile")
+    final = final_stage(rows)
+    # The operator's Job pods run as jobs.RUNTIME_UID: the image's user must be that uid.
+    assert ("USER", f"{jobs.RUNTIME_UID}:{jobs.RUNTIME_UID}") in final
+    assert ("ENTRYPOINT", '["mfpo-stage"]') in final
+    exposed = {int(p) for word, rest in final if word == "EXPOSE" for p in rest.split()}
+    assert exposed == {jobs.METRICS_PORT, jobs.RENDEZVOUS_PORT}
+    defaults = args_defaults(rows)
+    assert defaults["CUDA_IMAGE"].startswith("nvidia/cuda:")
+    makefile_torch = re.search(r"torch==([\w.]+)", (REPO / "Makefile").read_text()).group(1)
+    assert defaults["TORCH_VERSION"] == makefile_torch
+    cuda = re.search(r"cuda:(\d+)\.(\d+)", defaults["CUDA_IMAGE"]).groups()
+    assert defaults["TORCH_INDEX_URL"].endswith(f"/cu{''.join(cuda)}")
+
+
+def test_workflow_builds_and_pushes_both_images():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    job = workflow["jobs"]["build"]
+    assert job["strategy"]["matrix"]["image"] == ["operator", "runtime"]
+    steps = {step.get("uses", "").split("@")[0]: step for step in job["steps"]}
+    build = steps["docker/build-push-action"]["with"]
+    assert build["file"] == "images/${{ matrix.image }}/Dockerfile"
+    assert "ghcr.io" in workflow["env"]["REGISTRY"]
+    assert workflow["permissions"]["packages"] == "write"
+    for name in ("TORCH_VERSION", "TORCH_INDEX_URL", "CUDA_IMAGE"):
+        assert workflow["env"][name] == args_defaults(instructions(IMAGES / "runtime" / "Dockerfile"))[name]
+    assert workflow["env"]["PYTHON_IMAGE"] == args_defaults(
+        instructions(IMAGES / "operator" / "Dockerfile"))["PYTHON_IMAGE"]
+
+
+def test_image_names_match_the_chart_and_the_api():
+    # The workflow pushes ghcr.io/<owner>/<image>; the defaults name the same repositories.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["repository"] == "ghcr.io/mfpo/operator"
+    runtime_image = MFPORunSpec.model_fields["runtime_image"].default
+    assert runtime_image.rsplit(":", 1)[0] == "ghcr.io/mfpo/runtime"
