@@ -7,6 +7,8 @@ keyword was not found). Implementations:
   matches an annotated object through a resolver (surface form -> canonical names).
 - `CLIPSegGrounder`: text-prompted segmentation with transformers' CLIPSeg, loaded from a
   storage URI (`CLIPSegForImageSegmentation` + `CLIPSegProcessor`).
+- `GroundingSamGrounder`: Grounding-DINO boxes refined into masks by SAM (transformers),
+  both loaded from storage URIs.
 - `WholeImageGrounder`: the paper's global-noise ablation: always the whole image.
 
 `ground(...)` unions the keyword masks, derives one box per grounded keyword, and applies the
@@ -194,6 +196,189 @@ class CLIPSegGrounder:
         return out
 
 
+# ------------------------------------------------------------------ Grounding-DINO + SAM
+
+
+class GroundingSamGrounder:
+    """Grounded-SAM: Grounding-DINO boxes for the keywords, refined into masks by SAM.
+
+    All keywords go to the detector in one prompt ("cat. red sofa."); a detected box belongs to
+    every keyword its text label contains; SAM turns each box into a mask at the image's size.
+    """
+
+    name = "grounding-sam"
+
+    def __init__(self, detector, detector_processor, sam, sam_processor, *, threshold: float = 0.4):
+        self.detector, self.detector_processor = detector.eval(), detector_processor
+        self.sam, self.sam_processor = sam.eval(), sam_processor
+        self.threshold = threshold
+
+    @classmethod
+    def from_uris(
+        cls,
+        detector_uri: str,
+        sam_uri: str,
+        *,
+        threshold: float = 0.4,
+        cache_dir: str | None = None,
+    ) -> GroundingSamGrounder:
+        from transformers import (
+            GroundingDinoForObjectDetection,
+            GroundingDinoProcessor,
+            SamModel,
+            SamProcessor,
+        )
+
+        detector = storage.materialize(detector_uri, cache_dir)
+        sam = storage.materialize(sam_uri, cache_dir)
+        return cls(
+            GroundingDinoForObjectDetection.from_pretrained(detector),
+            GroundingDinoProcessor.from_pretrained(detector),
+            SamModel.from_pretrained(sam),
+            SamProcessor.from_pretrained(sam),
+            threshold=threshold,
+        )
+
+    def detect(self, image: Image.Image, keywords: Sequence[str]) -> list[list[list[float]]]:
+        """Boxes [x0, y0, x1, y1] (pixels) per keyword."""
+        import torch
+
+        prompt = " ".join(f"{k.lower()}." for k in keywords)
+        inputs = self.detector_processor(images=image, text=prompt, return_tensors="pt")
+        with torch.inference_mode():
+            outputs = self.detector(**inputs)
+        (found,) = self.detector_processor.post_process_grounded_object_detection(
+            outputs,
+            inputs["input_ids"],
+            threshold=self.threshold,
+            text_threshold=self.threshold,
+            target_sizes=[(image.height, image.width)],
+        )
+        per_keyword: list[list[list[float]]] = [[] for _ in keywords]
+        for box, label in zip(found["boxes"].tolist(), found["text_labels"]):
+            words = set(label.lower().replace(".", " ").split())
+            for i, keyword in enumerate(keywords):
+                if set(keyword.lower().split()) <= words:
+                    per_keyword[i].append(box)
+        return per_keyword
+
+    def segment(self, image: Image.Image, boxes: list[list[float]]) -> np.ndarray:
+        """One SAM mask per box at the image's size, shape (N, H, W) bool."""
+        import torch
+
+        inputs = self.sam_processor(images=image, input_boxes=[boxes], return_tensors="pt")
+        with torch.inference_mode():
+            outputs = self.sam(**inputs, multimask_output=False)
+        (masks,) = self.sam_processor.image_processor.post_process_masks(
+            outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
+        )  # (N, 1, H, W)
+        return masks[:, 0].numpy().astype(bool)
+
+    def masks(
+        self, image: Image.Image, keywords: Sequence[str], sample_masks: dict[str, Image.Image]
+    ) -> list[np.ndarray]:
+        per_keyword = self.detect(image, keywords)
+        flat = [box for boxes in per_keyword for box in boxes]
+        segmented = (
+            self.segment(image, flat) if flat else np.zeros((0, image.height, image.width), bool)
+        )
+        out, start = [], 0
+        for boxes in per_keyword:
+            union = segmented[start : start + len(boxes)].any(axis=0) if boxes else None
+            out.append(union if union is not None else np.zeros((image.height, image.width), bool))
+            start += len(boxes)
+        return out
+
+
+def build_tiny_grounding_sam(
+    out_dir: str | Path, *, image_size: int = 64, seed: int = 0
+) -> tuple[Path, Path]:
+    """Random-weight Grounding-DINO and SAM of the real classes, saved with their processors
+    (tests, benchmarks, offline demos). Returns (detector_dir, sam_dir)."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SamConfig,
+        SamImageProcessor,
+        SamModel,
+        SamProcessor,
+        SwinConfig,
+    )
+
+    out = Path(out_dir)
+    detector_dir, sam_dir = out / "grounding-dino", out / "sam"
+    # WordPiece vocabulary: specials, ".", and single letters (every word spells out).
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        ".",
+        *letters,
+        *(f"##{c}" for c in letters),
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(seed)
+    detector = GroundingDinoForObjectDetection(
+        GroundingDinoConfig(
+            backbone_config=SwinConfig(
+                embed_dim=16, depths=[1, 1], num_heads=[1, 1], window_size=4,
+                image_size=image_size, out_indices=[1, 2],
+            ),
+            text_config=BertConfig(
+                vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=64,
+            ),
+            d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+            encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10,
+            num_feature_levels=2, encoder_n_points=2, decoder_n_points=2, max_text_len=32,
+        )
+    ).eval()  # fmt: skip
+    detector.save_pretrained(detector_dir)
+    GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(
+            size={"shortest_edge": image_size, "longest_edge": image_size}
+        ),
+        tokenizer=BertTokenizer(str(out / "vocab.txt")),
+    ).save_pretrained(detector_dir)
+    sam = SamModel(
+        SamConfig(
+            vision_config={
+                "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "image_size": image_size, "patch_size": 16, "output_channels": 32, "mlp_dim": 64,
+                "global_attn_indexes": [1], "window_size": 2, "num_pos_feats": 16,
+            },
+            prompt_encoder_config={
+                "hidden_size": 32, "image_size": image_size, "patch_size": 16,
+                "mask_input_channels": 4, "num_point_embeddings": 4,
+            },
+            mask_decoder_config={
+                "hidden_size": 32, "mlp_dim": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "iou_head_hidden_dim": 32,
+            },
+        )
+    ).eval()  # fmt: skip
+    sam.save_pretrained(sam_dir)
+    low_res = image_size // 4
+    SamProcessor(
+        image_processor=SamImageProcessor(
+            size={"longest_edge": image_size},
+            pad_size={"height": image_size, "width": image_size},
+            mask_size={"longest_edge": low_res},
+            mask_pad_size={"height": low_res, "width": low_res},
+        )
+    ).save_pretrained(sam_dir)
+    return detector_dir, sam_dir
+
+
 def build_tiny_clipseg(out_dir: str | Path, *, image_size: int = 64, seed: int = 0) -> Path:
     """A random-weight CLIPSeg of the real classes, built from a config and saved with its
     processor: for tests, benchmarks and offline demos (nothing is downloaded).
@@ -254,9 +439,11 @@ def grounder_for(spec, data_format: str, *, cache_dir: str | None = None) -> Gro
         return CLIPSegGrounder.from_uri(
             spec.model_uri, threshold=spec.threshold, cache_dir=cache_dir
         )
-    raise ValueError(
-        f"grounding method {method!r} is not supported by this runtime: use annotation, clipseg or whole-image"
-    )
+    if method == "grounding-sam":
+        return GroundingSamGrounder.from_uris(
+            spec.model_uri, spec.sam_uri, threshold=spec.threshold, cache_dir=cache_dir
+        )
+    raise ValueError(f"unknown grounding method {method!r}")
 
 
 def annotation_resolver(data_format: str) -> Resolver:

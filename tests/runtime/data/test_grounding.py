@@ -99,9 +99,40 @@ def test_clipseg_thresholds_decide_region_or_fallback(tiny_clipseg: Path):
     assert ground(nowhere, image, ["cat"]).fallback
 
 
-def test_grounder_for_unsupported_method_is_named():
+def test_grounder_for_unknown_method_is_named():
     class Spec:
-        method = "grounding-sam"
+        method = "sam-3"
 
-    with pytest.raises(ValueError, match="grounding-sam"):
+    with pytest.raises(ValueError, match="sam-3"):
         grounding.grounder_for(Spec(), "rlaif-v")
+
+
+@pytest.fixture(scope="module")
+def tiny_grounding_sam(tmp_path_factory) -> tuple[Path, Path]:
+    return grounding.build_tiny_grounding_sam(tmp_path_factory.mktemp("gsam"), image_size=64)
+
+
+@pytest.mark.slow
+def test_grounding_sam_boxes_become_sam_masks(tiny_grounding_sam):
+    detector, sam = tiny_grounding_sam
+    grounder = grounding.GroundingSamGrounder.from_uris(
+        f"file://{detector}", f"file://{sam}", threshold=1e-6
+    )
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    # Threshold ~0: every query box is kept and every prompt token is in its label.
+    boxes = grounder.detect(image, ["cat", "red sofa"])
+    assert len(boxes[0]) == len(boxes[1]) == 10  # num_queries of the tiny detector
+    segmented = grounder.segment(image, boxes[0][:2])
+    assert segmented.shape == (2, 40, 50) and segmented.dtype == bool
+    masks = grounder.masks(image, ["cat", "red sofa"], {})
+    assert [m.shape for m in masks] == [(40, 50), (40, 50)]
+    np.testing.assert_array_equal(masks[0], grounder.segment(image, boxes[0]).any(axis=0))
+
+
+@pytest.mark.slow
+def test_grounding_sam_without_detections_falls_back(tiny_grounding_sam):
+    detector, sam = tiny_grounding_sam
+    grounder = grounding.GroundingSamGrounder.from_uris(str(detector), str(sam), threshold=1 - 1e-6)
+    image = Image.new("RGB", (50, 40), (0, 0, 255))
+    assert grounder.detect(image, ["cat"]) == [[]]
+    assert ground(grounder, image, ["cat"]).fallback
