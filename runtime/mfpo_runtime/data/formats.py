@@ -115,13 +115,17 @@ def _text_field(row: dict[str, Any], name: str) -> str:
 # ------------------------------------------------------------------ sources
 
 
-def _source_files(uri: str, suffixes: tuple[str, ...]) -> list[str]:
-    """The data files of a dataset URI: the file itself, or the matching files of a directory."""
-    if any(uri.endswith(s) for s in suffixes) and storage.exists(uri):
+def _source_files(
+    uri: str, suffixes: tuple[str, ...], dir_suffixes: tuple[str, ...] | None = None
+) -> list[str]:
+    """The data files of a dataset URI: the file itself, or the matching files of a directory
+    (top level only, sorted: part-000.parquet, part-001.parquet, ...)."""
+    if uri.endswith(suffixes) and storage.exists(uri):
         return [uri]
-    files = [r for r in storage.list_files(uri) if r.endswith(suffixes) and "/" not in r]
+    wanted = dir_suffixes or suffixes
+    files = [r for r in storage.list_files(uri) if r.endswith(wanted) and "/" not in r]
     if not files:
-        raise FileNotFoundError(f"no {'/'.join(suffixes)} file at {uri}")
+        raise FileNotFoundError(f"no {' or '.join(wanted)} file at {uri}")
     return [storage.join(uri, r) for r in files]
 
 
@@ -150,7 +154,8 @@ def _parquet_rows(uri: str) -> Iterator[dict[str, Any]]:
 
 
 def _rlaif_v_rows(uri: str) -> Iterator[tuple[dict[str, Any] | RecordError, str]]:
-    for file in _source_files(uri, (".parquet", ".jsonl", ".json")):
+    # A directory's .json files may be metadata: only a .json named directly is read as rows.
+    for file in _source_files(uri, (".parquet", ".jsonl", ".json"), (".parquet", ".jsonl")):
         if file.endswith(".parquet"):
             rows: Iterable[Any] = _parquet_rows(file)
         elif file.endswith(".jsonl"):

@@ -150,7 +150,7 @@ def test_synthetic_record_without_rejected_is_bad(tmp_path: Path):
 
 
 def test_missing_dataset_and_unknown_format_raise(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="no .parquet"):
+    with pytest.raises(FileNotFoundError, match="no .parquet or .jsonl"):
         list(iter_samples(str(tmp_path / "nothing"), "rlaif-v"))
     with pytest.raises(ValueError, match="unknown data format"):
         list(iter_samples(str(tmp_path), "coco"))
