@@ -1,0 +1,139 @@
+"""The CRD's CEL rules, evaluated with cel-python, agree with api.py's pydantic validators.
+
+The API server compiles these rules when the CRD is applied and runs them at `kubectl apply`;
+`mfpo run` and the operator run the pydantic validators. Here both judge the same objects, so
+kubectl and the local runner accept and reject the same things. Values are typed as the API
+server types them (a `number` field is a double in CEL even when written as 1), and objects
+are judged both as written and after the API server has filled in the schema's defaults,
+over every combination of the values that matter (absent, zero, empty, on and around bounds).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Any
+
+import celpy
+import pytest
+from mfpo_operator import api, crd
+from pydantic import BaseModel, ValidationError
+
+ABSENT = object()
+
+
+def schema_at(*path: str) -> dict[str, Any]:
+    node = crd.resource_schema()
+    for part in path:
+        node = node["properties"][part]
+    return node
+
+
+@functools.cache
+def compiled(rule: str) -> celpy.Runner:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def as_the_api_server_types_it(value: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    props = schema.get("properties", {})
+    return {
+        key: float(v) if props.get(key, {}).get("type") == "number" else v
+        for key, v in value.items()
+    }
+
+
+def with_defaults(value: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    defaults = {k: p["default"] for k, p in schema["properties"].items() if "default" in p}
+    return {**defaults, **value}
+
+
+def cel_accepts(value: dict[str, Any], schema: dict[str, Any]) -> bool:
+    activation = {"self": celpy.json_to_cel(as_the_api_server_types_it(value, schema))}
+    return all(
+        bool(compiled(rule["rule"]).evaluate(activation))
+        for rule in schema["x-kubernetes-validations"]
+    )
+
+
+def pydantic_accepts(model: type[BaseModel], value: dict[str, Any]) -> bool:
+    try:
+        model.model_validate(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def assert_agree(model: type[BaseModel], schema: dict[str, Any], value: dict[str, Any]) -> None:
+    value = {k: v for k, v in value.items() if v is not ABSENT}
+    expected = pydantic_accepts(model, value)
+    assert cel_accepts(value, schema) == expected, value
+    assert cel_accepts(with_defaults(value, schema), schema) == expected, value
+
+
+def all_rules() -> list[str]:
+    found: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        found.extend(r["rule"] for r in node.get("x-kubernetes-validations", []))
+        for sub in node.get("properties", {}).values():
+            walk(sub)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"])
+
+    walk(crd.resource_schema())
+    return found
+
+
+def test_every_rule_compiles() -> None:
+    rules = all_rules()
+    assert len(rules) == 6  # 2 immutability + noise + 2 grounding + weights
+    for rule in rules:
+        compiled(rule)
+
+
+def test_immutability_is_a_transition_rule() -> None:
+    rule = compiled(schema_at("spec", "model", "uri")["x-kubernetes-validations"][0]["rule"])
+    same = {"self": celpy.json_to_cel("s3://m/a"), "oldSelf": celpy.json_to_cel("s3://m/a")}
+    moved = {"self": celpy.json_to_cel("s3://m/b"), "oldSelf": celpy.json_to_cel("s3://m/a")}
+    assert bool(rule.evaluate(same)) and not bool(rule.evaluate(moved))
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ({}, True),  # 500 < 1000 by default
+        ({"step": 999}, True),
+        ({"step": 1000}, False),
+        ({"scheduleSteps": 500}, False),
+        ({"step": 0, "scheduleSteps": 1}, True),
+    ],
+)
+def test_noise_rule_by_hand(value: dict[str, Any], accepted: bool) -> None:
+    schema = schema_at("spec", "imagePreference", "noise")
+    assert cel_accepts(value, schema) is accepted
+    assert pydantic_accepts(api.NoiseSpec, value) is accepted
+
+
+def test_noise_rule_agrees() -> None:
+    schema = schema_at("spec", "imagePreference", "noise")
+    steps = [ABSENT, 0, 1, 499, 500, 501, 999, 1000, 1001]
+    schedule_steps = [ABSENT, 1, 2, 500, 501, 1000, 1001]
+    for step, length in itertools.product(steps, schedule_steps):
+        assert_agree(api.NoiseSpec, schema, {"step": step, "scheduleSteps": length})
+
+
+def test_grounding_rules_agree() -> None:
+    schema = schema_at("spec", "imagePreference", "grounding")
+    methods = [ABSENT, *[m.value for m in api.GroundingMethod]]
+    uris = [ABSENT, "", "s3://mfpo/models/x"]
+    for method, model_uri, sam_uri in itertools.product(methods, uris, uris):
+        value = {"method": method, "modelUri": model_uri, "samUri": sam_uri}
+        assert_agree(api.GroundingSpec, schema, value)
+
+
+def test_weights_rule_agrees() -> None:
+    schema = schema_at("spec", "objective", "weights")
+    weights = [ABSENT, 0, 0.0, 0.25, 1, 3.0]
+    for text, image, anchor in itertools.product(weights, repeat=3):
+        assert_agree(api.TermWeights, schema, {"text": text, "image": image, "anchor": anchor})
