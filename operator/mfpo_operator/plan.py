@@ -12,7 +12,7 @@ API
     for action in result.actions:      # StartAttempt | StopAttempt, at most one start
         executor.apply(action)          # idempotent: a start of an existing job is a no-op
     persist(result.status)              # MFPORunStatus, written back after the actions
-    emit(result.events)                 # Event(type, reason, message): one per transition
+    emit(result.events)                 # Event(type, reason, message, stage): per transition
     reconcile again after result.requeue_after seconds (a backoff timer), or on the next change
 
 Inputs
@@ -145,6 +145,7 @@ class Event:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    stage: str | None = None  # the stage it concerns; None for the run as a whole
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,9 @@ def _mark_succeeded(fold: _Fold, attempt: Attempt, now: datetime) -> None:
     stage.message = (
         summary.message if summary else None
     ) or f"succeeded in attempt {attempt.attempt}"
-    fold.events.append(Event("Normal", "StageSucceeded", f"{stage.name}: {stage.message}"))
+    fold.events.append(
+        Event("Normal", "StageSucceeded", f"{stage.name}: {stage.message}", stage=stage.name)
+    )
 
 
 def _mark_disrupted(fold: _Fold, attempt: int, reason: str, message: str) -> None:
@@ -243,7 +246,12 @@ def _mark_disrupted(fold: _Fold, attempt: int, reason: str, message: str) -> Non
         return  # already recorded on an earlier pass
     stage.phase, stage.reason, stage.message = StagePhase.pending, reason, message
     fold.events.append(
-        Event("Warning", reason, f"{stage.name}: {message}; restarting without counting it")
+        Event(
+            "Warning",
+            reason,
+            f"{stage.name}: {message}; restarting without counting it",
+            stage=stage.name,
+        )
     )
 
 
@@ -272,7 +280,10 @@ def _fold_failure(fold: _Fold, spec: MFPORunSpec, attempt: Attempt, now: datetim
         delay = spec.retries.delay_before(_counted(stage) + 1)
         fold.events.append(
             Event(
-                "Warning", "AttemptFailed", f"{stage.name}: {stage.message}; retrying in {delay:g}s"
+                "Warning",
+                "AttemptFailed",
+                f"{stage.name}: {stage.message}; retrying in {delay:g}s",
+                stage=stage.name,
             )
         )
 
@@ -281,7 +292,12 @@ def _mark_failed(fold: _Fold, reason: str, now: datetime) -> None:
     stage = fold.status
     stage.phase, stage.reason, stage.completion_time = StagePhase.failed, reason, now
     fold.events.append(
-        Event("Warning", "StageFailed", f"{stage.name} failed ({reason}): {stage.message}")
+        Event(
+            "Warning",
+            "StageFailed",
+            f"{stage.name} failed ({reason}): {stage.message}",
+            stage=stage.name,
+        )
     )
 
 
@@ -333,7 +349,11 @@ def _manual_retry(stages: list[StageStatus], token: str | None) -> list[Event]:
             stage.phase, stage.reason = StagePhase.pending, "Retried"
             stage.retried_from, stage.completion_time = stage.attempts, None
             stage.message = f"retried by hand ({RETRY_ANNOTATION}={token})"
-            events.append(Event("Normal", "RetryRequested", f"{stage.name}: {stage.message}"))
+            events.append(
+                Event(
+                    "Normal", "RetryRequested", f"{stage.name}: {stage.message}", stage=stage.name
+                )
+            )
     return events
 
 
@@ -384,6 +404,7 @@ def _stop(
                 "Normal",
                 "AttemptStopped",
                 f"{stage.name}: attempt {attempt.attempt} stopped ({reason})",
+                stage=stage.name,
             )
         )
     if stage.phase == StagePhase.running and attempt.attempt == stage.attempts:
@@ -425,7 +446,12 @@ def _maybe_start(
         else "restarted (resumes from its checkpoint)"
     )
     events.append(
-        Event("Normal", "AttemptStarted", f"{stage.name}: attempt {attempt} {verb} as {job}")
+        Event(
+            "Normal",
+            "AttemptStarted",
+            f"{stage.name}: attempt {attempt} {verb} as {job}",
+            stage=stage.name,
+        )
     )
     return actions, events, None
 

@@ -24,9 +24,15 @@ def cluster_spec(**overrides):
         "shmSize": "64Gi",
         "nodeSelector": {"nvidia.com/gpu.product": "H100"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                }
+            }
+        },
         "priorityClassName": "training",
         "queueName": "gpu-queue",
         "serviceAccountName": "mfpo-runner",
@@ -34,8 +40,12 @@ def cluster_spec(**overrides):
     }
     return make_spec(
         resources={**resources, **overrides},
-        storage={"uri": "s3://bucket/runs", "endpoint": "minio:9000", "secure": False,
-                 "secretName": "minio-creds"},
+        storage={
+            "uri": "s3://bucket/runs",
+            "endpoint": "minio:9000",
+            "secure": False,
+            "secretName": "minio-creds",
+        },
         imagePreference={"shards": 4},
     )
 
@@ -63,25 +73,41 @@ def test_single_node_stage_job():
     assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mfpo-operator"
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-        "MFPORun", "demo", "uid-1", True)
+        "MFPORun",
+        "demo",
+        "uid-1",
+        True,
+    )
     body = job["spec"]
     assert body["backoffLimit"] == 0
     assert body["suspend"] is False
     assert "completionMode" not in body
     assert body["ttlSecondsAfterFinished"] == 86400
     rules = body["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "FailJob", "onExitCodes": {
-        "containerName": "stage", "operator": "In", "values": [65]}}
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "stage", "operator": "In", "values": [65]},
+    }
     assert rules[1] == {
-        "action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     pod = body["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["containers"]
-    assert container["command"] == ["mfpo-stage", "--config", "/etc/mfpo/stage.json", "--no-progress"]
+    assert container["command"] == [
+        "mfpo-stage",
+        "--config",
+        "/etc/mfpo/stage.json",
+        "--no-progress",
+    ]
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+    }
     assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
@@ -100,13 +126,17 @@ def test_cluster_scheduling_queue_and_credentials():
     assert job["spec"]["activeDeadlineSeconds"] == 86400
     pod = job["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
-    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     assert pod["priorityClassName"] == "training"
     assert pod["serviceAccountName"] == "mfpo-runner"
     assert pod["affinity"]["nodeAffinity"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["AWS_ACCESS_KEY_ID"] == {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {
-        "secretKeyRef": {"name": "minio-creds", "key": "AWS_ACCESS_KEY_ID"}}}
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "name": "AWS_ACCESS_KEY_ID",
+        "valueFrom": {"secretKeyRef": {"name": "minio-creds", "key": "AWS_ACCESS_KEY_ID"}},
+    }
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
     assert env["MFPO_S3_ENDPOINT"]["value"] == "minio:9000"
     assert env["MFPO_S3_SECURE"]["value"] == "false"
@@ -115,8 +145,11 @@ def test_cluster_scheduling_queue_and_credentials():
 
 def test_datagen_is_one_indexed_job_with_a_pod_per_shard():
     job = jobs.job(RUN, cluster_spec(), "datagen", 1, "demo-datagen-a1")
-    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == (
-        "Indexed", 4, 4)
+    assert (
+        job["spec"]["completionMode"],
+        job["spec"]["completions"],
+        job["spec"]["parallelism"],
+    ) == ("Indexed", 4, 4)
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][0] == "mfpo-stage"
 
 
@@ -133,18 +166,26 @@ def test_multi_node_align_uses_torchrun_with_a_headless_service():
     container = pod["containers"][0]
     assert container["command"][:2] == ["torchrun", "--nnodes=$(NNODES)"]
     assert container["command"][-5:] == [
-        "-m", "mfpo_runtime.stage", "--config", "/etc/mfpo/stage.json", "--no-progress"]
+        "-m",
+        "mfpo_runtime.stage",
+        "--config",
+        "/etc/mfpo/stage.json",
+        "--no-progress",
+    ]
     env = {e["name"]: e for e in container["env"]}
     assert env["MASTER_ADDR"]["value"] == "demo-align-1-a1-0.demo-align-1-a1"
     assert env["NNODES"]["value"] == "2"
     assert env["NPROC_PER_NODE"]["value"] == "8"
     assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
-        "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
 
 
 def test_single_node_multi_gpu_align_uses_standalone_torchrun():
     spec = cluster_spec(nodes=1)
-    command = jobs.job(RUN, spec, "align-2", 1, "x")["spec"]["template"]["spec"]["containers"][0]["command"]
+    command = jobs.job(RUN, spec, "align-2", 1, "x")["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
     assert command[:3] == ["torchrun", "--standalone", "--nproc-per-node=8"]
 
 
@@ -153,7 +194,12 @@ def test_config_map_holds_a_valid_stage_config_and_no_credentials():
     cm = jobs.config_map(RUN, spec, "align-2", 3, "demo-align-2-a3")
     assert cm["metadata"]["name"] == "demo-align-2-a3-config"
     config = StageConfig.from_json(cm["data"]["stage.json"])
-    assert (config.run, config.namespace, config.stage, config.attempt) == ("demo", "ml", "align-2", 3)
+    assert (config.run, config.namespace, config.stage, config.attempt) == (
+        "demo",
+        "ml",
+        "align-2",
+        3,
+    )
     assert config.run_uri == "s3://bucket/runs/demo"
     assert "AWS_" not in json.dumps(cm)
 

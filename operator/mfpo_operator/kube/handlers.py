@@ -1,0 +1,121 @@
+"""The kopf handlers of the MFPO operator: thin triggers of `kube.reconcile`.
+
+Registered on their own `REGISTRY` (not kopf's global one), which `kube.main` and the tests
+pass to `kopf.run` / `kopf.operator`. The handlers are sync functions: kopf runs them in its
+thread pool, where the synchronous `kubernetes` client is at home.
+
+Triggers: an MFPORun appears or its spec/retry annotation changes (an event), one of its
+Jobs changes (an event), and a timer tick when a backoff ends or a periodic resync is due.
+Deleting a run deletes its Jobs, pods, ConfigMaps and Services through owner references;
+only with `spec.storage.deleteOnRunDeletion` does a kopf finalizer hold the deletion until
+its artifacts are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from mfpo_operator.api import GROUP, PLURAL, VERSION, MFPORunSpec, RunPhase
+from mfpo_operator.kube.artifacts import delete_run_artifacts, storage_env
+from mfpo_operator.kube.cluster import Cluster
+from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
+from mfpo_operator.kube.metrics import OperatorMetrics
+from mfpo_operator.kube.reconcile import Operator, reconcile
+from mfpo_operator.plan import RETRY_ANNOTATION, Event
+
+REGISTRY = kopf.OperatorRegistry()
+TICK_SECONDS = float(os.environ.get("MFPO_OPERATOR_TICK_SECONDS", "5"))
+RESYNC_SECONDS = float(os.environ.get("MFPO_OPERATOR_RESYNC_SECONDS", "60"))
+_TERMINAL = (RunPhase.succeeded.value, RunPhase.failed.value)
+_RUNS = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=REGISTRY)
+
+
+def post_event(body: dict[str, Any], event: Event) -> None:
+    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+@kopf.on.login(registry=REGISTRY)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account, else the kubeconfig: the same as the kubernetes client."""
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.startup(registry=REGISTRY)
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our own annotations, not kopf's defaults; kopf writes nothing into our status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mfpo.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mfpo.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our transitions are posted explicitly
+    settings.execution.max_workers = int(os.environ.get("MFPO_OPERATOR_WORKERS", "16"))
+    metrics = memo.get("metrics") or OperatorMetrics()
+    memo.operator = Operator(
+        cluster=Cluster(), metrics=metrics, post_event=post_event, resync_seconds=RESYNC_SECONDS
+    )
+
+
+@kopf.on.cleanup(registry=REGISTRY)
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    operator = memo.get("operator")
+    if operator is not None:
+        operator.cluster.close()
+
+
+def _needs_reconcile(event_type: str | None, body: kopf.Body) -> bool:
+    """Skip the echo of our own status writes: only new specs and retry requests matter."""
+    if event_type in (None, "ADDED"):  # None: the initial listing (operator start)
+        return True
+    status = body.get("status") or {}
+    retry = body.metadata.annotations.get(RETRY_ANNOTATION)
+    return status.get("observedGeneration") != body.metadata.get("generation") or (
+        retry != status.get("retryToken")
+    )
+
+
+@kopf.on.event(**_RUNS)
+def run_changed(
+    type: str | None, body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_: Any
+) -> None:
+    if type == "DELETED":
+        memo.operator.forget((namespace, name))
+    elif _needs_reconcile(type, body):
+        reconcile(memo.operator, namespace, name)
+
+
+@kopf.on.event(
+    "batch", "v1", "jobs",
+    labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESENT},
+    registry=REGISTRY,
+)  # fmt: skip
+def job_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    reconcile(memo.operator, namespace, labels[LABEL_RUN])
+
+
+def _active(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in _TERMINAL
+
+
+@kopf.timer(**_RUNS, interval=TICK_SECONDS, when=_active)
+def tick(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    if memo.operator.is_due((namespace, name)):
+        reconcile(memo.operator, namespace, name)
+
+
+def _delete_artifacts_requested(spec: kopf.Spec, **_: Any) -> bool:
+    return bool((spec.get("storage") or {}).get("deleteOnRunDeletion"))
+
+
+@kopf.on.delete(**_RUNS, when=_delete_artifacts_requested)
+def delete_artifacts(
+    spec: kopf.Spec, name: str, namespace: str, memo: kopf.Memo, logger, **_: Any
+) -> None:
+    run_spec = MFPORunSpec.model_validate(dict(spec))
+    secret_name = run_spec.storage.secret_name
+    secret = memo.operator.cluster.read_secret(namespace, secret_name) if secret_name else {}
+    prefix = delete_run_artifacts(run_spec, name, storage_env(run_spec, secret))
+    logger.info("deleted the run's artifacts under %s", prefix)

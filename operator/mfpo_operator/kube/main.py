@@ -1,0 +1,65 @@
+"""`mfpo-operator` (or `python -m mfpo_operator.kube`): start the MFPO operator.
+
+Connects with the in-cluster service account, else the kubeconfig (KUBECONFIG or
+~/.kube/config): any cluster the kubernetes client can reach. Serves Prometheus metrics on
+--metrics-port and kopf's liveness/readiness probe on --liveness. Several replicas may run:
+kopf peering (ClusterKopfPeering, or KopfPeering with --namespace) lets only one act.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+from prometheus_client import start_http_server
+
+from mfpo_operator.kube.handlers import REGISTRY
+from mfpo_operator.kube.metrics import OperatorMetrics
+
+PEERING_NAME = "mfpo-operator"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mfpo-operator", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "-n", "--namespace", action="append", default=[],
+        help="watch only this namespace (repeatable; globs allowed); default: all namespaces",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)"
+    )
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz",
+        help="kopf's liveness/readiness endpoint (answers once the operator is started)",
+    )  # fmt: skip
+    parser.add_argument("--peering", default=PEERING_NAME, help="kopf peering object name")
+    parser.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
+    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    metrics = OperatorMetrics()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=metrics.registry)
+    kopf.run(
+        registry=REGISTRY,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness or None,
+        standalone=args.standalone,
+        priority=args.priority,
+        peering_name=args.peering,
+        memo=kopf.Memo(metrics=metrics),
+    )
+
+
+if __name__ == "__main__":
+    main()

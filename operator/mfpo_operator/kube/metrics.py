@@ -1,0 +1,122 @@
+"""Prometheus metrics of the operator: the one place their names are defined.
+
+`OPERATOR_METRICS` is the table the chart's dashboard and alert rules are held to (like
+`mfpo_runtime.metrics.RUNTIME_METRICS` for the stage pods). The operator serves them on
+--metrics-port (default 9090, `/metrics`). `OperatorMetrics.observe` is called by
+`kube.reconcile` after every reconcile with the run's new status and the plan; `forget`
+when a run is deleted. Final evaluation scores and reward margins are mirrored from the
+stages' termination summaries, so dashboards outlive the pods.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mfpo_operator.api import MFPORunStatus, RunPhase, StagePhase
+from mfpo_operator.plan import Plan, StartAttempt
+
+# name -> (type, help, labels). prometheus-client adds `_total` to counters itself.
+OPERATOR_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "mfpo_run_phase": ("gauge", "1 for the run's current phase, 0 for the others", ("namespace", "run", "phase")),
+    "mfpo_stage_phase": ("gauge", "1 for the stage's current phase, 0 for the others", ("namespace", "run", "stage", "phase")),
+    "mfpo_stage_attempts_total": ("counter", "Stage attempts (Jobs) started by this operator", ("namespace", "run", "stage")),
+    "mfpo_stage_retries_total": ("counter", "Stage attempts started after an earlier attempt of the same stage", ("namespace", "run", "stage")),
+    "mfpo_stage_failures_total": ("counter", "Stage attempts that failed (disruptions excluded)", ("namespace", "run", "stage")),
+    "mfpo_stage_duration_seconds": ("gauge", "Wall time of a finished stage, first start to completion", ("namespace", "run", "stage")),
+    "mfpo_run_last_transition_timestamp_seconds": ("gauge", "Unix time of the run's latest transition (stuck-run alert)", ("namespace", "run")),
+    "mfpo_reconcile_duration_seconds": ("histogram", "Time of one reconcile of one run (read, plan, act, write status)", ()),
+    "mfpo_run_eval_score": ("gauge", "Final evaluation scores, from the eval stage's eval.<stage>.<benchmark>.<metric>", ("namespace", "run", "stage", "benchmark", "metric")),
+    "mfpo_run_reward_margin": ("gauge", "Reward margin per modality at the end of an align stage", ("namespace", "run", "stage", "modality")),
+}  # fmt: skip
+
+_EVAL_METRIC = re.compile(r"^eval\.(?P<stage>base|align-\d+)\.(?P<benchmark>[^.]+)\.(?P<metric>.+)$")
+_MARGIN_METRIC = re.compile(r"^reward_margin\.(?P<modality>text|image)$")
+_FAILURE_EVENTS = ("AttemptFailed", "StageFailed")
+
+
+def _build(name: str, kind: str, help_text: str, labels: tuple[str, ...], registry: CollectorRegistry):
+    if kind == "counter":
+        return Counter(name[: -len("_total")], help_text, labels, registry=registry)
+    if kind == "histogram":
+        return Histogram(name, help_text, labels, registry=registry)
+    return Gauge(name, help_text, labels, registry=registry)
+
+
+@dataclass
+class OperatorMetrics:
+    """The operator's collectors on their own registry (tests and benchmarks never collide)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.m = {
+            name: _build(name, kind, help_text, labels, self.registry)
+            for name, (kind, help_text, labels) in OPERATOR_METRICS.items()
+        }
+
+    def reconcile_timer(self):
+        """Context manager timing one reconcile."""
+        return self.m["mfpo_reconcile_duration_seconds"].time()
+
+    def observe(self, namespace: str, run: str, result: Plan) -> None:
+        """Mirror one reconcile's outcome: phases, counters from actions and events, scores."""
+        status = result.status
+        self._phases(namespace, run, status)
+        for action in result.actions:
+            if isinstance(action, StartAttempt):
+                self.m["mfpo_stage_attempts_total"].labels(namespace, run, action.stage).inc()
+                stage = status.stage(action.stage)
+                if stage is not None and action.attempt > stage.retried_from + 1:
+                    self.m["mfpo_stage_retries_total"].labels(namespace, run, action.stage).inc()
+        for event in result.events:
+            if event.reason in _FAILURE_EVENTS and event.stage:
+                self.m["mfpo_stage_failures_total"].labels(namespace, run, event.stage).inc()
+        self._durations(namespace, run, status)
+        self._scores(namespace, run, status)
+
+    def _phases(self, namespace: str, run: str, status: MFPORunStatus) -> None:
+        for phase in RunPhase:
+            value = 1.0 if status.phase == phase.value else 0.0
+            self.m["mfpo_run_phase"].labels(namespace, run, phase.value).set(value)
+        for stage in status.stages:
+            for phase in StagePhase:
+                value = 1.0 if stage.phase == phase.value else 0.0
+                self.m["mfpo_stage_phase"].labels(namespace, run, stage.name, phase.value).set(value)
+        times = [c.last_transition_time for c in status.conditions]
+        for stage in status.stages:
+            times += [t for t in (stage.start_time, stage.completion_time, stage.last_failure_time) if t]
+        if times:
+            latest = max(times).timestamp()
+            self.m["mfpo_run_last_transition_timestamp_seconds"].labels(namespace, run).set(latest)
+
+    def _durations(self, namespace: str, run: str, status: MFPORunStatus) -> None:
+        for stage in status.stages:
+            if stage.start_time and stage.completion_time:
+                seconds = (stage.completion_time - stage.start_time).total_seconds()
+                self.m["mfpo_stage_duration_seconds"].labels(namespace, run, stage.name).set(seconds)
+
+    def _scores(self, namespace: str, run: str, status: MFPORunStatus) -> None:
+        for stage in status.stages:
+            if stage.phase != StagePhase.succeeded:
+                continue
+            for key, value in stage.metrics.items():
+                if match := _EVAL_METRIC.match(key):
+                    labels = (namespace, run, match["stage"], match["benchmark"], match["metric"])
+                    self.m["mfpo_run_eval_score"].labels(*labels).set(value)
+                elif match := _MARGIN_METRIC.match(key):
+                    labels = (namespace, run, stage.name, match["modality"])
+                    self.m["mfpo_run_reward_margin"].labels(*labels).set(value)
+
+    def forget(self, namespace: str, run: str) -> None:
+        """Drop every series of a deleted run."""
+        for name, (kind, _, labels) in OPERATOR_METRICS.items():
+            if "run" not in labels:
+                continue
+            collector = self.m[name]
+            for sample_labels in list(collector._metrics):  # prometheus-client keeps no public index
+                values = dict(zip(labels, sample_labels))
+                if values["namespace"] == namespace and values["run"] == run:
+                    collector.remove(*sample_labels)

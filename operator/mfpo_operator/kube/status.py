@@ -1,0 +1,152 @@
+"""Pure translation between Kubernetes objects and the planner: Jobs and Pods -> `plan.Attempt`,
+and `MFPORunStatus` -> the status patch. Called by `kube.reconcile`; tested without a cluster.
+
+How a Job reads as an attempt:
+- condition Complete=True -> succeeded; Failed=True -> failed (reason and message kept);
+- metadata.deletionTimestamp set -> failed and disrupted (it was being deleted: stopped);
+- otherwise running (including a Job suspended while Kueue has not admitted it yet);
+- exit code and termination summary from the Pods' `containerStatuses[].state.terminated`
+  (the first failed pod for a failure, every pod for a success: an Indexed datagen Job
+  writes one summary per shard and their count metrics are summed);
+- a failed Job whose failed pods all carry the DisruptionTarget condition -> disrupted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from mfpo_runtime.contract import TerminationSummary
+
+from mfpo_operator.api import MFPORunStatus
+from mfpo_operator.kube.jobs import CONTAINER, LABEL_ATTEMPT, LABEL_STAGE
+from mfpo_operator.plan import Attempt, AttemptState
+
+TERMINAL = (AttemptState.succeeded, AttemptState.failed)
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def job_state(job: dict[str, Any]) -> AttemptState:
+    if _condition(job, "Complete"):
+        return AttemptState.succeeded
+    if _condition(job, "Failed") or job["metadata"].get("deletionTimestamp"):
+        return AttemptState.failed
+    return AttemptState.running
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == CONTAINER:
+            return (status.get("state") or {}).get("terminated")
+    return None
+
+
+def _disrupted(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conditions
+    )
+
+
+def _summed(summaries: list[TerminationSummary]) -> TerminationSummary:
+    """One summary for an Indexed Job: shard 0's, with count metrics summed over the shards."""
+    first = summaries[0]
+    metrics: dict[str, float] = {}
+    for summary in summaries:
+        for key, value in summary.metrics.items():
+            metrics[key] = metrics.get(key, 0.0) + value
+    if len(summaries) > 1:
+        metrics["shards"] = float(len(summaries))
+    return first.model_copy(update={"metrics": metrics})
+
+
+def attempt_from_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Attempt:
+    """The planner's view of one Job; `pods` are the Job's pods (may be empty while running)."""
+    meta = job["metadata"]
+    state = job_state(job)
+    finished = [p for p in pods if _terminated(p)]
+    finished.sort(
+        key=lambda p: int(
+            (p["metadata"].get("annotations") or {}).get(
+                "batch.kubernetes.io/job-completion-index", 0
+            )
+        )
+    )
+    failed = [p for p in finished if _terminated(p).get("exitCode")]
+    chosen = failed if state == AttemptState.failed else finished
+    summaries = [
+        s for s in (TerminationSummary.decode(_terminated(p).get("message")) for p in chosen) if s
+    ]
+    summary = (
+        _summed(summaries)
+        if summaries and state == AttemptState.succeeded
+        else (summaries[0] if summaries else None)
+    )
+    condition = _condition(job, "Failed")
+    deleting = bool(meta.get("deletionTimestamp"))
+    return Attempt(
+        stage=meta["labels"][LABEL_STAGE],
+        attempt=int(meta["labels"][LABEL_ATTEMPT]),
+        state=state,
+        exit_code=_terminated(failed[0]).get("exitCode")
+        if failed
+        else (0 if finished and state == AttemptState.succeeded else None),
+        summary=summary,
+        started_at=_time((job.get("status") or {}).get("startTime")),
+        finished_at=_finished_at(job, condition),
+        message=_message(condition, failed, deleting),
+        disrupted=state == AttemptState.failed
+        and (deleting or (bool(failed) and all(map(_disrupted, failed)))),
+    )
+
+
+def _finished_at(job: dict[str, Any], failed: dict[str, Any] | None) -> datetime | None:
+    status = job.get("status") or {}
+    if status.get("completionTime"):
+        return _time(status["completionTime"])
+    return _time(failed.get("lastTransitionTime")) if failed else None
+
+
+def _message(
+    condition: dict[str, Any] | None, failed_pods: list[dict[str, Any]], deleting: bool
+) -> str | None:
+    if deleting:
+        return "the Job was deleted"
+    parts = []
+    if failed_pods:
+        term = _terminated(failed_pods[0])
+        reason = term.get("reason")
+        # FallbackToLogsOnError: without a summary, the message is the log tail.
+        text = (
+            term.get("message") if TerminationSummary.decode(term.get("message")) is None else None
+        )
+        parts += [p for p in (reason, text and text.strip()[-500:]) if p]
+    if condition:
+        parts += [
+            f"{condition.get('reason', 'Failed')}: {condition.get('message', '')}".rstrip(": ")
+        ]
+    return "; ".join(parts) or None
+
+
+def status_patch(new: MFPORunStatus, old: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The merge patch that turns `old` (the stored status) into `new`; None when equal.
+
+    Keys that disappeared are sent as null (a merge patch removes them); keys we do not own
+    (e.g. kopf's) are left alone.
+    """
+    wire = new.to_wire()
+    old = old or {}
+    ours = [field.alias or name for name, field in MFPORunStatus.model_fields.items()]
+    patch: dict[str, Any] = {key: value for key, value in wire.items() if old.get(key) != value}
+    patch.update({key: None for key in ours if key not in wire and old.get(key) is not None})
+    return {"status": patch} if patch else None
