@@ -344,6 +344,12 @@ def test_network_policies():
     assert set(policies) == {"t-mfpo-operator", "t-mfpo-stages", "t-mfpo-minio"}
     operator_egress = policies["t-mfpo-operator"]["egress"]
     assert {"ipBlock": {"cidr": "10.96.0.1/32"}} in operator_egress[1]["to"]
+    # The operator deletes artifacts (deleteOnRunDeletion): it reaches the bundled MinIO too.
+    minio_pods = operator_egress[2]["to"][0]["podSelector"]["matchLabels"]
+    assert minio_pods["app.kubernetes.io/component"] == "minio"
+    minio_from = policies["t-mfpo-minio"]["ingress"][0]["from"]
+    assert any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+               == "operator" for p in minio_from)
     stages = policies["t-mfpo-stages"]
     assert stages["podSelector"] == {"matchExpressions": [{"key": "mfpo.dev/run", "operator": "Exists"}]}
     assert stages["egress"][-1]["ports"] == [{"port": 9000, "protocol": "TCP"}]
