@@ -308,7 +308,7 @@ def crd_manifest() -> dict[str, Any]:
     }
 
 
-def crd_yaml() -> str:
+def render_crd_yaml() -> str:
     """The CRD file's exact text (deterministic, so that staleness is a text comparison)."""
     body = yaml.safe_dump(crd_manifest(), sort_keys=False, width=100, allow_unicode=True)
     return HEADER + body
@@ -319,7 +319,7 @@ def crd_yaml() -> str:
 
 def check(path: Path) -> str | None:
     """None when the file matches the models, else a message with a short diff."""
-    expected = crd_yaml()
+    expected = render_crd_yaml()
     if not path.is_file():
         return f"{path} does not exist: run `python -m mfpo_operator.crd --write` (or `make crds`)"
     actual = path.read_text()
@@ -346,11 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", type=Path, default=DEFAULT_CRD_PATH, help="CRD file")
     args = parser.parse_args(argv)
     if args.print:
-        sys.stdout.write(crd_yaml())
+        sys.stdout.write(render_crd_yaml())
         return 0
     if args.write:
         args.path.parent.mkdir(parents=True, exist_ok=True)
-        args.path.write_text(crd_yaml())
+        args.path.write_text(render_crd_yaml())
         print(f"wrote {args.path}")
         return 0
     problem = check(args.path)

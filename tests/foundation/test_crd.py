@@ -73,7 +73,7 @@ def test_crd_file_is_up_to_date() -> None:
 
 def test_check_fails_on_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stale = tmp_path / "crd.yaml"
-    stale.write_text(crd.crd_yaml().replace("maxLength: 40", "maxLength: 63"))
+    stale.write_text(crd.render_crd_yaml().replace("maxLength: 40", "maxLength: 63"))
 
     assert crd.main(["--check", "--path", str(stale)]) == 1
     err = capsys.readouterr().err

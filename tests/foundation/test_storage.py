@@ -5,6 +5,7 @@ Every test taking `storage_root` runs twice, once per backend: the two must beha
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -117,13 +118,14 @@ def test_crash_before_the_marker_never_looks_complete(
     make_tree(tmp_path / "tree")
     uri = storage.join(storage_root, "half")
     real_put = storage.put_file
+    calls = itertools.count()  # next() is atomic: uploads run on several threads
     uploads: list[str] = []
 
     def dies_on_second_file(local, target, **kwargs) -> None:
-        if len(uploads) == 1:
+        if next(calls) == 1:
             raise KeyboardInterrupt("killed mid-upload")
-        uploads.append(target)
         real_put(local, target, **kwargs)
+        uploads.append(target)
 
     monkeypatch.setattr(storage, "put_file", dies_on_second_file)
     with pytest.raises(KeyboardInterrupt):
@@ -206,3 +208,22 @@ def test_relative_file_uri_resolves_against_the_working_directory(
     storage.write_text(json.dumps([1]), "file://./runs/x/doc.json")
     assert (tmp_path / "runs/x/doc.json").read_text() == "[1]"
     assert storage.join("file://./runs", "x") == "file://./runs/x"
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_transfers_on_any_number_of_threads(
+    storage_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
+) -> None:
+    monkeypatch.setenv("MFPO_STORAGE_THREADS", threads)
+    files = make_tree(tmp_path / "tree")
+    uri = storage.join(storage_root, "t")
+    storage.publish_dir(tmp_path / "tree", uri)
+    out = storage.fetch_dir(uri, tmp_path / "out")
+    assert {rel: (out / rel).read_bytes() for rel in files} == files
+
+
+def test_bad_thread_count_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tree(tmp_path / "tree")
+    monkeypatch.setenv("MFPO_STORAGE_THREADS", "0")
+    with pytest.raises(StorageError, match="MFPO_STORAGE_THREADS='0': expected a positive integer"):
+        storage.put_dir(tmp_path / "tree", f"file://{tmp_path}/out")
