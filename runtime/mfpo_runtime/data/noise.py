@@ -91,11 +91,6 @@ def region_mask(
     return mask
 
 
-def to_unit(image: Image.Image) -> np.ndarray:
-    """RGB pixels 0..255 -> float32 in [-1, 1], shape (H, W, 3)."""
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-
-
 def from_unit(pixels: np.ndarray) -> Image.Image:
     """float pixels in [-1, 1] (H, W, 3) -> an RGB image (clipped, rounded)."""
     values = np.clip(np.rint((np.clip(pixels, -1.0, 1.0) + 1.0) * 127.5), 0, 255)
@@ -121,10 +116,11 @@ def region_noise(
     """The image with DDPM forward noise at `step` inside the regions only (None: everywhere)."""
     mask = region_mask(image.size, boxes_or_mask)  # (H, W)
     abar = alpha_bar(step, schedule, schedule_steps, beta_start=beta_start, beta_end=beta_end)
-    x0 = to_unit(image)  # (H, W, 3)
-    eps = gaussian_noise(x0.shape, seed)  # (H, W, 3)
-    noised = np.where(mask[..., None], forward_diffuse(x0, abar, eps), x0)
-    out = from_unit(noised)
-    # Outside the regions the round trip must be exact: copy the original pixels back.
-    original = np.asarray(image.convert("RGB"))
-    return Image.fromarray(np.where(mask[..., None], np.asarray(out), original), mode="RGB")
+    original = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+    # eps is drawn for the whole image, then indexed: the noise at a pixel depends on the
+    # seed only, not on the region's shape. Only region pixels are computed; the rest are copied.
+    eps = gaussian_noise(original.shape, seed)[mask]  # (N, 3)
+    x0 = original[mask].astype(np.float32) / 127.5 - 1.0  # (N, 3) in [-1, 1]
+    out = original.copy()
+    out[mask] = np.asarray(from_unit(forward_diffuse(x0, abar, eps)[None]))[0]
+    return Image.fromarray(out, mode="RGB")
