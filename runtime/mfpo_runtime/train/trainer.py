@@ -295,10 +295,21 @@ def optimizer_step(job: TrainJob, loop: Loop, loss_fn: MFPOLoss, autocast) -> di
         loop.scheduler.step()
         loop.optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
+    means = mean_over_ranks(stats.means()) if job.world_size > 1 else stats.means()
     samples = t.batch_size * t.gradient_accumulation * job.world_size
     loop.state.step += 1
     loop.state.samples_seen += samples
-    return {**stats.means(), "lr": lr, "seconds": seconds, "samples": samples, "tokens": tokens * job.world_size}
+    return {**means, "lr": lr, "seconds": seconds, "samples": samples, "tokens": tokens * job.world_size}
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """The same step statistics on every rank: averaged over the process group."""
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    means = dict(zip(keys, (tensor / torch.distributed.get_world_size()).tolist()))
+    means["modality_balance"] = modality_balance(means["reward_margin.image"], means["reward_margin.text"])
+    return means
 
 
 def publish_metrics(metrics, step: dict[str, float]) -> None:

@@ -1,0 +1,34 @@
+"""ZeRO-2 across two processes on CPU (torchrun, gloo): the multi-process path of the trainer.
+
+The first run JIT-compiles DeepSpeed's CPU communication op (a few minutes, cached in
+TORCH_EXTENSIONS_DIR); later runs take about a minute on two cores.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mfpo_runtime.contract import StageConfig
+
+
+@pytest.mark.slow
+@pytest.mark.deepspeed
+def test_zero2_two_processes_train_checkpoint_and_publish(tiny_llava_dir, run_dir, spec_for, tmp_path):
+    spec = spec_for(tiny_llava_dir, maxSteps=2, batchSize=1, deepspeedStage=2)
+    config = StageConfig(run="r", stage="align-1", run_uri=f"file://{run_dir}", spec=spec)
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "mfpo_runtime.stage", "--config", str(path), "--no-progress"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "align-1" / "result.json").read_text())
+    assert result["metrics"]["steps"] == 2
+    step = run_dir / "align-1" / "checkpoints" / "step-00000002"
+    assert (step / "_COMPLETE").is_file()
+    assert (step / "rank-00000" / "_COMPLETE").is_file() and (step / "rank-00001" / "_COMPLETE").is_file()
+    assert (run_dir / "align-1" / "policy" / "mfpo_policy.json").is_file()
