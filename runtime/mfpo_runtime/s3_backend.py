@@ -29,6 +29,7 @@ import functools
 import hashlib
 import io
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from mfpo_runtime.storage import Location, StorageError, _Backend, sha256_file
@@ -184,6 +186,10 @@ def clear_clients() -> None:
 # ---------------------------------------------------------------- error translation
 
 
+_TRANSLATED = (MinioException, Urllib3Error, ValueError)
+_BROKEN_BODY = (ProtocolError, ReadTimeoutError)  # the body stopped before its Content-Length
+
+
 def _describe(err: BaseException, loc: Location, settings: S3Settings) -> str:
     uri = loc.uri
     where = f"{'https' if settings.secure else 'http'}://{settings.endpoint}"
@@ -207,13 +213,14 @@ def _describe(err: BaseException, loc: Location, settings: S3Settings) -> str:
         )
     if isinstance(err, InvalidResponseError):
         return f"S3 endpoint {where} gave a non-S3 answer for {uri}: {err}"
+    if isinstance(err, _BROKEN_BODY):
+        return (
+            f"download of {uri} from {where} kept breaking off after {MAX_RETRIES} retries: {err}"
+        )
     if isinstance(err, Urllib3Error):
         reason = getattr(err, "reason", None) or err
         return f"cannot reach S3 endpoint {where} for {uri} after {MAX_RETRIES} retries: {reason}"
     return f"S3 operation on {uri} failed: {type(err).__name__}: {err}"
-
-
-_TRANSLATED = (MinioException, Urllib3Error, ValueError)
 
 
 class S3Backend(_Backend):
@@ -294,6 +301,23 @@ class S3Backend(_Backend):
         return buffer.getvalue()
 
     def _download(self, loc: Location, sink: io.RawIOBase | io.BufferedIOBase) -> None:
+        """Stream an object into `sink` and verify it; a body cut halfway is fetched again.
+
+        urllib3's Retry covers requests and their status, not a response stream that breaks
+        mid-way (a MinIO pod restarting), hence this short loop with the same backoff.
+        """
+        for attempt in range(MAX_RETRIES + 1):
+            sink.seek(0)
+            sink.truncate()
+            try:
+                self._download_once(loc, sink)
+                return
+            except _BROKEN_BODY as err:
+                if attempt == MAX_RETRIES:
+                    raise self._fail(err, loc) from err
+                time.sleep(min(BACKOFF_FACTOR * 2**attempt, BACKOFF_MAX))
+
+    def _download_once(self, loc: Location, sink: io.RawIOBase | io.BufferedIOBase) -> None:
         """Stream an object into `sink`, hashing on the way, and verify it (see module doc)."""
         response = None
         md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
@@ -304,6 +328,8 @@ class S3Backend(_Backend):
                 sha.update(block)
                 sink.write(block)
             headers = response.headers
+        except _BROKEN_BODY:
+            raise  # the caller fetches again
         except S3Error as err:
             raise self._missing(err, loc) from err
         except _TRANSLATED as err:

@@ -22,17 +22,19 @@ def free_port() -> int:
 
 class FlakyS3Proxy:
     """An HTTP proxy in front of moto that answers 503 SlowDown to the first `failures`
-    requests (all of them when failures < 0), then forwards: a stand-in for an overloaded
-    MinIO, to exercise the client's retries with the real minio client."""
+    requests (all of them when failures < 0), then forwards, cutting the body of the first
+    `cut_bodies` object downloads halfway: a stand-in for an overloaded or restarting MinIO,
+    to exercise the client's retries with the real minio client."""
 
     SLOW_DOWN = (
         b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
         b"<Message>Please reduce your request rate.</Message></Error>"
     )
 
-    def __init__(self, upstream: str, failures: int) -> None:
+    def __init__(self, upstream: str, failures: int = 0, cut_bodies: int = 0) -> None:
         self.upstream = upstream
         self.failures = failures
+        self.cut_bodies = cut_bodies  # object GETs whose body stops halfway
         self.requests = 0
         proxy = self
 
@@ -58,6 +60,9 @@ class FlakyS3Proxy:
                 if self.command != "HEAD":
                     headers.append(("Content-Length", str(len(data))))
                 conn.close()
+                if self.command == "GET" and "?" not in self.path and proxy.cut_bodies > 0:
+                    proxy.cut_bodies -= 1
+                    data = data[: len(data) // 2]  # Content-Length still promises all of it
                 self._reply(answer.status, headers, b"" if self.command == "HEAD" else data)
 
             def _reply(self, status: int, headers, data: bytes) -> None:

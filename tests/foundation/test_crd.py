@@ -187,7 +187,8 @@ def test_cross_field_rules_in_cel() -> None:
     model_uri, sam_uri = at("spec.imagePreference.grounding")["x-kubernetes-validations"]
     method = "(has(self.method) ? self.method : 'annotation')"
     assert model_uri["rule"] == (
-        f"!({method} in ['clipseg', 'grounding-sam']) || (has(self.modelUri) && self.modelUri != '')"
+        f"!({method} in ['clipseg', 'grounding-sam']) "
+        "|| (has(self.modelUri) && self.modelUri != '')"
     )
     assert sam_uri["rule"] == (
         f"{method} != 'grounding-sam' || (has(self.samUri) && self.samUri != '')"

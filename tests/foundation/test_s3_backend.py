@@ -209,3 +209,29 @@ def test_unreachable_endpoint_is_named(s3_env: str, monkeypatch: pytest.MonkeyPa
         StorageError, match=r"cannot reach S3 endpoint http://127\.0\.0\.1:\d+ for s3://bkt/x"
     ):
         storage.read_bytes("s3://bkt/x")
+
+
+def test_a_body_cut_halfway_is_fetched_again(
+    s3_bucket: str, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = bytes(range(256)) * 64
+    storage.write_bytes(payload, f"s3://{s3_bucket}/weights.bin")
+    with FlakyS3Proxy(s3_env, cut_bodies=2) as proxy:
+        monkeypatch.setenv("MFPO_S3_ENDPOINT", proxy.endpoint)
+        got = storage.get_file(f"s3://{s3_bucket}/weights.bin", tmp_path / "w.bin")
+        assert got.read_bytes() == payload
+        assert proxy.requests == 3  # two broken bodies, then a whole one
+        assert storage.read_bytes(f"s3://{s3_bucket}/weights.bin") == payload
+
+
+def test_a_body_that_always_breaks_gives_up_naming_the_uri(
+    s3_bucket: str, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"s3://{s3_bucket}/weights.bin"
+    storage.write_bytes(b"x" * 4096, uri)
+    with FlakyS3Proxy(s3_env, cut_bodies=100) as proxy:
+        monkeypatch.setenv("MFPO_S3_ENDPOINT", proxy.endpoint)
+        with pytest.raises(StorageError, match=f"download of {uri} from .* kept breaking off"):
+            storage.get_file(uri, tmp_path / "w.bin")
+        assert proxy.requests == 1 + s3_backend.MAX_RETRIES
+    assert not (tmp_path / "w.bin").exists()

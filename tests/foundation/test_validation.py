@@ -123,8 +123,8 @@ def test_good_manifest_gives_the_typed_run_with_defaults() -> None:
             {"spec.model.lora": {"targetModules": "(unclosed"}},
             (
                 'spec.model.lora.targetModules: Invalid value: "(unclosed": '
-                "targetModules is not a valid regular expression: missing ), unterminated subpattern "
-                "at position 0"
+                "targetModules is not a valid regular expression: "
+                "missing ), unterminated subpattern at position 0"
             ),
         ),
     ],
