@@ -114,11 +114,10 @@ def mfpo_step_fn(spec, train_dir, records, precomputed: bool):
 
 def trl_step_fn(model_dir: Path, train_dir: Path, records, batch_size: int, tmp: Path):
     from datasets import Dataset
+    from mfpo_runtime.models import load_vlm, prompt_text
     from peft import LoraConfig
     from PIL import Image
     from trl import DPOConfig, DPOTrainer
-
-    from mfpo_runtime.models import load_vlm, prompt_text
 
     loaded = load_vlm(str(model_dir))
     rows = {
@@ -214,11 +213,10 @@ def hand_rows(batch_size: int, rows_per_sample: int, device, dtype, prompt_len=4
 
 
 def run_7b(args) -> None:
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlavaForConditionalGeneration
-
     from mfpo_runtime.train.logprobs import image_path_frozen, sequence_logps, shared_image_features
     from mfpo_runtime.train.losses import MFPOLoss, PreferenceLogps, dpo_loss
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlavaForConditionalGeneration
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32

@@ -44,7 +44,7 @@ class TrainState:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainState":
+    def from_json(cls, text: str) -> TrainState:
         return cls(**json.loads(text))
 
 

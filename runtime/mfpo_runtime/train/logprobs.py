@@ -89,7 +89,7 @@ class TripleLogps:
     perturbed: torch.Tensor
 
     @classmethod
-    def split(cls, logps: torch.Tensor) -> "TripleLogps":
+    def split(cls, logps: torch.Tensor) -> TripleLogps:
         chosen, rejected, perturbed = logps.chunk(3)  # rows are [chosen | rejected | perturbed]
         return cls(chosen, rejected, perturbed)
 

@@ -108,7 +108,7 @@ class MFPOLoss(nn.Module):
         self.weights = (text_weight, image_weight, anchor_weight)
 
     @classmethod
-    def from_spec(cls, objective) -> "MFPOLoss":
+    def from_spec(cls, objective) -> MFPOLoss:
         """From an `mfpo_operator.api.ObjectiveSpec`."""
         w = objective.weights
         return cls(objective.beta, objective.eta, w.text, w.image, w.anchor)

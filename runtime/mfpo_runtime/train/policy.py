@@ -30,13 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from mfpo_operator.api import MFPORunSpec
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from mfpo_operator.api import MFPORunSpec
 from mfpo_runtime import storage
 from mfpo_runtime.contract import BadInput
-from mfpo_runtime.train.reference import AdapterReference, FrozenModelReference, PrecomputedReference, Reference
+from mfpo_runtime.train.reference import (
+    AdapterReference,
+    FrozenModelReference,
+    PrecomputedReference,
+    Reference,
+)
 
 POLICY_FILE = "mfpo_policy.json"
 LINEAGE_FILE = "mfpo_lineage.json"  # same content, written beside merged weights
@@ -53,7 +58,7 @@ class Lineage:
         return json.dumps({"family": self.family, "base": self.base, "adapters": self.adapters}, indent=2)
 
     @classmethod
-    def read(cls, policy_uri: str) -> "Lineage":
+    def read(cls, policy_uri: str) -> Lineage:
         """The lineage of a published policy (descriptor or merged dir with its lineage file)."""
         for name in (POLICY_FILE, LINEAGE_FILE):
             uri = storage.join(policy_uri, name)

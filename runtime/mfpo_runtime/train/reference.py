@@ -13,8 +13,9 @@ Called by the trainer each step and by the align stage before training (precompu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn

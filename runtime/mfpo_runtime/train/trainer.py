@@ -16,22 +16,27 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
+from mfpo_operator.api import MFPORunSpec
 from torch import nn
 from transformers import get_scheduler
 
-from mfpo_operator.api import MFPORunSpec
 from mfpo_runtime.contract import BadInput, StageInterrupted
 from mfpo_runtime.train import checkpoints
 from mfpo_runtime.train.checkpoints import TrainState
 from mfpo_runtime.train.data import TrainingSet, collate, sample_indices
-from mfpo_runtime.train.logprobs import count_tokens, image_path_frozen, shared_image_features, triple_logps
+from mfpo_runtime.train.logprobs import (
+    count_tokens,
+    image_path_frozen,
+    shared_image_features,
+    triple_logps,
+)
 from mfpo_runtime.train.losses import MFPOLoss, MFPOLossOutput, PreferenceLogps
 from mfpo_runtime.train.reference import Reference
 
@@ -141,7 +146,7 @@ class TrainJob:
     training_set: TrainingSet
     stage_uri: str  # checkpoints go under <stage_uri>/checkpoints/
     work_dir: Path
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     metrics: object | None = None  # StageMetrics
     stop_requested: Callable[[], bool] = lambda: False
     world_size: int = 1

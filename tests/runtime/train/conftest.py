@@ -65,9 +65,8 @@ def make_curriculum(world_train, out_dir, *, bins: int = 2, count: int = 8):
     """A score-stage-like dataset from the world's train split: perturbed images (global noise,
     enough for training tests) and bins 1..`bins` in turn."""
     import numpy as np
-    from PIL import Image
-
     from mfpo_runtime.data.records import read_records, write_records
+    from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "images").mkdir(exist_ok=True)

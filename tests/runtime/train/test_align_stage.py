@@ -4,14 +4,12 @@ import json
 
 import pytest
 import torch
-from torch.testing import assert_close
-
 from mfpo_runtime import storage
 from mfpo_runtime.contract import StageConfig, StageInterrupted, policy_uri
 from mfpo_runtime.models import load_vlm
 from mfpo_runtime.stage import run_stage
 from mfpo_runtime.train.checkpoints import latest_step
-
+from torch.testing import assert_close
 
 
 def stage(spec, run_dir, k: int) -> StageConfig:

@@ -1,8 +1,6 @@
 """Answer log-probs against the plain full-logits computation on a tiny LLaVA."""
 
 import torch
-from torch.testing import assert_close
-
 from mfpo_runtime.train.logprobs import (
     TripleLogps,
     image_path_frozen,
@@ -10,6 +8,7 @@ from mfpo_runtime.train.logprobs import (
     shared_image_features,
     triple_logps,
 )
+from torch.testing import assert_close
 
 
 def naive_logps(model, batch):

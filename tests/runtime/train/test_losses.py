@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-from torch.testing import assert_close
-
 from mfpo_runtime.train.losses import MFPOLoss, PreferenceLogps, anchor_loss, dpo_loss
+from torch.testing import assert_close
 
 
 def softplus(x: float) -> float:

@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.testing import assert_close
-
 from mfpo_runtime.contract import BadInput, StageInterrupted
 from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.train import checkpoints
@@ -14,6 +12,7 @@ from mfpo_runtime.train.data import collate, load_bin, sample_indices
 from mfpo_runtime.train.losses import MFPOLoss
 from mfpo_runtime.train.reference import PrecomputedReference, precompute
 from mfpo_runtime.train.trainer import TrainJob, autocast_for, forward_loss, train, validate
+from torch.testing import assert_close
 
 
 def make_job(spec, run_dir: Path, work: Path, stop=lambda: False, metrics=None) -> TrainJob:
