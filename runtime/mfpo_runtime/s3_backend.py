@@ -30,7 +30,7 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -114,14 +114,18 @@ def parse_endpoint(raw: str, secure_env: str | None) -> tuple[str, bool]:
     return raw, secure
 
 
-def settings_from_env(env: dict[str, str] | None = None) -> S3Settings:
+def settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
+    """The S3 settings of an environment mapping (the process's own when None)."""
     env = dict(os.environ if env is None else env)
     raw = env.get("MFPO_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT
     endpoint, secure = parse_endpoint(raw, env.get("MFPO_S3_SECURE"))
     access, secret = env.get("AWS_ACCESS_KEY_ID") or None, env.get("AWS_SECRET_ACCESS_KEY") or None
     if bool(access) != bool(secret):
         raise StorageError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
-    part_size = int(env.get("MFPO_S3_PART_SIZE") or DEFAULT_PART_SIZE)
+    raw_part_size = env.get("MFPO_S3_PART_SIZE") or str(DEFAULT_PART_SIZE)
+    if not raw_part_size.strip().isdigit():
+        raise StorageError(f"MFPO_S3_PART_SIZE={raw_part_size!r}: expected a number of bytes")
+    part_size = int(raw_part_size)
     if part_size < MIN_PART_SIZE:
         raise StorageError(
             f"MFPO_S3_PART_SIZE={part_size}: S3 parts must be at least {MIN_PART_SIZE} bytes"
@@ -176,6 +180,12 @@ def backend_for(loc: Location) -> S3Backend:
     """The cached backend for the current environment (called by storage for each s3:// op)."""
     del loc  # one endpoint per environment; the bucket is per call
     return _backend_for_settings(settings_from_env())
+
+
+def backend_for_env(env: Mapping[str, str]) -> S3Backend:
+    """The cached backend for explicit settings rather than the process environment: the
+    operator acting with one run's Secret while other runs use theirs."""
+    return _backend_for_settings(settings_from_env(env))
 
 
 def clear_clients() -> None:

@@ -82,6 +82,7 @@ def test_settings_from_env() -> None:
     [
         ({"AWS_ACCESS_KEY_ID": "id"}, "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
         ({"MFPO_S3_PART_SIZE": "1024"}, "MFPO_S3_PART_SIZE=1024: S3 parts must be at least"),
+        ({"MFPO_S3_PART_SIZE": "64MiB"}, "MFPO_S3_PART_SIZE='64MiB': expected a number of bytes"),
     ],
 )
 def test_bad_env(env: dict[str, str], message: str) -> None:
@@ -95,6 +96,24 @@ def test_one_client_per_configuration(s3_env: str, monkeypatch: pytest.MonkeyPat
     assert s3_backend.backend_for(storage.parse("s3://other-bucket/k")) is first
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "rotated-key")
     assert s3_backend.backend_for(loc) is not first
+
+
+def test_backend_for_explicit_settings(s3_bucket: str, s3_env: str, tmp_path: Path) -> None:
+    """The operator deletes a run's artifacts with that run's Secret, not its own environment."""
+    storage.write_text("x", f"s3://{s3_bucket}/runs/demo/score/result.json")
+    storage.write_text("y", f"s3://{s3_bucket}/runs/other/result.json")
+    env = {
+        "MFPO_S3_ENDPOINT": s3_env,
+        "MFPO_S3_SECURE": "false",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    }
+    backend = s3_backend.backend_for_env(env)
+    assert backend is s3_backend.backend_for_env(dict(env))  # cached by settings
+
+    backend.delete_tree(storage.parse(f"s3://{s3_bucket}/runs/demo"))
+
+    assert storage.list_files(f"s3://{s3_bucket}/runs") == ["other/result.json"]
 
 
 # ------------------------------------------------------------------ transfers
