@@ -25,23 +25,30 @@ RELEASE_NAMESPACE = "mfpo-system"
 def tool(name: str) -> str:
     """Path of a tool binary: on PATH or in .tools/bin; fails clearly when missing."""
     found = shutil.which(name) or (
-        str(REPO / ".tools" / "bin" / name) if os.access(REPO / ".tools" / "bin" / name, os.X_OK) else None
+        str(REPO / ".tools" / "bin" / name)
+        if os.access(REPO / ".tools" / "bin" / name, os.X_OK)
+        else None
     )
     if not found:
-        pytest.fail(f"{name} not found on PATH or in .tools/bin: run `make tools` "
-                    f"(bash scripts/install-tools.sh .tools)")
+        pytest.fail(
+            f"{name} not found on PATH or in .tools/bin: run `make tools` "
+            f"(bash scripts/install-tools.sh .tools)"
+        )
     return found
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(args, check=False, capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        pytest.fail(
+            f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
-def helm_template(*values_files: Path, set_values: tuple[str, ...] = (), check: bool = True
-                  ) -> subprocess.CompletedProcess[str]:
+def helm_template(
+    *values_files: Path, set_values: tuple[str, ...] = (), check: bool = True
+) -> subprocess.CompletedProcess[str]:
     args = [tool("helm"), "template", "t", str(CHART), "--namespace", RELEASE_NAMESPACE]
     for path in values_files:
         args += ["--values", str(path)]

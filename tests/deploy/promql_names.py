@@ -17,8 +17,23 @@ _RANGE = re.compile(r"\[[^\[\]]*\]")
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
 _OFFSET = re.compile(r"\b(offset)\s+-?[0-9a-z]+|@\s*[0-9.]+")
 _IDENT = re.compile(r"(?<![\w.:$])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:]|\s*\()")
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-             "unless", "bool", "offset", "inf", "nan", "start", "end"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "start",
+    "end",
+}
 _SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^{}]*\})")
 _MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 _GROUP_LABELS = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^()]*)\)")
@@ -50,8 +65,12 @@ def selector_labels(expr: str) -> dict[str, set[str]]:
 
 def grouping_labels(expr: str) -> set[str]:
     """Labels named in by/without/on/ignoring clauses."""
-    return {label.strip() for group in _GROUP_LABELS.findall(expr)
-            for label in group.split(",") if label.strip()}
+    return {
+        label.strip()
+        for group in _GROUP_LABELS.findall(expr)
+        for label in group.split(",")
+        if label.strip()
+    }
 
 
 def grafana_query_expr(query: str) -> str:

@@ -37,15 +37,21 @@ def test_every_alert_has_a_firing_unit_test():
         if check.get("exp_alerts")
     }
     assert alerts == firing, f"alerts without a firing test: {sorted(alerts - firing)}"
-    assert {"MFPOStageFailingRepeatedly", "MFPORunStuck", "MFPOImageRewardMarginCollapsed",
-            "MFPOHallucinationRegressed"} <= alerts
+    assert {
+        "MFPOStageFailingRepeatedly",
+        "MFPORunStuck",
+        "MFPOImageRewardMarginCollapsed",
+        "MFPOHallucinationRegressed",
+    } <= alerts
 
 
 def test_every_alert_has_a_severity_and_a_summary():
     for group in yaml.safe_load(RULES.read_text())["groups"]:
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
-            assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule[
+                "alert"
+            ]
 
 
 def test_rendered_prometheus_rule_passes_promtool(tmp_path: Path):

@@ -32,8 +32,14 @@ from mfpo_operator import kube
 from mfpo_operator.kube.main import parse_args
 
 K8S_VERSION = "1.30.0"
-CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KopfPeering",
-                "ClusterKopfPeering", "LocalQueue"}
+CUSTOM_KINDS = {
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "KopfPeering",
+    "ClusterKopfPeering",
+    "LocalQueue",
+}
 SCENARIO_IDS = [p.name.removesuffix("-values.yaml") for p in SCENARIOS]
 
 
@@ -55,7 +61,9 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     specs = []
     for doc in docs:
         if doc["kind"] in ("Deployment", "Job"):
-            specs.append((f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]))
+            specs.append(
+                (f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"])
+            )
     return specs
 
 
@@ -63,7 +71,13 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_scenarios_exist():
-    assert set(SCENARIO_IDS) >= {"namespaced", "cluster-wide", "bundled-minio", "networkpolicy", "kueue"}
+    assert set(SCENARIO_IDS) >= {
+        "namespaced",
+        "cluster-wide",
+        "bundled-minio",
+        "networkpolicy",
+        "kueue",
+    }
 
 
 @pytest.mark.parametrize("values", [None, *SCENARIOS], ids=["default", *SCENARIO_IDS])
@@ -116,13 +130,17 @@ BAD_VALUES = {
     "storage mode enum": ({"storage": {"mode": "gcs"}}, "storage.mode"),
     "namespace name": ({"watch": {"namespaces": ["Team_A"]}}, "watch.namespaces.0"),
     "port range": ({"operator": {"metricsPort": 80}}, "operator.metricsPort"),
-    "alert severity": ({"prometheusRule": {"alerts": {"MFPORunStuck": {"severity": "page"}}}},
-                       "severity"),
+    "alert severity": (
+        {"prometheusRule": {"alerts": {"MFPORunStuck": {"severity": "page"}}}},
+        "severity",
+    ),
     "duration": ({"metrics": {"podMonitor": {"interval": "soon"}}}, "metrics.podMonitor.interval"),
     "digest": ({"image": {"digest": "latest"}}, "image.digest"),
     "kueue without cluster queue": ({"kueue": {"enabled": True}}, "clusterQueue"),
-    "resources quantity": ({"operator": {"resources": {"limits": {"memory": "lots"}}}},
-                           "operator.resources.limits.memory"),
+    "resources quantity": (
+        {"operator": {"resources": {"limits": {"memory": "lots"}}}},
+        "operator.resources.limits.memory",
+    ),
 }
 
 
@@ -166,7 +184,9 @@ def test_operator_deployment(default_docs):
 
 
 def test_cluster_mode_watches_all_namespaces_and_pins_the_digest():
-    container = one(scenario_docs("cluster-wide"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = one(scenario_docs("cluster-wide"), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     # mfpo-operator watches every namespace when given no --namespace.
     assert not [a for a in container["args"] if a.startswith("--namespace")]
     assert container["image"] == "ghcr.io/mfpo/operator@sha256:" + "0123456789abcdef" * 4
@@ -176,7 +196,9 @@ def test_every_pod_is_hardened(scenario):
     _, docs = scenario
     for where, pod in pod_specs(docs):
         sc = pod["securityContext"]
-        assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}, (
+            where
+        )
         for container in pod["containers"]:
             csc = container["securityContext"]
             assert csc["allowPrivilegeEscalation"] is False, where
@@ -217,11 +239,15 @@ def test_namespaced_mode_grants_a_role_per_namespace_and_nothing_cluster_wide():
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
-        expected = {**OPERATOR_RULES, ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"}}
+        expected = {
+            **OPERATOR_RULES,
+            ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+        }
         assert flatten_rules(role["rules"]) == expected
     for binding in by_kind(docs, "RoleBinding"):
         assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": "t-mfpo", "namespace": RELEASE_NAMESPACE}]
+            {"kind": "ServiceAccount", "name": "t-mfpo", "namespace": RELEASE_NAMESPACE}
+        ]
         assert binding["roleRef"]["kind"] == "Role"
     peerings = by_kind(docs, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
@@ -263,9 +289,12 @@ def test_stage_service_account_has_no_api_token():
 def test_monitors_scrape_operator_and_stage_pods(default_docs):
     service = one(default_docs, "Service")
     assert service["spec"]["ports"] == [
-        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
     monitor = one(default_docs, "ServiceMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     pods = one(default_docs, "PodMonitor")["spec"]
     assert pods["selector"] == {"matchExpressions": [{"key": "mfpo.dev/run", "operator": "Exists"}]}
     assert pods["namespaceSelector"] == {"matchNames": [RELEASE_NAMESPACE]}
@@ -275,15 +304,21 @@ def test_monitors_scrape_operator_and_stage_pods(default_docs):
 
 
 def test_dashboard_configmap_carries_the_file(default_docs):
-    (config_map,) = [c for c in by_kind(default_docs, "ConfigMap") if c["metadata"]["name"] == "t-mfpo-dashboard"]
+    (config_map,) = [
+        c for c in by_kind(default_docs, "ConfigMap") if c["metadata"]["name"] == "t-mfpo-dashboard"
+    ]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(config_map["data"]["mfpo.json"]) == json.loads(
-        (CHART / "files" / "dashboard.json").read_text())
+        (CHART / "files" / "dashboard.json").read_text()
+    )
 
 
 def test_prometheus_rule_is_the_rule_file(default_docs):
     rule = one(default_docs, "PrometheusRule")
-    assert rule["spec"]["groups"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+    assert (
+        rule["spec"]["groups"]
+        == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+    )
 
 
 def test_alert_overrides_apply():
@@ -297,11 +332,22 @@ def test_alert_overrides_apply():
 
 def test_extra_rules_go_in_their_own_group(tmp_path: Path):
     path = tmp_path / "extra.yaml"
-    path.write_text(yaml.safe_dump({"prometheusRule": {"extraRules": [
-        {"alert": "MFPOManyRuns", "expr": "count(mfpo_run_phase == 1) > 100"}]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "prometheusRule": {
+                    "extraRules": [
+                        {"alert": "MFPOManyRuns", "expr": "count(mfpo_run_phase == 1) > 100"}
+                    ]
+                }
+            }
+        )
+    )
     groups = one(render(path), "PrometheusRule")["spec"]["groups"]
     assert [g["name"] for g in groups] == ["mfpo", "mfpo-extra"]
-    assert groups[1]["rules"] == [{"alert": "MFPOManyRuns", "expr": "count(mfpo_run_phase == 1) > 100"}]
+    assert groups[1]["rules"] == [
+        {"alert": "MFPOManyRuns", "expr": "count(mfpo_run_phase == 1) > 100"}
+    ]
 
 
 # ----------------------------------------------------------------------- storage & scheduling
@@ -317,7 +363,12 @@ def test_bundled_minio():
     docs = scenario_docs("bundled-minio")
     (secret,) = by_kind(docs, "Secret")
     data = secret["stringData"]
-    assert set(data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MFPO_S3_ENDPOINT", "MFPO_S3_SECURE"}
+    assert set(data) == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "MFPO_S3_ENDPOINT",
+        "MFPO_S3_SECURE",
+    }
     assert data["MFPO_S3_ENDPOINT"] == f"t-mfpo-minio.{RELEASE_NAMESPACE}.svc:9000"
     assert len(data["AWS_SECRET_ACCESS_KEY"]) == 40
     (minio,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "t-mfpo-minio"]
@@ -326,12 +377,17 @@ def test_bundled_minio():
     assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     job = one(docs, "Job")
-    assert "mc mb --ignore-existing \"mfpo/mfpo-trial\"" in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert (
+        'mc mb --ignore-existing "mfpo/mfpo-trial"'
+        in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    )
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
 
 
 def test_bundled_minio_secret_in_every_prepared_namespace():
-    docs = render(CHART / "ci" / "bundled-minio-values.yaml", set_values=("watch.namespaces={a,b}",))
+    docs = render(
+        CHART / "ci" / "bundled-minio-values.yaml", set_values=("watch.namespaces={a,b}",)
+    )
     secrets = by_kind(docs, "Secret")
     assert sorted(s["metadata"]["namespace"] for s in secrets) == ["a", "b", RELEASE_NAMESPACE]
     # One credential pair, the same everywhere.
@@ -348,10 +404,15 @@ def test_network_policies():
     minio_pods = operator_egress[2]["to"][0]["podSelector"]["matchLabels"]
     assert minio_pods["app.kubernetes.io/component"] == "minio"
     minio_from = policies["t-mfpo-minio"]["ingress"][0]["from"]
-    assert any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
-               == "operator" for p in minio_from)
+    assert any(
+        p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+        == "operator"
+        for p in minio_from
+    )
     stages = policies["t-mfpo-stages"]
-    assert stages["podSelector"] == {"matchExpressions": [{"key": "mfpo.dev/run", "operator": "Exists"}]}
+    assert stages["podSelector"] == {
+        "matchExpressions": [{"key": "mfpo.dev/run", "operator": "Exists"}]
+    }
     assert stages["egress"][-1]["ports"] == [{"port": 9000, "protocol": "TCP"}]
     assert not by_kind(render(), "NetworkPolicy")
 
@@ -371,7 +432,8 @@ GENERATED_CRD = REPO / "crds" / "mfpo.dev_mfporuns.yaml"
 def test_chart_crd_is_the_generated_crd():
     assert GENERATED_CRD.exists(), f"{GENERATED_CRD} is missing: run `make crds`"
     assert CHART_CRD.exists() and CHART_CRD.read_text() == GENERATED_CRD.read_text(), (
-        "charts/mfpo/crds/ is stale: run `bash scripts/sync-chart-crds.sh`")
+        "charts/mfpo/crds/ is stale: run `bash scripts/sync-chart-crds.sh`"
+    )
 
 
 def test_chart_crds_are_valid():
@@ -393,10 +455,16 @@ def test_crd_upgrade_hook_applies_every_chart_crd():
     for name in files:
         assert config_map["data"][name] == (CHART / "crds" / name).read_text().rstrip("\n")
     (job,) = [d for d in hook if d["kind"] == "Job"]
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["apply", "--server-side"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:2] == [
+        "apply",
+        "--server-side",
+    ]
     (role,) = [d for d in hook if d["kind"] == "ClusterRole"]
     assert set(role["rules"][0]["resourceNames"]) == {
-        "mfporuns.mfpo.dev", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+        "mfporuns.mfpo.dev",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
     assert not [d for d in render() if d["metadata"]["name"] == "t-mfpo-crd-upgrade"]
 
 
@@ -405,14 +473,22 @@ def test_crd_upgrade_hook_applies_every_chart_crd():
 
 def test_operator_accepts_the_rendered_args():
     for values in ("namespaced", "cluster-wide"):
-        container = one(scenario_docs(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        container = one(scenario_docs(values), "Deployment")["spec"]["template"]["spec"][
+            "containers"
+        ][0]
         args = parse_args(container["args"])  # argparse exits on an unknown flag
         assert args.metrics_port == 9090 and args.liveness == "http://0.0.0.0:8080/healthz"
         assert args.peering == "mfpo-operator" and not args.standalone
-    assert parse_args(one(scenario_docs("namespaced"), "Deployment")["spec"]["template"]["spec"][
-        "containers"][0]["args"]).namespace == ["team-a", "team-b"]
-    assert parse_args(one(scenario_docs("cluster-wide"), "Deployment")["spec"]["template"]["spec"][
-        "containers"][0]["args"]).verbose
+    assert parse_args(
+        one(scenario_docs("namespaced"), "Deployment")["spec"]["template"]["spec"]["containers"][0][
+            "args"
+        ]
+    ).namespace == ["team-a", "team-b"]
+    assert parse_args(
+        one(scenario_docs("cluster-wide"), "Deployment")["spec"]["template"]["spec"]["containers"][
+            0
+        ]["args"]
+    ).verbose
 
 
 def documented_rbac() -> dict[tuple[str, str], tuple[set[str], str]]:
@@ -421,7 +497,7 @@ def documented_rbac() -> dict[tuple[str, str], tuple[set[str], str]]:
     table = kube.__doc__.split("RBAC the operator needs", 1)[1].split("\n\n", 2)[1]
     rows = {}
     for line in table.splitlines():
-        match = re.match(r'^\s{4}(\S+(?: / \S+)?)\s+(\S+)\s+([a-z]+(?:, [a-z]+)*)\s*(.*)$', line)
+        match = re.match(r"^\s{4}(\S+(?: / \S+)?)\s+(\S+)\s+([a-z]+(?:, [a-z]+)*)\s*(.*)$", line)
         if not match:
             continue  # a continuation of the previous row's note
         groups, resource, verbs, note = match.groups()

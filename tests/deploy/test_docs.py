@@ -18,19 +18,31 @@ DOCS = sorted((REPO / "docs").glob("*.md"))
 YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.DOTALL)
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 # Backticked repository paths, e.g. `charts/mfpo/files/alerts.yaml`.
-REPO_PATH = re.compile(r"`((?:charts|images|scripts|operator|runtime|examples|tests|crds|docs|"
-                       r"\.github)/[\w./-]+)`")
+REPO_PATH = re.compile(
+    r"`((?:charts|images|scripts|operator|runtime|examples|tests|crds|docs|"
+    r"\.github)/[\w./-]+)`"
+)
 
 
 def yaml_blocks() -> list[tuple[str, str]]:
-    return [(f"{doc.name}#{i}", block) for doc in DOCS
-            for i, block in enumerate(YAML_BLOCK.findall(doc.read_text()))]
+    return [
+        (f"{doc.name}#{i}", block)
+        for doc in DOCS
+        for i, block in enumerate(YAML_BLOCK.findall(doc.read_text()))
+    ]
 
 
 def test_docs_cover_the_walkthrough():
     names = {doc.name for doc in DOCS}
-    assert {"install.md", "first-run.md", "grafana.md", "failures.md", "upgrade.md",
-            "troubleshooting.md", "architecture.md"} <= names
+    assert {
+        "install.md",
+        "first-run.md",
+        "grafana.md",
+        "failures.md",
+        "upgrade.md",
+        "troubleshooting.md",
+        "architecture.md",
+    } <= names
 
 
 @pytest.mark.parametrize("where,block", yaml_blocks(), ids=[w for w, _ in yaml_blocks()])
@@ -60,7 +72,12 @@ def test_links_and_named_files_exist(doc: Path):
 
 
 def test_alert_table_lists_the_shipped_alerts():
-    shipped = {rule["alert"] for group in yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
-               for rule in group["rules"]}
-    table = re.findall(r"^\| (MFPO\w+) \|", (REPO / "docs" / "grafana.md").read_text(), re.MULTILINE)
+    shipped = {
+        rule["alert"]
+        for group in yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    table = re.findall(
+        r"^\| (MFPO\w+) \|", (REPO / "docs" / "grafana.md").read_text(), re.MULTILINE
+    )
     assert set(table) == shipped

@@ -48,7 +48,8 @@ def test_bases_are_pinned():
                 if image == "build":  # an earlier stage of the same file
                     continue
                 assert re.search(r":[0-9][\w.-]*[0-9]", image) or "@sha256:" in image, (
-                    f"{dockerfile}: base {image} is not pinned to a version")
+                    f"{dockerfile}: base {image} is not pinned to a version"
+                )
 
 
 def test_operator_image():
@@ -91,9 +92,14 @@ def test_workflow_builds_and_pushes_both_images():
     assert "ghcr.io" in workflow["env"]["REGISTRY"]
     assert workflow["permissions"]["packages"] == "write"
     for name in ("TORCH_VERSION", "TORCH_INDEX_URL", "CUDA_IMAGE"):
-        assert workflow["env"][name] == args_defaults(instructions(IMAGES / "runtime" / "Dockerfile"))[name]
-    assert workflow["env"]["PYTHON_IMAGE"] == args_defaults(
-        instructions(IMAGES / "operator" / "Dockerfile"))["PYTHON_IMAGE"]
+        assert (
+            workflow["env"][name]
+            == args_defaults(instructions(IMAGES / "runtime" / "Dockerfile"))[name]
+        )
+    assert (
+        workflow["env"]["PYTHON_IMAGE"]
+        == args_defaults(instructions(IMAGES / "operator" / "Dockerfile"))["PYTHON_IMAGE"]
+    )
 
 
 def test_image_names_match_the_chart_and_the_api():

@@ -56,18 +56,36 @@ def all_exprs() -> list[tuple[str, str]]:
 # ------------------------------------------------------------------- the PromQL name finder
 
 
-@pytest.mark.parametrize("expr,names", [
-    ('max by (run, stage) (mfpo_train_loss{namespace=~"$namespace", term="text"})', {"mfpo_train_loss"}),
-    ("sum(rate(mfpo_train_steps_total[5m])) / sum(rate(mfpo_train_steps_total[$__rate_interval]))",
-     {"mfpo_train_steps_total"}),
-    ("histogram_quantile(0.99, sum by (le) (rate(mfpo_reconcile_duration_seconds_bucket[10m]))) > 5",
-     {"mfpo_reconcile_duration_seconds_bucket"}),
-    ('a > on (namespace, run) group_left (x) 1.1 * b{m=~"c|d"} and on(run) c offset 1h',
-     {"a", "b", "c"}),
-    ('time() - max by (run) (m) > 6 * 3600 and bool 1e3', {"m"}),
-    ('count(up{job="x{y}"} == 1) or vector(0)', {"up"}),
-    ("label_values(mfpo_run_phase, namespace)", {"mfpo_run_phase"}),
-])
+@pytest.mark.parametrize(
+    "expr,names",
+    [
+        (
+            'max by (run, stage) (mfpo_train_loss{namespace=~"$namespace", term="text"})',
+            {"mfpo_train_loss"},
+        ),
+        (
+            (
+                "sum(rate(mfpo_train_steps_total[5m]))"
+                " / sum(rate(mfpo_train_steps_total[$__rate_interval]))"
+            ),
+            {"mfpo_train_steps_total"},
+        ),
+        (
+            (
+                "histogram_quantile(0.99, sum by (le)"
+                " (rate(mfpo_reconcile_duration_seconds_bucket[10m]))) > 5"
+            ),
+            {"mfpo_reconcile_duration_seconds_bucket"},
+        ),
+        (
+            'a > on (namespace, run) group_left (x) 1.1 * b{m=~"c|d"} and on(run) c offset 1h',
+            {"a", "b", "c"},
+        ),
+        ("time() - max by (run) (m) > 6 * 3600 and bool 1e3", {"m"}),
+        ('count(up{job="x{y}"} == 1) or vector(0)', {"up"}),
+        ("label_values(mfpo_run_phase, namespace)", {"mfpo_run_phase"}),
+    ],
+)
 def test_metric_names(expr: str, names: set[str]):
     assert metric_names(grafana_query_expr(expr)) == names
 
@@ -85,8 +103,17 @@ def test_the_operator_and_runtime_tables_follow_the_naming_rules():
     for name, (kind, _, labels) in {**RUNTIME_METRICS, **OPERATOR_METRICS}.items():
         assert name.startswith("mfpo_"), name
         assert (kind == "counter") == name.endswith("_total"), name
-        assert set(labels) <= {"namespace", "run", "stage", "attempt", "modality", "term",
-                               "benchmark", "metric", "phase"}, name
+        assert set(labels) <= {
+            "namespace",
+            "run",
+            "stage",
+            "attempt",
+            "modality",
+            "term",
+            "benchmark",
+            "metric",
+            "phase",
+        }, name
 
 
 @pytest.mark.parametrize("where,expr", all_exprs(), ids=[w for w, _ in all_exprs()])
@@ -115,14 +142,25 @@ def test_every_exported_metric_is_on_the_dashboard():
     assert expected - shown == set(), f"not on the dashboard: {sorted(expected - shown)}"
 
 
-@pytest.mark.parametrize("panel,metric,legend_labels", [
-    ("Reward margin per modality (live)", "mfpo_train_reward_margin", {"stage", "modality"}),
-    ("Reward margin per modality per stage (final)", "mfpo_run_reward_margin", {"stage", "modality"}),
-    ("Loss terms", "mfpo_train_loss", {"stage", "term"}),
-    ("Evaluation scores per run", "mfpo_run_eval_score", {"run", "stage", "benchmark", "metric"}),
-    ("Stage timeline", "mfpo_stage_phase", {"run", "stage"}),
-    ("Retries per hour", "mfpo_stage_retries_total", {"run", "stage"}),
-])
+@pytest.mark.parametrize(
+    "panel,metric,legend_labels",
+    [
+        ("Reward margin per modality (live)", "mfpo_train_reward_margin", {"stage", "modality"}),
+        (
+            "Reward margin per modality per stage (final)",
+            "mfpo_run_reward_margin",
+            {"stage", "modality"},
+        ),
+        ("Loss terms", "mfpo_train_loss", {"stage", "term"}),
+        (
+            "Evaluation scores per run",
+            "mfpo_run_eval_score",
+            {"run", "stage", "benchmark", "metric"},
+        ),
+        ("Stage timeline", "mfpo_stage_phase", {"run", "stage"}),
+        ("Retries per hour", "mfpo_stage_retries_total", {"run", "stage"}),
+    ],
+)
 def test_key_panels(panel: str, metric: str, legend_labels: set[str]):
     dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
     found: dict[str, Any] = {p["title"]: p for p in dashboard["panels"]}
