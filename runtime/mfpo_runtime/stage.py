@@ -153,8 +153,10 @@ def run_stage(config: StageConfig, *, progress: bool = True) -> StageResult:
         outputs=outcome.outputs,
         details=outcome.details,
     )
-    # Written last: its existence is what "this stage is done" means.
-    storage.write_json(result.model_dump(mode="json"), done_uri)
+    # Written last: its existence is what "this stage is done" means. Under torchrun every rank
+    # ran the stage (with metrics averaged across ranks); rank 0 alone writes the document.
+    if int(os.environ.get("RANK", "0")) == 0:
+        storage.write_json(result.model_dump(mode="json"), done_uri)
     return result
 
 
