@@ -180,3 +180,21 @@ def test_dashboard_variables_and_uid():
         for target in panel.get("targets", []):
             if "mfpo_reconcile_duration_seconds" not in target["expr"]:  # the operator's own
                 assert 'namespace=~"$namespace"' in target["expr"], panel["title"]
+
+
+def test_dashboard_layout_is_well_formed():
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert panel["description"], f"{panel['title']} has no description"
