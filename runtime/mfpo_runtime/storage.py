@@ -16,6 +16,8 @@ Called by every runtime stage; the operator never imports it.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import json
 import os
@@ -290,7 +292,9 @@ def _in_parallel(work: Callable[[str], Any], rels: list[str]) -> list[Any]:
 def publish_dir(local: str | os.PathLike[str], uri: str) -> None:
     """Upload a directory and make it visible as complete only after the commit marker.
 
-    The marker lists every file with its sha256; `fetch_dir` verifies them after download.
+    The marker lists every file with its sha256; `fetch_dir` verifies them after download and
+    fetches only those. Other files under `uri` are left alone: a published directory may
+    hold other published directories (a checkpoint step holds one per rank).
     """
     root = Path(local)
     if not root.is_dir():
@@ -337,19 +341,38 @@ def local_path(uri: str) -> Path | None:
     return Path(loc.key) if loc.scheme == "file" else None
 
 
+@functools.cache
+def _process_cache() -> Path:
+    """One scratch directory per process for downloads, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="mfpo-cache-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def materialize(uri: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """A local directory or file holding the URI's content: the path itself for file://,
-    else a download (verified when published) into cache_dir or a temporary directory."""
+    else a download into cache_dir (default: a per-process directory removed at exit).
+
+    A published directory is verified against its marker and downloaded once: a later call
+    whose marker is unchanged returns the same copy (a base model read by several stages'
+    loaders in one process); a republished one is fetched again.
+    """
     path = local_path(uri)
     if path is not None:
         if not path.exists():
             raise StorageError(f"no such file or directory: {uri}")
         return path
-    target = Path(cache_dir or tempfile.mkdtemp(prefix="mfpo-"))
     loc = parse(uri)
-    target = target / hashlib.sha256(loc.uri.encode()).hexdigest()[:16]
+    target = Path(cache_dir or _process_cache()) / hashlib.sha256(loc.uri.encode()).hexdigest()[:16]
     if is_complete(uri):
-        return fetch_dir(uri, target)
+        marker = read_bytes(join(uri, COMMIT_MARKER))
+        copy_marker = target / COMMIT_MARKER
+        if copy_marker.is_file() and copy_marker.read_bytes() == marker:
+            return target
+        shutil.rmtree(target, ignore_errors=True)  # no file of an older version may linger
+        fetch_dir(uri, target)
+        copy_marker.write_bytes(marker)  # last, as on the remote side
+        return target
     rels = list_files(uri)
     if rels == [""]:
         return get_file(uri, target / Path(loc.key).name)

@@ -254,3 +254,29 @@ def test_a_body_that_always_breaks_gives_up_naming_the_uri(
             storage.get_file(uri, tmp_path / "w.bin")
         assert proxy.requests == 1 + s3_backend.MAX_RETRIES
     assert not (tmp_path / "w.bin").exists()
+
+
+def test_materialize_downloads_a_published_directory_once(
+    s3_bucket: str, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "weights.bin").write_bytes(b"one")
+    (tmp_path / "v1" / "old-only.txt").write_text("v1")
+    uri = f"s3://{s3_bucket}/models/base"
+    storage.publish_dir(tmp_path / "v1", uri)
+    downloads: list[str] = []
+    real_get = storage.get_file
+    monkeypatch.setattr(storage, "get_file", lambda u, p: downloads.append(u) or real_get(u, p))
+
+    first = storage.materialize(uri)
+    again = storage.materialize(uri)
+
+    assert first == again and (first / "weights.bin").read_bytes() == b"one"
+    assert len(downloads) == 2  # the two files, once
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "weights.bin").write_bytes(b"two")
+    storage.publish_dir(tmp_path / "v2", uri)
+    third = storage.materialize(uri)
+    assert third == first and (third / "weights.bin").read_bytes() == b"two"
+    assert not (third / "old-only.txt").exists()  # nothing of v1 lingers
+    assert first.parent.name.startswith("mfpo-cache-")

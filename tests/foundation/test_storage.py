@@ -227,3 +227,22 @@ def test_bad_thread_count_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MFPO_STORAGE_THREADS", "0")
     with pytest.raises(StorageError, match="MFPO_STORAGE_THREADS='0': expected a positive integer"):
         storage.put_dir(tmp_path / "tree", f"file://{tmp_path}/out")
+
+
+def test_published_directories_may_nest(storage_root: str, tmp_path: Path) -> None:
+    """A checkpoint step publishes one directory per rank, then commits the step around them."""
+    (tmp_path / "rank-0").mkdir()
+    (tmp_path / "rank-0" / "model.pt").write_bytes(b"weights")
+    (tmp_path / "commit").mkdir()
+    (tmp_path / "commit" / "state.json").write_text("{}")
+    step = storage.join(storage_root, "checkpoints/step-00000010")
+
+    storage.publish_dir(tmp_path / "rank-0", storage.join(step, "rank-0"))
+    storage.publish_dir(tmp_path / "commit", step)
+
+    assert storage.is_complete(step) and storage.is_complete(storage.join(step, "rank-0"))
+    out = storage.fetch_dir(storage.join(step, "rank-0"), tmp_path / "fetched")
+    assert (out / "model.pt").read_bytes() == b"weights"
+    assert sorted(storage.fetch_dir(step, tmp_path / "step").iterdir()) == [
+        tmp_path / "step" / "state.json"
+    ]
