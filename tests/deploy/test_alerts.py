@@ -3,6 +3,7 @@ alert has a test case that fires, and the chart's rendered PrometheusRule passes
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -59,3 +60,143 @@ def test_rendered_prometheus_rule_passes_promtool(tmp_path: Path):
     path = tmp_path / "rendered.yaml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     assert "SUCCESS" in run(tool("promtool"), "check", "rules", str(path)).stdout
+
+
+# ------------------------------------------------- the alerts on the operator's real series
+
+
+def operator_series_after_two_failures() -> list[tuple[str, dict[str, str], float]]:
+    """The operator's exposition after datagen failed twice and waits for attempt 3: the
+    real planner and OperatorMetrics, the clock at the Unix epoch (promtool's time 0)."""
+    from datetime import datetime, timedelta, timezone
+
+    from mfpo_operator.api import MFPORunSpec
+    from mfpo_operator.kube.metrics import OperatorMetrics
+    from mfpo_operator.plan import Attempt, AttemptState, plan
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    spec = MFPORunSpec.model_validate(
+        {
+            "model": {"uri": "s3://b/model"},
+            "data": {"uri": "s3://b/data"},
+            "storage": {"uri": "s3://b/runs"},
+            "retries": {"maxAttempts": 5, "backoffSeconds": 30},
+        }
+    )
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    metrics, status, attempts = OperatorMetrics(), None, []
+    for second, finished in ((0, None), (10, 1), (40, None), (50, 2)):
+        now = epoch + timedelta(seconds=second)
+        if finished:
+            attempts[-1] = Attempt(
+                "datagen", finished, AttemptState.failed, exit_code=1, finished_at=now
+            )
+        result = plan(spec, status, attempts, run="r1", now=now)
+        metrics.observe("ml", "r1", result)
+        status = result.status
+        for action in result.actions:
+            attempts.append(Attempt("datagen", action.attempt, AttemptState.running))
+    text = generate_latest(metrics.registry).decode()
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    ]
+
+
+def test_alerts_fire_on_the_operators_own_series(tmp_path: Path):
+    series = operator_series_after_two_failures()
+    values = {(name, tuple(sorted(labels.items()))): value for name, labels, value in series}
+    failures = values[("mfpo_stage_failures_total", (("namespace", "ml"), ("run", "r1"),
+                                                     ("stage", "datagen")))]  # fmt: skip
+    assert failures == 2
+    last = values[("mfpo_run_last_transition_timestamp_seconds", (("namespace", "ml"),
+                                                                  ("run", "r1")))]  # fmt: skip
+    # Rules are evaluated on promtool's 1-minute grid: check at a grid point past 6 h 15 m.
+    stuck_at = (int(last) + 6 * 3600 + 20 * 60) // 60 * 60
+    since = stuck_at - int(last)
+    humanized = f"{since // 3600}h {since % 3600 // 60}m {since % 60}s"  # humanizeDuration
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "5m",
+                "input_series": [
+                    {
+                        "series": name
+                        + "{"
+                        + ",".join(f'{k}="{v}"' for k, v in labels.items())
+                        + "}",
+                        "values": f"{value:g}x100",
+                    }
+                    for name, labels, value in series
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "5m",
+                        "alertname": "MFPOStageFailingRepeatedly",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "ml",
+                                    "run": "r1",
+                                    "stage": "datagen",
+                                },
+                                "exp_annotations": {
+                                    "summary": "MFPO stage ml/r1 datagen failed 2 times",
+                                    "description": (
+                                        "Stage datagen of run r1 has failed 2 attempts and is "
+                                        "being retried from its last checkpoint. Look at the "
+                                        "failed Job's pod: kubectl -n ml describe mfporun r1 "
+                                        "(docs/failures.md)."
+                                    ),
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "5m", "alertname": "MFPORunStuck", "exp_alerts": []},
+                    {
+                        "eval_time": f"{stuck_at}s",
+                        "alertname": "MFPORunStuck",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "ml",
+                                    "run": "r1",
+                                },
+                                "exp_annotations": {
+                                    "summary": "MFPO run ml/r1 has not moved for 6 hours",
+                                    "description": (
+                                        "Run r1 is Running but no stage has changed phase for "
+                                        f"{humanized}. A Job may be pending for GPUs (Kueue, "
+                                        "quota) or a stage may hang. See "
+                                        "docs/troubleshooting.md."
+                                    ),
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "5m", "alertname": "MFPOStageFailed", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "operator_series_test.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = run(tool("promtool"), "test", "rules", str(path), check=False)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+
+
+def test_alert_label_values_are_ones_the_code_uses():
+    from mfpo_operator.api import RunPhase, StagePhase
+
+    text = RULES.read_text()
+    phases = {v for group in re.findall(r'phase=~?"([^"]+)"', text) for v in group.split("|")}
+    assert phases <= {p.value for p in StagePhase} | {p.value for p in RunPhase}
+    modalities = set(re.findall(r'modality="([^"]+)"', text))
+    assert modalities == {"text", "image"}
