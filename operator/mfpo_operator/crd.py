@@ -57,7 +57,14 @@ def _field_or_default(model: type[BaseModel], name: str) -> str:
     field = model.model_fields[name]
     wire = field.alias or name
     default = field.default.value if isinstance(field.default, Enum) else field.default
-    default_cel = f"'{default}'" if isinstance(default, str) else repr(default)
+    if isinstance(default, bool):
+        default_cel = "true" if default else "false"
+    elif isinstance(default, str):
+        default_cel = f"'{default}'"
+    elif isinstance(default, (int, float)):
+        default_cel = repr(default)  # 500 stays an int, 1.0 a double, as CEL types them
+    else:
+        raise ValueError(f"{model.__name__}.{name}: no CEL literal for the default {default!r}")
     return f"(has(self.{wire}) ? self.{wire} : {default_cel})"
 
 
