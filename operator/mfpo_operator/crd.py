@@ -64,7 +64,7 @@ def _field_or_default(model: type[BaseModel], name: str) -> str:
     elif isinstance(default, (int, float)):
         default_cel = repr(default)  # 500 stays an int, 1.0 a double, as CEL types them
     else:
-        raise ValueError(f"{model.__name__}.{name}: no CEL literal for the default {default!r}")
+        raise TypeError(f"{model.__name__}.{name}: no CEL literal for the default {default!r}")
     return f"(has(self.{wire}) ? self.{wire} : {default_cel})"
 
 
