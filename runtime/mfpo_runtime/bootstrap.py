@@ -49,7 +49,7 @@ class BootstrapConfig:
     world: str
     out: str
     seed: int = 0
-    steps: int = 500
+    steps: int = 900
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 25

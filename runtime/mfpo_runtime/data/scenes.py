@@ -525,11 +525,12 @@ def write_world(out_uri: str, config: WorldConfig | None = None) -> dict[str, st
     """Write every split under `out_uri` (see the module docstring); returns split -> URI."""
     config = config or WorldConfig()
     uris = {}
-    for split in SPLITS:
+    storage.write_json(world_description(config), storage.join(out_uri, WORLD_FILE))
+    # The train split is published last: once it is complete, the whole world is.
+    for split in (*SPLITS[1:], SPLITS[0]):
         if config.count(split):
             uris[split] = storage.join(out_uri, split)
             write_split(config, split, uris[split])
-    storage.write_json(world_description(config), storage.join(out_uri, WORLD_FILE))
     return uris
 
 
