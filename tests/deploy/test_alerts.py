@@ -4,10 +4,17 @@ alert has a test case that fires, and the chart's rendered PrometheusRule passes
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
 from deploy_helpers import CHART, one, render, run, tool
+from mfpo_operator.api import MFPORunSpec, RunPhase, StagePhase
+from mfpo_operator.kube.metrics import OperatorMetrics
+from mfpo_operator.plan import Attempt, AttemptState, plan
+from mfpo_runtime.metrics import StageMetrics
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 RULES = CHART / "files" / "alerts.yaml"
 UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
@@ -68,14 +75,6 @@ def test_rendered_prometheus_rule_passes_promtool(tmp_path: Path):
 def operator_series_after_two_failures() -> list[tuple[str, dict[str, str], float]]:
     """The operator's exposition after datagen failed twice and waits for attempt 3: the
     real planner and OperatorMetrics, the clock at the Unix epoch (promtool's time 0)."""
-    from datetime import datetime, timedelta, timezone
-
-    from mfpo_operator.api import MFPORunSpec
-    from mfpo_operator.kube.metrics import OperatorMetrics
-    from mfpo_operator.plan import Attempt, AttemptState, plan
-    from prometheus_client import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-
     spec = MFPORunSpec.model_validate(
         {
             "model": {"uri": "s3://b/model"},
@@ -97,13 +96,37 @@ def operator_series_after_two_failures() -> list[tuple[str, dict[str, str], floa
         status = result.status
         for action in result.actions:
             attempts.append(Attempt("datagen", action.attempt, AttemptState.running))
-    text = generate_latest(metrics.registry).decode()
+    return exposition(metrics.registry)
+
+
+def exposition(registry) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample a registry serves, as Prometheus would scrape it."""
+    text = generate_latest(registry).decode()
     return [
         (sample.name, sample.labels, sample.value)
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if not sample.name.endswith("_created")
     ]
+
+
+def input_series(series: list[tuple[str, dict[str, str], float]], samples: int) -> list[dict]:
+    """promtool input_series holding each sample's value constant."""
+    return [
+        {
+            "series": name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
+            "values": f"{value:g}x{samples}",
+        }
+        for name, labels, value in series
+    ]
+
+
+def promtool_test(tmp_path: Path, tests: list[dict]) -> None:
+    path = tmp_path / "generated_test.yaml"
+    doc = {"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": tests}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = run(tool("promtool"), "test", "rules", str(path), check=False)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
 def test_alerts_fire_on_the_operators_own_series(tmp_path: Path):
@@ -119,21 +142,10 @@ def test_alerts_fire_on_the_operators_own_series(tmp_path: Path):
     since = stuck_at - int(last)
     humanized = f"{since // 3600}h {since % 3600 // 60}m {since % 60}s"  # humanizeDuration
     tests = {
-        "rule_files": [str(RULES)],
-        "evaluation_interval": "1m",
         "tests": [
             {
                 "interval": "5m",
-                "input_series": [
-                    {
-                        "series": name
-                        + "{"
-                        + ",".join(f'{k}="{v}"' for k, v in labels.items())
-                        + "}",
-                        "values": f"{value:g}x100",
-                    }
-                    for name, labels, value in series
-                ],
+                "input_series": input_series(series, 100),
                 "alert_rule_test": [
                     {
                         "eval_time": "5m",
@@ -186,17 +198,47 @@ def test_alerts_fire_on_the_operators_own_series(tmp_path: Path):
             }
         ],
     }
-    path = tmp_path / "operator_series_test.yaml"
-    path.write_text(yaml.safe_dump(tests, sort_keys=False))
-    result = run(tool("promtool"), "test", "rules", str(path), check=False)
-    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+    promtool_test(tmp_path, tests["tests"])
 
 
 def test_alert_label_values_are_ones_the_code_uses():
-    from mfpo_operator.api import RunPhase, StagePhase
-
     text = RULES.read_text()
     phases = {v for group in re.findall(r'phase=~?"([^"]+)"', text) for v in group.split("|")}
     assert phases <= {p.value for p in StagePhase} | {p.value for p in RunPhase}
     modalities = set(re.findall(r'modality="([^"]+)"', text))
     assert modalities == {"text", "image"}
+
+
+def test_image_margin_alert_fires_on_a_stage_pods_own_series(tmp_path: Path):
+    collapsed = StageMetrics("ml", "r1", "align-2", attempt=1)
+    collapsed.set("mfpo_train_reward_margin", -0.25, modality="image")
+    collapsed.set("mfpo_train_reward_margin", 0.75, modality="text")
+    healthy = StageMetrics("ml", "r2", "align-2", attempt=1)
+    healthy.set("mfpo_train_reward_margin", 0.5, modality="image")
+    healthy.set("mfpo_train_reward_margin", 0.75, modality="text")
+    series = exposition(collapsed.registry) + exposition(healthy.registry)
+    expected = {
+        "exp_labels": {"severity": "warning", "namespace": "ml", "run": "r1", "stage": "align-2"},
+        "exp_annotations": {
+            "summary": "MFPO ml/r1 align-2: image reward margin collapsed (-0.25)",
+            "description": (
+                "The image reward margin of align-2 is -0.25 while the text margin is positive: "
+                "the policy ignores the image. Check the datagen stage's grounding fallbacks and "
+                "the objective's image weight (docs/troubleshooting.md)."
+            ),
+        },
+    }
+    name = "MFPOImageRewardMarginCollapsed"
+    promtool_test(
+        tmp_path,
+        [
+            {
+                "interval": "1m",
+                "input_series": input_series(series, 60),
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": name, "exp_alerts": []},
+                    {"eval_time": "40m", "alertname": name, "exp_alerts": [expected]},
+                ],
+            }
+        ],
+    )

@@ -29,6 +29,8 @@ from deploy_helpers import (
     tool,
 )
 from mfpo_operator import kube
+from mfpo_operator.api import MFPORunSpec
+from mfpo_operator.kube import jobs as kube_jobs
 from mfpo_operator.kube.main import parse_args
 
 K8S_VERSION = "1.30.0"
@@ -532,3 +534,31 @@ def test_rbac_is_what_the_operator_documents(mode: str):
         expected[key] = verbs
     assert expected, "no RBAC table found in mfpo_operator.kube's docstring"
     assert granted == expected
+
+
+@pytest.mark.parametrize("stage", ["datagen", "align-1", "eval"])
+def test_pod_monitor_and_network_policy_select_the_operators_stage_pods(stage: str):
+    spec = MFPORunSpec.model_validate(
+        {
+            "model": {"uri": "s3://b/model"},
+            "data": {"uri": "s3://b/data"},
+            "storage": {"uri": "s3://b/runs"},
+            "imagePreference": {"shards": 2},
+            "resources": {"nodes": 2, "gpusPerNode": 8},
+        }
+    )
+    job = kube_jobs.job(kube_jobs.RunRef("r1", "ml", "uid-1"), spec, stage, 1, f"r1-{stage}-a1")
+    pod = job["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    docs = scenario_docs("networkpolicy")
+    monitor = one(docs, "PodMonitor")["spec"]
+    for expression in monitor["selector"]["matchExpressions"]:
+        assert expression["operator"] == "Exists" and expression["key"] in pod["metadata"]["labels"]
+    assert monitor["podMetricsEndpoints"][0]["port"] in ports
+    policy = next(
+        p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "t-mfpo-stages"
+    )
+    for expression in policy["spec"]["podSelector"]["matchExpressions"]:
+        assert expression["key"] in pod["metadata"]["labels"]
+    # The metrics ingress rule names the port by name: it must exist on the pod.
+    assert {"port": "metrics", "protocol": "TCP"} in policy["spec"]["ingress"][1]["ports"]
