@@ -23,7 +23,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(args.file)
     except ManifestError as err:
-        print(f"error: {args.file} is not a valid MFPORun:\n{err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     runner = LocalRunner(manifest, progress=not args.no_progress)
     status = runner.run()
