@@ -562,3 +562,26 @@ def test_pod_monitor_and_network_policy_select_the_operators_stage_pods(stage: s
         assert expression["key"] in pod["metadata"]["labels"]
     # The metrics ingress rule names the port by name: it must exist on the pod.
     assert {"port": "metrics", "protocol": "TCP"} in policy["spec"]["ingress"][1]["ports"]
+
+
+# Free-form maps and Kubernetes objects passed through as they are.
+FREE_FORM = {"global", "affinity", "nodeSelector", "podAnnotations", "podLabels", "annotations",
+             "labels", "alerts"}  # fmt: skip
+
+
+def test_values_schema_is_strict():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        structured = "properties" in node or "patternProperties" in node
+        if structured and path.rsplit(".", 1)[-1] not in FREE_FORM:
+            assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+        for key, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{key}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key], f"{path}[]")
+
+    walk(schema, "values")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) == set(schema["properties"]) - {"global"}
