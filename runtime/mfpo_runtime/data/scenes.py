@@ -88,96 +88,39 @@ OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {
     "umbrella": (160, 235, 20),
 }
 
-# Shapes as parts in the unit square: ("ellipse", (x0, y0, x1, y1)) or ("polygon", points).
+# Shapes as parts in the unit square: ("ellipse", (x0, y0, x1, y1)), ("polygon", points),
+# ("chord", box: the upper half-disc) or ("ring", (x0, y0, x1, y1, hole diameter)).
 # Drawn without antialiasing, so every mask pixel has exactly the object's colour.
 _Shape = list[tuple[str, tuple[float, ...] | list[tuple[float, float]]]]
+# fmt: off
 OBJECT_SHAPES: dict[str, _Shape] = {
     "sun": [("ellipse", (0.05, 0.05, 0.95, 0.95))],
     "cloud": [("ellipse", (0.0, 0.3, 1.0, 0.75))],
     "tree": [("polygon", [(0.5, 0.0), (1.0, 1.0), (0.0, 1.0)])],
-    "bird": [
-        ("polygon", [(0.0, 0.2), (0.5, 0.55), (1.0, 0.2), (1.0, 0.5), (0.5, 0.85), (0.0, 0.5)])
-    ],
-    "house": [
-        (
-            "polygon",
-            [
-                (0.5, 0.0),
-                (1.0, 0.45),
-                (0.9, 0.45),
-                (0.9, 1.0),
-                (0.1, 1.0),
-                (0.1, 0.45),
-                (0.0, 0.45),
-            ],
-        )
-    ],
-    "car": [
-        (
-            "polygon",
-            [
-                (0.0, 0.4),
-                (0.25, 0.4),
-                (0.35, 0.15),
-                (0.75, 0.15),
-                (0.85, 0.4),
-                (1.0, 0.4),
-                (1.0, 0.8),
-                (0.0, 0.8),
-            ],
-        )
-    ],
+    "bird": [("polygon", [(0.0, 0.2), (0.5, 0.55), (1.0, 0.2), (1.0, 0.5), (0.5, 0.85),
+                          (0.0, 0.5)])],
+    "house": [("polygon", [(0.5, 0.0), (1.0, 0.45), (0.9, 0.45), (0.9, 1.0), (0.1, 1.0),
+                           (0.1, 0.45), (0.0, 0.45)])],
+    "car": [("polygon", [(0.0, 0.4), (0.25, 0.4), (0.35, 0.15), (0.75, 0.15), (0.85, 0.4),
+                         (1.0, 0.4), (1.0, 0.8), (0.0, 0.8)])],
     "boat": [("polygon", [(0.0, 0.45), (1.0, 0.45), (0.75, 0.85), (0.25, 0.85)])],
-    "fish": [
-        (
-            "polygon",
-            [(0.0, 0.5), (0.35, 0.2), (0.7, 0.5), (1.0, 0.2), (1.0, 0.8), (0.7, 0.5), (0.35, 0.8)],
-        )
-    ],
+    "fish": [("polygon", [(0.0, 0.5), (0.35, 0.2), (0.7, 0.5), (1.0, 0.2), (1.0, 0.8),
+                          (0.7, 0.5), (0.35, 0.8)])],
     "cup": [("polygon", [(0.15, 0.1), (0.85, 0.1), (0.7, 0.95), (0.3, 0.95)])],
     "donut": [("ring", (0.05, 0.05, 0.95, 0.95, 0.3))],
     "kite": [("polygon", [(0.5, 0.0), (0.85, 0.4), (0.5, 1.0), (0.15, 0.4)])],
-    "star": [
-        (
-            "polygon",
-            [
-                (0.5, 0.0),
-                (0.62, 0.36),
-                (1.0, 0.38),
-                (0.7, 0.6),
-                (0.8, 1.0),
-                (0.5, 0.76),
-                (0.2, 1.0),
-                (0.3, 0.6),
-                (0.0, 0.38),
-                (0.38, 0.36),
-            ],
-        )
-    ],
-    "flower": [
-        (
-            "polygon",
-            [
-                (0.35, 0.0),
-                (0.65, 0.0),
-                (0.65, 0.35),
-                (1.0, 0.35),
-                (1.0, 0.65),
-                (0.65, 0.65),
-                (0.65, 1.0),
-                (0.35, 1.0),
-                (0.35, 0.65),
-                (0.0, 0.65),
-                (0.0, 0.35),
-                (0.35, 0.35),
-            ],
-        )
-    ],
+    "star": [("polygon", [(0.5, 0.0), (0.62, 0.36), (1.0, 0.38), (0.7, 0.6), (0.8, 1.0),
+                          (0.5, 0.76), (0.2, 1.0), (0.3, 0.6), (0.0, 0.38), (0.38, 0.36)])],
+    "flower": [("polygon", [(0.35, 0.0), (0.65, 0.0), (0.65, 0.35), (1.0, 0.35), (1.0, 0.65),
+                            (0.65, 0.65), (0.65, 1.0), (0.35, 1.0), (0.35, 0.65), (0.0, 0.65),
+                            (0.0, 0.35), (0.35, 0.35)])],
     "umbrella": [("chord", (0.0, 0.1, 1.0, 1.1))],
 }
+# fmt: on
 
-# Muted backgrounds: every channel stays within [95, 215] even with texture noise, far from
-# every object colour (the nearest, cloud's 250 and bird's 20, differ by more than 30).
+# Muted backgrounds: blends of these plus texture noise keep every channel within [119, 221],
+# while every object colour has a channel outside that range, so no background pixel can
+# ever take an object's exact colour (the tests hold the pixels to this).
 BACKGROUNDS: list[tuple[int, int, int]] = [
     (200, 190, 170), (175, 200, 215), (180, 205, 170), (195, 195, 195), (125, 125, 135),
     (160, 150, 130), (140, 165, 150), (190, 170, 180),
