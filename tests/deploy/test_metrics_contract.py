@@ -33,6 +33,12 @@ def exported() -> dict[str, set[str]]:
     return series
 
 
+def queryable() -> dict[str, set[str]]:
+    """What the dashboard and alerts may read: exported series and the rules' recordings."""
+    series = exported()
+    return {**series, **recorded(series)}
+
+
 def dashboard_exprs() -> Iterator[tuple[str, str]]:
     dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
     for panel in dashboard["panels"]:
@@ -43,10 +49,27 @@ def dashboard_exprs() -> Iterator[tuple[str, str]]:
             yield f"variable {variable['name']}", grafana_query_expr(variable["query"]["query"])
 
 
+def rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
 def alert_exprs() -> Iterator[tuple[str, str]]:
-    for group in yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]:
-        for rule in group["rules"]:
+    for rule in rules():
+        if "alert" in rule:
             yield f"alert {rule['alert']}", rule["expr"]
+        else:
+            yield f"record {rule['record']}", rule["expr"]
+
+
+def recorded(exported_series: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Series the rule file records itself: the labels of the series they read (the
+    recordings here only relabel values with label_replace, never drop a label)."""
+    return {
+        rule["record"]: set().union(*(exported_series[n] for n in metric_names(rule["expr"])))
+        for rule in rules()
+        if "record" in rule
+    }
 
 
 def all_exprs() -> list[tuple[str, str]]:
@@ -118,14 +141,14 @@ def test_the_operator_and_runtime_tables_follow_the_naming_rules():
 
 @pytest.mark.parametrize("where,expr", all_exprs(), ids=[w for w, _ in all_exprs()])
 def test_queries_read_only_exported_metrics(where: str, expr: str):
-    known = exported()
+    known = queryable()
     unknown = metric_names(expr) - set(known)
     assert not unknown, f"{where} queries {sorted(unknown)}, which no code exports: {expr}"
 
 
 @pytest.mark.parametrize("where,expr", all_exprs(), ids=[w for w, _ in all_exprs()])
 def test_queries_match_labels_the_metrics_have(where: str, expr: str):
-    known = exported()
+    known = queryable()
     for name, labels in selector_labels(expr).items():
         missing = labels - known[name] - TARGET_LABELS
         assert not missing, f"{where}: {name} has no label {sorted(missing)}"
