@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -86,23 +87,30 @@ def run_manifest(name: str = "demo", **spec_overrides: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def running_operator(metrics: OperatorMetrics | None = None) -> AsyncIterator[kopf.Memo]:
-    """The real operator (all its handlers) in this event loop, until the block ends."""
+    """The real operator (all its handlers) until the block ends.
+
+    It runs in its own thread and event loop, as in production: kopf cancels every task of its
+    loop when it stops, which must not hit kmock's server tasks in the test's loop."""
     memo = kopf.Memo(metrics=metrics or OperatorMetrics())
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        kopf.operator(
-            # Cluster-wide: kmock cannot serve the namespace listing kopf makes otherwise.
-            registry=REGISTRY, clusterwide=True, standalone=True,
-            stop_flag=stop, ready_flag=ready, memo=memo,
-        )
-    )  # fmt: skip
-    await asyncio.wait_for(ready.wait(), 10)
+    stop, ready = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        asyncio.run(
+            kopf.operator(
+                # Cluster-wide: kmock cannot serve the namespace listing kopf makes otherwise.
+                registry=REGISTRY, clusterwide=True, standalone=True,
+                stop_flag=stop, ready_flag=ready, memo=memo,
+            )
+        )  # fmt: skip
+
+    thread = threading.Thread(target=serve, name="operator", daemon=True)
+    thread.start()
+    await eventually(ready.is_set, what="the operator to start")
     try:
         yield memo
     finally:
         stop.set()
-        await asyncio.wait_for(task, 10)
+        await eventually(lambda: not thread.is_alive(), timeout=30, what="the operator to stop")
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
@@ -127,9 +135,8 @@ class Kube:
         """Live objects of a resource ("batch/v1/jobs", "v1/pods", ...) by name."""
         out = {}
         for (res, _ns, name), obj in self.kmock.objects.items():
-            if str(res).endswith(resource) or _resource_path(res) == resource:
-                if not obj.deleted:
-                    out[name] = obj.raw
+            if _resource_path(res) == resource and not obj.deleted:
+                out[name] = obj.raw
         return out
 
     def posted(self, path_suffix: str) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ async def test_a_run_goes_through_its_stages_as_jobs_succeed(kube):
         await kube.create_run(run_manifest())
         for stage in stages:
             job = f"demo-{stage}-a1"
-            await eventually(lambda: job in kube.jobs(), what=f"job {job}")
+            await eventually(lambda job=job: job in kube.jobs(), what=f"job {job}")
             metrics = {"eval.align-1.synthetic.chair_s": 0.2} if stage == "eval" else {}
             if stage == "align-1":
                 metrics = {"reward_margin.image": 0.5, "reward_margin.text": 0.25}
@@ -74,3 +74,83 @@ async def test_a_run_goes_through_its_stages_as_jobs_succeed(kube):
         registry.get_sample_value("mfpo_stage_attempts_total", {**labels, "stage": "score"}) == 1.0
     )
     assert {"AttemptStarted", "StageSucceeded", "RunSucceeded"} <= posted()
+
+
+async def test_a_failed_attempt_is_retried_and_resumes(kube):
+    async with running_operator() as memo:
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
+        await kube.finish_job("demo-datagen-a1", exit_code=1)
+        await eventually(lambda: "demo-datagen-a2" in kube.jobs(), what="attempt 2")
+        stage = kube.status()["stages"][0]
+        assert stage["attempts"] == 2 and stage["phase"] == "Running"
+        await kube.finish_job("demo-datagen-a2")
+        await eventually(lambda: "demo-score-a1" in kube.jobs(), what="the next stage")
+        labels = {"namespace": "ml", "run": "demo", "stage": "datagen"}
+        registry = memo.metrics.registry
+        assert registry.get_sample_value("mfpo_stage_retries_total", labels) == 1.0
+        assert registry.get_sample_value("mfpo_stage_failures_total", labels) == 1.0
+    stage = kube.status()["stages"][0]
+    assert stage["phase"] == "Succeeded"
+    assert stage["message"] == "succeeded in attempt 2"
+
+
+async def test_bad_input_stops_the_run_with_a_clear_condition(kube):
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
+        summary = TerminationSummary(
+            stage="datagen", status="bad-input", message="record 3: no image"
+        )
+        await kube.finish_job("demo-datagen-a1", exit_code=65, summary=summary)
+        await eventually(lambda: phase(kube) == "Failed", what="run failed")
+    status = kube.status()
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "BadInput")
+    assert "record 3: no image" in failed["message"]
+    assert status["stages"][0]["message"] == "attempt 1 failed (exit code 65): record 3: no image"
+    assert set(kube.jobs()) == {"demo-datagen-a1"}
+
+
+async def test_an_operator_restart_mid_run_creates_no_duplicate(kube):
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
+    # The operator is down while the Job finishes, then a new one starts and re-reads the Jobs.
+    await kube.finish_job("demo-datagen-a1")
+    async with running_operator():
+        await eventually(lambda: "demo-score-a1" in kube.jobs(), what="score after restart")
+    async with running_operator():  # and once more with nothing to do
+        await eventually(lambda: kube.status().get("currentStage") == "score", what="status")
+    assert sorted(kube.jobs()) == ["demo-datagen-a1", "demo-score-a1"]
+    creates = [r for r in kube.posted("/jobs")]
+    assert sorted(j["metadata"]["name"] for j in creates) == ["demo-datagen-a1", "demo-score-a1"]
+
+
+async def test_a_run_suspended_and_resumed(kube):
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
+        await kube.patch_run("demo", {"spec": {"suspend": True}, "metadata": {"generation": 2}})
+        await eventually(lambda: phase(kube) == "Suspended", what="suspended")
+        await eventually(lambda: "demo-datagen-a1" not in kube.jobs(), what="the Job deleted")
+        suspended = next(c for c in kube.status()["conditions"] if c["type"] == "Suspended")
+        assert suspended["status"] == "True"
+        await kube.patch_run("demo", {"spec": {"suspend": False}, "metadata": {"generation": 3}})
+        await eventually(lambda: "demo-datagen-a2" in kube.jobs(), what="a new attempt")
+        await eventually(lambda: phase(kube) == "Running", what="running again")
+    stage = kube.status()["stages"][0]
+    assert stage["disruptedAttempts"] == [1]
+    assert kube.status()["observedGeneration"] == 3
+
+
+async def test_manual_retry_after_a_permanent_failure(kube):
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
+        await kube.finish_job("demo-datagen-a1", exit_code=65)
+        await eventually(lambda: phase(kube) == "Failed", what="failed")
+        await kube.patch_run("demo", {"metadata": {"annotations": {"mfpo.dev/retry": "1"}}})
+        await eventually(lambda: "demo-datagen-a2" in kube.jobs(), what="the retried attempt")
+        await eventually(lambda: phase(kube) == "Running", what="running again")
+    assert kube.status()["retryToken"] == "1"

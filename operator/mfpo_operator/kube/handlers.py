@@ -5,7 +5,8 @@ pass to `kopf.run` / `kopf.operator`. The handlers are sync functions: kopf runs
 thread pool, where the synchronous `kubernetes` client is at home.
 
 Triggers: an MFPORun appears or its spec/retry annotation changes (an event), one of its
-Jobs changes (an event), and a timer tick when a backoff ends or a periodic resync is due.
+Jobs changes (an event), and the operator's ticker thread when a backoff ends or a periodic
+resync is due (a kopf timer would need a finalizer on every run; the ticker needs none).
 Deleting a run deletes its Jobs, pods, ConfigMaps and Services through owner references;
 only with `spec.storage.deleteOnRunDeletion` does a kopf finalizer hold the deletion until
 its artifacts are deleted.
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import kopf
 
-from mfpo_operator.api import GROUP, PLURAL, VERSION, MFPORunSpec, RunPhase
+from mfpo_operator.api import GROUP, PLURAL, VERSION, MFPORunSpec
 from mfpo_operator.kube.artifacts import delete_run_artifacts, storage_env
 from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
@@ -28,10 +30,7 @@ from mfpo_operator.kube.reconcile import Operator, reconcile
 from mfpo_operator.plan import RETRY_ANNOTATION, Event
 
 REGISTRY = kopf.OperatorRegistry()
-TICK_SECONDS = float(os.environ.get("MFPO_OPERATOR_TICK_SECONDS", "5"))
-RESYNC_SECONDS = float(os.environ.get("MFPO_OPERATOR_RESYNC_SECONDS", "60"))
-_TERMINAL = (RunPhase.succeeded.value, RunPhase.failed.value)
-_RUNS = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=REGISTRY)
+_RUNS = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": REGISTRY}
 
 
 def post_event(body: dict[str, Any], event: Event) -> None:
@@ -55,12 +54,24 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.execution.max_workers = int(os.environ.get("MFPO_OPERATOR_WORKERS", "16"))
     metrics = memo.get("metrics") or OperatorMetrics()
     memo.operator = Operator(
-        cluster=Cluster(), metrics=metrics, post_event=post_event, resync_seconds=RESYNC_SECONDS
+        cluster=Cluster(),
+        metrics=metrics,
+        post_event=post_event,
+        resync_seconds=float(os.environ.get("MFPO_OPERATOR_RESYNC_SECONDS", "60")),
     )
+    tick_seconds = float(os.environ.get("MFPO_OPERATOR_TICK_SECONDS", "5"))
+    memo.stop_ticking = threading.Event()
+    ticker = threading.Thread(
+        target=memo.operator.tick_forever, args=(memo.stop_ticking, tick_seconds),
+        name="mfpo-ticker", daemon=True,
+    )  # fmt: skip
+    ticker.start()
 
 
 @kopf.on.cleanup(registry=REGISTRY)
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("stop_ticking") is not None:
+        memo.stop_ticking.set()
     operator = memo.get("operator")
     if operator is not None:
         operator.cluster.close()
@@ -94,16 +105,6 @@ def run_changed(
 )  # fmt: skip
 def job_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     reconcile(memo.operator, namespace, labels[LABEL_RUN])
-
-
-def _active(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in _TERMINAL
-
-
-@kopf.timer(**_RUNS, interval=TICK_SECONDS, when=_active)
-def tick(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    if memo.operator.is_due((namespace, name)):
-        reconcile(memo.operator, namespace, name)
 
 
 def _delete_artifacts_requested(spec: kopf.Spec, **_: Any) -> bool:

@@ -117,7 +117,9 @@ def stage_config(run: RunRef, spec: MFPORunSpec, stage: str, attempt: int) -> St
     )
 
 
-def config_map(run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, job: str) -> dict[str, Any]:
+def config_map(
+    run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, job: str
+) -> dict[str, Any]:
     """The stage config document, mounted read-only at CONFIG_DIR. Holds no credentials."""
     return {
         "apiVersion": "v1",
@@ -137,7 +139,9 @@ def headless_service(run: RunRef, stage: str, attempt: int, job: str) -> dict[st
             "clusterIP": "None",
             "publishNotReadyAddresses": True,  # the rendezvous happens before readiness
             "selector": {JOB_NAME_LABEL: job},
-            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+            "ports": [
+                {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}
+            ],
         },
     }
 

@@ -32,12 +32,16 @@ OPERATOR_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "mfpo_run_reward_margin": ("gauge", "Reward margin per modality at the end of an align stage", ("namespace", "run", "stage", "modality")),
 }  # fmt: skip
 
-_EVAL_METRIC = re.compile(r"^eval\.(?P<stage>base|align-\d+)\.(?P<benchmark>[^.]+)\.(?P<metric>.+)$")
+_EVAL_METRIC = re.compile(
+    r"^eval\.(?P<stage>base|align-\d+)\.(?P<benchmark>[^.]+)\.(?P<metric>.+)$"
+)
 _MARGIN_METRIC = re.compile(r"^reward_margin\.(?P<modality>text|image)$")
 _FAILURE_EVENTS = ("AttemptFailed", "StageFailed")
 
 
-def _build(name: str, kind: str, help_text: str, labels: tuple[str, ...], registry: CollectorRegistry):
+def _build(
+    name: str, kind: str, help_text: str, labels: tuple[str, ...], registry: CollectorRegistry
+):
     if kind == "counter":
         return Counter(name[: -len("_total")], help_text, labels, registry=registry)
     if kind == "histogram":
@@ -84,10 +88,14 @@ class OperatorMetrics:
         for stage in status.stages:
             for phase in StagePhase:
                 value = 1.0 if stage.phase == phase.value else 0.0
-                self.m["mfpo_stage_phase"].labels(namespace, run, stage.name, phase.value).set(value)
+                self.m["mfpo_stage_phase"].labels(namespace, run, stage.name, phase.value).set(
+                    value
+                )
         times = [c.last_transition_time for c in status.conditions]
         for stage in status.stages:
-            times += [t for t in (stage.start_time, stage.completion_time, stage.last_failure_time) if t]
+            times += [
+                t for t in (stage.start_time, stage.completion_time, stage.last_failure_time) if t
+            ]
         if times:
             latest = max(times).timestamp()
             self.m["mfpo_run_last_transition_timestamp_seconds"].labels(namespace, run).set(latest)
@@ -96,7 +104,9 @@ class OperatorMetrics:
         for stage in status.stages:
             if stage.start_time and stage.completion_time:
                 seconds = (stage.completion_time - stage.start_time).total_seconds()
-                self.m["mfpo_stage_duration_seconds"].labels(namespace, run, stage.name).set(seconds)
+                self.m["mfpo_stage_duration_seconds"].labels(namespace, run, stage.name).set(
+                    seconds
+                )
 
     def _scores(self, namespace: str, run: str, status: MFPORunStatus) -> None:
         for stage in status.stages:
@@ -116,7 +126,9 @@ class OperatorMetrics:
             if "run" not in labels:
                 continue
             collector = self.m[name]
-            for sample_labels in list(collector._metrics):  # prometheus-client keeps no public index
+            for sample_labels in list(
+                collector._metrics
+            ):  # prometheus-client keeps no public index
                 values = dict(zip(labels, sample_labels))
                 if values["namespace"] == namespace and values["run"] == run:
                     collector.remove(*sample_labels)

@@ -1,7 +1,7 @@
 """One reconcile of one MFPORun: read it and its Jobs, ask the planner, act, write status.
 
 Called by the kopf handlers (`kube.handlers`) from kopf's worker threads, for a run event,
-an event of one of its Jobs, or a timer tick. A per-run lock serialises reconciles of the
+an event of one of its Jobs, or the ticker thread (backoff ends, periodic resync). A per-run lock serialises reconciles of the
 same run inside this operator (kopf peering keeps other operators out); creation is
 idempotent anyway, because every object has a deterministic name.
 """
@@ -52,23 +52,36 @@ class Operator:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def is_due(self, key: Key) -> bool:
-        """A timer tick reconciles a run only when its backoff ends or its resync is due."""
-        return time.time() >= self._due.get(key, 0.0)
+    def due_runs(self) -> list[Key]:
+        """Runs whose backoff has ended or whose periodic resync is due."""
+        now = time.time()
+        with self._guard:
+            return [key for key, due in self._due.items() if due <= now]
 
-    def schedule(self, key: Key, requeue_after: float | None) -> None:
-        delay = (
-            self.resync_seconds
-            if requeue_after is None
-            else min(requeue_after, self.resync_seconds)
-        )
-        self._due[key] = time.time() + delay
+    def schedule(self, key: Key, result: Plan) -> None:
+        """When to look at a run again without a trigger; never for a finished run."""
+        with self._guard:
+            if result.status.phase in (RunPhase.succeeded, RunPhase.failed):
+                self._due.pop(key, None)
+                return
+            delay = min(result.requeue_after or self.resync_seconds, self.resync_seconds)
+            self._due[key] = time.time() + delay
 
     def forget(self, key: Key) -> None:
         with self._guard:
             self._locks.pop(key, None)
-        self._due.pop(key, None)
+            self._due.pop(key, None)
         self.metrics.forget(*key)
+
+    def tick_forever(self, stop: threading.Event, every: float) -> None:
+        """The ticker thread: reconcile the runs that are due. (kopf timers would put a
+        finalizer on every run; this needs none.)"""
+        while not stop.wait(every):
+            for namespace, name in self.due_runs():
+                try:
+                    reconcile(self, namespace, name)
+                except Exception:
+                    log.exception("%s/%s: reconcile failed; tried again later", namespace, name)
 
 
 def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
@@ -91,7 +104,7 @@ def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
         for event in result.events:
             op.post_event(body, event)
         op.metrics.observe(namespace, name, result)
-        op.schedule(key, result.requeue_after)
+        op.schedule(key, result)
         return result
 
 

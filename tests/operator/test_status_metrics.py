@@ -1,0 +1,145 @@
+"""Pure translations: Jobs/Pods -> attempts, status patches, operator metrics, artifacts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from mfpo_operator.api import MFPORunStatus
+from mfpo_operator.kube.artifacts import delete_run_artifacts, storage_env
+from mfpo_operator.kube.metrics import OPERATOR_METRICS, OperatorMetrics
+from mfpo_operator.kube.status import attempt_from_job, status_patch
+from mfpo_operator.plan import AttemptState
+from mfpo_runtime.contract import TerminationSummary
+from planner_world import World, make_spec
+
+
+def job(conditions=(), deleting=False, **status):
+    meta = {
+        "name": "r-datagen-a1",
+        "labels": {"mfpo.dev/stage": "datagen", "mfpo.dev/attempt": "1"},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2025-01-01T00:01:00Z"
+    return {"metadata": meta, "status": {"conditions": list(conditions), **status}}
+
+
+def pod(index, exit_code, message, disrupted=False):
+    return {
+        "metadata": {"annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+        "status": {
+            "conditions": [{"type": "DisruptionTarget", "status": "True"}] if disrupted else [],
+            "containerStatuses": [{"name": "stage", "state": {"terminated": {
+                "exitCode": exit_code, "message": message, "reason": "Error" if exit_code else "Completed"}}}],
+        },
+    }  # fmt: skip
+
+
+COMPLETE = {"type": "Complete", "status": "True", "lastTransitionTime": "2025-01-01T00:00:10Z"}
+FAILED = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+          "message": "Job has reached the specified backoff limit",
+          "lastTransitionTime": "2025-01-01T00:00:20Z"}  # fmt: skip
+
+
+def summary(status="succeeded", **kw):
+    return TerminationSummary(stage="datagen", status=status, **kw).encode()
+
+
+def test_a_running_job_is_a_running_attempt():
+    attempt = attempt_from_job(job(startTime="2025-01-01T00:00:00Z"), [])
+    assert (attempt.stage, attempt.attempt, attempt.state) == ("datagen", 1, AttemptState.running)
+    assert attempt.started_at == datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def test_shard_summaries_are_summed():
+    pods = [pod(1, 0, summary(metrics={"records": 3, "fallbacks": 1})),
+            pod(0, 0, summary(metrics={"records": 4}, outputs={"dataset": "s3://b/x"}))]  # fmt: skip
+    attempt = attempt_from_job(job([COMPLETE], completionTime="2025-01-01T00:00:10Z"), pods)
+    assert attempt.state == AttemptState.succeeded
+    assert attempt.summary.metrics == {"records": 7.0, "fallbacks": 1.0, "shards": 2.0}
+    assert attempt.summary.outputs == {"dataset": "s3://b/x"}  # shard 0's
+    assert attempt.exit_code == 0
+
+
+def test_bad_input_failure_keeps_the_stage_message():
+    pods = [pod(0, 65, summary("bad-input", message="record 7: no image"))]
+    attempt = attempt_from_job(job([FAILED]), pods)
+    assert attempt.bad_input
+    assert attempt.failure_text() == "attempt 1 failed (exit code 65): record 7: no image"
+    assert attempt.finished_at == datetime(2025, 1, 1, 0, 0, 20, tzinfo=timezone.utc)
+
+
+def test_oom_kill_without_summary_reports_the_log_tail():
+    attempt = attempt_from_job(job([FAILED]), [pod(0, 137, "Killed\n")])
+    assert attempt.summary is None and not attempt.bad_input and not attempt.disrupted
+    assert attempt.message == (
+        "Error; Killed; BackoffLimitExceeded: Job has reached the specified backoff limit"
+    )
+
+
+def test_disruption_and_deletion_are_disruptions():
+    assert attempt_from_job(job([FAILED]), [pod(0, 143, "", disrupted=True)]).disrupted
+    deleted = attempt_from_job(job(deleting=True), [])
+    assert deleted.state == AttemptState.failed and deleted.disrupted
+
+
+def test_status_patch_sends_only_changes_and_nulls_removed_keys():
+    new = MFPORunStatus(phase="Succeeded", progress="5/5")
+    old = {"phase": "Running", "progress": "5/5", "currentStage": "eval", "kopf": {"x": 1}}
+    patch = status_patch(new, old)["status"]
+    assert patch["phase"] == "Succeeded" and patch["currentStage"] is None
+    assert "progress" not in patch and "kopf" not in patch
+    assert status_patch(new, new.to_wire()) is None
+
+
+def test_metrics_mirror_phases_scores_and_counters():
+    metrics = OperatorMetrics()
+    world = World(
+        make_spec(curriculum={"stages": 1}, retries={"maxAttempts": 3, "backoffSeconds": 0})
+    )
+    world.reconcile()
+    world.finish("r-datagen-a1", exit_code=1)
+    metrics.observe("ml", "r", world.reconcile())  # fails
+    metrics.observe("ml", "r", world.reconcile())  # retries
+    for job_name in ["r-datagen-a2", "r-score-a1", "r-align-1-a1", "r-eval-a1"]:
+        extra = {"reward_margin.text": 0.3} if "align" in job_name else {}
+        if "eval" in job_name:
+            extra = {"eval.base.synthetic.chair_s": 0.5, "eval.align-1.synthetic.chair_s": 0.2}
+        world.finish(job_name, metrics=extra)
+        metrics.observe("ml", "r", world.reconcile())
+    get = metrics.registry.get_sample_value
+    base = {"namespace": "ml", "run": "r"}
+    assert get("mfpo_run_phase", {**base, "phase": "Succeeded"}) == 1.0
+    assert get("mfpo_run_phase", {**base, "phase": "Running"}) == 0.0
+    assert get("mfpo_stage_phase", {**base, "stage": "eval", "phase": "Succeeded"}) == 1.0
+    assert get("mfpo_stage_retries_total", {**base, "stage": "datagen"}) == 1.0
+    assert get("mfpo_stage_failures_total", {**base, "stage": "datagen"}) == 1.0
+    assert get("mfpo_stage_attempts_total", {**base, "stage": "score"}) == 1.0
+    assert get("mfpo_run_eval_score", {**base, "stage": "base", "benchmark": "synthetic",
+                                       "metric": "chair_s"}) == 0.5  # fmt: skip
+    assert get("mfpo_run_reward_margin", {**base, "stage": "align-1", "modality": "text"}) == 0.3
+    assert get("mfpo_stage_duration_seconds", {**base, "stage": "score"}) == 0.0
+    assert get("mfpo_run_last_transition_timestamp_seconds", base) > 0
+    metrics.forget("ml", "r")
+    assert get("mfpo_run_phase", {**base, "phase": "Succeeded"}) is None
+
+
+def test_every_metric_is_exported_with_its_table_name():
+    metrics = OperatorMetrics()
+    names = {m.name for m in metrics.registry.collect()}
+    expected = {n.removesuffix("_total") for n in OPERATOR_METRICS}
+    assert names == expected
+    assert all(name.startswith("mfpo_") for name in OPERATOR_METRICS)
+
+
+def test_artifacts_are_deleted_under_the_run_prefix(tmp_path):
+    spec = make_spec(
+        storage={"uri": f"file://{tmp_path}", "endpoint": "minio:9000", "secure": False}
+    )
+    (tmp_path / "r" / "datagen").mkdir(parents=True)
+    (tmp_path / "r" / "datagen" / "result.json").write_text("{}")
+    (tmp_path / "other").mkdir()
+    assert delete_run_artifacts(spec, "r", {}) == f"file://{tmp_path}/r"
+    assert not (tmp_path / "r").exists() and (tmp_path / "other").exists()
+    env = storage_env(spec, {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "other": "x"})
+    assert env == {"MFPO_S3_SECURE": "false", "MFPO_S3_ENDPOINT": "minio:9000",
+                   "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}  # fmt: skip
