@@ -34,6 +34,8 @@ from mfpo_operator.kube import jobs as kube_jobs
 from mfpo_operator.kube.main import parse_args
 
 K8S_VERSION = "1.30.0"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema here.
+K8S_VERSIONS = ["1.27.0", "1.30.0", kubernetes_validate.latest_version()]
 CUSTOM_KINDS = {
     "ServiceMonitor",
     "PodMonitor",
@@ -91,18 +93,24 @@ def test_helm_lint_strict(values: Path | None):
     assert "0 chart(s) failed" in out
 
 
-def test_every_manifest_is_valid(scenario):
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_manifest_is_valid(scenario, version: str):
     name, docs = scenario
     assert docs, f"{name} renders nothing"
     for doc in docs:
-        where = f"{name}: {doc['kind']}/{doc['metadata']['name']}"
+        where = f"{name}: {doc['kind']}/{doc['metadata']['name']} (Kubernetes {version})"
         if doc["kind"] in CUSTOM_KINDS:
             check_custom_object(doc, where)
             continue
         try:
-            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as err:
             pytest.fail(f"{where} is not a valid {doc['kind']}: {err.message} at {list(err.path)}")
+
+
+def test_chart_supports_the_oldest_validated_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={K8S_VERSIONS[0]}-0"
 
 
 def check_custom_object(doc: dict[str, Any], where: str) -> None:
