@@ -91,6 +91,8 @@ def test_workflow_builds_and_pushes_both_images():
     assert build["file"] == "images/${{ matrix.image }}/Dockerfile"
     assert "ghcr.io" in workflow["env"]["REGISTRY"]
     assert workflow["permissions"]["packages"] == "write"
+    smoke = next(step for step in job["steps"] if step.get("name") == "Smoke test")
+    assert "--help" in smoke["run"] and "id" in smoke["run"]
     for name in ("TORCH_VERSION", "TORCH_INDEX_URL", "CUDA_IMAGE"):
         assert (
             workflow["env"][name]
