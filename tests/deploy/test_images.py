@@ -4,6 +4,8 @@ points, ports, pinned bases (no Docker engine here, so they are read, not built)
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -110,3 +112,25 @@ def test_image_names_match_the_chart_and_the_api():
     assert values["image"]["repository"] == "ghcr.io/mfpo/operator"
     runtime_image = MFPORunSpec.model_fields["runtime_image"].default
     assert runtime_image.rsplit(":", 1)[0] == "ghcr.io/mfpo/runtime"
+
+
+def test_the_operator_entry_point_needs_nothing_outside_the_operator_extra():
+    """The operator image installs only the core and `[operator]` dependencies: importing the
+    entry point must not reach torch, numpy, PIL or the other runtime-only packages."""
+    runtime_only = ["torch", "numpy", "PIL", "transformers", "peft", "deepspeed", "accelerate",
+                    "networkx", "pyarrow", "matplotlib", "tokenizers"]  # fmt: skip
+    probe = (
+        "import importlib.abc, sys\n"
+        f"BANNED = {runtime_only!r}\n"
+        "class Ban(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BANNED:\n"
+        "            raise ImportError(f'the operator image has no {name}')\n"
+        "sys.meta_path.insert(0, Ban())\n"
+        "import mfpo_operator.kube.main, mfpo_operator.kube.handlers\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
