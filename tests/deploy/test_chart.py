@@ -191,6 +191,10 @@ def test_operator_deployment(default_docs):
     assert "--metrics-port=9090" in container["args"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert pod["serviceAccountName"] == "t-mfpo"
+    # Environment the operator reads (kube/handlers.py).
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MFPO_OPERATOR_WORKERS"] == "16"
+    assert "MFPO_OPERATOR_WORKERS" in Path(kube.__file__).with_name("handlers.py").read_text()
 
 
 def test_cluster_mode_watches_all_namespaces_and_pins_the_digest():
