@@ -24,6 +24,7 @@ def test_reduced_bootstrap_publishes_a_reloadable_captioner(tmp_path, world_dir,
     assert storage.read_json(storage.join(out, bootstrap.RESULT_FILE)) == doc
     assert doc["records"] == 24 and doc["config"]["size"]["image_size"] == 32
     assert doc["config"]["size"]["patch_size"] == 8  # 4 patches per side of a 32 px image
+    assert set(doc["figures"]) == {*bootstrap.EVAL_SPLITS, "eval-swapped-images"}
     for split in bootstrap.EVAL_SPLITS:
         figures = doc["figures"][split]
         assert 0.0 <= figures["recall"] <= 1.0 and 0.0 <= figures["chair_s"] <= 1.0
@@ -95,3 +96,26 @@ def test_cli_runs_and_reports(tmp_path, world_dir, caplog):
 def test_cli_names_a_missing_world(tmp_path, capsys):
     assert bootstrap.main(["--world", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "nowhere/train: not a split of a synthetic world" in capsys.readouterr().err
+
+
+def test_score_captions_by_hand():
+    from mfpo_runtime.data.records import PreferenceRecord
+
+    def record(objects):
+        return PreferenceRecord(
+            id="r", question="Describe the image.", image="i.png", objects=objects
+        )
+
+    records = [record(["sun"]), record(["house", "car"]), record(["kite", "flower"])]
+    answers = [
+        "I can see a sun and a cloud.",
+        "There are a house and a car.",
+        "I can see a flower.",
+    ]
+    scores = bootstrap.score_captions(answers, records)
+    assert scores["chair_s"] == pytest.approx(1 / 3)  # one of three naming answers hallucinates
+    assert scores["chair_i"] == pytest.approx(1 / 5)  # cloud among 5 mentions
+    assert scores["recall"] == pytest.approx(4 / 5)  # sun, house, car, flower of 5 objects
+    # Scenes missing a partner: the sun's cloud (named) and the kite's star (not named).
+    assert scores["partner_hallucination"] == pytest.approx(1 / 2)
+    assert scores["well_formed"] == 1.0
