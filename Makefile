@@ -41,8 +41,10 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/mfpo demo
 
+# Regenerate crds/ from operator/mfpo_operator/api.py and copy it into the chart.
 crds: setup
 	$(PY) -m mfpo_operator.crd --write
+	bash scripts/sync-chart-crds.sh
 
 clean:
 	rm -rf runs .cache .pytest_cache
