@@ -206,3 +206,17 @@ def test_image_size_must_fit_the_patches(tmp_path):
 def test_images_are_converted_to_rgb(tiny_vlm):
     grey = Image.new("L", (32, 32), 128)
     assert generate(tiny_vlm, ["Describe the image."], [grey], max_new_tokens=2)
+
+
+def test_same_seed_same_initial_weights():
+    from mfpo_runtime.models import build_tiny
+
+    first, _ = build_tiny("llava", seed=5)
+    torch.manual_seed(123)  # the caller's RNG state must not matter, nor be disturbed
+    state = torch.random.get_rng_state()
+    second, _ = build_tiny("llava", seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    other, _ = build_tiny("llava", seed=6)
+    for name, weight in first.state_dict().items():
+        assert torch.equal(weight, second.state_dict()[name])
+    assert not all(torch.equal(w, other.state_dict()[n]) for n, w in first.state_dict().items())

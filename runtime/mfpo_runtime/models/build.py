@@ -58,8 +58,9 @@ def build_tiny(
     size = size or TinySize()
     tok = tokenizer_for(fam, tokenizer)
     config = fam.build_config(size, tok)
-    torch.manual_seed(seed)  # weight init draws from the global generator
-    model = fam.model_class(config).eval()
+    with torch.random.fork_rng(devices=[]):  # weight init draws from the global generator
+        torch.manual_seed(seed)
+        model = fam.model_class(config).eval()
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id

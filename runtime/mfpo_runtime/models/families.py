@@ -62,10 +62,12 @@ class TinySize:
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
-        if self.text_hidden % self.heads or self.vision_hidden % 2:
+        if self.text_hidden % self.heads:
             raise ValueError(
-                f"text_hidden {self.text_hidden} must be divisible by heads {self.heads}"
+                f"text_hidden {self.text_hidden} is not divisible by heads {self.heads}"
             )
+        if self.vision_hidden % 2:
+            raise ValueError(f"vision_hidden {self.vision_hidden} must be even (2 attention heads)")
 
 
 @dataclass(frozen=True)
