@@ -160,7 +160,9 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
+    # A reduced run (tests, smoke checks) warms up for at most a tenth of its steps.
+    warmup = min(config.warmup_steps, config.steps // 10)
+    schedule = get_cosine_schedule_with_warmup(optimizer, warmup, config.steps)
     order = _batch_order(len(data), config)
     model.train()
     losses = []
