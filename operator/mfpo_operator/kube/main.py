@@ -33,7 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--liveness", default="http://0.0.0.0:8080/healthz",
         help="kopf's liveness/readiness endpoint (answers once the operator is started)",
     )  # fmt: skip
-    parser.add_argument("--peering", default=PEERING_NAME, help="kopf peering object name")
+    parser.add_argument(
+        "--peering", default=None,
+        help=f"kopf peering object name (the chart passes {PEERING_NAME}); the peering CRDs must "
+        "exist. Default: kopf's auto-detection (its 'default' peering if present, else standalone)",
+    )  # fmt: skip
     parser.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
     parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -54,9 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,
-        standalone=args.standalone,
+        standalone=args.standalone or None,
         priority=args.priority,
-        peering_name=args.peering,
+        peering_name=None if args.standalone else args.peering,
         memo=kopf.Memo(metrics=metrics),
     )
 
