@@ -216,7 +216,8 @@ class LocalRunner:
         pending = list(configs)
         while pending and not self._stop.is_set():
             batch, pending = pending[: self.max_parallel_shards], pending[self.max_parallel_shards :]
-            self._children = [self._spawn(config, log) for config, log in batch]
+            threads = max(1, (os.cpu_count() or 1) // len(batch))
+            self._children = [self._spawn(config, log, threads) for config, log in batch]
             record.pids = [c.pid for c in self._children]
             self._save()
             for child, (_, log) in zip(self._children, batch):
@@ -228,9 +229,12 @@ class LocalRunner:
             outcomes.append((ExitCode.PREEMPTED, None))
         return outcomes
 
-    def _spawn(self, config: Path, log: Path) -> subprocess.Popen:
+    def _spawn(self, config: Path, log: Path, threads: int) -> subprocess.Popen:
         env = {
             **os.environ,
+            # Shards running side by side share the cores: more threads than cores makes
+            # torch's OpenMP workers wait on each other (measured: tens of times slower).
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
             "MFPO_TERMINATION_LOG": str(log),
             "MFPO_PROGRESS": "1" if self.progress else "0",
             "PYTHONUNBUFFERED": "1",
