@@ -170,7 +170,7 @@ class GroundingSpec(ApiModel):
     )
 
     @model_validator(mode="after")
-    def _model_needed(self) -> "GroundingSpec":
+    def _model_needed(self) -> GroundingSpec:
         if self.method in (GroundingMethod.clipseg, GroundingMethod.grounding_sam) and not self.model_uri:
             raise ValueError(f"grounding.modelUri is required when grounding.method is {self.method}")
         if self.method == GroundingMethod.grounding_sam and not self.sam_uri:
@@ -188,7 +188,7 @@ class NoiseSpec(ApiModel):
     beta_end: float = Field(0.02, gt=0.0, description="Linear schedule end.")
 
     @model_validator(mode="after")
-    def _step_in_schedule(self) -> "NoiseSpec":
+    def _step_in_schedule(self) -> NoiseSpec:
         if self.step >= self.schedule_steps:
             raise ValueError(
                 f"imagePreference.noise.step ({self.step}) must be below scheduleSteps ({self.schedule_steps})"
@@ -237,7 +237,7 @@ class TermWeights(ApiModel):
     anchor: float = Field(1.0, ge=0.0, description="Weight of L_anchor (chosen reward against eta).")
 
     @model_validator(mode="after")
-    def _not_all_zero(self) -> "TermWeights":
+    def _not_all_zero(self) -> TermWeights:
         if self.text == 0 and self.image == 0 and self.anchor == 0:
             raise ValueError("objective.weights: at least one of text, image, anchor must be positive")
         return self

@@ -22,9 +22,8 @@ from datetime import datetime, timezone
 from enum import IntEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from mfpo_operator.api import MFPORunSpec
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Kubernetes keeps at most 4096 bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -101,7 +100,7 @@ class StageConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _stage_in_curriculum(self) -> "StageConfig":
+    def _stage_in_curriculum(self) -> StageConfig:
         if self.stage not in self.spec.stage_names():
             raise ValueError(
                 f"stage {self.stage!r} is not in this run's stages {self.spec.stage_names()}"
@@ -124,7 +123,7 @@ class StageConfig(BaseModel):
         return stage_uri(self.run_uri, self.stage)
 
     @classmethod
-    def from_json(cls, text: str) -> "StageConfig":
+    def from_json(cls, text: str) -> StageConfig:
         return cls.model_validate_json(text)
 
     def to_json(self) -> str:
@@ -150,7 +149,7 @@ class StageResult(BaseModel):
     outputs: dict[str, str] = Field(default_factory=dict, description="Artifact URIs by role.")
     details: dict[str, Any] = Field(default_factory=dict, description="Anything larger: per-benchmark tables etc.")
 
-    def summary(self) -> "TerminationSummary":
+    def summary(self) -> TerminationSummary:
         return TerminationSummary(
             stage=self.stage, status="succeeded", metrics=self.metrics, outputs=self.outputs
         )
@@ -185,7 +184,7 @@ class TerminationSummary(BaseModel):
         return text
 
     @classmethod
-    def decode(cls, text: str | None) -> "TerminationSummary | None":
+    def decode(cls, text: str | None) -> TerminationSummary | None:
         """Parse a termination message; None when absent or not ours (e.g. an OOM kill's text)."""
         if not text:
             return None

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
 
@@ -100,5 +100,5 @@ class StageMetrics:
             log.warning("could not push metrics to %s: %s", gateway, err)
 
     @classmethod
-    def for_config(cls, config) -> "StageMetrics":
+    def for_config(cls, config) -> StageMetrics:
         return cls(config.namespace, config.run, config.stage, config.attempt)

@@ -17,15 +17,15 @@ import signal
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import ValidationError
 
 from mfpo_runtime import storage
-from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.contract import (
     DEFAULT_TERMINATION_LOG,
     BadInput,
@@ -36,6 +36,7 @@ from mfpo_runtime.contract import (
     TerminationSummary,
     result_uri,
 )
+from mfpo_runtime.metrics import StageMetrics
 
 log = logging.getLogger("mfpo.stage")
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mfpo_operator.api import MFPORun
 from mfpo_operator.local import LocalRunner, format_eval_table, load_state
 
@@ -121,7 +120,7 @@ def test_stop_saves_and_a_second_run_continues_where_it_stopped(tmp_path, fake):
 
 
 def test_an_attempt_left_running_by_a_killed_runner_is_recovered(tmp_path, fake):
-    script, calls = fake
+    script, _ = fake
     script()
     run = manifest(tmp_path)
     first = runner(run)

@@ -15,8 +15,8 @@ Pure data code: no torch.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
