@@ -30,7 +30,10 @@ COMPARISON_SUFFIX = "-text-dpo"
 # Stages whose outputs do not depend on the objective: the comparison run reuses them.
 SHARED_STAGES = ("datagen", "score")
 # What the comparison table shows, per benchmark (lower is better for the CHAIR family).
-COMPARED_METRICS = ("chair_s", "chair_i", "recall", "well_formed", "reliance_ratio")
+COMPARED_METRICS = (
+    "chair_s", "chair_i", "recall", "well_formed", "object_reliance",
+    "counterprior.chair_s", "counterprior.chair_i", "counterprior.recall",
+)  # fmt: skip
 
 
 def run_demo(*, compare: bool = True) -> int:
@@ -75,6 +78,8 @@ def text_only_variant(manifest: MFPORun) -> MFPORun:
     doc = manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
     doc["metadata"]["name"] = manifest.metadata.name + COMPARISON_SUFFIX
     doc["spec"]["objective"]["weights"] = {"text": 1.0, "image": 0.0, "anchor": 0.0}
+    # Only the final policies are compared: evaluating every stage again would only cost time.
+    doc["spec"]["evaluation"]["everyStage"] = False
     return MFPORun.model_validate(doc)
 
 
@@ -91,17 +96,17 @@ def _reuse_shared_stages(source: MFPORun, target: MFPORun) -> None:
 
 def comparison_table(mfpo: dict[str, float], text_dpo: dict[str, float]) -> str:
     """Base / text-only DPO / MFPO for the final policy of each run, per benchmark metric."""
-    rows = [f"\n  {'benchmark':<12}{'metric':<18}{'base':>10}{'text DPO':>10}{'MFPO':>10}"]
+    rows = [f"\n  {'benchmark':<12}{'metric':<24}{'base':>10}{'text DPO':>10}{'MFPO':>10}"]
     final = _final_policy(mfpo)
     for key in sorted(mfpo):
-        parts = key.split(".")
+        parts = key.split(".", 3)
         if len(parts) != 4 or parts[1] != final or parts[3] not in COMPARED_METRICS:
             continue
         _, _, benchmark, metric = parts
         base = mfpo.get(f"eval.base.{benchmark}.{metric}")
         dpo = text_dpo.get(key)
         cells = "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in (base, dpo, mfpo[key]))
-        rows.append(f"  {benchmark:<12}{metric:<18}{cells}")
+        rows.append(f"  {benchmark:<12}{metric:<24}{cells}")
     return "\n".join(rows)
 
 

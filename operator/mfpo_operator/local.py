@@ -318,21 +318,21 @@ def format_eval_table(metrics: dict[str, float]) -> str:
     table: dict[tuple[str, str], dict[str, float]] = {}
     policies: list[str] = []
     for key, value in metrics.items():
-        parts = key.split(".")
+        parts = key.split(".", 3)
         if len(parts) != 4 or parts[0] != "eval":
             continue
-        _, policy, benchmark, metric = parts
+        _, policy, benchmark, metric = parts  # metric may be dotted: counterprior.chair_s
         if policy not in policies:
             policies.append(policy)
         table.setdefault((benchmark, metric), {})[policy] = value
     if not table:
         return ""
     policies.sort(key=lambda p: (p != "base", p))
-    header = f"  {'benchmark':<16}{'metric':<22}" + "".join(f"{p:>12}" for p in policies)
+    header = f"  {'benchmark':<16}{'metric':<26}" + "".join(f"{p:>12}" for p in policies)
     rows = [header]
     for (benchmark, metric), values in sorted(table.items()):
         cells = "".join(f"{values[p]:>12.3f}" if p in values else f"{'-':>12}" for p in policies)
-        rows.append(f"  {benchmark:<16}{metric:<22}{cells}")
+        rows.append(f"  {benchmark:<16}{metric:<26}{cells}")
     return "\n".join(rows)
 
 

@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -171,6 +172,11 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     progress = not args.no_progress and os.environ.get("MFPO_PROGRESS", "1") != "0"
+    # transformers' weight-loading bars, one per model load, would bury the stage's own bar.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # peft still reads transformers' deprecated `is_gradient_checkpointing`: not ours to fix,
+    # and once per stage it buries the stage's own output.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     stage = "unknown"
     try:
         config = _load_config(args.config)
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
         exit(1)
         return
     write_termination_summary(result.summary())
-    print(result.summary().encode())
+    log.info("%s done: %s", stage, result.summary().encode())
     exit(ExitCode.DONE)
 
 
