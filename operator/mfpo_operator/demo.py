@@ -29,12 +29,6 @@ WORLD_URI = "file://./runs/quickstart/world"
 COMPARISON_SUFFIX = "-text-dpo"
 # Stages whose outputs do not depend on the objective: the comparison run reuses them.
 SHARED_STAGES = ("datagen", "score")
-# What the comparison table shows, per benchmark (lower is better for the CHAIR family).
-COMPARED_METRICS = (
-    "chair_s", "chair_i", "recall", "well_formed", "object_reliance",
-    "counterprior.chair_s", "counterprior.chair_i", "counterprior.recall",
-)  # fmt: skip
-
 
 def run_demo(*, compare: bool = True) -> int:
     started = time.monotonic()
@@ -60,7 +54,16 @@ def run_demo(*, compare: bool = True) -> int:
         dpo_status = LocalRunner(text_only).run()
         if dpo_status.phase != "Succeeded":
             return 1
-        print(comparison_table(mfpo_status.stage("eval").metrics, dpo_status.stage("eval").metrics))
+        print("\n== text-only DPO against MFPO, final policies, paired over the same images ==", flush=True)
+        subprocess.run(
+            [
+                sys.executable, "-m", "mfpo_runtime.eval.compare",
+                "--baseline", f"text DPO={_run_uri(text_only)}",
+                "--candidate", f"MFPO={_run_uri(manifest)}",
+                "--policy", f"align-{manifest.spec.curriculum.stages}",
+            ],
+            check=True,
+        )  # fmt: skip
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     return 0
 
@@ -86,30 +89,12 @@ def text_only_variant(manifest: MFPORun) -> MFPORun:
 def _reuse_shared_stages(source: MFPORun, target: MFPORun) -> None:
     """Copy datagen and score outputs (and the base model's evaluation) into the other run,
     so both objectives train on identical data and bins and the base is evaluated once."""
-    source_uri = storage.join(source.spec.storage.uri, source.metadata.name)
-    target_uri = storage.join(target.spec.storage.uri, target.metadata.name)
+    source_uri, target_uri = _run_uri(source), _run_uri(target)
     for part in (*SHARED_STAGES, "eval/results/base"):
         src, dst = storage.join(source_uri, part), storage.join(target_uri, part)
         if storage.list_files(src) and not storage.list_files(dst):
             storage.copy_dir(src, dst)
 
 
-def comparison_table(mfpo: dict[str, float], text_dpo: dict[str, float]) -> str:
-    """Base / text-only DPO / MFPO for the final policy of each run, per benchmark metric."""
-    rows = [f"\n  {'benchmark':<12}{'metric':<24}{'base':>10}{'text DPO':>10}{'MFPO':>10}"]
-    final = _final_policy(mfpo)
-    for key in sorted(mfpo):
-        parts = key.split(".", 3)
-        if len(parts) != 4 or parts[1] != final or parts[3] not in COMPARED_METRICS:
-            continue
-        _, _, benchmark, metric = parts
-        base = mfpo.get(f"eval.base.{benchmark}.{metric}")
-        dpo = text_dpo.get(key)
-        cells = "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in (base, dpo, mfpo[key]))
-        rows.append(f"  {benchmark:<12}{metric:<24}{cells}")
-    return "\n".join(rows)
-
-
-def _final_policy(metrics: dict[str, float]) -> str:
-    aligned = {k.split(".")[1] for k in metrics if k.startswith("eval.align-")}
-    return max(aligned, key=lambda p: int(p.split("-")[1])) if aligned else "base"
+def _run_uri(run: MFPORun) -> str:
+    return storage.join(run.spec.storage.uri, run.metadata.name)

@@ -20,7 +20,7 @@ KEY_METRICS = {
     "synthetic": [
         "chair_s", "chair_i", "recall", "well_formed",
         "counterprior.chair_s", "counterprior.chair_i", "counterprior.recall",
-    ],  # fmt: skip
+    ],
     "object-halbench": ["chair_s", "chair_i", "recall"],
     "amber": ["chair", "hal", "cog", "cover", "f1"],
     "pope": ["accuracy", "f1", "yes_ratio"],
