@@ -10,6 +10,8 @@ Each is built once per test session into a temporary directory (a few seconds in
     tiny_vlm            a loaded tiny LLaVA (LoadedVLM), shared by the session: do not train
                         it in place (load your own with load_vlm(tiny_llava_dir))
     scene_images        four RGB scene images from world_dir's train split
+    moto_endpoint       host:port of moto's S3 server (ThreadedMotoServer) on 127.0.0.1, for
+                        tests of s3:// with the real minio client; stopped at the session's end
 
 Owner: engineer A (the world and the models).
 """
@@ -76,3 +78,20 @@ def scene_images(world_dir: Path):
 
     records = read_records(world_dir / "train")[:4]
     return [Image.open(world_dir / "train" / r.image).convert("RGB") for r in records]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -1,8 +1,8 @@
 """Fixtures of the foundation tests: a real S3-compatible server (moto) and storage roots.
 
-The S3 server is moto's ThreadedMotoServer on 127.0.0.1 at a free port, talked to by the real
-`minio` client through `mfpo_runtime.s3_backend`; it is started once per module and stopped
-at the end. `storage_root` parametrises a test over both backends (file:// and s3://).
+The S3 server is moto's ThreadedMotoServer on 127.0.0.1 at a free port (tests/conftest.py's
+`moto_endpoint`, once per session), talked to by the real `minio` client through
+`mfpo_runtime.s3_backend`. `storage_root` parametrises a test over both backends (file:// and s3://).
 """
 
 from __future__ import annotations
@@ -11,22 +11,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from foundation_s3 import ACCESS_KEY, SECRET_KEY, free_port
+from foundation_s3 import ACCESS_KEY, SECRET_KEY
 from mfpo_runtime import s3_backend
 from minio import Minio
-from moto.server import ThreadedMotoServer
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """host:port of a moto S3 server, for the whole session."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,24 +11,6 @@ def rlaif_parquet(tmp_path: Path) -> Path:
     return write_parquet(rlaif_v_rows(6), tmp_path / "rlaif" / "train.parquet")
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    """host:port of moto's S3 server on a free local port, for this module's tests."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     """A fresh bucket, the storage layer pointed at moto through the real minio client."""
