@@ -30,8 +30,7 @@ def delete_run_artifacts(spec: MFPORunSpec, run: str, env: dict[str, str]) -> st
     location = storage.parse(prefix)
     if location.scheme == "s3":
         # A backend built from this run's settings, not from the operator's own environment.
-        backend = s3_backend._backend_for_settings(s3_backend.settings_from_env(env))
-        backend.delete_tree(location)
+        s3_backend.backend_for_env(env).delete_tree(location)
     else:
         storage.delete(prefix)
     return prefix
