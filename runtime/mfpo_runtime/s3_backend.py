@@ -45,7 +45,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from mfpo_runtime.storage import Location, StorageError, _Backend, sha256_file
+from mfpo_runtime.storage import Location, StorageConfigError, StorageError, _Backend, sha256_file
 
 DEFAULT_ENDPOINT = "s3.amazonaws.com"
 DEFAULT_REGION = "us-east-1"
@@ -93,7 +93,7 @@ def _truthy(value: str, name: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise StorageError(f"{name}={value!r}: expected true or false")
+    raise StorageConfigError(f"{name}={value!r}: expected true or false")
 
 
 def parse_endpoint(raw: str, secure_env: str | None) -> tuple[str, bool]:
@@ -103,12 +103,12 @@ def parse_endpoint(raw: str, secure_env: str | None) -> tuple[str, bool]:
     if "://" in raw:
         parsed = urlparse(raw)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise StorageError(f"S3 endpoint {raw!r}: expected host:port or http(s)://host:port")
+            raise StorageConfigError(f"S3 endpoint {raw!r}: expected host:port or http(s)://host:port")
         if parsed.path not in ("", "/"):
-            raise StorageError(f"S3 endpoint {raw!r}: a path is not allowed, only host:port")
+            raise StorageConfigError(f"S3 endpoint {raw!r}: a path is not allowed, only host:port")
         raw, secure = parsed.netloc, parsed.scheme == "https"
     if not raw or "/" in raw:
-        raise StorageError(f"S3 endpoint {raw!r}: expected host:port or http(s)://host:port")
+        raise StorageConfigError(f"S3 endpoint {raw!r}: expected host:port or http(s)://host:port")
     if secure_env is not None and secure_env.strip():
         secure = _truthy(secure_env, "MFPO_S3_SECURE")
     return raw, secure
@@ -121,13 +121,13 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
     endpoint, secure = parse_endpoint(raw, env.get("MFPO_S3_SECURE"))
     access, secret = env.get("AWS_ACCESS_KEY_ID") or None, env.get("AWS_SECRET_ACCESS_KEY") or None
     if bool(access) != bool(secret):
-        raise StorageError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
+        raise StorageConfigError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
     raw_part_size = env.get("MFPO_S3_PART_SIZE") or str(DEFAULT_PART_SIZE)
     if not raw_part_size.strip().isdigit():
-        raise StorageError(f"MFPO_S3_PART_SIZE={raw_part_size!r}: expected a number of bytes")
+        raise StorageConfigError(f"MFPO_S3_PART_SIZE={raw_part_size!r}: expected a number of bytes")
     part_size = int(raw_part_size)
     if part_size < MIN_PART_SIZE:
-        raise StorageError(
+        raise StorageConfigError(
             f"MFPO_S3_PART_SIZE={part_size}: S3 parts must be at least {MIN_PART_SIZE} bytes"
         )
     return S3Settings(
@@ -241,12 +241,13 @@ class S3Backend(_Backend):
         self.settings = settings
 
     def _fail(self, err: BaseException, loc: Location) -> StorageError:
-        return StorageError(_describe(err, loc, self.settings))
+        config = isinstance(err, S3Error) and (err.code == "NoSuchBucket" or err.code in _CREDENTIAL_CODES)
+        return (StorageConfigError if config else StorageError)(_describe(err, loc, self.settings))
 
     def _missing(self, err: S3Error, loc: Location) -> StorageError:
         """A 404 on HEAD/GET says NoSuchKey even when the bucket is what is missing: ask."""
         if err.code == "NoSuchKey" and not self._bucket_exists(loc):
-            return StorageError(f"bucket {loc.bucket!r} does not exist ({loc.uri})")
+            return StorageConfigError(f"bucket {loc.bucket!r} does not exist ({loc.uri})")
         return self._fail(err, loc)
 
     def _bucket_exists(self, loc: Location) -> bool:
@@ -257,7 +258,7 @@ class S3Backend(_Backend):
 
     def _require_key(self, loc: Location) -> None:
         if not loc.key or loc.key.endswith("/"):
-            raise StorageError(f"{loc.uri} names no object: expected s3://bucket/key")
+            raise StorageConfigError(f"{loc.uri} names no object: expected s3://bucket/key")
 
     # ------------------------------------------------------------------ writes
 

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
         config = _load_config(args.config)
         stage = config.stage
         result = run_stage(config, progress=progress)
-    except BadInput as err:
+    except (BadInput, storage.StorageConfigError) as err:
         log.error("bad input, not retried: %s", err)
         write_termination_summary(TerminationSummary(stage=stage, status="bad-input", message=str(err)))
         exit(ExitCode.BAD_INPUT)

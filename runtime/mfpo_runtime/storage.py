@@ -39,6 +39,11 @@ class StorageError(Exception):
     """A storage operation failed; the message names the URI."""
 
 
+class StorageConfigError(StorageError):
+    """A configuration no retry can fix (malformed URI, missing bucket, refused credentials,
+    bad settings): a stage reports it as bad input."""
+
+
 @dataclass(frozen=True)
 class Location:
     scheme: str  # "file" or "s3"
@@ -59,7 +64,7 @@ class Location:
 def parse(uri: str) -> Location:
     """Parse a storage URI. A plain path is taken as a local file path."""
     if not isinstance(uri, str) or not uri:
-        raise StorageError(f"storage URI must be a non-empty string, got {uri!r}")
+        raise StorageConfigError(f"storage URI must be a non-empty string, got {uri!r}")
     if "://" not in uri:
         return Location("file", "", str(Path(uri).absolute()))
     parsed = urlparse(uri)
@@ -68,20 +73,20 @@ def parse(uri: str) -> Location:
             # file://./runs/x: relative to the working directory (the local quickstart's manifests).
             return Location("file", "", str(Path(parsed.netloc + parsed.path).absolute()))
         if parsed.netloc not in ("", "localhost"):
-            raise StorageError(f"malformed file URI {uri!r}: expected file:///absolute/path")
+            raise StorageConfigError(f"malformed file URI {uri!r}: expected file:///absolute/path")
         if not parsed.path:
-            raise StorageError(f"malformed file URI {uri!r}: no path")
+            raise StorageConfigError(f"malformed file URI {uri!r}: no path")
         return Location("file", "", parsed.path)
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise StorageError(f"malformed s3 URI {uri!r}: expected s3://bucket/key")
+            raise StorageConfigError(f"malformed s3 URI {uri!r}: expected s3://bucket/key")
         if not _BUCKET_NAME.match(parsed.netloc):
-            raise StorageError(
+            raise StorageConfigError(
                 f"malformed s3 URI {uri!r}: bucket name {parsed.netloc!r} must be 3-63 lowercase "
                 "letters, digits, dots or hyphens, starting and ending with a letter or digit"
             )
         return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
-    raise StorageError(f"unsupported storage URI {uri!r}: expected file:// or s3://")
+    raise StorageConfigError(f"unsupported storage URI {uri!r}: expected file:// or s3://")
 
 
 def join(uri: str, *parts: str) -> str:
@@ -272,7 +277,7 @@ def copy_dir(src: str, dst: str) -> list[str]:
 def _transfer_threads() -> int:
     raw = os.environ.get("MFPO_STORAGE_THREADS", "8")
     if not raw.isdigit() or int(raw) < 1:
-        raise StorageError(f"MFPO_STORAGE_THREADS={raw!r}: expected a positive integer")
+        raise StorageConfigError(f"MFPO_STORAGE_THREADS={raw!r}: expected a positive integer")
     return int(raw)
 
 

@@ -223,3 +223,22 @@ def test_shard_index_outside_the_shards_is_bad_input(
     assert summary(termination_log)["message"] == (
         "shard index 5 is outside 0..1 (imagePreference.shards)"
     )
+
+
+def test_a_missing_bucket_is_bad_input_not_retried(s3_env, tmp_path, monkeypatch):
+    """A run whose storage.uri names a bucket that does not exist cannot be fixed by a retry."""
+    from mfpo_runtime.contract import ExitCode, StageConfig
+    from mfpo_runtime.stage import main
+
+    spec = {"model": {"uri": "file:///m"}, "data": {"uri": "file:///d"}, "storage": {"uri": "s3://no-such-bucket/runs"}}
+    config = StageConfig.model_validate(
+        {"run": "r", "stage": "score", "run_uri": "s3://no-such-bucket/runs/r", "spec": spec}
+    )
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    log = tmp_path / "termination.log"
+    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(log))
+    codes = []
+    main(["--config", str(path), "--no-progress"], exit=codes.append)
+    assert codes == [ExitCode.BAD_INPUT]
+    assert "bucket 'no-such-bucket' does not exist" in log.read_text()
