@@ -1,7 +1,8 @@
 """ZeRO-2 across two processes on CPU (torchrun, gloo): the multi-process path of the trainer.
 
-Trains two steps, then resumes from the first step's checkpoint. The first run JIT-compiles DeepSpeed's CPU communication op (a few minutes, cached in
-TORCH_EXTENSIONS_DIR); later runs take about a minute on two cores.
+Trains two steps, then resumes both ranks from the first step's checkpoint. The first run
+JIT-compiles DeepSpeed's CPU communication op (a few minutes, cached in TORCH_EXTENSIONS_DIR);
+later runs take under a minute on two cores.
 """
 
 import json
