@@ -149,6 +149,13 @@ class KeywordSpec(ApiModel):
     gamma: float = Field(0.5, ge=0.0, description="Weight of semantic cosine similarity in edge weights.")
     decay: float = Field(0.05, ge=0.0, description="Positional decay lambda in exp(-lambda*l_i).")
     damping: float = Field(0.85, gt=0.0, lt=1.0, description="PageRank damping factor.")
+    word_vectors: Literal["hashed", "model"] = Field(
+        "hashed",
+        description=(
+            "Word vectors of the semantic similarity: hashed character n-grams (no model needed), "
+            "or the base model's own input embeddings (the paper's choice; datagen then loads it)."
+        ),
+    )
 
 
 class GroundingMethod(str, Enum):

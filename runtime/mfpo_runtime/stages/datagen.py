@@ -61,6 +61,7 @@ class Enricher:
     fallback_whole_image: bool
     image_size: int | None
     seed: int
+    vectors: keywords.WordVectors | None = None  # None: rank_keywords' hashed n-gram default
 
     def enrich(self, sample: formats.Sample, out_dir: Path):
         """The enriched record (images written under out_dir/images), or None if ungrounded."""
@@ -75,6 +76,7 @@ class Enricher:
             gamma=ks.gamma,
             decay=ks.decay,
             damping=ks.damping,
+            vectors=self.vectors,
         )
         found = grounding.ground(
             self.grounder,
@@ -141,7 +143,16 @@ def enricher_for(ctx: StageContext) -> Enricher:
         fallback_whole_image=pref.grounding.fallback_whole_image,
         image_size=pref.image_size,
         seed=pref.seed,
+        vectors=_word_vectors(spec) if pref.keywords.word_vectors == "model" else None,
     )
+
+
+def _word_vectors(spec) -> keywords.EmbeddingVectors:
+    """The base model's input embeddings as word vectors; the model itself is let go at once."""
+    from mfpo_runtime.models import load_vlm  # torch and transformers only when asked for
+
+    vlm = load_vlm(spec.model.uri)
+    return keywords.EmbeddingVectors.from_model(vlm.model, vlm.processor.tokenizer)
 
 
 def _samples(ctx: StageContext, shard: tuple[int, int]):

@@ -179,3 +179,15 @@ def test_mfpo_stage_command_exits_65_on_a_bad_record(tmp_path: Path, monkeypatch
     summary = TerminationSummary.decode((tmp_path / "termination-log").read_text())
     assert summary.status == "bad-input" and "RLAIF-V-0" in summary.message
     assert "'rejected'" in summary.message
+
+
+def test_keywords_can_use_the_base_models_own_embeddings(tmp_path: Path, tiny_llava_dir):
+    run_spec = spec(
+        _world(tmp_path, count=2), "synthetic", f"file://{tmp_path}/runs",
+        model_uri=str(tiny_llava_dir), image_preference={"keywords": {"wordVectors": "model"}},
+    )  # fmt: skip
+    config = stage_config(tmp_path, run_spec, "datagen", shard=0)
+    result = run_stage(config, progress=False)
+    records = read_records(_published(config, (0, 1)))
+    assert result.metrics["records"] == len(records) == 2
+    assert all(r.keywords and set(r.keywords) <= set(r.objects) for r in records)
