@@ -103,7 +103,7 @@ def run(ctx: StageContext) -> StageOutcome:
         spec=spec, model=policy.model, reference=policy.reference, processor=policy.processor,
         family=policy.family, training_set=training_set, stage_uri=cfg.stage_uri, work_dir=ctx.work_dir,
         device=device, metrics=ctx.metrics, stop_requested=lambda: ctx.stop_requested,
-        world_size=world_size, rank=rank,
+        world_size=world_size, rank=rank, progress=ctx.progress,
     )
     if spec.training.reference_mode == "precomputed":
         job.training_set = with_reference_logps(ctx, job, policy)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from mfpo_operator.api import MFPORunSpec
 from torch import nn
+from tqdm import tqdm
 from transformers import get_scheduler
 
 from mfpo_runtime.contract import BadInput, StageInterrupted
@@ -151,6 +152,7 @@ class TrainJob:
     stop_requested: Callable[[], bool] = lambda: False
     world_size: int = 1
     rank: int = 0
+    progress: bool = False  # a tqdm bar on rank 0 (local runs); Jobs log every tenth instead
 
 
 @dataclass
@@ -348,6 +350,11 @@ def train(job: TrainJob) -> dict[str, float]:
     resume(job, loop)
     autocast = autocast_for(job.spec.training.precision, job.device, loop.engine is not None)
     every = job.spec.training.checkpoint_every_steps
+    log_every = max(1, loop.state.total_steps // 10)
+    bar = tqdm(
+        total=loop.state.total_steps, initial=loop.state.step, desc=job.stage_uri.rsplit("/", 1)[-1],
+        unit="step", disable=not job.progress or job.rank != 0,
+    )  # fmt: skip
     while loop.state.step < loop.state.total_steps:
         if job.stop_requested():
             uri = save_checkpoint(job, loop)
@@ -355,13 +362,18 @@ def train(job: TrainJob) -> dict[str, float]:
         step = optimizer_step(job, loop, loss_fn, autocast)
         loop.history.append({k: v for k, v in step.items()})
         publish_metrics(job.metrics, step)
-        log.info(
-            "step %d/%d objective %.4f margins text %.4f image %.4f",
-            loop.state.step, loop.state.total_steps, step["objective"],
-            step["reward_margin.text"], step["reward_margin.image"],
-        )
+        bar.update(1)
+        bar.set_postfix(objective=f"{step['objective']:.3f}", text=f"{step['reward_margin.text']:.3f}",
+                        image=f"{step['reward_margin.image']:.3f}")  # fmt: skip
+        if loop.state.step % log_every == 0 or loop.state.step == loop.state.total_steps:
+            log.info(
+                "step %d/%d objective %.4f margins text %.4f image %.4f",
+                loop.state.step, loop.state.total_steps, step["objective"],
+                step["reward_margin.text"], step["reward_margin.image"],
+            )
         if loop.state.step % every == 0 or loop.state.step == loop.state.total_steps:
             save_checkpoint(job, loop)
+    bar.close()
     job.model.eval()
     return summarize(loop.history)
 
