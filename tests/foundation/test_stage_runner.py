@@ -57,12 +57,15 @@ def termination_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def write_config(tmp_path: Path, stage_name: str = "align-1", **spec_extra) -> tuple[Path, str]:
-    run_uri = f"file://{tmp_path}/runs/demo"
+def write_config(
+    tmp_path: Path, stage_name: str = "align-1", runs_uri: str | None = None, **spec_extra
+) -> tuple[Path, str]:
+    runs_uri = runs_uri or f"file://{tmp_path}/runs"
+    run_uri = f"{runs_uri}/demo"
     spec = {
         "model": {"uri": "file:///models/tiny"},
         "data": {"uri": "file:///data/train"},
-        "storage": {"uri": f"file://{tmp_path}/runs"},
+        "storage": {"uri": runs_uri},
         **spec_extra,
     }
     config = StageConfig(run="demo", stage=stage_name, run_uri=run_uri, spec=spec)
@@ -225,20 +228,13 @@ def test_shard_index_outside_the_shards_is_bad_input(
     )
 
 
-def test_a_missing_bucket_is_bad_input_not_retried(s3_env, tmp_path, monkeypatch):
-    """A run whose storage.uri names a bucket that does not exist cannot be fixed by a retry."""
-    from mfpo_runtime.contract import ExitCode, StageConfig
-    from mfpo_runtime.stage import main
+def test_a_missing_bucket_is_bad_input_not_retried(
+    s3_env: str, double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    """A storage.uri naming a bucket that does not exist cannot be fixed by a retry."""
+    config, _ = write_config(tmp_path, runs_uri="s3://no-such-bucket/runs")
 
-    spec = {"model": {"uri": "file:///m"}, "data": {"uri": "file:///d"}, "storage": {"uri": "s3://no-such-bucket/runs"}}
-    config = StageConfig.model_validate(
-        {"run": "r", "stage": "score", "run_uri": "s3://no-such-bucket/runs/r", "spec": spec}
-    )
-    path = tmp_path / "config.json"
-    path.write_text(config.to_json())
-    log = tmp_path / "termination.log"
-    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(log))
-    codes = []
-    main(["--config", str(path), "--no-progress"], exit=codes.append)
-    assert codes == [ExitCode.BAD_INPUT]
-    assert "bucket 'no-such-bucket' does not exist" in log.read_text()
+    assert run_main(config) == 65
+
+    assert "bucket 'no-such-bucket' does not exist" in summary(termination_log)["message"]
+    assert double.calls == []
