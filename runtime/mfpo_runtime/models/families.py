@@ -250,15 +250,20 @@ def _qwen2_vl_processor(size: TinySize, tok: PreTrainedTokenizerFast) -> ImageOn
     return ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tok)
 
 
+# LLaVA-1.5 and LLaVA-NeXT share the Vicuna-style chat format.
+_LLAVA_CHAT = {
+    "prompt_template": "USER: <image>\n{question} ASSISTANT:",
+    "answer_prefix": " ",
+    "eos_token": "</s>",
+    "image_token": IMAGE_TOKEN,
+}
+
 FAMILIES: dict[str, Family] = {
     "llava": Family(
         name="llava",
         model_type="llava",
         model_class=LlavaForConditionalGeneration,
-        prompt_template="USER: <image>\n{question} ASSISTANT:",
-        answer_prefix=" ",
-        eos_token="</s>",
-        image_token=IMAGE_TOKEN,
+        **_LLAVA_CHAT,
         processor_class=LlavaProcessor,
         build_config=_llava_config,
         build_processor=_llava_processor,
@@ -267,10 +272,7 @@ FAMILIES: dict[str, Family] = {
         name="llava-next",
         model_type="llava_next",
         model_class=LlavaNextForConditionalGeneration,
-        prompt_template="USER: <image>\n{question} ASSISTANT:",
-        answer_prefix=" ",
-        eos_token="</s>",
-        image_token=IMAGE_TOKEN,
+        **_LLAVA_CHAT,
         processor_class=LlavaNextProcessor,
         build_config=_llava_next_config,
         build_processor=_llava_next_processor,
