@@ -55,7 +55,7 @@ class _Recorded:
     finished_at: str | None = None
     message: str | None = None
     disrupted: bool = False
-    pids: list[int] | None = None
+    processes: list[list[int]] | None = None  # [pid, start time in clock ticks] of each process
 
     def observation(self) -> Attempt:
         return Attempt(
@@ -164,8 +164,8 @@ class LocalRunner:
         for record in recorded:
             if record.state != AttemptState.running.value:
                 continue
-            for pid in record.pids or []:
-                _stop_stale(pid)
+            for pid, started in record.processes or []:
+                _stop_stale(pid, started)
             record.state = AttemptState.failed.value
             record.disrupted = True
             record.finished_at = _now().isoformat()
@@ -218,7 +218,7 @@ class LocalRunner:
             batch, pending = pending[: self.max_parallel_shards], pending[self.max_parallel_shards :]
             threads = max(1, (os.cpu_count() or 1) // len(batch))
             self._children = [self._spawn(config, log, threads) for config, log in batch]
-            record.pids = [c.pid for c in self._children]
+            record.processes = [[c.pid, _start_ticks(c.pid)] for c in self._children]
             self._save()
             for child, (_, log) in zip(self._children, batch):
                 code = _wait(child, self._stop)
@@ -245,7 +245,7 @@ class LocalRunner:
 
     def _finish(self, record: _Recorded, outcomes: list[tuple[int, TerminationSummary | None]]) -> None:
         record.finished_at = _now().isoformat()
-        record.pids = None
+        record.processes = None
         failed = [(code, summary) for code, summary in outcomes if code != ExitCode.DONE]
         if not failed:
             record.state = AttemptState.succeeded.value
@@ -365,14 +365,11 @@ def _wait(child: subprocess.Popen, stop: threading.Event) -> int:
                     return child.wait()
 
 
-def _stop_stale(pid: int) -> None:
-    """Stop a stage process left behind by a runner that died (only if it is one of ours) and
-    wait for it to save its checkpoint, so that the next attempt never races it."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return
-    if b"--config" not in cmdline or b"mfpo" not in cmdline:
+def _stop_stale(pid: int, started: int | None) -> None:
+    """Stop a stage process left behind by a runner that died, and wait for it to save its
+    checkpoint so that the next attempt never races it. The pid must still belong to the
+    same process (same start time), never to an unrelated one that reused the number."""
+    if started is None or _start_ticks(pid) != started:
         return
     try:
         os.kill(pid, signal.SIGTERM)
@@ -385,13 +382,23 @@ def _stop_stale(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (which may hold spaces), or None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None  # field 22 of stat: start time since boot
+
+
 def _alive(pid: int) -> bool:
     """True while the process runs (a zombie waiting for its parent counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _attempt_line(record: _Recorded, seconds: float) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from mfpo_operator.api import MFPORun
-from mfpo_operator.local import LocalRunner, format_eval_table, load_state
+from mfpo_operator.local import LocalRunner, _start_ticks, format_eval_table, load_state
 
 FAKE_STAGE = [sys.executable, str(Path(__file__).with_name("fake_stage.py"))]
 
@@ -127,15 +127,21 @@ def test_an_attempt_left_running_by_a_killed_runner_is_recovered(tmp_path, fake)
     first.run()
     state = load_state(first.run_uri)
     # Rewrite history: eval was running under a runner that died (kill -9), its process alive.
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "--config", "mfpo"])
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # A process whose pid was recorded but which started later (the pid was reused): untouched.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     eval_record = next(a for a in state["attempts"] if a["stage"] == "eval")
-    eval_record.update(state="running", exit_code=None, summary=None, finished_at=None, pids=[orphan.pid])
+    processes = [[orphan.pid, _start_ticks(orphan.pid)], [bystander.pid, _start_ticks(bystander.pid) - 1]]
+    eval_record.update(state="running", exit_code=None, summary=None, finished_at=None, processes=processes)
     state["status"] = None
     Path(first.run_uri.removeprefix("file://"), "_local", "state.json").write_text(json.dumps(state))
     (tmp_path / "artifacts" / "demo" / "eval" / "result.json").unlink()
 
     status = runner(run).run()
     assert orphan.wait(timeout=10) != 0  # the orphan was stopped before a new attempt started
+    assert bystander.poll() is None
+    bystander.kill()
+    bystander.wait()
     assert status.phase == "Succeeded"
     assert status.stage("eval").attempts == 2
     assert status.stage("eval").disrupted_attempts == [1]
