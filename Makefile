@@ -32,7 +32,7 @@ $(TOOLS)/bin/helm $(TOOLS)/bin/promtool:
 test: setup tools
 	$(PY) -m mfpo_operator.crd --check
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/ruff check operator runtime tests benchmarks
+	$(VENV)/bin/ruff check core operator runtime tests benchmarks
 	$(PY) -m pytest -q -ra
 
 test-fast: setup
@@ -41,7 +41,7 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/mfpo demo
 
-# Regenerate crds/ from operator/mfpo_operator/api.py and copy it into the chart.
+# Regenerate crds/ from core/mfpo_core/api.py and copy it into the chart.
 crds: setup
 	$(PY) -m mfpo_operator.crd --write
 	bash scripts/sync-chart-crds.sh

@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 
 import kmock
-from mfpo_runtime.contract import TerminationSummary
+from mfpo_core.contract import TerminationSummary
 
 VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 

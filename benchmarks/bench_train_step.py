@@ -57,7 +57,7 @@ def timed(step, rounds: int, sync) -> list[float]:
 
 
 def tiny_setup(tmp: Path, batch_size: int):
-    from mfpo_operator.api import MFPORunSpec
+    from mfpo_core.api import MFPORunSpec
     from mfpo_runtime.data.records import read_records, write_records
     from mfpo_runtime.data.scenes import WorldConfig, write_world
     from mfpo_runtime.models import build_tiny_model

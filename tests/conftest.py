@@ -13,7 +13,6 @@ Each is built once per test session into a temporary directory (a few seconds in
     moto_endpoint       host:port of moto's S3 server (ThreadedMotoServer) on 127.0.0.1, for
                         tests of s3:// with the real minio client; stopped at the session's end
 
-Owner: engineer A (the world and the models).
 """
 
 from __future__ import annotations

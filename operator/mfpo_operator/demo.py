@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from mfpo_runtime import storage
+from mfpo_core import storage
+from mfpo_core.api import MFPORun
 
-from mfpo_operator.api import MFPORun
 from mfpo_operator.local import LocalRunner
 from mfpo_operator.validation import load_manifest
 

@@ -27,10 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import ExitCode, StageConfig, TerminationSummary
+from mfpo_core import storage
+from mfpo_core.api import MFPORun, MFPORunStatus, RunPhase
+from mfpo_core.contract import ExitCode, StageConfig, TerminationSummary
 
-from mfpo_operator.api import MFPORun, MFPORunStatus, RunPhase
 from mfpo_operator.plan import Attempt, AttemptState, StartAttempt, plan
 
 # How long a stage gets to save its checkpoint after SIGTERM (as a pod's grace period).

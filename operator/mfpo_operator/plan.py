@@ -57,9 +57,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Literal
 
-from mfpo_runtime.contract import ExitCode, TerminationSummary
-
-from mfpo_operator.api import (
+from mfpo_core.api import (
     Condition,
     MFPORunSpec,
     MFPORunStatus,
@@ -67,6 +65,7 @@ from mfpo_operator.api import (
     StagePhase,
     StageStatus,
 )
+from mfpo_core.contract import ExitCode, TerminationSummary
 
 RETRY_ANNOTATION = "mfpo.dev/retry"
 # Kubernetes names are DNS labels (63); Indexed Job pods get the hostname `<job>-<index>`

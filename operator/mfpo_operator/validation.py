@@ -26,9 +26,9 @@ from typing import Any
 
 import jsonschema
 import yaml
+from mfpo_core import api
 from pydantic import ValidationError
 
-from mfpo_operator import api
 from mfpo_operator.crd import resource_schema
 
 

@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from mfpo_core import storage
 from PIL import Image
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from mfpo_runtime import storage
 from mfpo_runtime.data.records import DatasetError, read_manifest, read_records
 from mfpo_runtime.data.scenes import PARTNERS, lonely_objects
 from mfpo_runtime.models import LoadedVLM, TinySize, build_tiny, encode, generate

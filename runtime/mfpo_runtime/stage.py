@@ -24,10 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from mfpo_runtime import storage
-from mfpo_runtime.contract import (
+from mfpo_core import storage
+from mfpo_core.contract import (
     DEFAULT_TERMINATION_LOG,
     BadInput,
     ExitCode,
@@ -37,6 +35,8 @@ from mfpo_runtime.contract import (
     TerminationSummary,
     result_uri,
 )
+from pydantic import ValidationError
+
 from mfpo_runtime.metrics import StageMetrics
 
 log = logging.getLogger("mfpo.stage")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 from deploy_helpers import CHART, one, render, run, tool
-from mfpo_operator.api import MFPORunSpec, RunPhase, StagePhase
+from mfpo_core.api import MFPORunSpec, RunPhase, StagePhase
 from mfpo_operator.kube.metrics import OperatorMetrics
 from mfpo_operator.plan import Attempt, AttemptState, plan
 from mfpo_runtime.metrics import StageMetrics

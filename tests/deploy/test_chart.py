@@ -28,8 +28,8 @@ from deploy_helpers import (
     run,
     tool,
 )
+from mfpo_core.api import MFPORunSpec
 from mfpo_operator import kube
-from mfpo_operator.api import MFPORunSpec
 from mfpo_operator.kube import jobs as kube_jobs
 from mfpo_operator.kube.main import parse_args
 

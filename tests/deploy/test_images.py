@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 from deploy_helpers import CHART, REPO
-from mfpo_operator.api import MFPORunSpec
+from mfpo_core.api import MFPORunSpec
 from mfpo_operator.kube import jobs
 
 IMAGES = REPO / "images"

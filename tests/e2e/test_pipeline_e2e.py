@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mfpo_operator.api import MFPORun
+from mfpo_core.api import MFPORun
 from mfpo_operator.local import LocalRunner, load_state
 from mfpo_runtime.train.checkpoints import completed_steps
 

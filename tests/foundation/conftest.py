@@ -2,7 +2,7 @@
 
 The S3 server is moto's ThreadedMotoServer on 127.0.0.1 at a free port (tests/conftest.py's
 `moto_endpoint`, once per session), talked to by the real `minio` client through
-`mfpo_runtime.s3_backend`. `storage_root` parametrises a test over both backends (file:// and s3://).
+`mfpo_core.s3_backend`. `storage_root` parametrises a test over both backends (file:// and s3://).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from foundation_s3 import ACCESS_KEY, SECRET_KEY
-from mfpo_runtime import s3_backend
+from mfpo_core import s3_backend
 from minio import Minio
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import celpy
 import pytest
-from mfpo_operator import api, crd
+from mfpo_core import api
+from mfpo_operator import crd
 from pydantic import BaseModel, ValidationError
 
 ABSENT = object()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from mfpo_operator.api import MFPORunSpec
-from mfpo_runtime.contract import (
+from mfpo_core.api import MFPORunSpec
+from mfpo_core.contract import (
     TERMINATION_MESSAGE_LIMIT,
     ExitCode,
     StageConfig,

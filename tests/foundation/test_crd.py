@@ -12,7 +12,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from mfpo_operator import api, crd
+from mfpo_core import api
+from mfpo_operator import crd
 from mfpo_operator.validation import _strict, strict_form
 from pydantic import BaseModel
 

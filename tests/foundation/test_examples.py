@@ -8,9 +8,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from mfpo_core import storage
 from mfpo_operator.crd import DEFAULT_CRD_PATH
 from mfpo_operator.validation import load_manifest, strict_form
-from mfpo_runtime import storage
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

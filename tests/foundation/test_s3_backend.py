@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from foundation_s3 import ACCESS_KEY, SECRET_KEY, FlakyS3Proxy, free_port
-from mfpo_runtime import s3_backend, storage
-from mfpo_runtime.s3_backend import parse_endpoint, settings_from_env
-from mfpo_runtime.storage import Location, StorageError
+from mfpo_core import s3_backend, storage
+from mfpo_core.s3_backend import parse_endpoint, settings_from_env
+from mfpo_core.storage import Location, StorageError
 from minio import Minio
 from moto.core.authorization import enable_iam_authentication
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mfpo_runtime import stage, storage
-from mfpo_runtime.contract import BadInput, StageConfig, StageInterrupted, result_uri
+from mfpo_core import storage
+from mfpo_core.contract import BadInput, StageConfig, StageInterrupted, result_uri
+from mfpo_runtime import stage
 from mfpo_runtime.stage import StageContext, StageOutcome
 
 DOUBLE_MODULE = "mfpo_test_double_stage"  # a test double: no real stage is involved

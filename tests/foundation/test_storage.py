@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from mfpo_runtime import storage
-from mfpo_runtime.storage import COMMIT_MARKER, StorageError
+from mfpo_core import storage
+from mfpo_core.storage import COMMIT_MARKER, StorageError
 
 
 def make_tree(root: Path) -> dict[str, bytes]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mfpo_operator import api
+from mfpo_core import api
 from mfpo_operator.crd import resource_schema
 from mfpo_operator.validation import ManifestError, load_manifest, validate_manifest
 from pydantic import ValidationError

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import ExitCode, StageConfig, TerminationSummary, result_uri
+from mfpo_core import storage
+from mfpo_core.contract import ExitCode, StageConfig, TerminationSummary, result_uri
 
 
 def main() -> None:

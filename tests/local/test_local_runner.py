@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mfpo_operator.api import MFPORun
+from mfpo_core.api import MFPORun
 from mfpo_operator.local import LocalRunner, _start_ticks, format_eval_table, load_state
 
 FAKE_STAGE = [sys.executable, str(Path(__file__).with_name("fake_stage.py"))]

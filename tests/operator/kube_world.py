@@ -17,9 +17,9 @@ from typing import Any
 
 import kmock as kmock_lib
 import kopf
+from mfpo_core.contract import TerminationSummary
 from mfpo_operator.kube.handlers import REGISTRY
 from mfpo_operator.kube.metrics import OperatorMetrics
-from mfpo_runtime.contract import TerminationSummary
 
 NS = "ml"
 RUNS = f"/apis/mfpo.dev/v1alpha1/namespaces/{NS}/mfporuns"

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from mfpo_operator.api import MFPORunSpec, MFPORunStatus
+from mfpo_core.api import MFPORunSpec, MFPORunStatus
+from mfpo_core.contract import TerminationSummary
 from mfpo_operator.plan import (
     Attempt,
     AttemptState,
@@ -16,7 +17,6 @@ from mfpo_operator.plan import (
     StopAttempt,
     plan,
 )
-from mfpo_runtime.contract import TerminationSummary
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 

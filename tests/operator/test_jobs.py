@@ -6,9 +6,9 @@ import json
 
 import kubernetes_validate
 import pytest
+from mfpo_core.contract import StageConfig
 from mfpo_operator.kube import jobs
 from mfpo_operator.kube.jobs import RunRef
-from mfpo_runtime.contract import StageConfig
 from planner_world import make_spec
 
 RUN = RunRef("demo", "ml", "uid-1")

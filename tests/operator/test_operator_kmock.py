@@ -14,7 +14,7 @@ from kube_world import (
     running_operator,
     write_kubeconfig,
 )
-from mfpo_runtime.contract import TerminationSummary
+from mfpo_core.contract import TerminationSummary
 
 
 @pytest.fixture

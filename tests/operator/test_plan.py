@@ -221,7 +221,7 @@ def test_status_round_trips_through_the_wire_form():
     world.reconcile()
     wire = world.status.to_wire()
     assert wire["stages"][0]["phase"] == "BackOff"
-    from mfpo_operator.api import MFPORunStatus
+    from mfpo_core.api import MFPORunStatus
 
     world.status = MFPORunStatus.model_validate(wire)
     world.advance(10)

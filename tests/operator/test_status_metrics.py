@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from mfpo_operator.api import MFPORunStatus
+from mfpo_core.api import MFPORunStatus
+from mfpo_core.contract import TerminationSummary
 from mfpo_operator.kube.artifacts import delete_run_artifacts, storage_env
 from mfpo_operator.kube.metrics import OPERATOR_METRICS, OperatorMetrics
 from mfpo_operator.kube.status import attempt_from_job, status_patch
 from mfpo_operator.plan import AttemptState
-from mfpo_runtime.contract import TerminationSummary
 from planner_world import World, make_spec
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mfpo_runtime import bootstrap, storage
+from mfpo_core import storage
+from mfpo_runtime import bootstrap
 from mfpo_runtime.models import TinySize, encode, load_vlm
 
 SMALL = TinySize(vision_hidden=16, text_hidden=32, heads=4)

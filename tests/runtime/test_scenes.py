@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from mfpo_runtime import storage
+from mfpo_core import storage
 from mfpo_runtime.data import scenes
 from mfpo_runtime.data.mentions import synthetic_extractor
 from mfpo_runtime.data.records import read_manifest, read_records

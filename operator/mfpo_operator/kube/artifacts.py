@@ -7,9 +7,9 @@ different Secrets never share process-wide state. No torch: storage imports none
 
 from __future__ import annotations
 
-from mfpo_runtime import s3_backend, storage
+from mfpo_core import s3_backend, storage
+from mfpo_core.api import MFPORunSpec
 
-from mfpo_operator.api import MFPORunSpec
 from mfpo_operator.plan import run_uri
 
 

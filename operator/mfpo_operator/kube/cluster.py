@@ -17,8 +17,8 @@ from typing import Any
 
 import kubernetes
 from kubernetes.client.rest import ApiException
+from mfpo_core.api import GROUP, PLURAL, VERSION
 
-from mfpo_operator.api import GROUP, PLURAL, VERSION
 from mfpo_operator.kube.jobs import JOB_NAME_LABEL, LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.status import TERMINAL, attempt_from_job
 from mfpo_operator.plan import Attempt

@@ -20,8 +20,8 @@ import threading
 from typing import Any
 
 import kopf
+from mfpo_core.api import GROUP, PLURAL, VERSION, MFPORunSpec
 
-from mfpo_operator.api import GROUP, PLURAL, VERSION, MFPORunSpec
 from mfpo_operator.kube.artifacts import delete_run_artifacts, storage_env
 from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY

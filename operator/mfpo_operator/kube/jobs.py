@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mfpo_runtime.contract import DEFAULT_TERMINATION_LOG, ExitCode, StageConfig, stage_kind
+from mfpo_core.api import API_VERSION, KIND, MFPORunSpec
+from mfpo_core.contract import DEFAULT_TERMINATION_LOG, ExitCode, StageConfig, stage_kind
 
-from mfpo_operator.api import API_VERSION, KIND, MFPORunSpec
 from mfpo_operator.plan import run_uri
 
 MANAGED_BY = "mfpo-operator"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mfpo_core.api import MFPORunStatus, RunPhase, StagePhase
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mfpo_operator.api import MFPORunStatus, RunPhase, StagePhase
 from mfpo_operator.plan import Plan, StartAttempt
 
 # name -> (type, help, labels). prometheus-client adds `_total` to counters itself.

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from mfpo_core.api import Condition, MFPORunSpec, MFPORunStatus, RunPhase
 from pydantic import ValidationError
 
-from mfpo_operator.api import Condition, MFPORunSpec, MFPORunStatus, RunPhase
 from mfpo_operator.kube import jobs
 from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.metrics import OperatorMetrics

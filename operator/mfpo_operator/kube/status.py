@@ -16,9 +16,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from mfpo_runtime.contract import TerminationSummary
+from mfpo_core.api import MFPORunStatus
+from mfpo_core.contract import TerminationSummary
 
-from mfpo_operator.api import MFPORunStatus
 from mfpo_operator.kube.jobs import CONTAINER, LABEL_ATTEMPT, LABEL_STAGE
 from mfpo_operator.plan import Attempt, AttemptState
 

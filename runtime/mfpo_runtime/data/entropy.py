@@ -37,7 +37,7 @@ def object_set_meaning(extract: Callable[[str], set[str]]) -> Equivalence:
 def equivalence_for(name: str, data_format: str) -> Equivalence:
     """The equivalence named in spec.curriculum.equivalence, for a dataset format.
 
-    object-set uses engineer D's mention extractor: the synthetic world's synonyms for the
+    object-set uses the mention extractor (`data.mentions`): the synthetic world's synonyms for the
     synthetic format, COCO's (RLAIF-V and LLaVA data are mostly COCO images) otherwise.
     """
     if name == "exact":

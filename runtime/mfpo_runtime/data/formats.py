@@ -26,10 +26,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from mfpo_core import storage
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
-from mfpo_runtime import storage
 from mfpo_runtime.data.records import RECORDS_FILE, PreferenceRecord
 
 FORMATS = ("rlaif-v", "llava", "synthetic")

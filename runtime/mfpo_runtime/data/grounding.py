@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from mfpo_core import storage
 from PIL import Image
-
-from mfpo_runtime import storage
 
 log = logging.getLogger("mfpo.grounding")
 
@@ -447,7 +446,7 @@ def grounder_for(spec, data_format: str, *, cache_dir: str | None = None) -> Gro
 
 
 def annotation_resolver(data_format: str) -> Resolver:
-    """Synonym resolution for annotated objects: engineer D's mention extractor (synthetic-world
+    """Synonym resolution for annotated objects: the mention extractor of `data.mentions` (synthetic-world
     or COCO synonyms); exact object names only when that module is not available."""
     try:
         from mfpo_runtime.data import mentions

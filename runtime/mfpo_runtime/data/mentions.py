@@ -15,7 +15,7 @@ code does (Rohrbach et al. 2018, "Object Hallucination in Image Captioning"):
 - suppression rules drop a surface word when another object is mentioned ("seat" is not a chair
   when the text mentions a toilet).
 
-Callers: mfpo_runtime.eval (all benchmarks), engineer C's semantic-entropy equivalence.
+Callers: mfpo_runtime.eval (all benchmarks), the semantic-entropy equivalence (`data.entropy`).
 Pure text code: no torch, no I/O except reading the packaged COCO synonym list.
 """
 
@@ -238,6 +238,6 @@ def coco_extractor() -> MentionExtractor:
 
 def synthetic_extractor() -> MentionExtractor:
     """The extractor of the synthetic scenes world (its exact object vocabulary)."""
-    from mfpo_runtime.data import scenes  # lazily: the world module is engineer A's, and heavier
+    from mfpo_runtime.data import scenes  # lazily: the world module is heavier (PIL, numpy)
 
     return MentionExtractor(scenes.OBJECT_SYNONYMS)

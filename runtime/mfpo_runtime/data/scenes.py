@@ -20,7 +20,7 @@ Output (`write_world`): under the output URI, one published dataset directory pe
     <out>/eval-counterprior/  scenes where a paired object appears without its partner
     <out>/world.json
 
-Called by the `mfpo world` CLI, the bootstrap, the tests and `python -m mfpo_runtime.data.scenes`.
+Called by `mfpo demo`, the bootstrap, the tests and `python -m mfpo_runtime.data.scenes`.
 Pure data code (PIL + numpy), no torch.
 """
 
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from mfpo_core import storage
 from PIL import Image, ImageDraw
 
-from mfpo_runtime import storage
 from mfpo_runtime.data.records import PreferenceRecord, write_records
 
 # Partners are adjacent so that captions (listed in this order) put the prior's guess right

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mfpo_operator.api import BenchmarkSpec
+from mfpo_core import storage
+from mfpo_core.api import BenchmarkSpec
+from mfpo_core.contract import BadInput
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput
 from mfpo_runtime.data.mentions import MentionExtractor
 from mfpo_runtime.eval import scores
 from mfpo_runtime.eval.common import (

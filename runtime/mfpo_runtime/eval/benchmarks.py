@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mfpo_operator.api import BenchmarkName, BenchmarkSpec
+from mfpo_core.api import BenchmarkName, BenchmarkSpec
 
 from mfpo_runtime.eval import amber, object_halbench, pope, synthetic
 from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mfpo_operator.api import BenchmarkSpec
+from mfpo_core import storage
+from mfpo_core.api import BenchmarkSpec
+from mfpo_core.contract import BadInput
 from PIL import Image, UnidentifiedImageError
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput
 from mfpo_runtime.eval.generation import GenerationSettings
 
 

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from mfpo_core import storage
+from mfpo_core.contract import BadInput
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput
 from mfpo_runtime.eval.scores import ChairSample, chair, chair_sample
 
 METRICS = ("chair_s", "chair_i", "recall")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mfpo_operator.api import EvaluationSpec
+from mfpo_core.api import EvaluationSpec
 from PIL import Image
 from tqdm import tqdm
 

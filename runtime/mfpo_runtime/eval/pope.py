@@ -16,10 +16,10 @@ splits evaluated. Called through mfpo_runtime.eval.benchmarks by the eval stage.
 
 from __future__ import annotations
 
-from mfpo_operator.api import BenchmarkSpec
+from mfpo_core import storage
+from mfpo_core.api import BenchmarkSpec
+from mfpo_core.contract import BadInput
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput
 from mfpo_runtime.eval import scores
 from mfpo_runtime.eval.common import (
     BenchmarkEnv,

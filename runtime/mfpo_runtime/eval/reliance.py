@@ -9,7 +9,7 @@ Two forms (ARCHITECTURE.md, "Lessons"):
   regions are noised, against the same noise on an equal-area background region. Object-specific
   reliance is the ratio of the two mean drops (> 1: the model reads the objects, not just pixels).
 
-Pure numpy except `noised_pair`, which calls engineer C's `region_noise` with one seed for both
+Pure numpy except `noised_pair`, which calls `data.noise.region_noise` with one seed for both
 regions (same noise field, different place). Called by mfpo_runtime.eval.synthetic.
 """
 

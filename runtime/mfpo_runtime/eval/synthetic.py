@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mfpo_operator.api import BenchmarkSpec
+from mfpo_core import storage
+from mfpo_core.api import BenchmarkSpec
+from mfpo_core.contract import BadInput
 from PIL import Image
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput
 from mfpo_runtime.data.mentions import MentionExtractor, synthetic_extractor
 from mfpo_runtime.data.noise import seed_for
 from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from mfpo_core import storage
+from mfpo_core.contract import BadInput
 from transformers import AutoConfig, PreTrainedModel, ProcessorMixin
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput
 from mfpo_runtime.models.families import family as family_named
 from mfpo_runtime.models.families import family_of_config
 

@@ -18,9 +18,9 @@ import logging
 import os
 
 import torch
+from mfpo_core import storage
+from mfpo_core.contract import BadInput, policy_uri, stage_uri
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput, policy_uri, stage_uri
 from mfpo_runtime.stage import StageContext, StageOutcome
 from mfpo_runtime.train import data as train_data
 from mfpo_runtime.train import policy as policies

@@ -16,10 +16,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mfpo_core import storage
+from mfpo_core.contract import BadInput, StageInterrupted, shard_uri
 from tqdm import tqdm
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput, StageInterrupted, shard_uri
 from mfpo_runtime.data import formats, grounding, keywords, noise
 from mfpo_runtime.data.records import MANIFEST_FILE, write_records
 from mfpo_runtime.stage import StageContext, StageOutcome

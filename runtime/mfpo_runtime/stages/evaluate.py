@@ -21,10 +21,10 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from mfpo_operator.api import BenchmarkSpec, DataFormat
+from mfpo_core import storage
+from mfpo_core.api import BenchmarkSpec, DataFormat
+from mfpo_core.contract import BadInput, StageConfig, StageInterrupted, policy_uri
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput, StageConfig, StageInterrupted, policy_uri
 from mfpo_runtime.eval import report, synthetic
 from mfpo_runtime.eval.benchmarks import run_benchmark
 from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult

@@ -21,11 +21,11 @@ import logging
 from pathlib import Path
 from statistics import fmean
 
+from mfpo_core import storage
+from mfpo_core.contract import BadInput, StageInterrupted, stage_uri
 from PIL import Image
 from tqdm import tqdm
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput, StageInterrupted, stage_uri
 from mfpo_runtime.data import entropy
 from mfpo_runtime.data.records import MANIFEST_FILE, RECORDS_FILE, PreferenceRecord, write_records
 from mfpo_runtime.stage import StageContext, StageOutcome

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mfpo_core import storage
 from torch import nn
-
-from mfpo_runtime import storage
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 

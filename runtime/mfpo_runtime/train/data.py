@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from mfpo_core import storage
+from mfpo_core.contract import BadInput
 from PIL import Image
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput
 from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records
 from mfpo_runtime.train.logprobs import triple_texts_and_images
 from mfpo_runtime.train.reference import as_batch_tensor

@@ -109,7 +109,7 @@ class MFPOLoss(nn.Module):
 
     @classmethod
     def from_spec(cls, objective) -> MFPOLoss:
-        """From an `mfpo_operator.api.ObjectiveSpec`."""
+        """From an `mfpo_core.api.ObjectiveSpec`."""
         w = objective.weights
         return cls(objective.beta, objective.eta, w.text, w.image, w.anchor)
 

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from mfpo_operator.api import MFPORunSpec
+from mfpo_core import storage
+from mfpo_core.api import MFPORunSpec
+from mfpo_core.contract import BadInput
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput
 from mfpo_runtime.train.reference import (
     AdapterReference,
     FrozenModelReference,

@@ -23,12 +23,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from mfpo_operator.api import MFPORunSpec
+from mfpo_core.api import MFPORunSpec
+from mfpo_core.contract import BadInput, StageInterrupted
 from torch import nn
 from tqdm import tqdm
 from transformers import get_scheduler
 
-from mfpo_runtime.contract import BadInput, StageInterrupted
 from mfpo_runtime.train import checkpoints
 from mfpo_runtime.train.checkpoints import TrainState
 from mfpo_runtime.train.data import TrainingSet, collate, sample_indices

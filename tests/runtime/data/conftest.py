@@ -16,7 +16,7 @@ def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     """A fresh bucket, the storage layer pointed at moto through the real minio client."""
     import uuid
 
-    from mfpo_runtime import s3_backend
+    from mfpo_core import s3_backend
     from minio import Minio
 
     for key, value in {

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from mfpo_operator.api import MFPORunSpec
-from mfpo_runtime.contract import StageConfig
+from mfpo_core.api import MFPORunSpec
+from mfpo_core.contract import StageConfig
 from PIL import Image
 
 QUESTIONS = ["Describe the image.", "What is in the picture?", "What do you see?"]

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datagen_samples import rlaif_v_rows, spec, stage_config, write_parquet
-from mfpo_runtime import storage
-from mfpo_runtime.contract import BadInput, result_uri
+from mfpo_core import storage
+from mfpo_core.contract import BadInput, result_uri
 from mfpo_runtime.data import scenes
 from mfpo_runtime.data.records import read_manifest, read_records
 from mfpo_runtime.stage import run_stage
@@ -162,7 +162,7 @@ def test_outcome_counters_reach_prometheus(tmp_path: Path, monkeypatch):
 
 
 def test_mfpo_stage_command_exits_65_on_a_bad_record(tmp_path: Path, monkeypatch):
-    from mfpo_runtime.contract import ExitCode, TerminationSummary
+    from mfpo_core.contract import ExitCode, TerminationSummary
     from mfpo_runtime.stage import main
 
     rows = rlaif_v_rows(2)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 from datagen_samples import QUESTIONS, rlaif_v_rows, spec, stage_config, write_parquet
-from mfpo_runtime import storage
-from mfpo_runtime.contract import result_uri
+from mfpo_core import storage
+from mfpo_core.contract import result_uri
 from mfpo_runtime.data import entropy, grounding, scenes
 from mfpo_runtime.data.records import read_manifest, read_records
 from mfpo_runtime.stage import run_stage

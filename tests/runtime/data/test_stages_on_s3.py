@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from datagen_samples import QUESTIONS, rlaif_v_rows, spec, write_parquet
-from mfpo_runtime import storage
-from mfpo_runtime.contract import StageConfig
+from mfpo_core import storage
+from mfpo_core.contract import StageConfig
 from mfpo_runtime.data import entropy, scenes
 from mfpo_runtime.data.records import PreferenceRecord
 from mfpo_runtime.stage import run_stage

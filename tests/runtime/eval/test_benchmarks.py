@@ -24,8 +24,8 @@ from eval_helpers import (
     write_json,
     write_pope_sample,
 )
-from mfpo_operator.api import BenchmarkSpec
-from mfpo_runtime.contract import BadInput
+from mfpo_core.api import BenchmarkSpec
+from mfpo_core.contract import BadInput
 from mfpo_runtime.eval import amber, object_halbench, pope
 from mfpo_runtime.eval.common import BenchmarkEnv
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from mfpo_runtime.contract import BadInput
+from mfpo_core.contract import BadInput
 from mfpo_runtime.eval.compare import compare, load_judged, paired_bootstrap
 
 

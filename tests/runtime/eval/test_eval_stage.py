@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from eval_helpers import write_amber_sample, write_coco_sample, write_pope_sample
-from mfpo_operator.api import MFPORunSpec
-from mfpo_runtime import storage
-from mfpo_runtime.contract import ExitCode, StageConfig, policy_uri
+from mfpo_core import storage
+from mfpo_core.api import MFPORunSpec
+from mfpo_core.contract import ExitCode, StageConfig, policy_uri
 from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.stage import StageContext, main, run_stage
 from mfpo_runtime.stages import evaluate

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mfpo_operator.api import BenchmarkSpec
-from mfpo_runtime.contract import BadInput
+from mfpo_core.api import BenchmarkSpec
+from mfpo_core.contract import BadInput
 from mfpo_runtime.data.records import read_records
 from mfpo_runtime.eval import synthetic
 from mfpo_runtime.eval.common import BenchmarkEnv

@@ -94,7 +94,7 @@ def run_dir(tmp_path, world_dir):
 
 
 def align_spec(model_dir, **training):
-    from mfpo_operator.api import MFPORunSpec
+    from mfpo_core.api import MFPORunSpec
 
     base = {"batchSize": 2, "gradientAccumulation": 1, "precision": "fp32", "learningRate": 5e-3,
             "lrScheduler": "constant", "warmupRatio": 0.0, "checkpointEverySteps": 1, "maxLength": 512}

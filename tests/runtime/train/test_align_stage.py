@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from mfpo_runtime import storage
-from mfpo_runtime.contract import StageConfig, StageInterrupted, policy_uri
+from mfpo_core import storage
+from mfpo_core.contract import StageConfig, StageInterrupted, policy_uri
 from mfpo_runtime.models import load_vlm
 from mfpo_runtime.stage import run_stage
 from mfpo_runtime.train.checkpoints import latest_step

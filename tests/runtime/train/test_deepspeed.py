@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from mfpo_runtime.contract import StageConfig
+from mfpo_core.contract import StageConfig
 
 
 def torchrun_stage(spec, run_dir, tmp_path) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mfpo_runtime.contract import BadInput, StageInterrupted
+from mfpo_core.contract import BadInput, StageInterrupted
 from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.train import checkpoints
 from mfpo_runtime.train import policy as policies

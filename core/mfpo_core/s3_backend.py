@@ -1,4 +1,4 @@
-"""The s3:// backend of `mfpo_runtime.storage`, through the official `minio` client.
+"""The s3:// backend of `mfpo_core.storage`, through the official `minio` client.
 
 Called only by `storage._backend` (lazily, so file:// users never import minio). Configuration
 comes from the environment, which a Secret fills in the cluster:
@@ -45,7 +45,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from mfpo_runtime.storage import Location, StorageConfigError, StorageError, _Backend, sha256_file
+from mfpo_core.storage import Location, StorageConfigError, StorageError, _Backend, sha256_file
 
 DEFAULT_ENDPOINT = "s3.amazonaws.com"
 DEFAULT_REGION = "us-east-1"

@@ -11,7 +11,8 @@ Atomic publication: `publish_dir` uploads a directory and writes its commit mark
 (`_COMPLETE`, holding the file list and checksums) last; `is_complete` is true only after it.
 A crash mid-upload therefore never leaves a directory that looks whole.
 
-Called by every runtime stage; the operator never imports it.
+Called by every runtime stage, by the local runner (its run state) and by the operator's
+artifact deletion.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _backend(loc: Location) -> _Backend:
     if loc.scheme == "file":
         return _FILE
     # Imported lazily: the minio client is only needed for s3://.
-    from mfpo_runtime import s3_backend
+    from mfpo_core import s3_backend
 
     return s3_backend.backend_for(loc)
 

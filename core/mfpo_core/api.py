@@ -119,7 +119,7 @@ class DataFormat(str, Enum):
 
     rlaif_v = "rlaif-v"  # RLAIF-V / RLHF-V records: question, chosen, rejected, image (parquet or JSONL)
     llava = "llava"  # LLaVA-style conversation JSON with chosen/rejected answers
-    synthetic = "synthetic"  # the synthetic scenes world (made by `mfpo world`)
+    synthetic = "synthetic"  # the synthetic scenes world (written by `python -m mfpo_runtime.data.scenes`)
 
 
 class BadRecordPolicy(str, Enum):
@@ -306,7 +306,7 @@ class BenchmarkName(str, Enum):
 class BenchmarkSpec(ApiModel):
     name: BenchmarkName
     uri: str | None = Field(
-        None, description="Storage URI of the benchmark's data (synthetic: the evaluation split written by `mfpo world`)."
+        None, description="Storage URI of the benchmark's data (synthetic: the evaluation split written by `python -m mfpo_runtime.data.scenes`)."
     )
     max_samples: int | None = Field(None, ge=1)
     options: dict[str, str] = Field(default_factory=dict, description="Benchmark-specific options (e.g. POPE split).")

@@ -11,7 +11,7 @@ Every stage of a run (datagen, score, align-1..N, eval) is one command of the ru
 - idempotent: a stage whose result document exists returns at once;
 - exit codes: `ExitCode`.
 
-Imported by both sides (the operator never imports torch): pydantic only, no I/O.
+Part of the core both planes import: pydantic and the API types only, no I/O.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from datetime import datetime, timezone
 from enum import IntEnum
 from typing import Any, Literal
 
-from mfpo_operator.api import MFPORunSpec
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mfpo_core.api import MFPORunSpec
 
 # Kubernetes keeps at most 4096 bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
