@@ -21,6 +21,7 @@ from PIL import Image
 
 from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records
 from mfpo_runtime.train.logprobs import triple_texts_and_images
+from mfpo_runtime.train.packing import pack_triples
 from mfpo_runtime.train.reference import as_batch_tensor
 
 
@@ -96,7 +97,7 @@ def truncate(batch: dict[str, torch.Tensor], max_length: int, ids: list[str]) ->
 
 
 def collate(training_set: TrainingSet, indices: list[int], processor, family: str, max_length: int) -> dict:
-    """One triple batch (3B rows) for the records at `indices`."""
+    """One packed triple batch (3B sequences in 2B rows, `train.packing`) for the records at `indices`."""
     from mfpo_runtime.models import encode  # imported late: models pulls in the processors
 
     records = [training_set.records[i] for i in indices]
@@ -112,4 +113,4 @@ def collate(training_set: TrainingSet, indices: list[int], processor, family: st
     batch = truncate(batch, max_length, [r.id for r in records])
     if all(r.ref_logps for r in records):
         batch["ref_logps"] = as_batch_tensor(r.ref_logps for r in records)
-    return batch
+    return pack_triples(batch, processor.tokenizer.pad_token_id)

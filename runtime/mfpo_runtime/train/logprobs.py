@@ -1,18 +1,19 @@
-"""Summed answer log-probabilities of vision-language models, batched for MFPO.
+"""Summed answer log-probs of vision-language models, batched for MFPO.
 
 Each MFPO sample needs three sequences: (y_w | t, m), (y_l | t, m) and (y_w | t, m'). They are
-encoded as ONE batch of 3B rows, in that order (`encode_triples`), so that the policy runs one
-forward per step; the reference runs one more (or none, when precomputed).
+encoded as one triple batch of 3B rows in that order (`triple_texts_and_images`), then packed
+into 2B rows that score the shared prefix (m, t) once (`train.packing`); the policy runs one
+forward over them per step, the reference one more (or none, when precomputed).
 
-Two savings over calling `model(**batch).logits`:
+Savings over calling `model(**batch).logits` on 3B rows:
+- prefix sharing: y_w|m and y_l|m share one row's image and prompt tokens;
 - the LM head runs only on answer positions: (N, H) @ (H, V) with N answer tokens, instead of
-  materialising (3B, T, V) logits, most of which belong to prompt and image tokens;
+  materialising (rows, T, V) logits, most of which belong to prompt and image tokens;
 - the image encoder runs once per step on the 2B distinct images (m and m'), and its output is
-  shared by the three rows and by the reference forward when the encoder is frozen (LoRA on the
-  language model, the default), through transformers' `mm_encoder_outputs` argument.
+  reused by the reference forward when the encoder is frozen (LoRA on the language model, the
+  default), through transformers' `mm_encoder_outputs` argument.
 
-Called by the trainer, the reference module and the benchmark; `sequence_logps` is the public
-entry point named in the shared interfaces.
+Called by the trainer, the reference module, the evaluation (`sequence_logps`) and the benchmark.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from mfpo_runtime.models.layout import IMAGE_PATH_MARKERS, image_rows
+from mfpo_runtime.train.packing import PACKED_KEYS, PAD, PREFIX, packed_triple_logps
+
 # Keys of an `encode(...)` batch that are not model inputs.
-NON_MODEL_KEYS = frozenset({"response_mask", "labels", "ref_logps"})
-# Parameter-name fragments of the image path (vision tower + projector) in the three families.
-IMAGE_PATH_MARKERS = ("vision_tower", "multi_modal_projector", "image_newline", "visual.")
+NON_MODEL_KEYS = frozenset({"response_mask", "labels", "ref_logps"}) | PACKED_KEYS
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -113,42 +115,27 @@ def image_path_frozen(model: nn.Module) -> bool:
     )
 
 
-def _image_rows(batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
-    """The image inputs of the given rows (one image per row), in each family's layout."""
-    pixels = batch["pixel_values"]
-    if "image_grid_thw" in batch:  # Qwen2-VL: patches of all images flattened, (sum patches, D)
-        grid = batch["image_grid_thw"]  # (B, 3)
-        counts = grid.prod(dim=1).tolist()
-        starts = [0, *torch.tensor(counts).cumsum(0).tolist()]
-        chunks = [pixels[starts[r] : starts[r] + counts[r]] for r in rows]
-        return {"pixel_values": torch.cat(chunks), "image_grid_thw": grid[rows]}
-    selected = {"pixel_values": pixels[rows]}  # LLaVA (B, C, H, W); LLaVA-NeXT (B, P, C, H, W)
-    if "image_sizes" in batch:
-        selected["image_sizes"] = batch["image_sizes"][rows]
-    return selected
-
-
 @torch.no_grad()
-def shared_image_features(model: nn.Module, triple_batch: dict[str, torch.Tensor]) -> dict:
-    """Encode the 2B distinct images of a triple batch once; returns `mm_encoder_outputs` for 3B rows.
+def shared_image_features(model: nn.Module, packed: dict[str, torch.Tensor]) -> dict:
+    """Encode the 2B distinct images of a packed triple batch once: `mm_encoder_outputs` for its rows.
 
     Only valid while `image_path_frozen(model)`: the features carry no gradient.
     """
-    rows = triple_batch["input_ids"].size(0)
-    b = rows // 3
-    distinct = list(range(b)) + list(range(2 * b, 3 * b))  # m of rows 0..B-1, m' of rows 2B..3B-1
-    features = unwrap(model).model.get_image_features(**_image_rows(triple_batch, distinct), return_dict=True)
-    per_image = list(features.pooler_output)  # 2B tensors (tokens, H)
-    m, m_prime = per_image[:b], per_image[b:]
-    return {"image": BaseModelOutputWithPooling(pooler_output=[*m, *m, *m_prime])}
+    rows = packed["segment_ids"].size(0)
+    features = unwrap(model).model.get_image_features(**image_rows(packed, list(range(rows))), return_dict=True)
+    return {"image": BaseModelOutputWithPooling(pooler_output=list(features.pooler_output))}
 
 
 def triple_logps(
-    model: nn.Module, triple_batch: dict[str, torch.Tensor], mm_encoder_outputs: dict | None = None
+    model: nn.Module, packed: dict[str, torch.Tensor], mm_encoder_outputs: dict | None = None
 ) -> TripleLogps:
-    """One forward over the 3B rows; returns chosen, rejected and perturbed summed log-probs."""
-    return TripleLogps.split(sequence_logps(model, triple_batch, mm_encoder_outputs))
+    """One forward over a packed triple batch (`train.packing.pack_triples`); returns the chosen,
+    rejected and perturbed summed log-probs."""
+    return TripleLogps.split(packed_triple_logps(unwrap(model), packed, mm_encoder_outputs))
 
 
-def count_tokens(batch: dict[str, torch.Tensor]) -> int:
-    return int(batch["attention_mask"].sum())
+def count_tokens(packed: dict[str, torch.Tensor]) -> int:
+    """Tokens of the 3B sequences a packed batch scores (the shared prefixes counted twice)."""
+    segments = packed["segment_ids"]
+    shared_prefixes = segments[: segments.size(0) // 2] == PREFIX
+    return int((segments != PAD).sum() + shared_prefixes.sum())

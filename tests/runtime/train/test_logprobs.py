@@ -8,6 +8,7 @@ from mfpo_runtime.train.logprobs import (
     shared_image_features,
     triple_logps,
 )
+from mfpo_runtime.train.packing import pack_triples
 from torch.testing import assert_close
 
 
@@ -57,8 +58,9 @@ def test_triple_split_and_shared_image_features(llava, make_batch):
     for p in llava.model.multi_modal_projector.parameters():
         p.requires_grad_(False)
     assert image_path_frozen(llava)
-    plain = triple_logps(llava, batch)
-    shared = triple_logps(llava, batch, shared_image_features(llava, batch))
+    packed = pack_triples(batch, pad_id=0)  # conftest.PAD
+    plain = triple_logps(llava, packed)
+    shared = triple_logps(llava, packed, shared_image_features(llava, packed))
     assert_close(shared.stacked(), plain.stacked(), atol=1e-5, rtol=1e-5)
-    assert_close(plain.chosen, naive_logps(llava, batch)[:2])
+    assert_close(plain.stacked().T.flatten(), naive_logps(llava, batch), atol=1e-5, rtol=1e-5)
     assert isinstance(plain, TripleLogps) and plain.perturbed.shape == (2,)
