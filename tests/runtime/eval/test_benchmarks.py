@@ -185,12 +185,15 @@ def pope_sample(tmp_path: Path) -> Path:
     return write_pope_sample(tmp_path)
 
 
+# Each answer is read as POPE's evaluate.py reads it (the "Only keep the first sentence" block,
+# copied verbatim in e.g. llava-rlhf/LLaVA-RLHF Eval/summarize_eval_pope.py): cut at the first
+# ".", drop ",", split on " ", "No"/"not"/"no" among the words -> no, else yes.
 POPE_ANSWERS = {
-    (q("dog"), RED): "Yes",
+    (q("dog"), RED): "Yes, there is a dog. No other animal is visible.",  # first sentence: yes
     (q("cat"), RED): "Yes, there is a cat.",  # false positive
     (q("car"), GREEN): "No",  # false negative
     (q("tree"), GREEN): "No, there is no tree.",
-    (q("bench"), GREEN): "There isn't one.",
+    (q("bench"), GREEN): "There isn't one.",  # no "no"/"not" word: POPE reads yes (false positive)
 }
 
 
@@ -199,18 +202,23 @@ def test_pope_hand_worked(pope_sample: Path, tmp_path: Path):
                            BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
     m = result.metrics
     assert "popular.f1" not in m  # no popular file: evaluated splits only
+    # random: TP dog, FP cat, FN car, TN tree.
     assert m["random.accuracy"] == pytest.approx(2 / 4)
     assert m["random.precision"] == pytest.approx(1 / 2) and m["random.recall"] == pytest.approx(1 / 2)
     assert m["random.f1"] == pytest.approx(1 / 2) and m["random.yes_ratio"] == pytest.approx(2 / 4)
-    assert m["adversarial.accuracy"] == 1.0 and m["adversarial.f1"] == 1.0
-    assert m["f1"] == pytest.approx(3 / 4) and m["yes_ratio"] == pytest.approx(1 / 2)
+    # adversarial: TP dog, FP bench.
+    assert m["adversarial.accuracy"] == pytest.approx(1 / 2) and m["adversarial.f1"] == pytest.approx(2 / 3)
+    # Pooled over the six questions (TP 2, FP 2, FN 1, TN 1), not the mean of the splits (7/12).
+    assert m["accuracy"] == pytest.approx(3 / 6) and m["yes_ratio"] == pytest.approx(4 / 6)
+    assert m["precision"] == pytest.approx(2 / 4) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(4 / 7)
 
 
 def test_pope_splits_option(pope_sample: Path, tmp_path: Path):
     bench = BenchmarkSpec(name="pope", uri=str(pope_sample), options={"splits": "adversarial"})
     m = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
     assert set(m) == {"adversarial.accuracy", "adversarial.precision", "adversarial.recall", "adversarial.f1",
-                      "adversarial.yes_ratio", "accuracy", "f1", "yes_ratio"}  # fmt: skip
+                      "adversarial.yes_ratio", "accuracy", "precision", "recall", "f1", "yes_ratio"}  # fmt: skip
     with pytest.raises(BadInput, match="unknown splits"):
         pope.evaluate(ScriptedPolicy({}), BenchmarkSpec(name="pope", uri=str(pope_sample),
                       options={"splits": "hard"}), BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
