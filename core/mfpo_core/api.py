@@ -136,6 +136,10 @@ class DataSpec(ApiModel):
         BadRecordPolicy.fail, description="What to do with a record that cannot be read."
     )
     max_samples: int | None = Field(None, ge=1, description="Use at most this many records (all if unset).")
+    max_skipped_fraction: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="With onBadRecord: skip, a datagen shard fails when more than this fraction of its records is skipped.",
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------- image preferences

@@ -134,7 +134,13 @@ def _parent(uri: str) -> str:
 
 
 def _jsonl_rows(uri: str) -> Iterator[dict[str, Any] | RecordError]:
-    for number, line in enumerate(storage.read_text(uri).splitlines(), start=1):
+    # Decoded line by line: one bad byte makes that line a bad record, not the whole file.
+    for number, raw in enumerate(storage.read_bytes(uri).splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield RecordError(f"{uri} line {number} is not UTF-8: {err}")
+            continue
         if not line.strip():
             continue
         try:

@@ -9,15 +9,25 @@ Data, in AMBER's own formats (`bench.uri` is the directory; options override eac
     safe_words.txt     words never counted as hallucinations
     images/            the images named by the queries
 
-Generative scores follow AMBER's inference.py, with nouns found by matching AMBER's vocabulary
-(relation.json's words, plurals included) where AMBER POS-tags with NLTK and lemmatises:
-  chair = hallucinated nouns / nouns (a noun is hallucinated unless it is a truth object or
-          associated with one); cover = truth objects named / truth objects;
-  hal = responses with a hallucinated noun / responses;
-  cog = "hallu" objects (the human-like hallucination targets) named / "hallu" objects.
-AMBER's optional spaCy similarity (>0.8) is left out: it needs a 600 MB vector download.
-Discriminative scores: accuracy, precision, recall, F1 with "no" as the positive class, overall
-and per dimension (existence = discriminative-hallucination, attribute-*, relation).
+Generative scores follow AMBER's inference.py: the nouns of a response are its words tagged
+NN* (AMBER: nltk.pos_tag), lemmatised (AMBER: WordNet; here a plural of a vocabulary word maps
+to that word), kept when they are in the vocabulary (relation.json's words); like AMBER's, the
+match is case-sensitive, so a capitalised "Dogs" at a sentence start is no noun of the list.
+  chair = hallucinated nouns / nouns, the safe words counted in the denominator (AMBER's
+          chair_num) but never hallucinated; a noun is hallucinated unless it is a truth object
+          or associated with one;
+  cover = truth objects named / truth objects;  hal = responses with a hallucinated noun /
+  responses;  cog = "hallu" objects (the human-like hallucination targets) named / "hallu" objects.
+The part-of-speech tagger is TextBlob's Pattern tagger, whose lexicon ships in its PyPI wheel:
+NLTK's perceptron tagger, AMBER's, is a run-time download. The two disagree on some words (the
+Pattern tagger reads "a watch" as no noun). AMBER's optional spaCy similarity (>0.8) is left out:
+it needs a 600 MB vector download.
+Discriminative scores: AMBER compares the response with "Yes" / "No" and leaves reducing a free
+answer to the user; we reduce it with POPE's rule (`scores.parse_yes_no`). Accuracy, precision,
+recall, F1 with "no" as the positive class, overall and per dimension: existence
+(discriminative-hallucination), attribute (state + number + action pooled), state, number,
+action, relation. AMBER computes F1 from percentages rounded to 0.1 with 1e-4 added to the
+denominator; ours is unrounded.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from mfpo_core import storage
 from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 
-from mfpo_runtime.data.mentions import MentionExtractor
+from mfpo_runtime.data.mentions import plural_forms
 from mfpo_runtime.eval import scores
 from mfpo_runtime.eval.common import (
     BenchmarkEnv,
@@ -45,13 +55,28 @@ from mfpo_runtime.eval.generation import Policy
 QUERY_FILES = ("query_all.json", "query_generative.json", "query_discriminative.json")
 
 
-def dimension(kind: str) -> str:
-    """AMBER's discriminative dimension of an annotation type."""
+# AMBER's annotation type -> its dimension and, for attributes, its sub-dimension.
+ATTRIBUTE_KINDS = {
+    "discriminative-attribute-state": "state",
+    "discriminative-attribute-number": "number",
+    "discriminative-attribute-action": "action",
+}
+
+
+def dimensions(kind: str) -> tuple[str, ...]:
+    """The dimensions an annotation type is scored under (inference.py's if/elif on the type)."""
     if kind == "discriminative-hallucination":
-        return "existence"
-    if kind.startswith("discriminative-attribute"):
-        return "attribute"
-    return "relation"
+        return ("existence",)
+    if kind in ATTRIBUTE_KINDS:
+        return ("attribute", ATTRIBUTE_KINDS[kind])
+    return ("relation",)  # AMBER's else branch: every other discriminative type
+
+
+def tag_words(text: str) -> list[tuple[str, str]]:
+    """(word, Penn Treebank tag) pairs, by TextBlob's Pattern tagger (see the module doc)."""
+    from textblob.en.taggers import PatternTagger  # lazily: only generative AMBER needs it
+
+    return [(word, tag) for word, tag in PatternTagger().tag(text)]
 
 
 class AmberVocabulary:
@@ -60,30 +85,40 @@ class AmberVocabulary:
     def __init__(self, association: dict[str, list[str]], safe_words: set[str]):
         self.association = association
         self.safe_words = safe_words
-        words = {w for key, values in association.items() for w in (key, *values)}
-        # Each word stands for itself: AMBER compares nouns to words, not to categories.
-        self.extractor = MentionExtractor({w: [] for w in sorted(words)})
+        self.words = {w for key, values in association.items() for w in (key, *values)}
+        # A plural of a vocabulary word -> the word (WordNet's lemma for the words AMBER lists).
+        self._singular = {
+            form: word for word in sorted(self.words) for form in plural_forms(word) if form != word
+        }
+
+    def lemma(self, word: str) -> str:
+        return word if word in self.words else self._singular.get(word, word)
 
     def nouns(self, text: str) -> list[str]:
-        return self.extractor.mentions(text)
+        """The vocabulary nouns of a response, in order, repeats kept (AMBER's after_process_nouns)."""
+        lemmas = [self.lemma(word) for word, tag in tag_words(text) if tag.startswith("NN")]
+        return [n for n in lemmas if n in self.words]
 
     def expand(self, objects: list[str]) -> dict[str, str]:
-        """word -> the annotated object it counts for (the object itself or an associated word)."""
+        """word -> the annotated object it counts for. As in AMBER, the associated words of
+        every object come before the objects themselves, and the first match wins."""
         owner: dict[str, str] = {}
         for obj in objects:
             for word in self.association.get(obj, []):
                 owner.setdefault(word, obj)
         for obj in objects:
-            owner[obj] = obj  # an object named directly counts for itself
+            owner.setdefault(obj, obj)
         return owner
 
 
 def generative_sample(answer: str, truth: list[str], hallu: list[str], vocab: AmberVocabulary) -> dict[str, Any]:
     """AMBER's judgement of one generative response."""
     safe_owner, hallu_owner = vocab.expand(truth), vocab.expand(hallu)
-    nouns = [n for n in vocab.nouns(answer) if n not in vocab.safe_words]
+    nouns = vocab.nouns(answer)
     covered, cognitive, hallucinated = set(), set(), []
     for noun in nouns:
+        if noun in vocab.safe_words:
+            continue  # counted among the nouns (CHAIR's denominator), never hallucinated
         if noun in safe_owner:
             covered.add(safe_owner[noun])
             continue
@@ -91,7 +126,7 @@ def generative_sample(answer: str, truth: list[str], hallu: list[str], vocab: Am
             cognitive.add(hallu_owner[noun])
         hallucinated.append(noun)
     return {"nouns": nouns, "hallucinated": hallucinated, "covered": sorted(covered),
-            "cognitive": sorted(cognitive), "truth": sorted(set(truth)), "hallu": sorted(set(hallu))}  # fmt: skip
+            "cognitive": sorted(cognitive), "truth": list(truth), "hallu": list(hallu)}  # fmt: skip
 
 
 def generative_scores(samples: list[dict[str, Any]]) -> dict[str, float]:
@@ -104,15 +139,18 @@ def generative_scores(samples: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def discriminative_scores(predicted: list[bool], labels: list[bool], dims: list[str]) -> dict[str, float]:
+DIMENSIONS = ("existence", "attribute", "state", "number", "action", "relation")
+
+
+def discriminative_scores(predicted: list[bool], labels: list[bool], kinds: list[str]) -> dict[str, float]:
     """Overall and per-dimension scores; "no" (False) is the positive class, as in AMBER."""
     overall = scores.binary(predicted, labels, positive=False)
     metrics = {k: overall[k] for k in ("accuracy", "precision", "recall", "f1")}
-    for dim in ("existence", "attribute", "relation"):
-        rows = [i for i, d in enumerate(dims) if d == dim]
+    for dim in DIMENSIONS:
+        rows = [i for i, kind in enumerate(kinds) if dim in dimensions(kind)]
         if rows:
             part = scores.binary([predicted[i] for i in rows], [labels[i] for i in rows], positive=False)
-            metrics[f"{dim}.accuracy"], metrics[f"{dim}.f1"] = part["accuracy"], part["f1"]
+            metrics |= {f"{dim}.{k}": part[k] for k in ("accuracy", "precision", "recall", "f1")}
     return metrics
 
 
@@ -176,7 +214,7 @@ def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> Benchma
     if discriminative:
         predicted = [scores.parse_yes_no(a) for a in disc_answers]
         labels = [str(ann["truth"]).lower() == "yes" for _, ann in discriminative]
-        metrics |= discriminative_scores(predicted, labels, [dimension(ann["type"]) for _, ann in discriminative])
+        metrics |= discriminative_scores(predicted, labels, [ann["type"] for _, ann in discriminative])
         samples += [{"id": q["id"], "answer": a, "yes": p, "truth": ann["truth"]}
                     for (q, ann), a, p in zip(discriminative, disc_answers, predicted)]  # fmt: skip
     if generative and discriminative:

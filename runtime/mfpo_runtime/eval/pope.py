@@ -10,8 +10,11 @@ Data, in POPE's own format (`bench.uri` is the directory):
         option `splits` picks some, e.g. "random,adversarial")
     images/   the images (option imageDir)
 
-Metrics are named `<split>.<metric>`, plus `f1`, `accuracy` and `yes_ratio` averaged over the
-splits evaluated. Called through mfpo_runtime.eval.benchmarks by the eval stage.
+An answer is read as POPE's evaluate.py reads it (`scores.parse_yes_no`: its first sentence).
+Metrics are named `<split>.<metric>`, and unprefixed (`accuracy`, `precision`, `recall`, `f1`,
+`yes_ratio`) pooled over every question of the splits evaluated, as POPE's evaluate.py scores
+one answer file: from the summed true/false positives/negatives, not a mean over splits.
+Called through mfpo_runtime.eval.benchmarks by the eval stage.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> Benchma
     image_dir = file_uri(base, option(bench, "imageDir", "images"))
     metrics: dict[str, float] = {}
     samples = []
+    all_predicted: list[bool] = []
+    all_labels: list[bool] = []
     for split, uri in files.items():
         rows = limit(read_json_lines(uri, f"POPE {split} file"), bench)
         where = [f"{uri} line {n + 1}" for n in range(len(rows))]
@@ -74,9 +79,10 @@ def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> Benchma
         predicted = [scores.parse_yes_no(a) for a in answers]
         for name, value in scores.binary(predicted, labels, positive=True).items():
             metrics[f"{split}.{name}"] = value
+        all_predicted += predicted
+        all_labels += labels
         samples += [{"split": split, "question_id": r.get("question_id"), "question": q, "answer": a,
                      "yes": p, "label": r["label"]}
                     for r, q, a, p in zip(rows, questions, answers, predicted)]  # fmt: skip
-    for name in ("accuracy", "f1", "yes_ratio"):
-        metrics[name] = sum(metrics[f"{s}.{name}"] for s in files) / len(files)
+    metrics |= scores.binary(all_predicted, all_labels, positive=True)
     return BenchmarkResult(metrics=metrics, samples=samples)

@@ -7,7 +7,10 @@ Two forms (ARCHITECTURE.md, "Lessons"):
   near 1.0 for every small model that looks at all, hence
 - the graded form: the drop in the reference answer's log-likelihood per token when the object
   regions are noised, against the same noise on an equal-area background region. Object-specific
-  reliance is the ratio of the two mean drops (> 1: the model reads the objects, not just pixels).
+  reliance is their excess (object drop - background drop, nats per token) and their contrast
+  (d_obj - d_bg) / (|d_obj| + |d_bg|), bounded in [-1, 1]: > 0 when the model reads the objects,
+  not just pixels. A ratio d_obj / d_bg is not used: it explodes when the background drop is
+  near zero (-597 in one demo run).
 
 Pure numpy except `noised_pair`, which calls `data.noise.region_noise` with one seed for both
 regions (same noise field, different place). Called by mfpo_runtime.eval.synthetic.
@@ -87,27 +90,32 @@ def change_rate(before: Sequence[str], after: Sequence[str]) -> float:
 class GradedReliance:
     drop_object: float  # mean per-token log-likelihood drop, object regions noised
     drop_background: float  # the same, equal-area background noised
-    object_reliance: float | None  # drop_object / drop_background; None if the latter is ~0
+
+    @property
+    def excess(self) -> float:
+        return self.drop_object - self.drop_background
+
+    @property
+    def contrast(self) -> float:
+        """(d_obj - d_bg) / (|d_obj| + |d_bg|) in [-1, 1]; 0.0 when neither drops at all."""
+        scale = abs(self.drop_object) + abs(self.drop_background)
+        return self.excess / scale if scale > MIN_DROP else 0.0
 
     def metrics(self) -> dict[str, float]:
-        out = {"logp_drop_object": self.drop_object, "logp_drop_background": self.drop_background,
-               "logp_drop_excess": self.drop_object - self.drop_background}  # fmt: skip
-        if self.object_reliance is not None:
-            out["object_reliance"] = self.object_reliance
-        return out
+        return {"logp_drop_object": self.drop_object, "logp_drop_background": self.drop_background,
+                "logp_drop_excess": self.excess, "object_reliance_contrast": self.contrast}  # fmt: skip
 
 
-# A background drop smaller than this (nats per token) makes the ratio meaningless.
-MIN_BACKGROUND_DROP = 1e-6
+# Below this total drop (nats per token) neither noised image changed the answer's likelihood.
+MIN_DROP = 1e-6
 
 
 def graded_reliance(
     clean: Sequence[AnswerLogp], objects: Sequence[AnswerLogp], background: Sequence[AnswerLogp]
 ) -> GradedReliance:
-    """Mean per-token drops of the reference answer's log-likelihood, and their ratio."""
+    """Mean per-token drops of the reference answer's log-likelihood, objects vs background."""
     if not (len(clean) == len(objects) == len(background)) or not clean:
         raise ValueError("graded reliance needs the same non-zero number of clean/object/background scores")
     drop_object = float(np.mean([c.per_token - o.per_token for c, o in zip(clean, objects)]))
     drop_background = float(np.mean([c.per_token - b.per_token for c, b in zip(clean, background)]))
-    reliance = drop_object / drop_background if abs(drop_background) > MIN_BACKGROUND_DROP else None
-    return GradedReliance(drop_object, drop_background, reliance)
+    return GradedReliance(drop_object, drop_background)

@@ -28,9 +28,9 @@ KEY_METRICS = {
 LOWER_IS_BETTER = ("chair", "hal", "cog")
 # Image reliance: an answer that changes with the image, and a larger drop on objects than on
 # background, mean the model looks at the image (after text-only DPO the paper saw 9% change).
-HIGHER_IS_BETTER = ("answer_change_rate", "object_change_rate", "object_reliance", "logp_drop_excess")
+HIGHER_IS_BETTER = ("answer_change_rate", "object_change_rate", "object_reliance_contrast", "logp_drop_excess")
 # Not fractions: printed as numbers, not percentages.
-RAW_METRICS = ("mean_length", "logp_drop", "object_reliance")
+RAW_METRICS = ("mean_length", "logp_drop", "object_reliance_contrast")
 
 
 def better(metric: str) -> str:

@@ -3,7 +3,7 @@
 - `chair`: CHAIR as in Object HalBench (Rohrbach et al. 2018; Yu et al. RLHF-V 2024);
 - `binary`: accuracy / precision / recall / F1 of yes-no answers with a chosen positive class
   (POPE: "yes" positive; AMBER's discriminative task: "no" positive);
-- `parse_yes_no`: the POPE / AMBER answer rule (a negation word anywhere means "no");
+- `parse_yes_no`: POPE's answer rule (evaluate.py: "no"/"No"/"not" in the first sentence);
 - `degeneracy`: why a generated answer is not a well-formed sentence (a collapsed model's
   "triangle triangle ..." names few objects and so looks least hallucinating by CHAIR).
 
@@ -13,7 +13,6 @@ modules of mfpo_runtime.eval and by their tests, which work the expected values 
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -69,13 +68,19 @@ def chair(samples: Sequence[ChairSample], truths: Sequence[set[str]]) -> dict[st
     }
 
 
-_NEGATIONS = {"no", "not", "none", "nothing", "never"}
+# POPE's evaluate.py reads these words, case-sensitively, as "no"; nothing else (not "isn't").
+_POPE_NO_WORDS = {"No", "not", "no"}
 
 
 def parse_yes_no(text: str) -> bool:
-    """True for "yes". POPE's and AMBER's rule: any negation word (no, not, n't) means "no"."""
-    words = re.findall(r"[a-z']+", text.lower())
-    return not any(w in _NEGATIONS or w.endswith("n't") for w in words)
+    """True for "yes", by POPE's evaluate.py: only the text before the first "." counts, commas
+    are dropped, it is split on single spaces, and "No", "not" or "no" among the words means
+    "no". Its quirks are kept on purpose so that scores match the original: "There isn't a
+    dog" and "NO" read as "yes", "Yes, there is a chair. No other furniture." as "yes".
+    """
+    first_sentence = text.split(".")[0]
+    words = first_sentence.replace(",", "").split(" ")
+    return not any(w in _POPE_NO_WORDS for w in words)
 
 
 def binary(predicted: Sequence[bool], labels: Sequence[bool], *, positive: bool = True) -> dict[str, float]:

@@ -12,8 +12,9 @@ Metrics per split (the `eval` split unprefixed, others prefixed `counterprior.`)
   policy "degenerate" (its low CHAIR is a failure, not a win);
 - answer_change_rate / object_change_rate: answers that change when the whole image is noised
   at step `heavyNoiseStep` (default 900 of 1000);
-- logp_drop_object / logp_drop_background / logp_drop_excess / object_reliance: the graded
-  reliance on the reference answer at step `regionNoiseStep` (default 500, the paper's t).
+- logp_drop_object / logp_drop_background / logp_drop_excess / object_reliance_contrast: the
+  graded reliance on the reference answer at step `regionNoiseStep` (default 500, the paper's t);
+  the contrast (d_obj - d_bg) / (|d_obj| + |d_bg|) lies in [-1, 1] (`reliance.GradedReliance`).
 Option `reliance: "false"` skips both reliance forms. Called via mfpo_runtime.eval.benchmarks.
 """
 

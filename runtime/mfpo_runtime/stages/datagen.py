@@ -175,6 +175,19 @@ def _on_bad(bad: formats.BadRecord, counts: ShardCounts, ctx: StageContext) -> N
     ctx.metrics.inc("mfpo_datagen_skipped_records_total")
 
 
+def _check_skipped(counts: ShardCounts, shard: tuple[int, int], ctx: StageContext) -> None:
+    """Fail the shard when every record, or more than data.maxSkippedFraction, was skipped."""
+    read = counts.records + counts.skipped + counts.ungrounded
+    limit = ctx.config.spec.data.max_skipped_fraction
+    if not counts.skipped or (counts.skipped < read and counts.skipped <= limit * read):
+        return
+    why = "every record" if counts.skipped == read else f"more than data.maxSkippedFraction {limit}"
+    raise BadInput(
+        f"datagen shard {shard[0]} of {shard[1]}: {counts.skipped} of {read} records of "
+        f"{ctx.config.spec.data.uri} skipped ({why}); first: {counts.skips[0]}"
+    )
+
+
 def _tally(found, counts: ShardCounts, ctx: StageContext) -> None:
     counts.records += 1
     ctx.metrics.inc("mfpo_datagen_records_total")
@@ -208,6 +221,7 @@ def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> 
             continue
         records.append(record)
         _tally(found, counts, ctx)
+    _check_skipped(counts, shard, ctx)
     write_records(
         records,
         out_dir,

@@ -34,7 +34,7 @@ from mfpo_runtime.stage import StageContext, StageOutcome
 log = logging.getLogger("mfpo.eval")
 
 # Besides report.KEY_METRICS, kept in the stage's metrics (hence the termination summary).
-EXTRA_HEADLINE = {"synthetic": ["object_reliance", "answer_change_rate"]}
+EXTRA_HEADLINE = {"synthetic": ["object_reliance_contrast", "logp_drop_excess", "answer_change_rate"]}
 
 
 def policies(config: StageConfig) -> list[tuple[str, str]]:

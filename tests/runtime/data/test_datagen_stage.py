@@ -62,7 +62,7 @@ def test_rlaif_v_parquet_with_a_bad_record_skipped_and_counted(tmp_path: Path):
     data = write_parquet(rows, tmp_path / "rlaif.parquet")
     run_spec = spec(
         str(data), "rlaif-v", f"file://{tmp_path}/runs",
-        data={"onBadRecord": "skip"},
+        data={"onBadRecord": "skip", "maxSkippedFraction": 0.25},
         image_preference={"grounding": {"method": "annotation"}, "imageSize": 32},
     )  # fmt: skip
     config = stage_config(tmp_path, run_spec, "datagen")
@@ -79,6 +79,32 @@ def test_rlaif_v_parquet_with_a_bad_record_skipped_and_counted(tmp_path: Path):
     assert records[0].keywords[0] == "apple"
     assert Image.open(root / records[0].image).size == (32, 32)
     assert read_manifest(root)["skips"] == result.details["skips"]
+
+
+def _skipping_run(tmp_path: Path, bad: int, total: int, **data):
+    rows = rlaif_v_rows(total)
+    for row in rows[:bad]:
+        row["image"] = {"bytes": b"broken", "path": "x.png"}
+    run_spec = spec(
+        str(write_parquet(rows, tmp_path / "rlaif.parquet")), "rlaif-v", f"file://{tmp_path}/runs",
+        data={"onBadRecord": "skip", **data}, image_preference={"imageSize": 32},
+    )  # fmt: skip
+    return stage_config(tmp_path, run_spec, "datagen")
+
+
+def test_every_record_skipped_fails_the_shard_with_the_count(tmp_path: Path):
+    config = _skipping_run(tmp_path, bad=3, total=3, maxSkippedFraction=1.0)
+    with pytest.raises(BadInput, match=r"3 of 3 records .* skipped \(every record\).*RLAIF-V-0"):
+        run_stage(config, progress=False)
+    assert not storage.is_complete(dataset_uri(config.run_uri, (0, 1)))
+
+
+def test_more_skipped_than_the_maximum_fraction_fails_the_shard(tmp_path: Path):
+    config = _skipping_run(tmp_path, bad=1, total=5)  # 20% skipped, default maximum 10%
+    with pytest.raises(BadInput, match=r"1 of 5 records .*maxSkippedFraction 0.1"):
+        run_stage(config, progress=False)
+    within = _skipping_run(tmp_path / "b", bad=1, total=5, maxSkippedFraction=0.2)
+    assert run_stage(within, progress=False).metrics["skipped"] == 1
 
 
 def test_bad_record_fails_the_stage_by_default_naming_it(tmp_path: Path):

@@ -76,6 +76,17 @@ def test_missing_image_file_is_named(tmp_path: Path):
     assert isinstance(items[1], BadRecord) and "line 2 is not JSON" in items[1].reason
 
 
+def test_a_non_utf8_byte_spoils_only_its_own_line(tmp_path: Path):
+    path = write_jsonl_with_image_files(rlaif_v_rows(3), tmp_path / "j")
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"chosen", b"cho\xffsen", 1)  # one Latin-1 byte in line 2
+    path.write_bytes(b"".join(lines))
+    items = list(iter_samples(str(path), "rlaif-v"))
+    assert [type(i) for i in items] == [Sample, BadRecord, Sample]
+    assert "line 2 is not UTF-8" in items[1].reason and items[1].index == 1
+    assert [i.record.id for i in _samples(items)] == ["RLAIF-V-0", "RLAIF-V-2"]
+
+
 def test_rlhf_v_text_column(tmp_path: Path):
     rows = [
         {

@@ -147,8 +147,9 @@ def test_amber_hand_worked(amber_sample: Path, tmp_path: Path):
     bench = BenchmarkSpec(name="amber", uri=str(amber_sample))
     result = amber.evaluate(ScriptedPolicy(AMBER_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
     m = result.metrics
-    # Nouns: puppy, lawn, kitten (sky is a safe word) + cat, cat; only kitten hallucinated.
-    assert m["chair"] == pytest.approx(1 / 5)
+    # Nouns (inference.py's after_process_nouns): puppy, lawn, sky, kitten + cat, cat. The safe
+    # word sky is skipped but stays in chair_num (len(safe_flag_list)): 1 hallucinated of 6.
+    assert m["chair"] == pytest.approx(1 / 6)
     assert m["cover"] == pytest.approx(3 / 3)  # dog (via puppy), grass (via lawn), cat
     assert m["hal"] == pytest.approx(1 / 2)
     assert m["cog"] == pytest.approx(1 / 3)  # cat of the hallu targets cat, frisbee, dog
@@ -157,8 +158,9 @@ def test_amber_hand_worked(amber_sample: Path, tmp_path: Path):
     assert m["precision"] == pytest.approx(1 / 2) and m["recall"] == pytest.approx(1 / 2)
     assert m["f1"] == pytest.approx(1 / 2)
     assert m["existence.accuracy"] == 1.0 and m["existence.f1"] == 1.0
-    assert m["attribute.accuracy"] == 0.0 and m["relation.accuracy"] == 0.0
-    assert m["amber_score"] == pytest.approx((1 - 1 / 5 + 1 / 2) / 2)
+    assert m["attribute.accuracy"] == 0.0 and m["state.accuracy"] == 0.0 and m["relation.accuracy"] == 0.0
+    assert "number.accuracy" not in m and "action.f1" not in m  # no such questions
+    assert m["amber_score"] == pytest.approx((1 - 1 / 6 + 1 / 2) / 2)
 
 
 def test_amber_generative_sample_uses_associations():
@@ -167,6 +169,47 @@ def test_amber_generative_sample_uses_associations():
     assert sample["nouns"] == ["puppy", "kitten"]
     assert sample["covered"] == ["dog"] and sample["cognitive"] == ["cat"]
     assert sample["hallucinated"] == ["kitten"]
+
+
+def test_amber_counts_nouns_only():
+    # inference.py extract_nouns keeps words tagged NN* and lemmatises them: "watch" is a verb
+    # here, so it is no hallucinated watch; "men" and "dogs" become man and dog.
+    vocab = amber.AmberVocabulary({"man": [], "watch": [], "dog": [], "field": []}, set())
+    sample = amber.generative_sample("Two men watch the dogs on the field.", ["man", "field"], [], vocab)
+    assert sample["nouns"] == ["man", "dog", "field"]
+    assert sample["hallucinated"] == ["dog"]
+
+
+def test_amber_first_association_wins_as_in_inference_py():
+    # safe_words = association[truth[0]] + ... + truth: "cat" is first found as dog's associated
+    # word, so it covers dog (safe_list[safe_list[j] + offset] = 1), and truth cat stays uncovered.
+    vocab = amber.AmberVocabulary({"dog": ["cat"], "cat": []}, set())
+    sample = amber.generative_sample("A cat.", ["dog", "cat"], [], vocab)
+    assert sample["covered"] == ["dog"] and sample["hallucinated"] == []
+
+
+def test_amber_discriminative_sub_dimensions():
+    # Counted as inference.py counts them: correct = (truth yes, "Yes") or (truth no, "No");
+    # precision = answered No and truth no / answered No; recall = the same / truth no.
+    kinds = ["discriminative-hallucination"] * 2 + [
+        "discriminative-attribute-state", "discriminative-attribute-number",
+        "discriminative-attribute-number", "discriminative-attribute-action",
+    ] + ["discriminative-relation"] * 2  # fmt: skip
+    labels = [False, True, False, True, False, False, True, False]  # True: truth "yes"
+    predicted = [False] * 8  # every answer "No"
+    m = amber.discriminative_scores(predicted, labels, kinds)
+    assert (m["accuracy"], m["precision"], m["recall"], m["f1"]) == pytest.approx((5 / 8, 5 / 8, 1, 10 / 13))
+    expected = {
+        "existence": (1 / 2, 1 / 2, 1, 2 / 3),
+        "attribute": (3 / 4, 3 / 4, 1, 6 / 7),  # state + number + action pooled
+        "state": (1, 1, 1, 1),
+        "number": (1 / 2, 1 / 2, 1, 2 / 3),
+        "action": (1, 1, 1, 1),
+        "relation": (1 / 2, 1 / 2, 1, 2 / 3),
+    }
+    for dim, values in expected.items():
+        got = tuple(m[f"{dim}.{k}"] for k in ("accuracy", "precision", "recall", "f1"))
+        assert got == pytest.approx(values), dim
 
 
 def test_amber_query_without_annotation_is_bad_input(amber_sample: Path, tmp_path: Path):
@@ -185,12 +228,15 @@ def pope_sample(tmp_path: Path) -> Path:
     return write_pope_sample(tmp_path)
 
 
+# Each answer is read as POPE's evaluate.py reads it (the "Only keep the first sentence" block,
+# copied verbatim in e.g. llava-rlhf/LLaVA-RLHF Eval/summarize_eval_pope.py): cut at the first
+# ".", drop ",", split on " ", "No"/"not"/"no" among the words -> no, else yes.
 POPE_ANSWERS = {
-    (q("dog"), RED): "Yes",
+    (q("dog"), RED): "Yes, there is a dog. No other animal is visible.",  # first sentence: yes
     (q("cat"), RED): "Yes, there is a cat.",  # false positive
     (q("car"), GREEN): "No",  # false negative
     (q("tree"), GREEN): "No, there is no tree.",
-    (q("bench"), GREEN): "There isn't one.",
+    (q("bench"), GREEN): "There isn't one.",  # no "no"/"not" word: POPE reads yes (false positive)
 }
 
 
@@ -199,18 +245,23 @@ def test_pope_hand_worked(pope_sample: Path, tmp_path: Path):
                            BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
     m = result.metrics
     assert "popular.f1" not in m  # no popular file: evaluated splits only
+    # random: TP dog, FP cat, FN car, TN tree.
     assert m["random.accuracy"] == pytest.approx(2 / 4)
     assert m["random.precision"] == pytest.approx(1 / 2) and m["random.recall"] == pytest.approx(1 / 2)
     assert m["random.f1"] == pytest.approx(1 / 2) and m["random.yes_ratio"] == pytest.approx(2 / 4)
-    assert m["adversarial.accuracy"] == 1.0 and m["adversarial.f1"] == 1.0
-    assert m["f1"] == pytest.approx(3 / 4) and m["yes_ratio"] == pytest.approx(1 / 2)
+    # adversarial: TP dog, FP bench.
+    assert m["adversarial.accuracy"] == pytest.approx(1 / 2) and m["adversarial.f1"] == pytest.approx(2 / 3)
+    # Pooled over the six questions (TP 2, FP 2, FN 1, TN 1), not the mean of the splits (7/12).
+    assert m["accuracy"] == pytest.approx(3 / 6) and m["yes_ratio"] == pytest.approx(4 / 6)
+    assert m["precision"] == pytest.approx(2 / 4) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(4 / 7)
 
 
 def test_pope_splits_option(pope_sample: Path, tmp_path: Path):
     bench = BenchmarkSpec(name="pope", uri=str(pope_sample), options={"splits": "adversarial"})
     m = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
     assert set(m) == {"adversarial.accuracy", "adversarial.precision", "adversarial.recall", "adversarial.f1",
-                      "adversarial.yes_ratio", "accuracy", "f1", "yes_ratio"}  # fmt: skip
+                      "adversarial.yes_ratio", "accuracy", "precision", "recall", "f1", "yes_ratio"}  # fmt: skip
     with pytest.raises(BadInput, match="unknown splits"):
         pope.evaluate(ScriptedPolicy({}), BenchmarkSpec(name="pope", uri=str(pope_sample),
                       options={"splits": "hard"}), BenchmarkEnv(work_dir=tmp_path))  # fmt: skip

@@ -31,7 +31,7 @@ def test_better_direction():
     assert report.better("answer_change_rate") == "higher"  # the answer depends on the image
     assert report.better("logp_drop_object") == "-"
     assert report.better("random.f1") == "higher"
-    assert report.better("object_reliance") == "higher"
+    assert report.better("object_reliance_contrast") == "higher"
 
 
 def test_plot_writes_a_png(tmp_path: Path):

@@ -63,14 +63,20 @@ def test_graded_reliance_hand_worked():
     got = graded_reliance(clean, objects, background)
     assert got.drop_object == pytest.approx(0.75)
     assert got.drop_background == pytest.approx(0.25)
-    assert got.object_reliance == pytest.approx(3.0)
     assert got.metrics()["logp_drop_excess"] == pytest.approx(0.5)
+    assert got.metrics()["object_reliance_contrast"] == pytest.approx(0.5 / 1.0)
+    assert "object_reliance" not in got.metrics()
 
 
-def test_graded_reliance_without_background_drop_has_no_ratio():
+def test_reliance_contrast_stays_bounded_when_the_background_barely_moves():
+    # The demo run's align-2 case: objects noised *raise* the likelihood by 0.597 nats/token,
+    # background 0.001: the old ratio was -597; the contrast is about -1, the excess -0.598.
+    clean = [AnswerLogp(-4.0, 4)]
+    got = graded_reliance(clean, [AnswerLogp(-4.0 + 4 * 0.597, 4)], [AnswerLogp(-4.0 - 4 * 0.001, 4)])
+    assert got.metrics()["object_reliance_contrast"] == pytest.approx(-0.598 / 0.598)
+    assert got.metrics()["logp_drop_excess"] == pytest.approx(-0.598)
     same = [AnswerLogp(-4.0, 4)]
-    got = graded_reliance(same, [AnswerLogp(-8.0, 4)], same)
-    assert got.object_reliance is None and "object_reliance" not in got.metrics()
+    assert graded_reliance(same, same, same).metrics()["object_reliance_contrast"] == 0.0
     with pytest.raises(ValueError, match="same non-zero number"):
         graded_reliance([], [], [])
 

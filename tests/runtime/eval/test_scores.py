@@ -48,11 +48,16 @@ def test_chair_rejects_mismatched_lengths():
         chair([chair_sample([], set(), "")], [set(), set()])
 
 
+# Expected values follow POPE's evaluate.py line by line (first sentence: text.split('.')[0];
+# text.replace(',', ''); words = text.split(' '); 'No' in words or 'not' in words or 'no' in
+# words -> 'no'), as copied in llava-rlhf/LLaVA-RLHF Eval/summarize_eval_pope.py.
 @pytest.mark.parametrize(
     "text, expected",
     [("Yes", True), ("Yes, there is a dog.", True), ("No", False), ("no.", False),
-     ("There is not a dog.", False), ("There isn't a dog", False), ("I see a dog", True),
-     ("NO, none.", False)],
+     ("There is not a dog.", False), ("No, there is no dog.", False), ("I see a dog", True),
+     ("Yes, there is a chair. No other furniture is visible.", True),  # only the first sentence
+     ("There isn't a dog", True), ("NO, none.", True),  # neither "isn't" nor "NO" is a POPE word
+     ("There is a dog, not a cat", False)],
 )  # fmt: skip
 def test_parse_yes_no(text, expected):
     assert parse_yes_no(text) is expected

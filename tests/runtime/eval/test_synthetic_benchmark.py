@@ -54,7 +54,7 @@ def test_synthetic_chair_is_exact_with_scripted_answers(world_dir: Path, tmp_pat
     # Noised images are unknown to the script: every answer changes, to one naming nothing.
     assert m["answer_change_rate"] == 1.0 and m["object_change_rate"] == 1.0
     # Both noised images lose the same 0.5 nats per token: no object-specific reliance.
-    assert m["logp_drop_object"] == pytest.approx(0.5) and m["object_reliance"] == pytest.approx(1.0)
+    assert m["logp_drop_object"] == pytest.approx(0.5) and m["object_reliance_contrast"] == pytest.approx(0.0)
     assert result.flags == []
 
 
