@@ -14,7 +14,14 @@ from mfpo_runtime.train.logprobs import (
     triple_logps,
     triple_texts_and_images,
 )
-from mfpo_runtime.train.packing import CHOSEN, PAD, PREFIX, REJECTED, block_causal_mask, pack_triples
+from mfpo_runtime.train.packing import (
+    CHOSEN,
+    PAD,
+    PREFIX,
+    REJECTED,
+    block_causal_mask,
+    pack_triples,
+)
 from torch.testing import assert_close
 
 ALL_FAMILIES = ["llava", "llava-next", "qwen2-vl"]
