@@ -26,9 +26,9 @@ import torch
 from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import BadInput, StageInterrupted
 from torch import nn
-from tqdm import tqdm
 from transformers import get_scheduler
 
+from mfpo_runtime.progress import progress_bar
 from mfpo_runtime.train import checkpoints
 from mfpo_runtime.train.checkpoints import TrainState
 from mfpo_runtime.train.data import TrainingSet, collate, sample_indices
@@ -351,9 +351,9 @@ def train(job: TrainJob) -> dict[str, float]:
     autocast = autocast_for(job.spec.training.precision, job.device, loop.engine is not None)
     every = job.spec.training.checkpoint_every_steps
     log_every = max(1, loop.state.total_steps // 10)
-    bar = tqdm(
+    bar = progress_bar(
         total=loop.state.total_steps, initial=loop.state.step, desc=job.stage_uri.rsplit("/", 1)[-1],
-        unit="step", disable=not job.progress or job.rank != 0,
+        unit="step", enabled=job.progress and job.rank == 0,
     )  # fmt: skip
     while loop.state.step < loop.state.total_steps:
         if job.stop_requested():
