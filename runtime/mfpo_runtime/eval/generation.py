@@ -87,13 +87,15 @@ class VLMPolicy:
         self.progress = progress
 
     @classmethod
-    def load(cls, name: str, uri: str, settings: GenerationSettings, *, progress: bool = False) -> VLMPolicy:
+    def load(
+        cls, name: str, uri: str, settings: GenerationSettings, *, device: str = "cpu", progress: bool = False
+    ) -> VLMPolicy:
+        """The policy at `uri` on `device` (the run's: mfpo_runtime.train.trainer.device_for)."""
         import torch
 
         from mfpo_runtime import models
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         log.info("loading policy %s from %s on %s", name, uri, device)
         loaded = models.load_vlm(uri, dtype=dtype, device=device)
         loaded.model.eval()

@@ -47,6 +47,27 @@ log = logging.getLogger("mfpo.train")
 # ------------------------------------------------------------------ validation
 
 
+def device_for(spec: MFPORunSpec, rank: int = 0) -> torch.device:
+    """The device spec.resources asks for. gpusPerNode 0: the CPU, even where CUDA is present.
+    gpusPerNode > 0: this process's GPU (LOCAL_RANK under torchrun), and a clear error where
+    the machine has no such GPU, rather than a silent CPU run of a GPU-sized job."""
+    gpus = spec.resources.gpus_per_node
+    if gpus == 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise BadInput(
+            f"resources.gpusPerNode is {gpus} but this machine has no usable CUDA device "
+            "(torch.cuda.is_available() is false): set resources.gpusPerNode: 0 to run on the CPU"
+        )
+    index = int(os.environ.get("LOCAL_RANK", rank))
+    if index >= torch.cuda.device_count():
+        raise BadInput(
+            f"process {index} of resources.gpusPerNode {gpus} has no GPU: this machine shows "
+            f"{torch.cuda.device_count()} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+        )
+    return torch.device("cuda", index)
+
+
 def validate(spec: MFPORunSpec, *, device: str, world_size: int = 1) -> None:
     """Refuse combinations this trainer cannot run, naming them (raised before any loading)."""
     t, m = spec.training, spec.model
