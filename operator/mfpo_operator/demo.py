@@ -27,6 +27,8 @@ from mfpo_operator.validation import load_manifest
 QUICKSTART = Path("examples/quickstart.yaml")
 WORLD_URI = "file://./runs/quickstart/world"
 COMPARISON_SUFFIX = "-text-dpo"
+# report.md and tradeoff.png of the DPO-vs-MFPO comparison (relative to the working directory).
+COMPARISON_REPORT_DIR = "runs/quickstart/comparison"
 # Stages whose outputs do not depend on the objective: the comparison run reuses them.
 SHARED_STAGES = ("datagen", "score")
 
@@ -61,6 +63,7 @@ def run_demo(*, compare: bool = True) -> int:
                 "--baseline", f"text DPO={_run_uri(text_only)}",
                 "--candidate", f"MFPO={_run_uri(manifest)}",
                 "--policy", f"align-{manifest.spec.curriculum.stages}",
+                "--out", COMPARISON_REPORT_DIR,
             ],
             check=True,
         )  # fmt: skip

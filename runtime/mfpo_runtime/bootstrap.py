@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 from mfpo_core import storage
 from PIL import Image
-from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from mfpo_runtime.data.records import DatasetError, read_manifest, read_records
 from mfpo_runtime.data.scenes import PARTNERS, lonely_objects
 from mfpo_runtime.models import LoadedVLM, TinySize, build_tiny, encode, generate
+from mfpo_runtime.progress import progress_bar
 
 log = logging.getLogger("mfpo.bootstrap")
 
@@ -166,8 +166,8 @@ def train(
     order = _batch_order(len(data), config)
     model.train()
     losses = []
-    bar = tqdm(range(config.steps), desc="bootstrap", unit="step", disable=not progress)
-    for step in bar:
+    bar = progress_bar(total=config.steps, desc="bootstrap", unit="step", enabled=progress)
+    for step in range(config.steps):
         loss = caption_loss(model, data.rows(order[step]))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -175,7 +175,9 @@ def train(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        bar.update(1)
+    bar.close()
     model.eval()
     return losses
 

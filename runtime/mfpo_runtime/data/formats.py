@@ -278,6 +278,38 @@ def synthetic_sample(row: dict[str, Any], index: int, base_uri: str) -> Sample:
     return Sample(index, record, load_image(record.image, base_uri), masks)
 
 
+def _file_row_count(uri: str) -> int:
+    if uri.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(storage.materialize(uri)) as handle:
+            return handle.metadata.num_rows  # the footer alone: no row is decoded
+    if uri.endswith(".jsonl"):
+        return sum(1 for line in storage.read_text(uri).splitlines() if line.strip())
+    return len(_json_list(uri))
+
+
+def count_rows(uri: str, data_format: str) -> int:
+    """How many records the dataset holds, bad ones included, without decoding an image: the
+    total of datagen's progress bar. Same errors as iter_samples for a missing dataset."""
+    if data_format == "rlaif-v":
+        files = _source_files(uri, (".parquet", ".jsonl", ".json"), (".parquet", ".jsonl"))
+    elif data_format == "llava":
+        files = _source_files(uri, (".json",))[:1]
+    elif data_format == "synthetic":
+        files = [storage.join(uri, RECORDS_FILE)]
+    else:
+        raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
+    return sum(_file_row_count(file) for file in files)
+
+
+def shard_size(rows: int, shard: tuple[int, int], max_samples: int | None = None) -> int:
+    """How many of `rows` records iter_samples yields for `shard` (index % count == shard)."""
+    shard_index, shard_count = shard
+    rows = rows if max_samples is None else min(rows, max_samples)
+    return max(0, -(-(rows - shard_index) // shard_count))
+
+
 # ------------------------------------------------------------------ entry point
 
 

@@ -15,13 +15,14 @@ Called by the eval stage (mfpo_runtime.stages.evaluate).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from mfpo_core.api import EvaluationSpec
 from PIL import Image
-from tqdm import tqdm
+
+from mfpo_runtime.progress import progress_bar
 
 log = logging.getLogger("mfpo.eval")
 
@@ -86,29 +87,34 @@ class VLMPolicy:
         self.progress = progress
 
     @classmethod
-    def load(cls, name: str, uri: str, settings: GenerationSettings, *, progress: bool = False) -> VLMPolicy:
+    def load(
+        cls, name: str, uri: str, settings: GenerationSettings, *, device: str = "cpu", progress: bool = False
+    ) -> VLMPolicy:
+        """The policy at `uri` on `device` (the run's: mfpo_runtime.train.trainer.device_for)."""
         import torch
 
         from mfpo_runtime import models
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         log.info("loading policy %s from %s on %s", name, uri, device)
         loaded = models.load_vlm(uri, dtype=dtype, device=device)
         loaded.model.eval()
         return cls(name, loaded, settings, progress=progress)
 
-    def _ranges(self, count: int, what: str) -> list[range]:
-        ranges = batches(count, self.settings.batch_size)
-        if self.progress:
-            return list(tqdm(ranges, desc=f"{self.name}: {what}", unit="batch"))
-        return ranges
+    def _batches(self, count: int, what: str) -> Iterator[range]:
+        """The batches of `count` items; the bar counts an item once its batch is done."""
+        with progress_bar(
+            total=count, desc=f"{self.name}: {what}", unit="answer", enabled=self.progress
+        ) as bar:
+            for rows in batches(count, self.settings.batch_size):
+                yield rows
+                bar.update(len(rows))
 
     def answer(self, questions: Sequence[str], images: Sequence[Image.Image]) -> list[str]:
         from mfpo_runtime import models
 
         answers: list[str] = []
-        for number, rows in enumerate(self._ranges(len(questions), "generate")):
+        for number, rows in enumerate(self._batches(len(questions), "generate")):
             answers += models.generate(
                 self.loaded,
                 [questions[i] for i in rows],
@@ -131,7 +137,7 @@ class VLMPolicy:
         model, processor, family = self.loaded.model, self.loaded.processor, self.loaded.family
         device = next(model.parameters()).device
         out: list[AnswerLogp] = []
-        for rows in self._ranges(len(questions), "log-likelihood"):
+        for rows in self._batches(len(questions), "log-likelihood"):
             batch = models.encode(
                 processor, family, [questions[i] for i in rows], [images[i] for i in rows],
                 [answers[i] for i in rows],

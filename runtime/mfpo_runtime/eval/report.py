@@ -3,8 +3,9 @@
 Input: scores[policy][benchmark] = {"metrics": {...}, "flags": [...]} for the policies in run
 order (base, align-1, ...). The report has one table per benchmark (metrics x policies), says
 which direction is better, and warns about degenerate policies (a collapsed model looks least
-hallucinating by CHAIR). The plot (matplotlib, Agg) has one panel per benchmark with its key
-metrics across policies; it is drawn only when several policies were evaluated.
+hallucinating by CHAIR). The plot (matplotlib, Agg) has a row per benchmark and a panel per
+better-direction with its key metrics across policies; it is drawn only when several policies
+were evaluated.
 Called by the eval stage (mfpo_runtime.stages.evaluate).
 """
 
@@ -91,28 +92,49 @@ def _table(bench: str, policies: list[str], scores: Scores) -> list[str]:
     return [*lines, ""]
 
 
+DIRECTIONS = {"lower": "lower is better", "higher": "higher is better"}
+
+
+def panels(bench: str, scores: Scores) -> dict[str, list[str]]:
+    """The benchmark's key metrics that have values, grouped by their better direction: a
+    panel never mixes lower-is-better and higher-is-better metrics on one axis."""
+    grouped: dict[str, list[str]] = {}
+    for metric in KEY_METRICS.get(bench, []):
+        if any(scores[p].get(bench, {}).get("metrics", {}).get(metric) is not None for p in scores):
+            grouped.setdefault(DIRECTIONS.get(better(metric), "no better direction"), []).append(metric)
+    return grouped
+
+
 def plot(scores: Scores, path: str | Path) -> Path:
-    """One panel per benchmark: its key metrics (in %) across the policies, in run order."""
+    """One row per benchmark, one panel per better-direction: its key metrics (in %) across
+    the policies in run order, the legend beside the panel, never over the data."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: Jobs and CI have no display
     import matplotlib.pyplot as plt
 
     policies = list(scores)
-    benches = benchmarks_of(scores)
-    fig, axes = plt.subplots(1, len(benches), figsize=(4.5 * len(benches), 3.6), squeeze=False)
-    for ax, bench in zip(axes[0], benches):
-        for metric in KEY_METRICS.get(bench, []):
-            values = [scores[p].get(bench, {}).get("metrics", {}).get(metric) for p in policies]
-            if any(v is not None for v in values):
+    rows = [(bench, panels(bench, scores)) for bench in benchmarks_of(scores)]
+    rows = [(bench, grouped) for bench, grouped in rows if grouped]
+    columns = max((len(grouped) for _, grouped in rows), default=1)
+    fig, axes = plt.subplots(max(1, len(rows)), columns, figsize=(6.2 * columns, 3.2 * max(1, len(rows))),
+                             squeeze=False)  # fmt: skip
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for row, (bench, grouped) in enumerate(rows):
+        for column, (direction, metrics) in enumerate(grouped.items()):
+            ax = axes[row][column]
+            ax.set_visible(True)
+            for metric in metrics:
+                values = [scores[p].get(bench, {}).get("metrics", {}).get(metric) for p in policies]
                 ax.plot(policies, [100 * v if v is not None else float("nan") for v in values],
                         marker="o", label=metric)  # fmt: skip
-        ax.set_title(bench)
-        ax.set_ylabel("%")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+            ax.set_title(f"{bench}: {direction}")
+            ax.set_ylabel("%")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import torch
 from mfpo_core import storage
@@ -29,12 +28,6 @@ from mfpo_runtime.train.logprobs import image_path_frozen, shared_image_features
 from mfpo_runtime.train.reference import precompute
 
 log = logging.getLogger("mfpo.align")
-
-
-def device_for(rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    return torch.device("cpu")
 
 
 def init_distributed(device: torch.device, world_size: int) -> None:
@@ -88,7 +81,7 @@ def run(ctx: StageContext) -> StageOutcome:
     cfg = ctx.config
     spec, k = cfg.spec, cfg.align_index
     rank, world_size = trainer.world()
-    device = device_for(rank)
+    device = trainer.device_for(spec, rank)
     trainer.validate(spec, device=device.type, world_size=world_size)
     init_distributed(device, world_size)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from mfpo_core import storage
 from mfpo_core.contract import BadInput, StageInterrupted, shard_uri
-from tqdm import tqdm
 
 from mfpo_runtime.data import formats, grounding, keywords, noise
 from mfpo_runtime.data.records import MANIFEST_FILE, write_records
+from mfpo_runtime.progress import each_done, progress_bar
 from mfpo_runtime.stage import StageContext, StageOutcome
 
 log = logging.getLogger("mfpo.datagen")
@@ -165,6 +165,17 @@ def _samples(ctx: StageContext, shard: tuple[int, int]):
         raise BadInput(f"data.uri {data.uri} ({data.format}): {err}") from err
 
 
+def _shard_total(ctx: StageContext, shard: tuple[int, int]) -> int | None:
+    """The shard's record count for its progress bar; None (a bar without total) when the
+    count cannot be read, and iterating the data then names the problem."""
+    data = ctx.config.spec.data
+    try:
+        rows = formats.count_rows(data.uri, data.format)
+    except (FileNotFoundError, ValueError, TypeError, storage.StorageError):
+        return None
+    return formats.shard_size(rows, shard, data.max_samples)
+
+
 def _on_bad(bad: formats.BadRecord, counts: ShardCounts, ctx: StageContext) -> None:
     if ctx.config.spec.data.on_bad_record == "fail":
         raise BadInput(f"{ctx.config.spec.data.uri}: {bad.describe()} (data.onBadRecord: fail)")
@@ -201,9 +212,12 @@ def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> 
     enricher = enricher_for(ctx)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     counts, records = ShardCounts(), []
-    for item in tqdm(
-        _samples(ctx, shard), desc=f"datagen {shard[0]}/{shard[1]}", disable=not ctx.progress
-    ):
+    bar = progress_bar(
+        total=None, desc=f"datagen {shard[0]}/{shard[1]}", unit="record", enabled=ctx.progress
+    )
+    if not bar.disable:  # counted only for a bar that is drawn: it reads the dataset once more
+        bar.total = _shard_total(ctx, shard)
+    for item in each_done(_samples(ctx, shard), bar):
         if ctx.stop_requested:
             raise StageInterrupted(
                 f"datagen shard {shard[0]} of {shard[1]} stopped; it restarts from scratch"

@@ -30,6 +30,7 @@ from mfpo_runtime.eval.benchmarks import run_benchmark
 from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult
 from mfpo_runtime.eval.generation import GenerationSettings, VLMPolicy
 from mfpo_runtime.stage import StageContext, StageOutcome
+from mfpo_runtime.train.trainer import device_for
 
 log = logging.getLogger("mfpo.eval")
 
@@ -91,7 +92,9 @@ def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -
             if ctx.stop_requested:
                 raise StageInterrupted(f"stopped before {name} on {bench_name(bench)}; earlier results kept")
             _check_policy(name, uri)
-            loaded = loaded or VLMPolicy.load(name, uri, env.settings, progress=env.progress)
+            loaded = loaded or VLMPolicy.load(
+                name, uri, env.settings, device=str(device_for(ctx.config.spec)), progress=env.progress
+            )
             log.info("evaluating %s on %s", name, bench_name(bench))
             doc = _document(name, uri, bench_name(bench), run_benchmark(loaded, bench, env), env)
             storage.write_json(doc, doc_uri)

@@ -24,10 +24,10 @@ from statistics import fmean
 from mfpo_core import storage
 from mfpo_core.contract import BadInput, StageInterrupted, stage_uri
 from PIL import Image
-from tqdm import tqdm
 
 from mfpo_runtime.data import entropy
 from mfpo_runtime.data.records import MANIFEST_FILE, RECORDS_FILE, PreferenceRecord, write_records
+from mfpo_runtime.progress import progress_bar
 from mfpo_runtime.stage import StageContext, StageOutcome
 from mfpo_runtime.stages.datagen import dataset_uri as shard_dataset_uri
 
@@ -107,8 +107,8 @@ def score_records(
     batch = spec.evaluation.batch_size
     entropies: list[float] = []
     answers: list[list[str]] = []
-    starts = range(0, len(records), batch)
-    for number, start in enumerate(tqdm(starts, desc="score", disable=not ctx.progress)):
+    bar = progress_bar(total=len(records), desc="score", unit="record", enabled=ctx.progress)
+    for number, start in enumerate(range(0, len(records), batch)):
         if ctx.stop_requested:
             raise StageInterrupted("score stopped; it restarts from the merged shards")
         chunk = records[start : start + batch]
@@ -125,6 +125,8 @@ def score_records(
             entropies.append(entropy.semantic_entropy(group, meaning))
             answers.append(group)
         ctx.metrics.inc("mfpo_score_records_total", len(chunk))
+        bar.update(len(chunk))
+    bar.close()
     return entropies, answers
 
 

@@ -26,9 +26,9 @@ import torch
 from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import BadInput, StageInterrupted
 from torch import nn
-from tqdm import tqdm
 from transformers import get_scheduler
 
+from mfpo_runtime.progress import progress_bar
 from mfpo_runtime.train import checkpoints
 from mfpo_runtime.train.checkpoints import TrainState
 from mfpo_runtime.train.data import TrainingSet, collate, sample_indices
@@ -45,6 +45,27 @@ log = logging.getLogger("mfpo.train")
 
 
 # ------------------------------------------------------------------ validation
+
+
+def device_for(spec: MFPORunSpec, rank: int = 0) -> torch.device:
+    """The device spec.resources asks for. gpusPerNode 0: the CPU, even where CUDA is present.
+    gpusPerNode > 0: this process's GPU (LOCAL_RANK under torchrun), and a clear error where
+    the machine has no such GPU, rather than a silent CPU run of a GPU-sized job."""
+    gpus = spec.resources.gpus_per_node
+    if gpus == 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise BadInput(
+            f"resources.gpusPerNode is {gpus} but this machine has no usable CUDA device "
+            "(torch.cuda.is_available() is false): set resources.gpusPerNode: 0 to run on the CPU"
+        )
+    index = int(os.environ.get("LOCAL_RANK", rank))
+    if index >= torch.cuda.device_count():
+        raise BadInput(
+            f"process {index} of resources.gpusPerNode {gpus} has no GPU: this machine shows "
+            f"{torch.cuda.device_count()} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+        )
+    return torch.device("cuda", index)
 
 
 def validate(spec: MFPORunSpec, *, device: str, world_size: int = 1) -> None:
@@ -351,9 +372,9 @@ def train(job: TrainJob) -> dict[str, float]:
     autocast = autocast_for(job.spec.training.precision, job.device, loop.engine is not None)
     every = job.spec.training.checkpoint_every_steps
     log_every = max(1, loop.state.total_steps // 10)
-    bar = tqdm(
+    bar = progress_bar(
         total=loop.state.total_steps, initial=loop.state.step, desc=job.stage_uri.rsplit("/", 1)[-1],
-        unit="step", disable=not job.progress or job.rank != 0,
+        unit="step", enabled=job.progress and job.rank == 0,
     )  # fmt: skip
     while loop.state.step < loop.state.total_steps:
         if job.stop_requested():

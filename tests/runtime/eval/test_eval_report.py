@@ -37,3 +37,15 @@ def test_better_direction():
 def test_plot_writes_a_png(tmp_path: Path):
     path = report.plot(SCORES, tmp_path / "scores.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_never_mixes_better_directions_on_one_axis():
+    scores = {
+        policy: {"synthetic": {"metrics": {"chair_s": 0.4, "chair_i": 0.2, "recall": 0.6,
+                                           "well_formed": 1.0, "counterprior.chair_s": 0.5}}}
+        for policy in ("base", "align-1")
+    }  # fmt: skip
+    assert report.panels("synthetic", scores) == {
+        "lower is better": ["chair_s", "chair_i", "counterprior.chair_s"],
+        "higher is better": ["recall", "well_formed"],
+    }

@@ -23,6 +23,7 @@ def eval_config(tmp_path: Path, model_dir: Path, world_dir: Path, benchmarks: li
         "storage": {"uri": f"file://{tmp_path}/runs"},
         "curriculum": {"stages": 2},
         "evaluation": {"benchmarks": benchmarks, "maxNewTokens": 5, "batchSize": 4, **evaluation},
+        "resources": {"gpusPerNode": 0},
     })  # fmt: skip
     return StageConfig(run="demo", stage="eval", run_uri=f"file://{tmp_path}/runs/demo", spec=spec)
 

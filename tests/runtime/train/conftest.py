@@ -104,6 +104,7 @@ def align_spec(model_dir, **training):
         "storage": {"uri": "file:///unused"},
         "curriculum": {"stages": 2},
         "training": {**base, **training},
+        "resources": {"gpusPerNode": 0},
     })
 
 
