@@ -5,6 +5,10 @@ config, returns at once when the stage's result document exists, dispatches to t
 implementation, writes the result document and the termination summary, and maps the
 outcome to an exit code (see `contract.ExitCode`). SIGTERM sets a flag that long stages poll
 (`StageContext.stop_requested`) to save a checkpoint and raise `StageInterrupted`.
+
+Under torchrun every rank of a pod runs this command: local rank 0 alone serves the metrics
+port and writes the termination summary (one container, one port, one /dev/termination-log);
+global rank 0 alone writes the result document.
 """
 
 from __future__ import annotations
@@ -79,12 +83,21 @@ class StageContext:
         self._stop[0] = True
 
 
+def _local_rank() -> int:
+    """This process's rank within its pod (torchrun's LOCAL_RANK); 0 for a plain process."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def _termination_log() -> Path | None:
     path = Path(os.environ.get("MFPO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
     return path if path.parent.is_dir() and (path.exists() or os.access(path.parent, os.W_OK)) else None
 
 
 def write_termination_summary(summary: TerminationSummary) -> None:
+    """Write the summary to the termination log; other local ranks only log theirs."""
+    if _local_rank() != 0:
+        log.info("local rank %d leaves the termination summary to local rank 0", _local_rank())
+        return
     path = _termination_log()
     if path is None:
         return
@@ -123,7 +136,7 @@ def _resolve_shard(config: StageConfig) -> tuple[int, int] | None:
     return index, count
 
 
-def run_stage(config: StageConfig, *, progress: bool = True) -> StageResult:
+def run_stage(config: StageConfig, *, progress: bool = True, metrics_address: str | None = None) -> StageResult:
     """Run one stage in this process (idempotent). Raises BadInput, StageInterrupted or others."""
     shard = _resolve_shard(config)
     done_uri = result_uri(config.run_uri, config.stage, shard)
@@ -136,7 +149,8 @@ def run_stage(config: StageConfig, *, progress: bool = True) -> StageResult:
     keep = os.environ.get("MFPO_KEEP_WORK")
     with tempfile.TemporaryDirectory(prefix=f"mfpo-{config.stage}-") as tmp:
         metrics = StageMetrics.for_config(config)
-        metrics.serve()
+        if _local_rank() == 0:  # one metrics port per pod, however many ranks it runs
+            metrics.serve(address=metrics_address)
         ctx = StageContext(config=config, work_dir=Path(tmp), metrics=metrics, shard=shard, progress=progress)
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, lambda *_: ctx.request_stop())
@@ -144,6 +158,7 @@ def run_stage(config: StageConfig, *, progress: bool = True) -> StageResult:
             outcome: StageOutcome = module.run(ctx)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            metrics.stop_serving()
             metrics.push()
             if keep:
                 log.info("work dir kept at %s", tmp)
@@ -166,6 +181,11 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
     parser = argparse.ArgumentParser(prog="mfpo-stage", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="stage config: a path or a storage URI")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--metrics-address",
+        default=None,
+        help="address the metrics server binds (default: $MFPO_METRICS_ADDRESS, else 0.0.0.0)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("MFPO_LOG_LEVEL", "INFO"),
@@ -181,7 +201,7 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
     try:
         config = _load_config(args.config)
         stage = config.stage
-        result = run_stage(config, progress=progress)
+        result = run_stage(config, progress=progress, metrics_address=args.metrics_address)
     except (BadInput, storage.StorageConfigError) as err:
         log.error("bad input, not retried: %s", err)
         write_termination_summary(TerminationSummary(stage=stage, status="bad-input", message=str(err)))

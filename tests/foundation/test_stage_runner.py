@@ -7,10 +7,16 @@ the termination summary and the exit code for success, bad input, preemption and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
+import textwrap
 import types
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,9 +81,9 @@ def write_config(
     return path, run_uri
 
 
-def run_main(config: Path | str) -> int:
+def run_main(config: Path | str, *extra: str) -> int:
     codes: list[int] = []
-    stage.main(["--config", str(config), "--no-progress"], exit=codes.append)
+    stage.main(["--config", str(config), "--no-progress", *extra], exit=codes.append)
     assert len(codes) == 1
     return codes[0]
 
@@ -239,3 +245,117 @@ def test_a_missing_bucket_is_bad_input_not_retried(
 
     assert "bucket 'no-such-bucket' does not exist" in summary(termination_log)["message"]
     assert double.calls == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(host: str, port: int) -> str:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_a_metrics_port_in_use_is_a_warning_not_a_failure(
+    double: StageDouble, termination_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config, run_uri = write_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        monkeypatch.setenv("MFPO_METRICS_PORT", str(taken.getsockname()[1]))
+        with caplog.at_level(logging.WARNING, logger="mfpo.metrics"):
+            assert run_main(config) == 0
+
+    assert "metrics not served: cannot listen on 0.0.0.0" in caplog.text
+    assert summary(termination_log)["status"] == "succeeded"
+    assert storage.exists(result_uri(run_uri, "align-1"))
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_the_metrics_address_is_configurable(
+    how: str, double: StageDouble, termination_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bound to 127.0.0.2 (loopback too on Linux), the port is not open on 127.0.0.1."""
+    port = free_port()
+    monkeypatch.setenv("MFPO_METRICS_PORT", str(port))
+    seen: dict[str, object] = {}
+
+    def scraped(ctx: StageContext) -> StageOutcome:
+        ctx.metrics.inc("mfpo_train_steps_total")
+        seen["bound"] = scrape("127.0.0.2", port)
+        with pytest.raises(urllib.error.URLError):
+            scrape("127.0.0.1", port)
+        return StageOutcome()
+
+    double.behaviour = scraped
+    config, _ = write_config(tmp_path)
+    if how == "env":
+        monkeypatch.setenv("MFPO_METRICS_ADDRESS", "127.0.0.2")
+        assert run_main(config) == 0
+    else:
+        assert run_main(config, "--metrics-address", "127.0.0.2") == 0
+
+    assert 'mfpo_train_steps_total{attempt="1",namespace="default",run="demo",stage="align-1"} 1.0' in str(
+        seen["bound"]
+    )
+    with socket.socket() as again:  # no longer listening once the stage ended
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the scrape's TIME_WAIT
+        again.bind(("127.0.0.2", port))
+
+
+TORCHRUN_DOUBLE = """
+    import os, sys, time, urllib.request
+    from pathlib import Path
+    import torch.distributed as dist
+    from mfpo_runtime import stage
+    from mfpo_runtime.stage import StageOutcome
+
+    def run(ctx):
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        dist.barrier()  # every rank is past the runner's metrics server start
+        if rank == 0:
+            url = f"http://127.0.0.1:{os.environ['MFPO_METRICS_PORT']}/metrics"
+            Path(os.environ["SCRAPE_FILE"]).write_text(urllib.request.urlopen(url, timeout=5).read().decode())
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank == 1:
+            time.sleep(0.5)  # finishes last: its summary would overwrite rank 0's
+        return StageOutcome(metrics={"rank": float(rank)})
+
+    sys.modules["torchrun_double"] = sys.modules[__name__]
+    stage.STAGE_MODULES["align"] = "torchrun_double"
+    stage.main()
+"""
+
+
+def test_under_torchrun_one_rank_serves_metrics_and_writes_the_summary(
+    termination_log: Path, tmp_path: Path
+) -> None:
+    """Two ranks in one pod (torchrun, gloo, CPU): the test double stage scrapes the port."""
+    script = tmp_path / "double_stage.py"
+    script.write_text(textwrap.dedent(TORCHRUN_DOUBLE))
+    config, run_uri = write_config(tmp_path)
+    env = {
+        **os.environ,
+        "MFPO_METRICS_PORT": str(free_port()),
+        "MFPO_TERMINATION_LOG": str(termination_log),
+        "SCRAPE_FILE": str(tmp_path / "scrape.txt"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), "--config", str(config), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Address already in use" not in proc.stderr
+    assert 'mfpo_train_steps_total' in (tmp_path / "scrape.txt").read_text()
+    assert summary(termination_log) == {
+        "stage": "align-1", "status": "succeeded", "metrics": {"rank": 0.0}, "outputs": {},
+    }  # fmt: skip
+    assert storage.read_json(result_uri(run_uri, "align-1"))["metrics"] == {"rank": 0.0}
