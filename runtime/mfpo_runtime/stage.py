@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mfpo_core import storage
+from mfpo_core import cpus, storage
 from mfpo_core.contract import (
     DEFAULT_TERMINATION_LOG,
     BadInput,
@@ -105,6 +105,24 @@ def write_termination_summary(summary: TerminationSummary) -> None:
         path.write_text(summary.encode())
     except OSError as err:  # never let the summary hide the stage's own outcome
         log.warning("could not write the termination summary to %s: %s", path, err)
+
+
+def limit_threads() -> int:
+    """Size torch's thread pool (and OpenMP's in child processes) to this process's share of the CPUs.
+
+    The share: MFPO_THREADS or OMP_NUM_THREADS when set, else the CPUs available to the pod or
+    process (affinity, cgroup quota) divided among the ranks torchrun runs in it.
+    """
+    import torch  # the runtime image has it; imported here to keep `--help` fast
+
+    try:
+        threads = cpus.threads_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError as err:
+        raise BadInput(str(err)) from err
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    log.info("%d CPU threads per process", threads)
+    return threads
 
 
 def _load_config(source: str) -> StageConfig:
@@ -201,6 +219,7 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
     try:
         config = _load_config(args.config)
         stage = config.stage
+        limit_threads()
         result = run_stage(config, progress=progress, metrics_address=args.metrics_address)
     except (BadInput, storage.StorageConfigError) as err:
         log.error("bad input, not retried: %s", err)

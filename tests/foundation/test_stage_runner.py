@@ -359,3 +359,43 @@ def test_under_torchrun_one_rank_serves_metrics_and_writes_the_summary(
         "stage": "align-1", "status": "succeeded", "metrics": {"rank": 0.0}, "outputs": {},
     }  # fmt: skip
     assert storage.read_json(result_uri(run_uri, "align-1"))["metrics"] == {"rank": 0.0}
+
+
+@pytest.fixture
+def torch_threads(monkeypatch: pytest.MonkeyPatch):
+    """Restores torch's thread count and the OpenMP variable the stage sets in this process."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # restored by monkeypatch after the test
+    yield torch
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("env", "expected"), [({"MFPO_THREADS": "3"}, 3), ({"LOCAL_WORLD_SIZE": "2"}, 2)])
+def test_the_stage_takes_its_share_of_the_cpus(
+    env: dict[str, str], expected: int, double: StageDouble, termination_log: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, torch_threads,
+) -> None:
+    """MFPO_THREADS wins; else the available CPUs (4 by the test double) over the pod's ranks."""
+    monkeypatch.setattr(stage.cpus, "available_cpus", lambda root=None: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    seen: list[tuple[int, str]] = []
+    double.behaviour = lambda ctx: seen.append((torch_threads.get_num_threads(), os.environ["OMP_NUM_THREADS"])) or StageOutcome()
+    config, _ = write_config(tmp_path)
+
+    assert run_main(config) == 0
+    assert seen == [(expected, str(expected))]
+
+
+def test_a_bad_thread_count_is_bad_input(
+    double: StageDouble, termination_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_threads
+) -> None:
+    monkeypatch.setenv("MFPO_THREADS", "-2")
+    config, _ = write_config(tmp_path)
+
+    assert run_main(config) == 65
+    assert summary(termination_log)["message"] == "MFPO_THREADS='-2': expected a positive number of threads"
+    assert double.calls == []
