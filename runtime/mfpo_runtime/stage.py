@@ -7,13 +7,14 @@ outcome to an exit code (see `contract.ExitCode`). SIGTERM sets a flag that long
 (`StageContext.stop_requested`) to save a checkpoint and raise `StageInterrupted`.
 
 Under torchrun every rank of a pod runs this command: local rank 0 alone serves the metrics
-port and writes the termination summary (one container, one port, one /dev/termination-log);
-global rank 0 alone writes the result document.
+port and writes the termination summary (one container, one port, one /dev/termination-log),
+except that a rank finding bad input reports it; global rank 0 alone writes the result document.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import logging
 import os
@@ -88,21 +89,39 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def _local_world_size() -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def _termination_log() -> Path | None:
     path = Path(os.environ.get("MFPO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
     return path if path.parent.is_dir() and (path.exists() or os.access(path.parent, os.W_OK)) else None
 
 
 def write_termination_summary(summary: TerminationSummary) -> None:
-    """Write the summary to the termination log; other local ranks only log theirs."""
-    if _local_rank() != 0:
+    """Write the summary to the termination log, one per container.
+
+    Under torchrun local rank 0 writes it, so that it names the group's outcome rather than a
+    rank's echo of another's failure. Bad input is the exception: the first rank that finds it
+    writes it and no other rank replaces it, since torchrun exits 1 whatever its workers' codes
+    and the summary is then the operator's only sign not to retry.
+    """
+    if _local_rank() != 0 and summary.status != "bad-input":
         log.info("local rank %d leaves the termination summary to local rank 0", _local_rank())
         return
     path = _termination_log()
     if path is None:
         return
     try:
-        path.write_text(summary.encode())
+        with path.open("a+") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)  # the ranks of a pod share the file
+            file.seek(0)
+            earlier = TerminationSummary.decode(file.read())
+            if _local_world_size() > 1 and earlier is not None and earlier.status == "bad-input":
+                log.info("keeping another rank's bad-input summary: %s", earlier.message)
+                return
+            file.truncate(0)
+            file.write(summary.encode())
     except OSError as err:  # never let the summary hide the stage's own outcome
         log.warning("could not write the termination summary to %s: %s", path, err)
 
@@ -116,7 +135,7 @@ def limit_threads() -> int:
     import torch  # the runtime image has it; imported here to keep `--help` fast
 
     try:
-        threads = cpus.threads_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        threads = cpus.threads_per_process(_local_world_size())
     except ValueError as err:
         raise BadInput(str(err)) from err
     torch.set_num_threads(threads)

@@ -311,12 +311,21 @@ TORCHRUN_DOUBLE = """
     import os, sys, time, urllib.request
     from pathlib import Path
     import torch.distributed as dist
+    from mfpo_core.contract import BadInput
     from mfpo_runtime import stage
     from mfpo_runtime.stage import StageOutcome
 
     def run(ctx):
         dist.init_process_group("gloo")
         rank = dist.get_rank()
+        if os.environ["SCENARIO"] == "bad-input-on-rank-1":
+            if rank == 1:
+                raise BadInput("data.uri: record 7 has no image")
+            log = Path(os.environ["MFPO_TERMINATION_LOG"])
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not (log.exists() and log.read_text()):
+                time.sleep(0.05)
+            raise RuntimeError("Connection closed by peer")  # what rank 0 sees next
         dist.barrier()  # every rank is past the runner's metrics server start
         if rank == 0:
             url = f"http://127.0.0.1:{os.environ['MFPO_METRICS_PORT']}/metrics"
@@ -333,15 +342,14 @@ TORCHRUN_DOUBLE = """
 """
 
 
-def test_under_torchrun_one_rank_serves_metrics_and_writes_the_summary(
-    termination_log: Path, tmp_path: Path
-) -> None:
-    """Two ranks in one pod (torchrun, gloo, CPU): the test double stage scrapes the port."""
+def torchrun_double(tmp_path: Path, termination_log: Path, scenario: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Runs the test double stage as two ranks of one pod (torchrun, gloo, CPU); returns the run URI too."""
     script = tmp_path / "double_stage.py"
     script.write_text(textwrap.dedent(TORCHRUN_DOUBLE))
     config, run_uri = write_config(tmp_path)
     env = {
         **os.environ,
+        "SCENARIO": scenario,
         "MFPO_METRICS_PORT": str(free_port()),
         "MFPO_TERMINATION_LOG": str(termination_log),
         "SCRAPE_FILE": str(tmp_path / "scrape.txt"),
@@ -351,15 +359,32 @@ def test_under_torchrun_one_rank_serves_metrics_and_writes_the_summary(
          str(script), "--config", str(config), "--no-progress"],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+    return proc, run_uri
+
+
+def test_under_torchrun_one_rank_serves_metrics_and_writes_the_summary(
+    termination_log: Path, tmp_path: Path
+) -> None:
+    proc, run_uri = torchrun_double(tmp_path, termination_log, "ok")
 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Address already in use" not in proc.stderr
-    assert 'mfpo_train_steps_total' in (tmp_path / "scrape.txt").read_text()
+    assert "mfpo_train_steps_total" in (tmp_path / "scrape.txt").read_text()  # rank 0 scraped it
     assert summary(termination_log) == {
         "stage": "align-1", "status": "succeeded", "metrics": {"rank": 0.0}, "outputs": {},
     }  # fmt: skip
     assert storage.read_json(result_uri(run_uri, "align-1"))["metrics"] == {"rank": 0.0}
 
+
+def test_under_torchrun_bad_input_on_another_rank_is_the_summary(termination_log: Path, tmp_path: Path) -> None:
+    """torchrun exits 1 whatever its workers' codes: the summary alone says "do not retry"."""
+    proc, _ = torchrun_double(tmp_path, termination_log, "bad-input-on-rank-1")
+
+    assert proc.returncode == 1
+    assert summary(termination_log) == {
+        "stage": "align-1", "status": "bad-input", "metrics": {}, "outputs": {},
+        "message": "data.uri: record 7 has no image",
+    }  # fmt: skip
 
 @pytest.fixture
 def torch_threads(monkeypatch: pytest.MonkeyPatch):
