@@ -168,21 +168,17 @@ class TerminationSummary(BaseModel):
     message: str | None = None
 
     def encode(self) -> str:
-        """Compact JSON within Kubernetes' 4096-byte limit: metrics are dropped first, then the message cut."""
+        """Compact JSON, always within Kubernetes' 4096-byte limit.
+
+        When the whole summary does not fit, it is shortened by priority and marked
+        `"truncated": true`: the message is cut to half the limit, outputs are kept in their
+        order, then metrics rounded to 6 significant digits, those the operator mirrors first
+        (`_MIRRORED_PREFIXES`), each group in the stage's order (stages list headline metrics
+        first), up to the first that does not fit. The full set stays in the result document.
+        """
         doc = self.model_dump(mode="json", exclude_none=True)
-        text = json.dumps(doc, separators=(",", ":"))
-        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
-            return text
-        doc["metrics"] = {k: v for k, v in doc.get("metrics", {}).items() if k.startswith(_KEY_METRIC_PREFIXES)}
-        doc["truncated"] = True
-        text = json.dumps(doc, separators=(",", ":"))
-        while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and doc.get("message"):
-            doc["message"] = doc["message"][: len(doc["message"]) // 2]
-            text = json.dumps(doc, separators=(",", ":"))
-        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-            doc["metrics"], doc["outputs"] = {}, {}
-            text = json.dumps(doc, separators=(",", ":"))
-        return text
+        text = _compact(doc)
+        return text if _fits(text) else _compact(_shortened(doc))
 
     @classmethod
     def decode(cls, text: str | None) -> TerminationSummary | None:
@@ -197,5 +193,46 @@ class TerminationSummary(BaseModel):
             return None
 
 
-# Kept when a summary must be shortened: what the operator mirrors into status and gauges.
-_KEY_METRIC_PREFIXES = ("eval.", "reward_margin", "loss", "records", "fallback")
+def _compact(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _fits(text: str, limit: int = TERMINATION_MESSAGE_LIMIT) -> bool:
+    return len(text.encode()) <= limit
+
+
+def _shortened(doc: dict[str, Any]) -> dict[str, Any]:
+    short: dict[str, Any] = {"stage": doc["stage"], "status": doc["status"], "truncated": True}
+    if "message" in doc:
+        short["message"] = _cut_message(short, doc["message"])
+    metrics = sorted(doc["metrics"].items(), key=lambda item: not item[0].startswith(_MIRRORED_PREFIXES))
+    for part, items, round_value in (("outputs", doc["outputs"].items(), str), ("metrics", metrics, _significant)):
+        kept: dict[str, Any] = {}
+        short[part] = kept
+        for key, value in items:
+            kept[key] = round_value(value)
+            if not _fits(_compact(short)):
+                del kept[key]
+                break
+    return short
+
+
+def _significant(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def _cut_message(short: dict[str, Any], message: str) -> str:
+    """The longest head of `message` (plus an ellipsis) that fits half the limit with `short`."""
+    def fits(n: int) -> bool:
+        doc = {**short, "metrics": {}, "outputs": {}, "message": message[:n] + "…"}
+        return _fits(_compact(doc), TERMINATION_MESSAGE_LIMIT // 2)
+
+    low, high = 0, len(message)  # binary search: escapes make the JSON length non-linear in n
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return message[:low] + "…"
+
+
+# Shortened summaries keep these first: what the operator mirrors into status and gauges.
+_MIRRORED_PREFIXES = ("eval.", "reward_margin", "loss", "records", "fallback")

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from mfpo_core import storage
+from mfpo_core import cpus, storage
 from mfpo_core.api import MFPORun, MFPORunStatus, RunPhase
 from mfpo_core.contract import ExitCode, StageConfig, TerminationSummary
 
@@ -91,7 +91,8 @@ class LocalRunner:
         self.progress = progress
         self.stage_command = list(stage_command)
         self.out = out
-        self.max_parallel_shards = max_parallel_shards or max(1, os.cpu_count() or 1)
+        self.max_parallel_shards = max_parallel_shards or cpus.available_cpus()
+        cpus.threads_per_process()  # a bad MFPO_THREADS / OMP_NUM_THREADS fails here, before any stage
         self._stop = threading.Event()
         self._children: list[subprocess.Popen] = []
         self._status: MFPORunStatus | None = None
@@ -216,7 +217,7 @@ class LocalRunner:
         pending = list(configs)
         while pending and not self._stop.is_set():
             batch, pending = pending[: self.max_parallel_shards], pending[self.max_parallel_shards :]
-            threads = max(1, (os.cpu_count() or 1) // len(batch))
+            threads = cpus.threads_per_process(len(batch))
             self._children = [self._spawn(config, log, threads) for config, log in batch]
             record.processes = [[c.pid, _start_ticks(c.pid)] for c in self._children]
             self._save()
@@ -232,9 +233,10 @@ class LocalRunner:
     def _spawn(self, config: Path, log: Path, threads: int) -> subprocess.Popen:
         env = {
             **os.environ,
-            # Shards running side by side share the cores: more threads than cores makes
+            # Shards running side by side share the CPUs: more threads than CPUs makes
             # torch's OpenMP workers wait on each other (measured: tens of times slower).
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
+            "MFPO_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads),
             "MFPO_TERMINATION_LOG": str(log),
             "MFPO_PROGRESS": "1" if self.progress else "0",
             "PYTHONUNBUFFERED": "1",

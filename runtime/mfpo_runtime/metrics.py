@@ -4,9 +4,11 @@ Names follow ../shared/ARCHITECTURE.md: `mfpo_` prefix, units in the name, label
 {namespace, run, stage, attempt, modality, term, benchmark, metric, phase}. The chart's
 dashboard and alert rules query these names and a test holds them to it.
 
-A stage process serves them on MFPO_METRICS_PORT (scraped by the chart's PodMonitor) and,
-when MFPO_PUSHGATEWAY is set, pushes them when the stage ends (short stages end before a scrape).
-Each stage gets its own registry, so tests and in-process runs never collide.
+A stage process serves them on MFPO_METRICS_PORT at MFPO_METRICS_ADDRESS (default 0.0.0.0, all
+interfaces: the chart's PodMonitor scrapes the pod's IP) and, when MFPO_PUSHGATEWAY is set, pushes
+them when the stage ends (short stages end before a scrape). Under torchrun the stage runner serves
+from local rank 0 only: one port per pod. Each stage gets its own registry, so tests and in-process
+runs never collide.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
 
 log = logging.getLogger("mfpo.metrics")
 
 STAGE_LABELS = ("namespace", "run", "stage", "attempt")
+DEFAULT_ADDRESS = "0.0.0.0"  # every interface: Prometheus scrapes the pod's IP
 
 # name -> (type, help, extra labels). The single table the dashboard test reads.
 RUNTIME_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -57,6 +61,7 @@ class StageMetrics:
     stage: str
     attempt: int
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _server: WSGIServer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._metrics = {}
@@ -83,11 +88,27 @@ class StageMetrics:
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         self._child(name, labels).inc(amount)
 
-    def serve(self, port: int | None = None) -> None:
-        """Serve on MFPO_METRICS_PORT (or `port`); no-op when neither is set."""
+    def serve(self, port: int | None = None, address: str | None = None) -> None:
+        """Serve on MFPO_METRICS_PORT (or `port`) at MFPO_METRICS_ADDRESS (or `address`).
+
+        No-op when no port is set. A port that cannot be bound is a warning, never a stage
+        failure: the stage's work matters more than its scrape target.
+        """
         port = port if port is not None else int(os.environ.get("MFPO_METRICS_PORT", "0") or 0)
-        if port:
-            start_http_server(port, registry=self.registry)
+        address = address or os.environ.get("MFPO_METRICS_ADDRESS") or DEFAULT_ADDRESS
+        if not port:
+            return
+        try:
+            self._server, _ = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as err:
+            log.warning("metrics not served: cannot listen on %s:%d: %s", address, port, err)
+
+    def stop_serving(self) -> None:
+        """Close the listening socket (in-process runs serve one stage after another)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
     def push(self) -> None:
         """Push to MFPO_PUSHGATEWAY if set; a failed push is logged, never fatal."""

@@ -5,11 +5,16 @@ config, returns at once when the stage's result document exists, dispatches to t
 implementation, writes the result document and the termination summary, and maps the
 outcome to an exit code (see `contract.ExitCode`). SIGTERM sets a flag that long stages poll
 (`StageContext.stop_requested`) to save a checkpoint and raise `StageInterrupted`.
+
+Under torchrun every rank of a pod runs this command: local rank 0 alone serves the metrics
+port and writes the termination summary (one container, one port, one /dev/termination-log),
+except that a rank finding bad input reports it; global rank 0 alone writes the result document.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import logging
 import os
@@ -24,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mfpo_core import storage
+from mfpo_core import cpus, storage
 from mfpo_core.contract import (
     DEFAULT_TERMINATION_LOG,
     BadInput,
@@ -79,19 +84,64 @@ class StageContext:
         self._stop[0] = True
 
 
+def _local_rank() -> int:
+    """This process's rank within its pod (torchrun's LOCAL_RANK); 0 for a plain process."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _local_world_size() -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def _termination_log() -> Path | None:
     path = Path(os.environ.get("MFPO_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
     return path if path.parent.is_dir() and (path.exists() or os.access(path.parent, os.W_OK)) else None
 
 
 def write_termination_summary(summary: TerminationSummary) -> None:
+    """Write the summary to the termination log, one per container.
+
+    Under torchrun local rank 0 writes it, so that it names the group's outcome rather than a
+    rank's echo of another's failure. Bad input is the exception: the first rank that finds it
+    writes it and no other rank replaces it, since torchrun exits 1 whatever its workers' codes
+    and the summary is then the operator's only sign not to retry.
+    """
+    if _local_rank() != 0 and summary.status != "bad-input":
+        log.info("local rank %d leaves the termination summary to local rank 0", _local_rank())
+        return
     path = _termination_log()
     if path is None:
         return
     try:
-        path.write_text(summary.encode())
+        with path.open("a+") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)  # the ranks of a pod share the file
+            file.seek(0)
+            earlier = TerminationSummary.decode(file.read())
+            if _local_world_size() > 1 and earlier is not None and earlier.status == "bad-input":
+                log.info("keeping another rank's bad-input summary: %s", earlier.message)
+                return
+            file.truncate(0)
+            file.write(summary.encode())
     except OSError as err:  # never let the summary hide the stage's own outcome
         log.warning("could not write the termination summary to %s: %s", path, err)
+
+
+def limit_threads() -> int:
+    """Size torch's thread pool (and OpenMP's in child processes) to this process's share of the CPUs.
+
+    The share: MFPO_THREADS or OMP_NUM_THREADS when set, else the CPUs available to the pod or
+    process (affinity, cgroup quota) divided among the ranks torchrun runs in it.
+    """
+    import torch  # the runtime image has it; imported here to keep `--help` fast
+
+    try:
+        threads = cpus.threads_per_process(_local_world_size())
+    except ValueError as err:
+        raise BadInput(str(err)) from err
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    log.info("%d CPU threads per process", threads)
+    return threads
 
 
 def _load_config(source: str) -> StageConfig:
@@ -123,7 +173,7 @@ def _resolve_shard(config: StageConfig) -> tuple[int, int] | None:
     return index, count
 
 
-def run_stage(config: StageConfig, *, progress: bool = True) -> StageResult:
+def run_stage(config: StageConfig, *, progress: bool = True, metrics_address: str | None = None) -> StageResult:
     """Run one stage in this process (idempotent). Raises BadInput, StageInterrupted or others."""
     shard = _resolve_shard(config)
     done_uri = result_uri(config.run_uri, config.stage, shard)
@@ -136,7 +186,8 @@ def run_stage(config: StageConfig, *, progress: bool = True) -> StageResult:
     keep = os.environ.get("MFPO_KEEP_WORK")
     with tempfile.TemporaryDirectory(prefix=f"mfpo-{config.stage}-") as tmp:
         metrics = StageMetrics.for_config(config)
-        metrics.serve()
+        if _local_rank() == 0:  # one metrics port per pod, however many ranks it runs
+            metrics.serve(address=metrics_address)
         ctx = StageContext(config=config, work_dir=Path(tmp), metrics=metrics, shard=shard, progress=progress)
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, lambda *_: ctx.request_stop())
@@ -144,6 +195,7 @@ def run_stage(config: StageConfig, *, progress: bool = True) -> StageResult:
             outcome: StageOutcome = module.run(ctx)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            metrics.stop_serving()
             metrics.push()
             if keep:
                 log.info("work dir kept at %s", tmp)
@@ -166,6 +218,11 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
     parser = argparse.ArgumentParser(prog="mfpo-stage", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="stage config: a path or a storage URI")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--metrics-address",
+        default=None,
+        help="address the metrics server binds (default: $MFPO_METRICS_ADDRESS, else 0.0.0.0)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("MFPO_LOG_LEVEL", "INFO"),
@@ -181,7 +238,8 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
     try:
         config = _load_config(args.config)
         stage = config.stage
-        result = run_stage(config, progress=progress)
+        limit_threads()
+        result = run_stage(config, progress=progress, metrics_address=args.metrics_address)
     except (BadInput, storage.StorageConfigError) as err:
         log.error("bad input, not retried: %s", err)
         write_termination_summary(TerminationSummary(stage=stage, status="bad-input", message=str(err)))

@@ -132,11 +132,15 @@ def test_small_summary_is_kept_whole() -> None:
     )
 
 
+# JSON escapes a quote as 2 bytes and a control character as 6: the cut must measure bytes.
+MESSAGE = '"\n\x01é' * 3000
+
+
 def test_huge_summary_fits_the_termination_message() -> None:
     metrics = {f"debug.histogram.bucket_{i:05d}": float(i) for i in range(2000)}
     metrics |= {"eval.align-3.synthetic.chair_s": 0.25, "loss.text": 0.69, "records": 120.0}
     summary = TerminationSummary(
-        stage="eval", status="retryable", metrics=metrics, message="x" * 10_000
+        stage="eval", status="retryable", metrics=metrics, message=MESSAGE
     )
 
     text = summary.encode()
@@ -144,22 +148,26 @@ def test_huge_summary_fits_the_termination_message() -> None:
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     doc = json.loads(text)
     assert doc["truncated"] is True
-    # The metrics the operator mirrors survive; the debug ones are dropped.
-    assert doc["metrics"] == {
-        "eval.align-3.synthetic.chair_s": 0.25,
-        "loss.text": 0.69,
-        "records": 120.0,
-    }
-    assert doc["message"].startswith("xxx")
+    # The metrics the operator mirrors come first; debug ones fill the rest, in their order.
+    kept = list(doc["metrics"])
+    assert kept[:3] == ["eval.align-3.synthetic.chair_s", "loss.text", "records"]
+    assert kept[3:] == [f"debug.histogram.bucket_{i:05d}" for i in range(len(kept) - 3)]
+    assert len(kept) > 3
+    # The message keeps its head, cut to half the limit, and says it was cut.
+    assert doc["message"].endswith("…") and MESSAGE.startswith(doc["message"][:-1])
+    assert len(json.dumps(doc["message"])) <= TERMINATION_MESSAGE_LIMIT // 2
     decoded = TerminationSummary.decode(text)
     assert decoded is not None and decoded.metrics["loss.text"] == 0.69
 
 
-def test_summary_with_only_huge_kept_metrics_still_fits() -> None:
-    metrics = {f"eval.base.synthetic.metric_{i:04d}": 1.0 for i in range(500)}
+def test_summary_with_only_huge_mirrored_metrics_keeps_a_head_of_them() -> None:
+    metrics = {f"eval.base.synthetic.metric_{i:04d}": i / 3 for i in range(500)}
     text = TerminationSummary(stage="eval", status="succeeded", metrics=metrics).encode()
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
-    assert json.loads(text)["metrics"] == {}
+    kept = json.loads(text)["metrics"]
+    assert 0 < len(kept) < 500 and list(kept) == list(metrics)[: len(kept)]
+    assert kept["eval.base.synthetic.metric_0001"] == 0.333333  # 6 significant digits
+
 
 
 @pytest.mark.parametrize(

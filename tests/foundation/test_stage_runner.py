@@ -7,10 +7,16 @@ the termination summary and the exit code for success, bad input, preemption and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
+import textwrap
 import types
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,9 +81,9 @@ def write_config(
     return path, run_uri
 
 
-def run_main(config: Path | str) -> int:
+def run_main(config: Path | str, *extra: str) -> int:
     codes: list[int] = []
-    stage.main(["--config", str(config), "--no-progress"], exit=codes.append)
+    stage.main(["--config", str(config), "--no-progress", *extra], exit=codes.append)
     assert len(codes) == 1
     return codes[0]
 
@@ -238,4 +244,183 @@ def test_a_missing_bucket_is_bad_input_not_retried(
     assert run_main(config) == 65
 
     assert "bucket 'no-such-bucket' does not exist" in summary(termination_log)["message"]
+    assert double.calls == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(host: str, port: int) -> str:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_a_metrics_port_in_use_is_a_warning_not_a_failure(
+    double: StageDouble, termination_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config, run_uri = write_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        monkeypatch.setenv("MFPO_METRICS_PORT", str(taken.getsockname()[1]))
+        with caplog.at_level(logging.WARNING, logger="mfpo.metrics"):
+            assert run_main(config) == 0
+
+    assert "metrics not served: cannot listen on 0.0.0.0" in caplog.text
+    assert summary(termination_log)["status"] == "succeeded"
+    assert storage.exists(result_uri(run_uri, "align-1"))
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_the_metrics_address_is_configurable(
+    how: str, double: StageDouble, termination_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bound to 127.0.0.2 (loopback too on Linux), the port is not open on 127.0.0.1."""
+    port = free_port()
+    monkeypatch.setenv("MFPO_METRICS_PORT", str(port))
+    seen: dict[str, object] = {}
+
+    def scraped(ctx: StageContext) -> StageOutcome:
+        ctx.metrics.inc("mfpo_train_steps_total")
+        seen["bound"] = scrape("127.0.0.2", port)
+        with pytest.raises(urllib.error.URLError):
+            scrape("127.0.0.1", port)
+        return StageOutcome()
+
+    double.behaviour = scraped
+    config, _ = write_config(tmp_path)
+    if how == "env":
+        monkeypatch.setenv("MFPO_METRICS_ADDRESS", "127.0.0.2")
+        assert run_main(config) == 0
+    else:
+        assert run_main(config, "--metrics-address", "127.0.0.2") == 0
+
+    assert 'mfpo_train_steps_total{attempt="1",namespace="default",run="demo",stage="align-1"} 1.0' in str(
+        seen["bound"]
+    )
+    with socket.socket() as again:  # no longer listening once the stage ended
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the scrape's TIME_WAIT
+        again.bind(("127.0.0.2", port))
+
+
+TORCHRUN_DOUBLE = """
+    import os, sys, time, urllib.request
+    from pathlib import Path
+    import torch.distributed as dist
+    from mfpo_core.contract import BadInput
+    from mfpo_runtime import stage
+    from mfpo_runtime.stage import StageOutcome
+
+    def run(ctx):
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        if os.environ["SCENARIO"] == "bad-input-on-rank-1":
+            if rank == 1:
+                raise BadInput("data.uri: record 7 has no image")
+            log = Path(os.environ["MFPO_TERMINATION_LOG"])
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not (log.exists() and log.read_text()):
+                time.sleep(0.05)
+            raise RuntimeError("Connection closed by peer")  # what rank 0 sees next
+        dist.barrier()  # every rank is past the runner's metrics server start
+        if rank == 0:
+            url = f"http://127.0.0.1:{os.environ['MFPO_METRICS_PORT']}/metrics"
+            Path(os.environ["SCRAPE_FILE"]).write_text(urllib.request.urlopen(url, timeout=5).read().decode())
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank == 1:
+            time.sleep(0.5)  # finishes last: its summary would overwrite rank 0's
+        return StageOutcome(metrics={"rank": float(rank)})
+
+    sys.modules["torchrun_double"] = sys.modules[__name__]
+    stage.STAGE_MODULES["align"] = "torchrun_double"
+    stage.main()
+"""
+
+
+def torchrun_double(tmp_path: Path, termination_log: Path, scenario: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Runs the test double stage as two ranks of one pod (torchrun, gloo, CPU); returns the run URI too."""
+    script = tmp_path / "double_stage.py"
+    script.write_text(textwrap.dedent(TORCHRUN_DOUBLE))
+    config, run_uri = write_config(tmp_path)
+    env = {
+        **os.environ,
+        "SCENARIO": scenario,
+        "MFPO_METRICS_PORT": str(free_port()),
+        "MFPO_TERMINATION_LOG": str(termination_log),
+        "SCRAPE_FILE": str(tmp_path / "scrape.txt"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), "--config", str(config), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return proc, run_uri
+
+
+def test_under_torchrun_one_rank_serves_metrics_and_writes_the_summary(
+    termination_log: Path, tmp_path: Path
+) -> None:
+    proc, run_uri = torchrun_double(tmp_path, termination_log, "ok")
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Address already in use" not in proc.stderr
+    assert "mfpo_train_steps_total" in (tmp_path / "scrape.txt").read_text()  # rank 0 scraped it
+    assert summary(termination_log) == {
+        "stage": "align-1", "status": "succeeded", "metrics": {"rank": 0.0}, "outputs": {},
+    }  # fmt: skip
+    assert storage.read_json(result_uri(run_uri, "align-1"))["metrics"] == {"rank": 0.0}
+
+
+def test_under_torchrun_bad_input_on_another_rank_is_the_summary(termination_log: Path, tmp_path: Path) -> None:
+    """torchrun exits 1 whatever its workers' codes: the summary alone says "do not retry"."""
+    proc, _ = torchrun_double(tmp_path, termination_log, "bad-input-on-rank-1")
+
+    assert proc.returncode == 1
+    assert summary(termination_log) == {
+        "stage": "align-1", "status": "bad-input", "metrics": {}, "outputs": {},
+        "message": "data.uri: record 7 has no image",
+    }  # fmt: skip
+
+@pytest.fixture
+def torch_threads(monkeypatch: pytest.MonkeyPatch):
+    """Restores torch's thread count and the OpenMP variable the stage sets in this process."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # restored by monkeypatch after the test
+    yield torch
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("env", "expected"), [({"MFPO_THREADS": "3"}, 3), ({"LOCAL_WORLD_SIZE": "2"}, 2)])
+def test_the_stage_takes_its_share_of_the_cpus(
+    env: dict[str, str], expected: int, double: StageDouble, termination_log: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, torch_threads,
+) -> None:
+    """MFPO_THREADS wins; else the available CPUs (4 by the test double) over the pod's ranks."""
+    monkeypatch.setattr(stage.cpus, "available_cpus", lambda root=None: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    seen: list[tuple[int, str]] = []
+    double.behaviour = lambda ctx: seen.append((torch_threads.get_num_threads(), os.environ["OMP_NUM_THREADS"])) or StageOutcome()
+    config, _ = write_config(tmp_path)
+
+    assert run_main(config) == 0
+    assert seen == [(expected, str(expected))]
+
+
+def test_a_bad_thread_count_is_bad_input(
+    double: StageDouble, termination_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_threads
+) -> None:
+    monkeypatch.setenv("MFPO_THREADS", "-2")
+    config, _ = write_config(tmp_path)
+
+    assert run_main(config) == 65
+    assert summary(termination_log)["message"] == "MFPO_THREADS='-2': expected a positive number of threads"
     assert double.calls == []

@@ -9,8 +9,9 @@ every stage's, with everyStage) on each benchmark of spec.evaluation, and writes
 
 Resumable: an evaluation whose result document exists is read back, not redone, so a preempted
 or failed attempt loses at most the benchmark it was on. Metrics: `eval.<policy>.<benchmark>.
-<metric>` (headline metrics; all of them are in the result documents and `details`), and the
-gauge mfpo_eval_score{stage=<policy>, benchmark, metric} for every metric.
+<metric>` (headline metrics, most important first: see `summary_metrics`; all of them are in the
+result documents and `details`), and the gauge mfpo_eval_score{stage=<policy>, benchmark, metric}
+for every metric.
 Called by the stage runner (mfpo_runtime.stage) as `run(ctx)`.
 """
 
@@ -55,8 +56,25 @@ def bench_name(bench: BenchmarkSpec) -> str:
     return bench.name if isinstance(bench.name, str) else bench.name.value
 
 
-def headline(benchmark: str, metric: str) -> bool:
-    return metric in report.KEY_METRICS.get(benchmark, []) + EXTRA_HEADLINE.get(benchmark, [])
+def headline(benchmark: str) -> list[str]:
+    """The benchmark's headline metrics, most important first."""
+    return report.KEY_METRICS.get(benchmark, []) + EXTRA_HEADLINE.get(benchmark, [])
+
+
+def summary_metrics(scores: report.Scores) -> dict[str, float]:
+    """Headline metrics, most important first: a termination summary that must be shortened
+    keeps a head of this order. The final policy, then the base model, then the earlier
+    stages from the latest; within a policy benchmarks in spec order, metrics in headline order."""
+    names = list(scores)
+    final, earlier = names[-1:], [n for n in reversed(names[:-1]) if n != "base"]
+    ranked = final + (["base"] if "base" in names[:-1] else []) + earlier
+    return {
+        f"eval.{name}.{bench}.{metric}": result["metrics"][metric]
+        for name in ranked
+        for bench, result in scores[name].items()
+        for metric in headline(bench)
+        if metric in result["metrics"]
+    }
 
 
 def _env(ctx: StageContext) -> BenchmarkEnv:
@@ -124,12 +142,10 @@ def run(ctx: StageContext) -> StageOutcome:
     scores: report.Scores = {}
     for name, uri in policies(ctx.config):
         scores[name] = evaluate_policy(ctx, name, uri, env)
-    metrics: dict[str, float] = {}
     for name, per_bench in scores.items():
         for bench, result in per_bench.items():
             for metric, value in result["metrics"].items():
                 ctx.metrics.set("mfpo_eval_score", value, stage=name, benchmark=bench, metric=metric)
-                if headline(bench, metric):
-                    metrics[f"eval.{name}.{bench}.{metric}"] = value
+    metrics = summary_metrics(scores)
     flags = {f"{n}/{b}": r["flags"] for n, per in scores.items() for b, r in per.items() if r["flags"]}
     return StageOutcome(metrics=metrics, outputs=write_report(ctx, scores), details={"scores": scores, "flags": flags})
