@@ -88,7 +88,7 @@ def all_rules() -> list[str]:
 
 def test_every_rule_compiles() -> None:
     rules = all_rules()
-    assert len(rules) == 6  # 2 immutability + noise + 2 grounding + weights
+    assert len(rules) == 7  # 2 immutability + noise + 2 grounding + weights + storage endpoint
     for rule in rules:
         compiled(rule)
 
