@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -64,6 +65,8 @@ from mfpo_core.storage import (
     _Backend,
     sha256_file,
 )
+
+log = logging.getLogger("mfpo.storage")
 
 AWS_ENDPOINT = "s3.amazonaws.com"  # only when written explicitly: never a silent default
 DEFAULT_REGION = "us-east-1"
@@ -361,6 +364,17 @@ class S3Backend(_Backend):
             for upload in found.uploads:
                 if upload.object_name == loc.key:  # the prefix also matches longer keys
                     self.client._abort_multipart_upload(loc.bucket, loc.key, upload.upload_id)
+        except S3Error as err:
+            if err.code != "AccessDenied":
+                raise self._fail(err, loc) from err
+            # Credentials limited to put/get may not list uploads: the upload itself can still
+            # succeed, so say what is left undone instead of failing it.
+            log.warning(
+                "cannot clean up unfinished multipart uploads of %s (AccessDenied: the "
+                "credentials lack s3:ListBucketMultipartUploads/s3:AbortMultipartUpload); "
+                "a bucket lifecycle rule can abort them instead",
+                loc.uri,
+            )
         except _TRANSLATED as err:
             raise self._fail(err, loc) from err
 

@@ -18,6 +18,7 @@ from mfpo_core import s3_backend, storage
 from mfpo_core.s3_backend import parse_endpoint, settings_from_env
 from mfpo_core.storage import Location, StorageConfigError, StorageError, StorageIntegrityError
 from minio import Minio
+from minio.error import S3Error
 from moto.core.authorization import enable_iam_authentication
 
 MIB = 1024 * 1024
@@ -363,6 +364,29 @@ def test_an_upload_aborts_the_keys_abandoned_multipart_uploads(
     left = [(u.object_name, u.upload_id) for u in client._list_multipart_uploads(s3_bucket).uploads]
     assert left == [(key + ".other", other)]
     assert storage.read_bytes(f"s3://{s3_bucket}/{key}") == b"m" * (6 * MIB)
+
+
+def test_credentials_that_cannot_list_uploads_still_upload(
+    s3_bucket: str, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A policy granting put/get only: the cleanup is skipped with a warning, not the upload.
+    The AccessDenied is injected (a mocked ListMultipartUploads: moto grants all or nothing)."""
+    monkeypatch.setenv("MFPO_S3_PART_SIZE", str(5 * MIB))
+    uri = f"s3://{s3_bucket}/ckpt/model.bin"
+    backend = s3_backend.backend_for(storage.parse(uri))
+    denied = S3Error(None, "AccessDenied", "Access Denied.", "/ckpt/model.bin", "req", "host")
+
+    def refuse(*args, **kwargs):
+        raise denied
+
+    monkeypatch.setattr(backend.client, "_list_multipart_uploads", refuse)
+    (tmp_path / "model.bin").write_bytes(b"m" * (6 * MIB))
+
+    storage.put_file(tmp_path / "model.bin", uri)
+
+    assert storage.read_bytes(uri) == b"m" * (6 * MIB)
+    assert f"cannot clean up unfinished multipart uploads of {uri} (AccessDenied" in caplog.text
 
 
 def test_a_hung_endpoint_times_out_in_seconds(
