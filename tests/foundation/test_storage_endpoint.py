@@ -10,6 +10,7 @@ minio client; the shell's MFPO_S3_ENDPOINT / AWS_ENDPOINT_URL point at ports nob
 from __future__ import annotations
 
 import io
+import os
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -177,6 +178,25 @@ def test_artifact_deletion_uses_the_runs_endpoint_and_secret(
     assert delete_run_artifacts(run.spec, "demo", secret) == f"s3://{moto_bucket}/runs/demo"
 
     assert objects(moto_endpoint, moto_bucket) == ["runs/other/result.json"]
+
+
+def test_parallel_transfers_keep_the_runs_settings(
+    moto_endpoint: str, moto_bucket: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """publish_dir/fetch_dir move files on worker threads: those use the run's settings too."""
+    monkeypatch.setenv("MFPO_S3_ENDPOINT", f"127.0.0.1:{free_port()}")  # the process's: dead
+    for name in ("a", "b", "c"):
+        (tmp_path / "tree" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "tree" / name).write_text(name)
+    spec = StorageSpec(uri=f"s3://{moto_bucket}/runs", endpoint=moto_endpoint, secure=False)
+    uri = f"s3://{moto_bucket}/runs/demo/policy"
+
+    with storage.using_env(storage.storage_env(spec, dict(os.environ))):
+        storage.publish_dir(tmp_path / "tree", uri)
+        fetched = storage.fetch_dir(uri, tmp_path / "back")
+
+    assert sorted(p.name for p in fetched.iterdir()) == ["a", "b", "c"]
+    assert "runs/demo/policy/_COMPLETE" in objects(moto_endpoint, moto_bucket)
 
 
 # ---------------------------------------------------------------- clear errors
