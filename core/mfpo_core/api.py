@@ -368,13 +368,36 @@ class StorageSpec(ApiModel):
         description="Run prefix: s3://bucket/prefix (MinIO) or file:///path. Each run writes under <uri>/<run name>/.",
         json_schema_extra=immutable("storage.uri is immutable once the run exists"),
     )
-    endpoint: str | None = Field(None, description="S3 endpoint host:port (MinIO); from the environment if unset.")
+    endpoint: str | None = Field(
+        None,
+        # host:port only: TLS is `secure`, so that no URL scheme can contradict it.
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$",
+        description=(
+            "S3 endpoint host[:port] (MinIO), without a scheme: TLS is set by secure. Required "
+            "when uri is s3://: there is no default; write s3.amazonaws.com to use AWS S3."
+        ),
+    )
     secure: bool = Field(True, description="Use TLS to the endpoint.")
+    connect_timeout_seconds: float = Field(
+        10.0, gt=0.0, le=600.0, description="Seconds to wait for a connection to the endpoint, per attempt."
+    )
+    read_timeout_seconds: float = Field(
+        60.0, gt=0.0, le=3600.0, description="Seconds to wait for the endpoint's next bytes, per attempt."
+    )
     secret_name: str | None = Field(
         None,
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, injected into stage pods as environment.",
     )
     delete_on_run_deletion: bool = Field(False, description="Delete the run's artifacts when the MFPORun is deleted.")
+
+    @model_validator(mode="after")
+    def _endpoint_named(self) -> StorageSpec:
+        if self.uri.startswith("s3://") and not self.endpoint:
+            raise ValueError(
+                "spec.storage.endpoint is required when spec.storage.uri is s3:// (there is no "
+                "default endpoint; write s3.amazonaws.com to use AWS S3)"
+            )
+        return self
 
 
 class RetrySpec(ApiModel):

@@ -3,8 +3,10 @@
 Called only by `storage._backend` (lazily, so file:// users never import minio). Configuration
 comes from the environment, which a Secret fills in the cluster:
 
-    MFPO_S3_ENDPOINT or AWS_ENDPOINT_URL   host:port or http(s)://host:port (AWS S3 if unset)
+    MFPO_S3_ENDPOINT or AWS_ENDPOINT_URL   host:port or http(s)://host:port; required: there is
+                                            no default (write s3.amazonaws.com for AWS S3)
     MFPO_S3_SECURE                          true/false; else the URL's scheme; else true
+    MFPO_S3_CONNECT_TIMEOUT, MFPO_S3_READ_TIMEOUT   seconds (default 10 and 60) per attempt
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   (anonymous if unset)
     AWS_REGION (or AWS_DEFAULT_REGION)      us-east-1 if unset (saves a GetBucketLocation call)
     MFPO_S3_PART_SIZE                       multipart part size in bytes (>= 5 MiB, default 64 MiB)
@@ -17,8 +19,12 @@ What this edge guarantees:
   MD5 (single-part uploads without SSE-KMS); a multipart ETag without our metadata cannot be
   checked (it is an MD5 of part MD5s whose part size is unknown), and `storage.fetch_dir`
   still checks published directories against their commit marker;
-- transient failures (connection errors, 5xx incl. 503 SlowDown) are retried with exponential
-  backoff by urllib3's `Retry`, honouring Retry-After, on every request minio sends;
+- a download that fails its check is fetched once more; a second mismatch is a
+  `StorageIntegrityError` (the stored object is corrupt);
+- before a multipart upload, the key's incomplete multipart uploads (a killed earlier try's
+  parts) are aborted, so that no orphaned parts stay on the server;
+- transient failures (connection errors, timeouts, 5xx incl. 503 SlowDown) are retried with
+  exponential backoff by urllib3's `Retry`, honouring Retry-After, on every request minio sends;
 - every minio/urllib3 error is translated here, once, into `storage.StorageError` naming the
   URI; secrets never appear in a message.
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -41,16 +48,33 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from mfpo_core.storage import Location, StorageConfigError, StorageError, _Backend, sha256_file
+from mfpo_core.storage import (
+    Location,
+    StorageConfigError,
+    StorageError,
+    StorageIntegrityError,
+    _Backend,
+    sha256_file,
+)
 
-DEFAULT_ENDPOINT = "s3.amazonaws.com"
+log = logging.getLogger("mfpo.storage")
+
+AWS_ENDPOINT = "s3.amazonaws.com"  # only when written explicitly: never a silent default
 DEFAULT_REGION = "us-east-1"
 DEFAULT_PART_SIZE = 64 * 1024 * 1024
 SHA256_METADATA = "mfpo-sha256"  # sent as x-amz-meta-mfpo-sha256
+# Per attempt: a hung server costs READ_TIMEOUT per try, not urllib3's unbounded wait.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
 
 # Retry policy of every request (tests shorten the backoff). With a backoff factor b urllib3
 # sleeps b, 2b, 4b, ... capped at BACKOFF_MAX between attempts.
@@ -80,6 +104,8 @@ class S3Settings:
     secret_key: str | None
     session_token: str | None
     part_size: int
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
     def __repr__(self) -> str:  # never print the secret
         return (
@@ -114,10 +140,27 @@ def parse_endpoint(raw: str, secure_env: str | None) -> tuple[str, bool]:
     return raw, secure
 
 
-def settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
-    """The S3 settings of an environment mapping (the process's own when None)."""
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise StorageConfigError(f"{name}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def settings_from_env(env: Mapping[str, str] | None = None, uri: str | None = None) -> S3Settings:
+    """The S3 settings of an environment mapping (the process's own when None); `uri` names
+    the object that needs them in an error."""
     env = dict(os.environ if env is None else env)
-    raw = env.get("MFPO_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT
+    raw = env.get("MFPO_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL")
+    if not raw:
+        raise StorageConfigError(
+            f"no S3 endpoint for {uri or 's3://'}: set spec.storage.endpoint (MFPO_S3_ENDPOINT "
+            f"for a stage run by hand); to use AWS S3, write {AWS_ENDPOINT} there"
+        )
     endpoint, secure = parse_endpoint(raw, env.get("MFPO_S3_SECURE"))
     access, secret = env.get("AWS_ACCESS_KEY_ID") or None, env.get("AWS_SECRET_ACCESS_KEY") or None
     if bool(access) != bool(secret):
@@ -138,10 +181,12 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
         secret_key=secret,
         session_token=env.get("AWS_SESSION_TOKEN") or None,
         part_size=part_size,
+        connect_timeout=_seconds(env, "MFPO_S3_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+        read_timeout=_seconds(env, "MFPO_S3_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
     )
 
 
-def _http_client() -> urllib3.PoolManager:
+def _http_client(settings: S3Settings) -> urllib3.PoolManager:
     # allowed_methods=None retries every verb: minio's POSTs (create/complete multipart) are
     # safe to repeat, and its request bodies are in-memory bytes, so they can be re-sent.
     retry = Retry(
@@ -154,7 +199,7 @@ def _http_client() -> urllib3.PoolManager:
         raise_on_status=False,  # hand the last error response to minio: its S3 code names the cause
     )
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=30, read=300),
+        timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
         maxsize=16,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
@@ -171,21 +216,20 @@ def _backend_for_settings(settings: S3Settings) -> S3Backend:
         session_token=settings.session_token,
         secure=settings.secure,
         region=settings.region,
-        http_client=_http_client(),
+        http_client=_http_client(settings),
     )
     return S3Backend(client, settings)
 
 
 def backend_for(loc: Location) -> S3Backend:
     """The cached backend for the current environment (called by storage for each s3:// op)."""
-    del loc  # one endpoint per environment; the bucket is per call
-    return _backend_for_settings(settings_from_env())
+    return _backend_for_settings(settings_from_env(uri=loc.uri))  # the bucket is per call
 
 
-def backend_for_env(env: Mapping[str, str]) -> S3Backend:
+def backend_for_env(env: Mapping[str, str], loc: Location | None = None) -> S3Backend:
     """The cached backend for explicit settings rather than the process environment: the
     operator acting with one run's Secret while other runs use theirs."""
-    return _backend_for_settings(settings_from_env(env))
+    return _backend_for_settings(settings_from_env(env, loc.uri if loc else None))
 
 
 def clear_clients() -> None:
@@ -228,9 +272,24 @@ def _describe(err: BaseException, loc: Location, settings: S3Settings) -> str:
             f"download of {uri} from {where} kept breaking off after {MAX_RETRIES} retries: {err}"
         )
     if isinstance(err, Urllib3Error):
-        reason = getattr(err, "reason", None) or err
-        return f"cannot reach S3 endpoint {where} for {uri} after {MAX_RETRIES} retries: {reason}"
+        return (
+            f"cannot reach S3 endpoint {where} for {uri} after {MAX_RETRIES} retries: "
+            f"{_reason(err, settings)}"
+        )
     return f"S3 operation on {uri} failed: {type(err).__name__}: {err}"
+
+
+def _reason(err: Urllib3Error, settings: S3Settings) -> str:
+    """The cause of a connection failure in words, without urllib3's object reprs."""
+    reason = getattr(err, "reason", None) or err
+    if isinstance(reason, NewConnectionError):  # a subclass of ConnectTimeoutError in urllib3 2
+        # Its text repeats the connection object; its cause is the OSError in words.
+        return f"cannot connect: {reason.__cause__ or reason}"
+    if isinstance(reason, ConnectTimeoutError):
+        return f"no connection within {settings.connect_timeout:g}s (MFPO_S3_CONNECT_TIMEOUT)"
+    if isinstance(reason, ReadTimeoutError):
+        return f"no answer within {settings.read_timeout:g}s (MFPO_S3_READ_TIMEOUT)"
+    return str(reason)
 
 
 class S3Backend(_Backend):
@@ -265,6 +324,8 @@ class S3Backend(_Backend):
     def put_file(self, local: Path, loc: Location, sha256: str | None = None) -> None:
         self._require_key(loc)
         digest = sha256 or _sha256_of(local)
+        if local.stat().st_size > self.settings.part_size:
+            self._abort_incomplete_uploads(loc)
         try:
             self.client.fput_object(
                 loc.bucket,
@@ -280,6 +341,8 @@ class S3Backend(_Backend):
 
     def write_bytes(self, data: bytes, loc: Location) -> None:
         self._require_key(loc)
+        if len(data) > self.settings.part_size:
+            self._abort_incomplete_uploads(loc)
         try:
             self.client.put_object(
                 loc.bucket,
@@ -288,6 +351,29 @@ class S3Backend(_Backend):
                 len(data),
                 metadata={SHA256_METADATA: hashlib.sha256(data).hexdigest()},
                 part_size=self.settings.part_size,
+            )
+        except _TRANSLATED as err:
+            raise self._fail(err, loc) from err
+
+    def _abort_incomplete_uploads(self, loc: Location) -> None:
+        """Abort the key's unfinished multipart uploads: a killed earlier upload's parts stay
+        on the server (and are billed) until aborted. minio-py has no public call for this
+        since v7, hence its ListMultipartUploads/AbortMultipartUpload methods."""
+        try:
+            found = self.client._list_multipart_uploads(loc.bucket, prefix=loc.key)
+            for upload in found.uploads:
+                if upload.object_name == loc.key:  # the prefix also matches longer keys
+                    self.client._abort_multipart_upload(loc.bucket, loc.key, upload.upload_id)
+        except S3Error as err:
+            if err.code != "AccessDenied":
+                raise self._fail(err, loc) from err
+            # Credentials limited to put/get may not list uploads: the upload itself can still
+            # succeed, so say what is left undone instead of failing it.
+            log.warning(
+                "cannot clean up unfinished multipart uploads of %s (AccessDenied: the "
+                "credentials lack s3:ListBucketMultipartUploads/s3:AbortMultipartUpload); "
+                "a bucket lifecycle rule can abort them instead",
+                loc.uri,
             )
         except _TRANSLATED as err:
             raise self._fail(err, loc) from err
@@ -317,12 +403,18 @@ class S3Backend(_Backend):
         urllib3's Retry covers requests and their status, not a response stream that breaks
         mid-way (a MinIO pod restarting), hence this short loop with the same backoff.
         """
+        mismatches = 0
         for attempt in range(MAX_RETRIES + 1):
             sink.seek(0)
             sink.truncate()
             try:
                 self._download_once(loc, sink)
                 return
+            except StorageIntegrityError:
+                mismatches += 1
+                # Once may be corruption in transit; twice, the stored object is corrupt.
+                if mismatches == 2 or attempt == MAX_RETRIES:
+                    raise
             except _BROKEN_BODY as err:
                 if attempt == MAX_RETRIES:
                     raise self._fail(err, loc) from err
@@ -432,13 +524,8 @@ def _verify(loc: Location, sha_expected: str | None, etag: str | None, md5, sha)
     """Compare the hashes of a download with what the object's headers promise."""
     if sha_expected:
         if sha.hexdigest() != sha_expected:
-            raise StorageError(
-                f"checksum mismatch for {loc.uri}: "
-                f"expected sha256 {sha_expected}, got {sha.hexdigest()}"
-            )
+            raise StorageIntegrityError(loc.uri, f"sha256 {sha_expected}", f"sha256 {sha.hexdigest()}")
         return
     plain_etag = (etag or "").strip('"')
     if len(plain_etag) == 32 and "-" not in plain_etag and plain_etag != md5.hexdigest():
-        raise StorageError(
-            f"checksum mismatch for {loc.uri}: ETag {plain_etag}, got md5 {md5.hexdigest()}"
-        )
+        raise StorageIntegrityError(loc.uri, f"md5 {plain_etag} (ETag)", f"md5 {md5.hexdigest()}")

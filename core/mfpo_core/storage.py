@@ -1,11 +1,11 @@
 """One small storage API over `file://` and `s3://` URIs.
 
 Datasets, images, checkpoints and results all go through these functions, so that a run
-works the same on a laptop (file://) and in a cluster (s3:// on MinIO). Credentials and the
-endpoint come from the environment (a Secret fills it in the cluster):
-
-    MFPO_S3_ENDPOINT (or AWS_ENDPOINT_URL), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    MFPO_S3_SECURE (true/false), AWS_REGION
+works the same on a laptop (file://) and in a cluster (s3:// on MinIO). The s3 settings come
+from an environment mapping (see `s3_backend` for the variables): the process's own, or the one
+`using_env` sets for the current context. `storage_env` builds that mapping from a run's
+`spec.storage` (+ the Secret's credentials): the operator's Jobs, its artifact deletion and the
+local runner all use it, so the endpoint a manifest names is the one every plane talks to.
 
 Atomic publication: `publish_dir` uploads a directory and writes its commit marker
 (`_COMPLETE`, holding the file list and checksums) last; `is_complete` is true only after it.
@@ -18,6 +18,8 @@ artifact deletion.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -25,12 +27,15 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from mfpo_core.api import StorageSpec
 
 COMMIT_MARKER = "_COMPLETE"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket naming rules
@@ -43,6 +48,64 @@ class StorageError(Exception):
 class StorageConfigError(StorageError):
     """A configuration no retry can fix (malformed URI, missing bucket, refused credentials,
     bad settings): a stage reports it as bad input."""
+
+
+class StorageIntegrityError(StorageError):
+    """A downloaded object does not match its recorded digest, even when fetched again: the
+    stored object is corrupt, and no retry of the stage can fix it."""
+
+    def __init__(self, uri: str, expected: str, actual: str) -> None:
+        super().__init__(f"checksum mismatch for {uri}: expected {expected}, got {actual}")
+        self.uri, self.expected, self.actual = uri, expected, actual
+
+
+# The variables that choose where s3:// requests go. A run's settings replace all of them, so
+# that a shell's AWS_ENDPOINT_URL never redirects a run whose manifest names its endpoint.
+ENDPOINT_VARIABLES = (
+    "MFPO_S3_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "MFPO_S3_SECURE",
+    "MFPO_S3_CONNECT_TIMEOUT",
+    "MFPO_S3_READ_TIMEOUT",
+)
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def storage_env(spec: StorageSpec, credentials: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The storage environment of a run: its endpoint settings, and the access keys of
+    `credentials` (a Secret's data) when given. The one place a spec becomes s3 settings."""
+    env = {
+        "MFPO_S3_SECURE": "true" if spec.secure else "false",
+        "MFPO_S3_CONNECT_TIMEOUT": f"{spec.connect_timeout_seconds:g}",
+        "MFPO_S3_READ_TIMEOUT": f"{spec.read_timeout_seconds:g}",
+    }
+    if spec.endpoint:
+        env["MFPO_S3_ENDPOINT"] = spec.endpoint
+    for key in CREDENTIAL_VARIABLES:
+        if credentials and credentials.get(key):
+            env[key] = credentials[key]
+    return env
+
+
+def run_environment(spec: StorageSpec, base: Mapping[str, str]) -> dict[str, str]:
+    """`base` (a shell's environment) with every endpoint setting replaced by the run's: what
+    the local runner gives its stage processes and uses for its own state."""
+    kept = {key: value for key, value in base.items() if key not in ENDPOINT_VARIABLES}
+    return {**kept, **storage_env(spec)}
+
+
+_ENV: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("mfpo_storage_env", default=None)
+
+
+@contextlib.contextmanager
+def using_env(env: Mapping[str, str]) -> Iterator[None]:
+    """s3:// operations in this context use `env`'s settings instead of the process's."""
+    token = _ENV.set(dict(env))
+    try:
+        yield
+    finally:
+        _ENV.reset(token)
 
 
 @dataclass(frozen=True)
@@ -111,7 +174,8 @@ def _backend(loc: Location) -> _Backend:
     # Imported lazily: the minio client is only needed for s3://.
     from mfpo_core import s3_backend
 
-    return s3_backend.backend_for(loc)
+    env = _ENV.get()
+    return s3_backend.backend_for(loc) if env is None else s3_backend.backend_for_env(env, loc)
 
 
 class _Backend:
@@ -291,8 +355,9 @@ def _in_parallel(work: Callable[[str], Any], rels: list[str]) -> list[Any]:
     threads = min(_transfer_threads(), len(rels))
     if threads <= 1:
         return [work(rel) for rel in rels]
+    context = contextvars.copy_context()  # the workers use the caller's `using_env` settings
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mfpo-storage") as pool:
-        return list(pool.map(work, rels))
+        return list(pool.map(lambda rel: context.copy().run(work, rel), rels))
 
 
 def publish_dir(local: str | os.PathLike[str], uri: str) -> None:
@@ -331,11 +396,12 @@ def fetch_dir(uri: str, local: str | os.PathLike[str]) -> Path:
     files: dict[str, str] = manifest["files"]
 
     def fetch_verified(rel: str) -> None:
-        actual = sha256_file(get_file(join(uri, rel), root / rel))
-        if actual != files[rel]:
-            raise StorageError(
-                f"checksum mismatch for {join(uri, rel)}: expected {files[rel]}, got {actual}"
-            )
+        # A mismatch may be corruption in transit: fetch once more before calling it corrupt.
+        for _ in range(2):
+            actual = sha256_file(get_file(join(uri, rel), root / rel))
+            if actual == files[rel]:
+                return
+        raise StorageIntegrityError(join(uri, rel), f"sha256 {files[rel]}", f"sha256 {actual}")
 
     _in_parallel(fetch_verified, sorted(files))
     return root

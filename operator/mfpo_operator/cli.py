@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mfpo_core.storage import StorageError
+
 from mfpo_operator.validation import ManifestError, load_manifest
 
 
@@ -26,7 +28,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     runner = LocalRunner(manifest, progress=not args.no_progress)
-    status = runner.run()
+    try:
+        status = runner.run()
+    except StorageError as err:  # the run's state is unreachable: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0 if status.phase == "Succeeded" else 1
 
 
@@ -34,7 +40,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from mfpo_operator.local import LocalRunner
 
     manifest = load_manifest(args.file)
-    print(LocalRunner(manifest, progress=False).describe())
+    try:
+        print(LocalRunner(manifest, progress=False).describe())
+    except StorageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -105,12 +105,23 @@ def _weights_rules() -> list[dict[str, str]]:
     ]
 
 
+def _storage_rules() -> list[dict[str, str]]:
+    return [
+        {
+            "rule": "!self.uri.startsWith('s3://') || (has(self.endpoint) && self.endpoint != '')",
+            "message": "spec.storage.endpoint is required when spec.storage.uri is s3:// "
+            "(there is no default endpoint; write s3.amazonaws.com to use AWS S3)",
+        }
+    ]
+
+
 # Model class -> CEL rules equivalent to its pydantic model validator(s). A test holds every
 # model with a model validator in api.py to an entry here, so kubectl and `mfpo run` agree.
 CROSS_FIELD_RULES: dict[type[BaseModel], Callable[[], list[dict[str, str]]]] = {
     api.NoiseSpec: _noise_rules,
     api.GroundingSpec: _grounding_rules,
     api.TermWeights: _weights_rules,
+    api.StorageSpec: _storage_rules,
 }
 
 

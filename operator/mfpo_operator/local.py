@@ -88,6 +88,8 @@ class LocalRunner:
         self.spec = manifest.spec
         self.run_uri = storage.join(self.spec.storage.uri, self.name)
         self.state_uri = storage.join(self.run_uri, STATE_FILE)
+        # The manifest's endpoint, never the shell's: for the stages and for the state alike.
+        self.env = storage.run_environment(self.spec.storage, os.environ)
         self.progress = progress
         self.stage_command = list(stage_command)
         self.out = out
@@ -101,9 +103,10 @@ class LocalRunner:
     # ----------------------------------------------------------------- state
 
     def _load(self) -> tuple[MFPORunStatus | None, list[_Recorded]]:
-        if not storage.exists(self.state_uri):
-            return None, []
-        doc = storage.read_json(self.state_uri)
+        with storage.using_env(self.env):
+            if not storage.exists(self.state_uri):
+                return None, []
+            doc = storage.read_json(self.state_uri)
         status = MFPORunStatus.model_validate(doc["status"]) if doc.get("status") else None
         return status, [_Recorded(**a) for a in doc.get("attempts", [])]
 
@@ -112,7 +115,8 @@ class LocalRunner:
             "status": self._status.to_wire() if self._status else None,
             "attempts": [asdict(a) for a in self._recorded],
         }
-        storage.write_json(doc, self.state_uri)
+        with storage.using_env(self.env):
+            storage.write_json(doc, self.state_uri)
 
     def status(self) -> MFPORunStatus | None:
         return self._load()[0]
@@ -232,7 +236,7 @@ class LocalRunner:
 
     def _spawn(self, config: Path, log: Path, threads: int) -> subprocess.Popen:
         env = {
-            **os.environ,
+            **self.env,
             # Shards running side by side share the CPUs: more threads than CPUs makes
             # torch's OpenMP workers wait on each other (measured: tens of times slower).
             "MFPO_THREADS": str(threads),

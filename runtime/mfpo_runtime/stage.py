@@ -245,10 +245,23 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
         write_termination_summary(TerminationSummary(stage=stage, status="bad-input", message=str(err)))
         exit(ExitCode.BAD_INPUT)
         return
+    except storage.StorageIntegrityError as err:
+        # Fetched twice with the same wrong digest: the stored object is corrupt, and every
+        # further attempt would read the same bytes.
+        message = f"corrupt object, not retried: {err}"
+        log.error("%s", message)
+        write_termination_summary(TerminationSummary(stage=stage, status="bad-input", message=message))
+        exit(ExitCode.BAD_INPUT)
+        return
     except StageInterrupted as err:
         log.warning("stopped on request, checkpoint saved: %s", err)
         write_termination_summary(TerminationSummary(stage=stage, status="preempted", message=str(err)))
         exit(ExitCode.PREEMPTED)
+        return
+    except storage.StorageError as err:  # the message names the URI and endpoint: no traceback
+        log.error("stage failed (retryable): %s", err)
+        write_termination_summary(TerminationSummary(stage=stage, status="retryable", message=str(err)))
+        exit(1)
         return
     except Exception as err:  # noqa: BLE001 - every other failure is retryable by contract
         log.error("stage failed (retryable): %s\n%s", err, traceback.format_exc())

@@ -79,7 +79,7 @@ def operator_series_after_two_failures() -> list[tuple[str, dict[str, str], floa
         {
             "model": {"uri": "s3://b/model"},
             "data": {"uri": "s3://b/data"},
-            "storage": {"uri": "s3://b/runs"},
+            "storage": {"uri": "s3://b/runs", "endpoint": "minio:9000"},
             "retries": {"maxAttempts": 5, "backoffSeconds": 30},
         }
     )

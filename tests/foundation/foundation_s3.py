@@ -1,4 +1,5 @@
-"""Helpers of the foundation tests that talk to S3: credentials, free ports, a flaky proxy.
+"""Helpers of the foundation tests that talk to S3: credentials, free ports, a flaky proxy,
+a server that never answers.
 
 A plain module (not conftest) so that tests import it by name; the name is unique in tests/.
 """
@@ -23,19 +24,24 @@ def free_port() -> int:
 class FlakyS3Proxy:
     """An HTTP proxy in front of moto that answers 503 SlowDown to the first `failures`
     requests (all of them when failures < 0), then forwards, cutting the body of the first
-    `cut_bodies` object downloads halfway: a stand-in for an overloaded or restarting MinIO,
-    to exercise the client's retries with the real minio client."""
+    `cut_bodies` object downloads halfway and flipping a byte in the next `corrupt_bodies`:
+    a stand-in for an overloaded or restarting MinIO and for a network that damages data,
+    to exercise the client's retries with the real minio client. `gets` counts object GETs."""
 
     SLOW_DOWN = (
         b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
         b"<Message>Please reduce your request rate.</Message></Error>"
     )
 
-    def __init__(self, upstream: str, failures: int = 0, cut_bodies: int = 0) -> None:
+    def __init__(
+        self, upstream: str, failures: int = 0, cut_bodies: int = 0, corrupt_bodies: int = 0
+    ) -> None:
         self.upstream = upstream
         self.failures = failures
         self.cut_bodies = cut_bodies  # object GETs whose body stops halfway
+        self.corrupt_bodies = corrupt_bodies  # object GETs whose first byte is flipped
         self.requests = 0
+        self.gets = 0
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -60,9 +66,14 @@ class FlakyS3Proxy:
                 if self.command != "HEAD":
                     headers.append(("Content-Length", str(len(data))))
                 conn.close()
-                if self.command == "GET" and "?" not in self.path and proxy.cut_bodies > 0:
+                object_get = self.command == "GET" and "?" not in self.path
+                proxy.gets += object_get
+                if object_get and proxy.cut_bodies > 0:
                     proxy.cut_bodies -= 1
                     data = data[: len(data) // 2]  # Content-Length still promises all of it
+                elif object_get and proxy.corrupt_bodies > 0 and data:
+                    proxy.corrupt_bodies -= 1
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
                 self._reply(answer.status, headers, b"" if self.command == "HEAD" else data)
 
             def _reply(self, status: int, headers, data: bytes) -> None:
@@ -87,3 +98,35 @@ class FlakyS3Proxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers: a hung S3
+    endpoint. Closing it closes every connection it accepted."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.endpoint = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.accepted.append(conn)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=5)
+        for conn in self.accepted:
+            conn.close()

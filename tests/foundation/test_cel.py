@@ -88,7 +88,7 @@ def all_rules() -> list[str]:
 
 def test_every_rule_compiles() -> None:
     rules = all_rules()
-    assert len(rules) == 6  # 2 immutability + noise + 2 grounding + weights
+    assert len(rules) == 7  # 2 immutability + noise + 2 grounding + weights + storage endpoint
     for rule in rules:
         compiled(rule)
 
@@ -138,3 +138,15 @@ def test_weights_rule_agrees() -> None:
     weights = [ABSENT, 0, 0.0, 0.25, 1, 3.0]
     for text, image, anchor in itertools.product(weights, repeat=3):
         assert_agree(api.TermWeights, schema, {"text": text, "image": image, "anchor": anchor})
+
+
+def test_storage_endpoint_rule_agrees() -> None:
+    """An s3:// storage.uri needs an endpoint (no silent AWS default), at kubectl apply too."""
+    schema = schema_at("spec", "storage")
+    for uri, endpoint in itertools.product(
+        ["s3://mfpo/runs", "file:///runs"], [ABSENT, "minio:9000", "s3.amazonaws.com"]
+    ):
+        assert_agree(api.StorageSpec, schema, {"uri": uri, "endpoint": endpoint})
+    assert not cel_accepts({"uri": "s3://mfpo/runs"}, schema)
+    assert not cel_accepts({"uri": "s3://mfpo/runs", "endpoint": ""}, schema)
+    assert schema["properties"]["endpoint"]["pattern"]  # host:port, as pydantic's

@@ -26,7 +26,7 @@ GOOD = {
     "spec": {
         "model": {"uri": "s3://mfpo/models/llava"},
         "data": {"uri": "s3://mfpo/data/rlaif-v", "format": "rlaif-v"},
-        "storage": {"uri": "s3://mfpo/runs", "secretName": "minio"},
+        "storage": {"uri": "s3://mfpo/runs", "endpoint": "minio:9000", "secretName": "minio"},
         "objective": {"beta": 0.2, "weights": {"text": 1, "image": 0.5, "anchor": 0}},
     },
 }

@@ -6,6 +6,7 @@ the termination summary and the exit code for success, bad input, preemption and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mfpo_core import storage
+from foundation_s3 import free_port
+from mfpo_core import s3_backend, storage
 from mfpo_core.contract import BadInput, StageConfig, StageInterrupted, result_uri
 from mfpo_runtime import stage
 from mfpo_runtime.stage import StageContext, StageOutcome
@@ -239,7 +241,8 @@ def test_a_missing_bucket_is_bad_input_not_retried(
     s3_env: str, double: StageDouble, termination_log: Path, tmp_path: Path
 ) -> None:
     """A storage.uri naming a bucket that does not exist cannot be fixed by a retry."""
-    config, _ = write_config(tmp_path, runs_uri="s3://no-such-bucket/runs")
+    runs_uri = "s3://no-such-bucket/runs"
+    config, _ = write_config(tmp_path, runs_uri=runs_uri, storage={"uri": runs_uri, "endpoint": s3_env})
 
     assert run_main(config) == 65
 
@@ -424,3 +427,46 @@ def test_a_bad_thread_count_is_bad_input(
     assert run_main(config) == 65
     assert summary(termination_log)["message"] == "MFPO_THREADS='-2': expected a positive number of threads"
     assert double.calls == []
+
+
+def test_a_corrupt_artifact_is_not_retried_and_names_the_object(
+    double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    """Fetched twice with the same wrong digest: every further attempt would read the same
+    bytes, so the stage fails for good, saying which object is corrupt."""
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "adapter.bin").write_bytes(b"weights")
+    policy = f"file://{tmp_path}/published/policy"
+    storage.publish_dir(tmp_path / "policy", policy)
+    (tmp_path / "published" / "policy" / "adapter.bin").write_bytes(b"bitrot!")  # at rest
+    double.behaviour = lambda ctx: storage.fetch_dir(policy, ctx.work_dir / "policy")
+    config, _ = write_config(tmp_path)
+
+    assert run_main(config) == 65
+
+    expected, actual = hashlib.sha256(b"weights").hexdigest(), hashlib.sha256(b"bitrot!").hexdigest()
+    assert summary(termination_log)["status"] == "bad-input"
+    assert summary(termination_log)["message"] == (
+        f"corrupt object, not retried: checksum mismatch for {policy}/adapter.bin: "
+        f"expected sha256 {expected}, got sha256 {actual}"
+    )
+
+
+def test_an_unreachable_endpoint_is_one_retryable_line_without_traceback(
+    s3_env: str, double: StageDouble, termination_log: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    dead = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MFPO_S3_ENDPOINT", dead)
+    runs_uri = "s3://mfpo/runs"
+    config, _ = write_config(tmp_path, runs_uri=runs_uri, storage={"uri": runs_uri, "endpoint": dead})
+
+    assert run_main(config) == 1
+
+    message = (
+        f"cannot reach S3 endpoint http://{dead} for s3://mfpo/runs/demo/align-1/result.json "
+        f"after {s3_backend.MAX_RETRIES} retries: cannot connect: [Errno 111] Connection refused"
+    )
+    assert summary(termination_log)["message"] == message
+    logged = [r.getMessage() for r in caplog.records if r.name == "mfpo.stage"]
+    assert logged == [f"stage failed (retryable): {message}"]  # no traceback

@@ -5,13 +5,14 @@ Every test taking `storage_root` runs twice, once per backend: the two must beha
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from pathlib import Path
 
 import pytest
 from mfpo_core import storage
-from mfpo_core.storage import COMMIT_MARKER, StorageError
+from mfpo_core.storage import COMMIT_MARKER, StorageError, StorageIntegrityError
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -161,14 +162,24 @@ def test_republish_invalidates_before_uploading(
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.txt"]
 
 
-def test_fetch_detects_a_changed_file(storage_root: str, tmp_path: Path) -> None:
+def test_fetch_detects_a_changed_file(
+    storage_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fetched once more (it may have been damaged in transit), then called corrupt by name."""
     make_tree(tmp_path / "tree")
     uri = storage.join(storage_root, "published")
     storage.publish_dir(tmp_path / "tree", uri)
     storage.write_bytes(b"tampered", storage.join(uri, "sub/b.bin"))
+    fetched: list[str] = []
+    real_get = storage.get_file
+    monkeypatch.setattr(storage, "get_file", lambda u, p: fetched.append(u) or real_get(u, p))
 
-    with pytest.raises(StorageError, match=r"checksum mismatch for .*published/sub/b\.bin"):
+    with pytest.raises(StorageIntegrityError) as caught:
         storage.fetch_dir(uri, tmp_path / "fetched")
+
+    assert caught.value.uri == storage.join(uri, "sub/b.bin")
+    assert caught.value.actual == f"sha256 {hashlib.sha256(b'tampered').hexdigest()}"
+    assert fetched.count(storage.join(uri, "sub/b.bin")) == 2
 
 
 def test_materialize_file_and_directory(storage_root: str, tmp_path: Path) -> None:

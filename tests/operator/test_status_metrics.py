@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from mfpo_core.api import MFPORunStatus
 from mfpo_core.contract import TerminationSummary
-from mfpo_operator.kube.artifacts import delete_run_artifacts, storage_env
+from mfpo_operator.kube.artifacts import delete_run_artifacts
 from mfpo_operator.kube.metrics import OPERATOR_METRICS, OperatorMetrics
 from mfpo_operator.kube.status import attempt_from_job, status_patch
 from mfpo_operator.plan import AttemptState
@@ -140,6 +140,3 @@ def test_artifacts_are_deleted_under_the_run_prefix(tmp_path):
     (tmp_path / "other").mkdir()
     assert delete_run_artifacts(spec, "r", {}) == f"file://{tmp_path}/r"
     assert not (tmp_path / "r").exists() and (tmp_path / "other").exists()
-    env = storage_env(spec, {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "other": "x"})
-    assert env == {"MFPO_S3_SECURE": "false", "MFPO_S3_ENDPOINT": "minio:9000",
-                   "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}  # fmt: skip

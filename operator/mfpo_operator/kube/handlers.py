@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 from mfpo_core.api import GROUP, PLURAL, VERSION, MFPORunSpec
 
-from mfpo_operator.kube.artifacts import delete_run_artifacts, storage_env
+from mfpo_operator.kube.artifacts import delete_run_artifacts
 from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
@@ -118,5 +118,5 @@ def delete_artifacts(
     run_spec = MFPORunSpec.model_validate(dict(spec))
     secret_name = run_spec.storage.secret_name
     secret = memo.operator.cluster.read_secret(namespace, secret_name) if secret_name else {}
-    prefix = delete_run_artifacts(run_spec, name, storage_env(run_spec, secret))
+    prefix = delete_run_artifacts(run_spec, name, secret)
     logger.info("deleted the run's artifacts under %s", prefix)

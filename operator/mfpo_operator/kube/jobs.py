@@ -21,6 +21,7 @@ from typing import Any
 
 from mfpo_core.api import API_VERSION, KIND, MFPORunSpec
 from mfpo_core.contract import DEFAULT_TERMINATION_LOG, ExitCode, StageConfig, stage_kind
+from mfpo_core.storage import CREDENTIAL_VARIABLES, storage_env
 
 from mfpo_operator.plan import run_uri
 
@@ -178,21 +179,18 @@ def _command(spec: MFPORunSpec, stage: str) -> list[str]:
 
 
 def _env(spec: MFPORunSpec, stage: str, job: str) -> list[dict[str, Any]]:
-    storage = spec.storage
     env: list[dict[str, Any]] = [
         {"name": "MFPO_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "MFPO_PROGRESS", "value": "0"},
         {"name": "MFPO_TERMINATION_LOG", "value": DEFAULT_TERMINATION_LOG},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
-        {"name": "MFPO_S3_SECURE", "value": "true" if storage.secure else "false"},
     ]
-    if storage.endpoint:
-        env.append({"name": "MFPO_S3_ENDPOINT", "value": storage.endpoint})
-    if storage.secret_name:
-        # Credentials only ever travel as references to the Secret, never as values.
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            ref = {"name": storage.secret_name, "key": key}
+    # Without credentials: those only ever travel as references to the Secret, never as values.
+    env += [{"name": k, "value": v} for k, v in storage_env(spec.storage).items()]
+    if spec.storage.secret_name:
+        for key in CREDENTIAL_VARIABLES:
+            ref = {"name": spec.storage.secret_name, "key": key}
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     if is_multi_node(spec, stage):
         index = f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ def spec(data_uri: str, data_format: str, storage_uri: str, **overrides) -> MFPO
     body = {
         "model": {"uri": overrides.pop("model_uri", "file:///nonexistent-model")},
         "data": {"uri": data_uri, "format": data_format, **overrides.pop("data", {})},
-        "storage": {"uri": storage_uri},
+        # An s3:// run names its endpoint: the one the s3_bucket fixture points the stages at.
+        "storage": {"uri": storage_uri, **({"endpoint": os.environ["MFPO_S3_ENDPOINT"]} if storage_uri.startswith("s3://") else {})},
         **overrides,
     }
     return MFPORunSpec.model_validate(body)
