@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from mfpo_core import api
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 CRD_FILE_NAME = f"{api.GROUP}_{api.PLURAL}.yaml"
 # operator/mfpo_operator/crd.py -> repository root / crds
@@ -95,6 +96,46 @@ def _grounding_rules() -> list[dict[str, str]]:
     ]
 
 
+def _judge_rules() -> list[dict[str, str]]:
+    judge = _field_or_default(api.ObjectHalBenchOptions, "judge")
+    return [
+        {
+            "rule": f"{judge} != 'llm' || (has(self.judgeUrl) && has(self.judgeModel))",
+            "message": "objectHalbench: judge llm needs judgeUrl and judgeModel",
+        }
+    ]
+
+
+def _benchmark_rules() -> list[dict[str, str]]:
+    """A benchmark's options member may be set only on an entry of that benchmark."""
+    return [
+        {
+            "rule": f"!has(self.{to_camel(field)}) || self.name == '{name}'",
+            "message": f"{to_camel(field)} options are only allowed when name is {name}",
+        }
+        for name, (field, _) in api.BENCHMARK_OPTIONS.items()
+    ]
+
+
+def _evaluation_rules() -> list[dict[str, str]]:
+    """Benchmark entries are distinct by (name, uri) and by result label."""
+    uri = "(has({0}.uri) ? {0}.uri : '')"
+    label = "(has({0}.label) ? {0}.label : {0}.name)"
+    same_data = f"a.name == b.name && {uri.format('a')} == {uri.format('b')}"
+    same_label = f"{label.format('a')} == {label.format('b')}"
+    each = "!has(self.benchmarks) || self.benchmarks.all(a, self.benchmarks.exists_one(b, {}))"
+    return [
+        {
+            "rule": each.format(same_data),
+            "message": "evaluation.benchmarks: the same benchmark on the same data (name and uri) is listed twice",
+        },
+        {
+            "rule": each.format(same_label),
+            "message": "evaluation.benchmarks: two entries have the same label (the benchmark's name if unset)",
+        },
+    ]
+
+
 def _weights_rules() -> list[dict[str, str]]:
     terms = [_field_or_default(api.TermWeights, t) for t in ("text", "image", "anchor")]
     return [
@@ -111,6 +152,9 @@ CROSS_FIELD_RULES: dict[type[BaseModel], Callable[[], list[dict[str, str]]]] = {
     api.NoiseSpec: _noise_rules,
     api.GroundingSpec: _grounding_rules,
     api.TermWeights: _weights_rules,
+    api.ObjectHalBenchOptions: _judge_rules,
+    api.BenchmarkSpec: _benchmark_rules,
+    api.EvaluationSpec: _evaluation_rules,
 }
 
 
@@ -173,8 +217,8 @@ def _decorate(node: dict[str, Any], model: type[BaseModel]) -> None:
 def _collapse_nullable(node: dict[str, Any]) -> dict[str, Any]:
     """{anyOf: [X, {type: null}], ...} -> {...X, nullable: true, ...} (structural schemas)."""
     variants = node.get("anyOf")
-    if not variants:
-        return node
+    if not variants or node.get("x-kubernetes-int-or-string"):
+        return node  # int-or-string: the one anyOf a structural schema allows
     non_null = [v for v in variants if v.get("type") != "null"]
     if len(non_null) != 1:
         raise ValueError(f"cannot express anyOf {variants} in a structural schema")
@@ -191,10 +235,10 @@ def _to_openapi(node: Any, defs: dict[str, Any]) -> Any:
         return [_to_openapi(v, defs) for v in node]
     if not isinstance(node, dict):
         return node
+    node = _collapse_nullable(node)  # Model | None: {anyOf: [{$ref}, null]} -> {$ref, nullable}
     if "$ref" in node:
         target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
         node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-    node = _collapse_nullable(node)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "title" or (key == "default" and value is None):
@@ -252,9 +296,11 @@ def _metadata_schema() -> dict[str, Any]:
     name = api.ObjectMeta.model_fields["name"]
     constraints = {type(m).__name__: m for m in name.metadata}
     return {
+        "description": "Standard object metadata.",
         "type": "object",
         "properties": {
             "name": {
+                "description": name.description,
                 "type": "string",
                 "maxLength": constraints["MaxLen"].max_length,
                 "pattern": next(m.pattern for m in name.metadata if hasattr(m, "pattern")),
@@ -266,17 +312,14 @@ def _metadata_schema() -> dict[str, Any]:
 def resource_schema() -> dict[str, Any]:
     """The whole object's openAPIV3Schema (apiVersion, kind, metadata, spec, status)."""
     spec = {"description": api.MFPORunSpec.__doc__.strip(), **openapi_schema(api.MFPORunSpec)}
-    status = {
-        "description": "Observed state of the run, written by the operator or the local runner.",
-        **openapi_schema(api.MFPORunStatus),
-    }
+    status = {"description": api.MFPORunStatus.__doc__.strip(), **openapi_schema(api.MFPORunStatus)}
     return {
         "type": "object",
         "description": api.MFPORun.__doc__.strip(),
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
+            "apiVersion": {"description": f"The API version: {api.API_VERSION}.", "type": "string"},
+            "kind": {"description": f"The kind: {api.KIND}.", "type": "string"},
             "metadata": _metadata_schema(),
             "spec": spec,
             "status": status,

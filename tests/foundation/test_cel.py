@@ -88,7 +88,9 @@ def all_rules() -> list[str]:
 
 def test_every_rule_compiles() -> None:
     rules = all_rules()
-    assert len(rules) == 6  # 2 immutability + noise + 2 grounding + weights
+    # 2 immutability + noise + 2 grounding + weights + judge + 4 benchmark options
+    # + 2 distinct benchmarks + 3 non-negative quantities
+    assert len(rules) == 16
     for rule in rules:
         compiled(rule)
 

@@ -62,7 +62,7 @@ def test_eval_stage_on_all_benchmarks(tmp_path: Path, tiny_llava_dir: Path, worl
 @pytest.mark.slow
 def test_eval_stage_resumes_and_exports_gauges(tmp_path: Path, tiny_llava_dir: Path, world_dir: Path):
     config = eval_config(tmp_path, tiny_llava_dir, world_dir,
-                         [{"name": "synthetic", "maxSamples": 1, "options": {"reliance": "false"}}],
+                         [{"name": "synthetic", "maxSamples": 1, "synthetic": {"reliance": False}}],
                          everyStage=True)  # fmt: skip
     publish_policies(config, tiny_llava_dir, ["align-1", "align-2"])
     # A previous attempt finished align-1: its document is reused, not redone.
