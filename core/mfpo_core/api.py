@@ -552,8 +552,8 @@ class EvaluationSpec(ApiModel):
                     )
                 if earlier.result_label == bench.result_label:
                     raise ValueError(
-                        f"benchmarks[{index}]: label {bench.result_label} is already used by an earlier "
-                        "entry: give entries of the same benchmark distinct labels"
+                        f"benchmarks[{index}]: its results would be named {bench.result_label} like an "
+                        "earlier entry's: give entries of one benchmark distinct labels"
                     )
         return self
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from typing import Any
 
 import celpy
@@ -26,7 +27,7 @@ ABSENT = object()
 def schema_at(*path: str) -> dict[str, Any]:
     node = crd.resource_schema()
     for part in path:
-        node = node["properties"][part]
+        node = node["items"] if part == "items" else node["properties"][part]
     return node
 
 
@@ -140,3 +141,60 @@ def test_weights_rule_agrees() -> None:
     weights = [ABSENT, 0, 0.0, 0.25, 1, 3.0]
     for text, image, anchor in itertools.product(weights, repeat=3):
         assert_agree(api.TermWeights, schema, {"text": text, "image": image, "anchor": anchor})
+
+
+def rules_hold(schema: dict[str, Any], value: Any) -> bool:
+    activation = {"self": celpy.json_to_cel(value)}
+    return all(bool(compiled(r["rule"]).evaluate(activation)) for r in schema["x-kubernetes-validations"])
+
+
+def test_judge_rule_agrees() -> None:
+    schema = schema_at("spec", "evaluation", "benchmarks", "items", "objectHalbench")
+    judges = [ABSENT, "rules", "llm"]
+    endpoints = [ABSENT, "http://judge:8000/v1"]
+    for judge, url, model in itertools.product(judges, endpoints, [ABSENT, "judge-1"]):
+        assert_agree(api.ObjectHalBenchOptions, schema, {"judge": judge, "judgeUrl": url, "judgeModel": model})
+
+
+def test_options_member_rules_agree() -> None:
+    schema = schema_at("spec", "evaluation", "benchmarks", "items")
+    members = {"synthetic": {}, "objectHalbench": {}, "amber": {}, "pope": {}}
+    for name in [b.value for b in api.BenchmarkName]:
+        for member in [None, *members]:
+            value = {"name": name, **({member: {}} if member else {})}
+            assert rules_hold(schema, value) == pydantic_accepts(api.BenchmarkSpec, value), value
+
+
+def test_distinct_benchmark_rules_agree() -> None:
+    schema = schema_at("spec", "evaluation")
+    entries = [
+        {"name": "pope"},
+        {"name": "pope", "uri": "s3://b/p"},
+        {"name": "pope", "uri": "s3://b/q"},
+        {"name": "pope", "uri": "s3://b/q", "label": "pope-q"},
+        {"name": "amber", "uri": "s3://b/p"},
+        {"name": "amber", "label": "pope"},
+        {"name": "synthetic", "label": "pope-q"},
+    ]
+    for count in (1, 2, 3):
+        for chosen in itertools.product(entries, repeat=count):
+            value = {"benchmarks": list(chosen)}
+            assert rules_hold(schema, value) == pydantic_accepts(api.EvaluationSpec, value), value
+
+
+def test_pairwise_rules_are_bounded_for_the_api_servers_cost_estimate() -> None:
+    # The API server estimates each rule's worst-case cost from maxItems/maxLength and refuses
+    # a CRD whose rule may exceed the budget ("Validation rules cost" in Kubernetes' CRD docs):
+    # all(exists_one(...)) over an unbounded list of unbounded strings would be refused.
+    benchmarks = schema_at("spec", "evaluation", "benchmarks")
+    assert benchmarks["maxItems"] == 16
+    item = benchmarks["items"]["properties"]
+    assert item["uri"]["maxLength"] == 1024 and item["label"]["maxLength"] == 40
+
+
+@pytest.mark.parametrize("value", [0, 1, 4, -1, "4", "-1", "32Gi"])
+def test_quantity_rule_agrees(value: Any) -> None:
+    schema = schema_at("spec", "resources", "memory")
+    pattern_ok = not isinstance(value, str) or re.fullmatch(schema["pattern"], value) is not None
+    kubectl_accepts = pattern_ok and rules_hold(schema, value)
+    assert kubectl_accepts == pydantic_accepts(api.ResourcesSpec, {"memory": value}), value

@@ -287,3 +287,43 @@ def test_cross_field_rule_is_enforced_through_pydantic() -> None:
         ValueError, match=r"noise\.step \(1000\) must be below scheduleSteps \(1000\)"
     ):
         api.MFPORun.model_validate(doc)
+
+
+# ------------------------------------------------------------ kubectl explain
+
+
+def test_every_field_has_a_description_for_kubectl_explain() -> None:
+    # `kubectl explain mfporun.spec...` prints each field's description from this schema
+    # (a list's items and a map's values are explained by their field).
+    undescribed = [
+        path
+        for path, node in nodes(disk_schema())
+        if path and not path.endswith(("[]", "{}")) and not node.get("description")
+    ]
+    assert undescribed == []
+
+
+def test_explain_shows_the_weights_object_and_its_defaults() -> None:
+    weights = at("spec.objective.weights")
+    assert weights["type"] == "object" and "L_text" in weights["description"]
+    assert weights["default"] == {}
+    assert {name: sub["default"] for name, sub in weights["properties"].items()} == {
+        "text": 1.0, "image": 1.0, "anchor": 1.0
+    }  # fmt: skip
+
+
+def test_every_scalar_with_a_default_in_api_py_states_it_in_the_schema() -> None:
+    def fields(model: type[BaseModel], node: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+        for name, field in model.model_fields.items():
+            prop = node["properties"][field.alias or name]
+            if field.default_factory is None and field.default not in (None, ...):
+                default = field.default
+                yield f"{model.__name__}.{name}", getattr(default, "value", default), prop.get("default")
+
+    spec = disk_schema()["properties"]["spec"]
+    checked = list(fields(api.TrainingSpec, spec["properties"]["training"]))
+    checked += fields(api.ResourcesSpec, spec["properties"]["resources"])
+    checked += fields(api.PopeOptions, spec["properties"]["evaluation"]["properties"]["benchmarks"]["items"]["properties"]["pope"])
+    assert len(checked) > 20
+    assert [(name, want) for name, want, got in checked if want != got] == []
+
