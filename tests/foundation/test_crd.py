@@ -81,10 +81,47 @@ def test_check_fails_on_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{stale} is stale" in err and "python -m mfpo_operator.crd --write" in err
     assert "-                maxLength: 63" in err and "+                maxLength: 40" in err
 
-    assert crd.main(["--write", "--path", str(stale)]) == 0
-    assert crd.main(["--check", "--path", str(stale)]) == 0
-    assert crd.main(["--check", "--path", str(tmp_path / "absent.yaml")]) == 1
+    docs = tmp_path / "api.md"
+    assert crd.main(["--write", "--path", str(stale), "--docs", str(docs)]) == 0
+    assert crd.main(["--check", "--path", str(stale), "--docs", str(docs)]) == 0
+    assert crd.main(["--check", "--path", str(tmp_path / "absent.yaml"), "--docs", str(docs)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- API reference
+
+
+def test_api_reference_is_up_to_date() -> None:
+    problem = crd.check_docs(crd.DEFAULT_DOCS_PATH)
+    assert problem is None, problem
+
+
+def test_check_fails_on_a_stale_api_reference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crd_file, docs = tmp_path / "crd.yaml", tmp_path / "api.md"
+    assert crd.main(["--write", "--path", str(crd_file), "--docs", str(docs)]) == 0
+    docs.write_text(docs.read_text().replace("Weight of L_image", "Weight of the image term"))
+    assert crd.main(["--check", "--path", str(crd_file), "--docs", str(docs)]) == 1
+    err = capsys.readouterr().err
+    assert f"{docs} is stale" in err and "+| `image` | number | `1.0` | Weight of L_image" in err
+
+
+def test_api_reference_lists_every_field_with_type_default_and_validation() -> None:
+    text = crd.DEFAULT_DOCS_PATH.read_text()
+    for model in crd._model_graph(api.MFPORunSpec).values():
+        assert f"## {model.__name__}\n" in text, model
+        for name, field in model.model_fields.items():
+            assert f"| `{field.alias or name}` |" in text, (model, name)
+    assert (
+        "| `weights` | [TermWeights](#termweights) | its fields' defaults | Weights of L_text, "
+        "L_image and L_anchor (paper: 1, 1, 1). |  |"
+    ) in text
+    assert "| `beta` | number | `0.1` | Inverse temperature of the implicit reward. | > 0.0; ≤ 10.0 |" in text
+    assert "| `splits` | []string | `[\"random\", \"popular\", \"adversarial\"]` |" in text
+    assert "CEL: storage.uri is immutable once the run exists" in text
+    assert "- pope options are only allowed when name is pope" in text
+    assert "[api.md](api.md)" in (crd.DEFAULT_DOCS_PATH.parent / "README.md").read_text()
 
 
 # ------------------------------------------------------------ the CRD itself
