@@ -470,7 +470,9 @@ MAX_URI_LENGTH = 1024
 class BenchmarkSpec(ApiModel):
     """One benchmark to evaluate on: which, on what data, with which options."""
 
-    name: BenchmarkName = Field(..., description="The benchmark.")
+    name: BenchmarkName = Field(
+        ..., description="The benchmark.", json_schema_extra={"maxLength": 32}  # bounds the CEL cost
+    )
     label: str | None = Field(
         None,
         max_length=40,

@@ -190,6 +190,7 @@ def test_pairwise_rules_are_bounded_for_the_api_servers_cost_estimate() -> None:
     assert benchmarks["maxItems"] == 16
     item = benchmarks["items"]["properties"]
     assert item["uri"]["maxLength"] == 1024 and item["label"]["maxLength"] == 40
+    assert item["name"]["maxLength"] == 32  # an enum alone does not bound the estimate
 
 
 @pytest.mark.parametrize("value", [0, 1, 4, -1, "4", "-1", "32Gi"])

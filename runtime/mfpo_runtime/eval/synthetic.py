@@ -1,9 +1,9 @@
 """The synthetic benchmark: the scenes world's evaluation splits, with exact ground truth.
 
 Data: the world written by `mfpo_runtime.data.scenes` (`bench.uri` is the world's root, or one
-split's dataset directory). Splits (options `synthetic.splits`, default [eval, eval-counterprior]): the
-held-out scenes of the training distribution, and the counter-prior scenes where an object
-appears without its usual partner, where prior-driven hallucination shows.
+split's dataset directory). Splits (options `synthetic.splits`, default [eval,
+eval-counterprior]): the held-out scenes of the training distribution, and the counter-prior
+scenes where an object appears without its usual partner, where prior-driven hallucination shows.
 
 Metrics per split (the `eval` split unprefixed, others prefixed `counterprior.`):
 - CHAIR (chair_s, chair_s_all, chair_i), recall, mean_length, mentioning_rate, against the
