@@ -288,7 +288,7 @@ class CurriculumSpec(ApiModel):
 
 
 class TermWeights(ApiModel):
-    """Weights of the three terms: L = text*L_text + image*L_image + anchor*L_anchor (paper, Eq. 9)."""
+    """Weights of the three terms of the objective: L = text*L_text + image*L_image + anchor*L_anchor."""
 
     text: float = Field(1.0, ge=0.0, description="Weight of L_text (DPO on chosen vs rejected answers).")
     image: float = Field(1.0, ge=0.0, description="Weight of L_image (chosen on original vs perturbed image).")
