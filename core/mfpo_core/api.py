@@ -1,8 +1,9 @@
 """The MFPORun custom resource: spec and status as typed models.
 
-This module is the single source of truth for the API. `crds/` is generated from it
-(`python -m mfpo_operator.crd`), the operator validates bodies with it, the local runner
-validates manifests with it, and the runtime reads its stage configs through it.
+This module is the single source of truth for the API. `crds/` and the API reference
+docs/api.md are generated from it (`python -m mfpo_operator.crd --write`), so every field's
+description here is what `kubectl explain` prints. The operator validates bodies with it,
+the local runner validates manifests with it, and the runtime reads its stage configs through it.
 Defaults are the MFPO paper's (Jiang et al., arXiv 2410.15334): beta 0.1, eta 0,
 term weights 1:1:1, noise step 500 of a 1000-step DDPM schedule, three curriculum stages.
 
