@@ -463,6 +463,10 @@ BENCHMARK_OPTIONS: dict[str, tuple[str, type[ApiModel]]] = {
     BenchmarkName.pope.value: ("pope", PopeOptions),
 }
 RESULT_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LEGACY_OPTIONS_MESSAGE = (
+    "options were replaced by typed options per benchmark: move them under synthetic, "
+    "objectHalbench, amber or pope (e.g. pope: {splits: [adversarial]})"
+)
 # Bounds that keep the API server's CEL cost estimate of the pairwise benchmark rules small.
 MAX_BENCHMARKS = 16
 MAX_URI_LENGTH = 1024
@@ -498,9 +502,21 @@ class BenchmarkSpec(ApiModel):
     object_halbench: ObjectHalBenchOptions | None = Field(None, description="Options when name is object-halbench.")
     amber: AmberOptions | None = Field(None, description="Options when name is amber.")
     pope: PopeOptions | None = Field(None, description="Options when name is pope.")
+    # The untyped map of earlier versions: still accepted empty (as stored objects and older
+    # manifests hold it), refused with a pointer to the typed members otherwise.
+    legacy_options: dict[str, str] | None = Field(
+        None,
+        alias="options",
+        description=(
+            "Removed: must be empty. Options are typed per benchmark in synthetic, "
+            "objectHalbench, amber and pope (e.g. pope: {splits: [adversarial]})."
+        ),
+    )
 
     @model_validator(mode="after")
     def _options_of_its_benchmark(self) -> BenchmarkSpec:
+        if self.legacy_options:
+            raise ValueError(LEGACY_OPTIONS_MESSAGE)
         own, _ = BENCHMARK_OPTIONS[self.name]
         for field, _ in BENCHMARK_OPTIONS.values():
             if field != own and getattr(self, field) is not None:

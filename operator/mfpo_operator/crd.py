@@ -108,8 +108,10 @@ def _judge_rules() -> list[dict[str, str]]:
 
 
 def _benchmark_rules() -> list[dict[str, str]]:
-    """A benchmark's options member may be set only on an entry of that benchmark."""
-    return [
+    """A benchmark's options member may be set only on an entry of that benchmark; the
+    removed untyped `options` map only empty."""
+    legacy = {"rule": "!has(self.options) || size(self.options) == 0", "message": api.LEGACY_OPTIONS_MESSAGE}
+    return [legacy] + [
         {
             "rule": f"!has(self.{to_camel(field)}) || self.name == '{name}'",
             "message": f"{to_camel(field)} options are only allowed when name is {name}",

@@ -90,8 +90,8 @@ def all_rules() -> list[str]:
 def test_every_rule_compiles() -> None:
     rules = all_rules()
     # 2 immutability + noise + 2 grounding + weights + judge + 4 benchmark options
-    # + 2 distinct benchmarks + 3 non-negative quantities
-    assert len(rules) == 16
+    # + the removed options map + 2 distinct benchmarks + 3 non-negative quantities
+    assert len(rules) == 17
     for rule in rules:
         compiled(rule)
 
@@ -161,8 +161,10 @@ def test_options_member_rules_agree() -> None:
     members = {"synthetic": {}, "objectHalbench": {}, "amber": {}, "pope": {}}
     for name in [b.value for b in api.BenchmarkName]:
         for member in [None, *members]:
-            value = {"name": name, **({member: {}} if member else {})}
-            assert rules_hold(schema, value) == pydantic_accepts(api.BenchmarkSpec, value), value
+            for legacy in [ABSENT, {}, {"splits": "random"}]:
+                value = {"name": name, **({member: {}} if member else {}), "options": legacy}
+                value = {k: v for k, v in value.items() if v is not ABSENT}
+                assert rules_hold(schema, value) == pydantic_accepts(api.BenchmarkSpec, value), value
 
 
 def test_distinct_benchmark_rules_agree() -> None:

@@ -357,6 +357,12 @@ def test_the_same_benchmark_twice_is_refused(entries: list[dict[str, Any]], expe
     assert problem.startswith('spec.evaluation: Invalid value: "object": ') and expected in problem, problem
 
 
+def test_an_empty_options_map_of_older_manifests_still_applies() -> None:
+    # Objects stored by the previous CRD carry its default `options: {}`.
+    run = validate_manifest(benchmarks({"name": "synthetic", "options": {}}))
+    assert run.spec.evaluation.benchmarks[0].options.splits == ["eval", "eval-counterprior"]
+
+
 def test_entries_of_one_benchmark_on_other_data_with_labels_are_accepted() -> None:
     run = validate_manifest(benchmarks(
         {"name": "pope", "uri": "s3://b/pope-coco", "pope": {"splits": ["adversarial"]}},
@@ -373,7 +379,10 @@ def test_entries_of_one_benchmark_on_other_data_with_labels_are_accepted() -> No
     [
         (  # the dead key of examples/llava-1.5-7b.yaml: ignored before, POPE ran every split
             {"name": "pope", "options": {"split": "adversarial"}},
-            "spec.evaluation.benchmarks[0].options: Forbidden: unknown field",
+            (
+                'spec.evaluation.benchmarks[0]: Invalid value: "object": options were replaced by '
+                "typed options per benchmark: move them under synthetic, objectHalbench, amber or pope"
+            ),
         ),
         (
             {"name": "pope", "pope": {"split": "adversarial"}},
