@@ -1,8 +1,9 @@
 """The MFPORun custom resource: spec and status as typed models.
 
-This module is the single source of truth for the API. `crds/` is generated from it
-(`python -m mfpo_operator.crd`), the operator validates bodies with it, the local runner
-validates manifests with it, and the runtime reads its stage configs through it.
+This module is the single source of truth for the API. `crds/` and the API reference
+docs/api.md are generated from it (`python -m mfpo_operator.crd --write`), so every field's
+description here is what `kubectl explain` prints. The operator validates bodies with it,
+the local runner validates manifests with it, and the runtime reads its stage configs through it.
 Defaults are the MFPO paper's (Jiang et al., arXiv 2410.15334): beta 0.1, eta 0,
 term weights 1:1:1, noise step 500 of a 1000-step DDPM schedule, three curriculum stages.
 
@@ -14,9 +15,17 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "mfpo.dev"
@@ -47,6 +56,47 @@ class ApiModel(BaseModel):
 def immutable(message: str) -> dict[str, Any]:
     """CEL rule for a field that must not change once set (KubeRay's `self == oldSelf`)."""
     return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": message}]}
+
+
+# The API server's quantity grammar (k8s.io/apimachinery/pkg/api/resource/quantity.go):
+#   <quantity> ::= <signedNumber><suffix>;  <number> ::= <digits> | <digits>.<digits> | <digits>. | .<digits>
+#   <suffix> ::= Ki | Mi | Gi | Ti | Pi | Ei | n | u | m | "" | k | M | G | T | P | E | e<int> | E<int>
+# (ParseQuantity reads an exponent as an integer: "1e3.5" fails there). No "-" sign: the API
+# server rejects negative resource requests ("must be greater than or equal to 0").
+QUANTITY_PATTERN = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$"
+QUANTITY_EXAMPLES = "e.g. 32Gi, 500m, 1e3 or 4"
+
+
+def _quantity(value: Any) -> Any:
+    """A quantity as the API server reads one: a non-negative integer or a string of the
+    grammar above; kept as its string, the form Job manifests take."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(QUANTITY_PATTERN, value):
+        return value
+    raise ValueError(f"must be a Kubernetes quantity ({QUANTITY_EXAMPLES}), not {value!r}")
+
+
+# A resource.Quantity in a CRD: int-or-string, the only anyOf a structural schema allows
+# (exactly [integer, string]). The pattern applies to strings only; CEL bounds the integers.
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-validations": [
+                {"rule": "type(self) == string || self >= 0", "message": "a quantity must not be negative"}
+            ],
+        }
+    ),
+]
+
+
+# A Secret's name, as the API server checks it (IsDNS1123Subdomain, at most 253 characters).
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 # ---------------------------------------------------------------------------- model
@@ -243,6 +293,8 @@ class CurriculumSpec(ApiModel):
 
 
 class TermWeights(ApiModel):
+    """Weights of the three terms of the objective: L = text*L_text + image*L_image + anchor*L_anchor."""
+
     text: float = Field(1.0, ge=0.0, description="Weight of L_text (DPO on chosen vs rejected answers).")
     image: float = Field(1.0, ge=0.0, description="Weight of L_image (chosen on original vs perturbed image).")
     anchor: float = Field(1.0, ge=0.0, description="Weight of L_anchor (chosen reward against eta).")
@@ -259,7 +311,9 @@ class ObjectiveSpec(ApiModel):
 
     beta: float = Field(0.1, gt=0.0, le=10.0, description="Inverse temperature of the implicit reward.")
     eta: float = Field(0.0, description="Anchor margin (paper's best: 0).")
-    weights: TermWeights = Field(default_factory=TermWeights)
+    weights: TermWeights = Field(
+        default_factory=TermWeights, description="Weights of L_text, L_image and L_anchor (paper: 1, 1, 1)."
+    )
 
 
 # --------------------------------------------------------------------- training
@@ -279,64 +333,271 @@ class ReferenceMode(str, Enum):
 class TrainingSpec(ApiModel):
     """Optimisation of each alignment stage."""
 
-    epochs: int = Field(1, ge=1, le=100)
+    epochs: int = Field(1, ge=1, le=100, description="Passes over each stage's data.")
     max_steps: int | None = Field(None, ge=1, description="Stop each stage after this many optimizer steps.")
-    learning_rate: float = Field(5e-6, gt=0.0, le=1.0)
-    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("cosine")
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
+    learning_rate: float = Field(5e-6, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", description="Learning-rate decay after the warmup."
+    )
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of each stage's steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradients are clipped to this norm.")
     batch_size: int = Field(1, ge=1, le=4096, description="Micro-batch per device.")
-    gradient_accumulation: int = Field(8, ge=1, le=4096)
-    precision: Precision = Field(Precision.bf16)
+    gradient_accumulation: int = Field(
+        8, ge=1, le=4096, description="Micro-batches per optimizer step (per device)."
+    )
+    precision: Precision = Field(Precision.bf16, description="Numeric precision of training.")
     deepspeed_stage: Literal[0, 2, 3] = Field(0, description="DeepSpeed ZeRO stage; 0 is plain DDP/single device.")
-    gradient_checkpointing: bool = Field(False)
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, more time."
+    )
     checkpoint_every_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
-    reference_mode: ReferenceMode = Field(ReferenceMode.online)
+    reference_mode: ReferenceMode = Field(
+        ReferenceMode.online, description="When the reference policy's log-probabilities are computed."
+    )
     max_length: int = Field(1024, ge=16, description="Prompt+answer tokens kept (answers truncated beyond).")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Seed of data order, dropout and sampling.")
 
 
 # ------------------------------------------------------------------- evaluation
 
 
 class BenchmarkName(str, Enum):
+    """Hallucination benchmarks the eval stage runs."""
+
     synthetic = "synthetic"  # the synthetic scenes world, exact ground truth
     object_halbench = "object-halbench"  # CHAIR on COCO
     amber = "amber"
     pope = "pope"
 
 
-class BenchmarkSpec(ApiModel):
-    name: BenchmarkName
-    uri: str | None = Field(
-        None, description="Storage URI of the benchmark's data (synthetic: the evaluation split written by `python -m mfpo_runtime.data.scenes`)."
+class SyntheticOptions(ApiModel):
+    """Options of the synthetic benchmark (name: synthetic)."""
+
+    splits: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["eval", "eval-counterprior"],
+        min_length=1,
+        description=(
+            "Splits of the world to evaluate (directories under uri): eval holds scenes of the "
+            "training distribution, eval-counterprior objects without their usual partner."
+        ),
     )
-    max_samples: int | None = Field(None, ge=1)
-    options: dict[str, str] = Field(default_factory=dict, description="Benchmark-specific options (e.g. POPE split).")
+    reliance: bool = Field(
+        True, description="Measure the answers' reliance on the image (noised images: more generation)."
+    )
+    noise_seed: int = Field(0, ge=0, description="Seed of the noise added for the reliance measures.")
+    heavy_noise_step: int = Field(
+        900, ge=0, le=999, description="DDPM step (of 1000) of the whole-image noise behind answerChangeRate."
+    )
+    region_noise_step: int = Field(
+        500, ge=0, le=999, description="DDPM step (of 1000) of the object/background noise of the graded reliance."
+    )
+
+
+class PopeSplit(str, Enum):
+    """POPE's ways of picking the absent objects it asks about."""
+
+    random = "random"
+    popular = "popular"
+    adversarial = "adversarial"
+
+
+class PopeOptions(ApiModel):
+    """Options of POPE (name: pope)."""
+
+    splits: list[PopeSplit] = Field(
+        default_factory=lambda: [split.value for split in PopeSplit],
+        min_length=1,
+        description="POPE splits to evaluate (files *<split>.json or *<split>.jsonl under uri).",
+    )
+    image_dir: str = Field("images", min_length=1, description="Images directory, relative to uri or a storage URI.")
+
+
+class Judge(str, Enum):
+    """Who finds the objects an answer mentions."""
+
+    rules = "rules"  # CHAIR's word and synonym lists
+    llm = "llm"  # an OpenAI-compatible chat endpoint (judgeUrl, judgeModel)
+
+
+class ObjectHalBenchOptions(ApiModel):
+    """Options of Object HalBench (name: object-halbench). Files are relative to uri or storage URIs."""
+
+    judge: Judge = Field(Judge.rules, description="How object mentions are found.")
+    judge_url: str | None = Field(None, min_length=1, description="Base URL of the judge's OpenAI-compatible API (judge: llm).")
+    judge_model: str | None = Field(None, min_length=1, description="Model name sent to the judge (judge: llm).")
+    judge_key_env: str = Field(
+        "OPENAI_API_KEY", min_length=1, description="Environment variable of the eval pod holding the judge's API key."
+    )
+    questions: str = Field("questions.jsonl", min_length=1, description="The questions file (JSON lines).")
+    instances: str = Field("instances.json", min_length=1, description="COCO instance annotations.")
+    captions: str | None = Field(
+        None,
+        min_length=1,
+        description="COCO caption annotations; when unset, captions.json is used if it exists.",
+    )
+    image_dir: str = Field("images", min_length=1, description="Images of questions that name no image.")
+
+    @model_validator(mode="after")
+    def _judge_endpoint(self) -> ObjectHalBenchOptions:
+        if self.judge == Judge.llm.value and not (self.judge_url and self.judge_model):
+            raise ValueError("objectHalbench: judge llm needs judgeUrl and judgeModel")
+        return self
+
+
+class AmberOptions(ApiModel):
+    """Options of AMBER (name: amber). Files are relative to uri or storage URIs."""
+
+    queries: str | None = Field(
+        None, min_length=1, description="The query file; when unset, query_all.json or the first AMBER query file found."
+    )
+    annotations: str = Field("annotations.json", min_length=1, description="AMBER's annotations.")
+    relation: str = Field("relation.json", min_length=1, description="AMBER's object vocabulary and associations.")
+    safe_words: str = Field("safe_words.txt", min_length=1, description="Words never counted as hallucinations.")
+    image_dir: str = Field("images", min_length=1, description="Images named by the queries.")
+
+
+# Benchmark -> (field of BenchmarkSpec holding its options, their type). Kubernetes' union
+# pattern (as in volume sources): one optional member per benchmark, the discriminator says
+# which may be set. A oneOf of option types would not be a structural schema.
+BENCHMARK_OPTIONS: dict[str, tuple[str, type[ApiModel]]] = {
+    BenchmarkName.synthetic.value: ("synthetic", SyntheticOptions),
+    BenchmarkName.object_halbench.value: ("object_halbench", ObjectHalBenchOptions),
+    BenchmarkName.amber.value: ("amber", AmberOptions),
+    BenchmarkName.pope.value: ("pope", PopeOptions),
+}
+RESULT_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LEGACY_OPTIONS_MESSAGE = (
+    "options were replaced by typed options per benchmark: move them under synthetic, "
+    "objectHalbench, amber or pope (e.g. pope: {splits: [adversarial]})"
+)
+# Bounds that keep the API server's CEL cost estimate of the pairwise benchmark rules small.
+MAX_BENCHMARKS = 16
+MAX_URI_LENGTH = 1024
+
+
+class BenchmarkSpec(ApiModel):
+    """One benchmark to evaluate on: which, on what data, with which options."""
+
+    name: BenchmarkName = Field(
+        ..., description="The benchmark.", json_schema_extra={"maxLength": 32}  # bounds the CEL cost
+    )
+    label: str | None = Field(
+        None,
+        max_length=40,
+        pattern=RESULT_LABEL_PATTERN,
+        description=(
+            "Name of this entry's results (result document, eval.<policy>.<label>.<metric> "
+            "metrics, report); the benchmark's name if unset. Entries must have distinct labels: "
+            "two entries of one benchmark (on different data) need a label each."
+        ),
+    )
+    uri: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_URI_LENGTH,
+        description=(
+            "Storage URI of the benchmark's data (synthetic: the world written by "
+            "`python -m mfpo_runtime.data.scenes`, the run's own world if unset)."
+        ),
+    )
+    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many questions (per split).")
+    synthetic: SyntheticOptions | None = Field(None, description="Options when name is synthetic.")
+    object_halbench: ObjectHalBenchOptions | None = Field(None, description="Options when name is object-halbench.")
+    amber: AmberOptions | None = Field(None, description="Options when name is amber.")
+    pope: PopeOptions | None = Field(None, description="Options when name is pope.")
+    # The untyped map of earlier versions: still accepted empty (as stored objects and older
+    # manifests hold it), refused with a pointer to the typed members otherwise.
+    legacy_options: dict[str, str] | None = Field(
+        None,
+        alias="options",
+        description=(
+            "Removed: must be empty. Options are typed per benchmark in synthetic, "
+            "objectHalbench, amber and pope (e.g. pope: {splits: [adversarial]})."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _options_of_its_benchmark(self) -> BenchmarkSpec:
+        if self.legacy_options:
+            raise ValueError(LEGACY_OPTIONS_MESSAGE)
+        own, _ = BENCHMARK_OPTIONS[self.name]
+        for field, _ in BENCHMARK_OPTIONS.values():
+            if field != own and getattr(self, field) is not None:
+                wire = to_camel(field)
+                raise ValueError(f"{wire} options are only allowed when name is {_benchmark_of(field)}")
+        return self
+
+    @property
+    def result_label(self) -> str:
+        """Names this entry's results: unique within a run's benchmarks."""
+        return self.label or self.name
+
+    @property
+    def options(self) -> Any:
+        """This benchmark's options: the ones given, else their defaults."""
+        field, kind = BENCHMARK_OPTIONS[self.name]
+        return getattr(self, field) or kind()
+
+
+def _benchmark_of(field: str) -> str:
+    return next(name for name, (f, _) in BENCHMARK_OPTIONS.items() if f == field)
 
 
 class EvaluationSpec(ApiModel):
+    """Hallucination benchmarks run by the eval stage, and how answers are generated."""
+
     benchmarks: list[BenchmarkSpec] = Field(
-        default_factory=lambda: [BenchmarkSpec(name=BenchmarkName.synthetic)], min_length=1
+        default_factory=lambda: [BenchmarkSpec(name=BenchmarkName.synthetic)],
+        min_length=1,
+        max_length=MAX_BENCHMARKS,
+        description=(
+            "Benchmarks to evaluate on. The same benchmark on the same data (name and uri) is "
+            "listed once (its options list every split), and labels are distinct."
+        ),
     )
     evaluate_base: bool = Field(True, description="Also evaluate the base model, for before/after scores.")
     every_stage: bool = Field(False, description="Evaluate every stage's policy, not only the last.")
-    max_new_tokens: int = Field(64, ge=1, le=4096)
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="Length limit of each generated answer, in tokens.")
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
-    temperature: float = Field(1.0, gt=0.0, le=5.0)
-    batch_size: int = Field(8, ge=1, le=1024)
+    temperature: float = Field(1.0, gt=0.0, le=5.0, description="Sampling temperature (doSample only).")
+    batch_size: int = Field(8, ge=1, le=1024, description="Prompts generated together.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EvaluationSpec:
+        benchmarks = self.benchmarks
+        for index, bench in enumerate(benchmarks):
+            for earlier in benchmarks[:index]:
+                if (earlier.name, earlier.uri) == (bench.name, bench.uri):
+                    raise ValueError(
+                        f"benchmarks[{index}] lists {bench.name} on the same data as an earlier entry: "
+                        "list it once (its options select the splits)"
+                    )
+                if earlier.result_label == bench.result_label:
+                    raise ValueError(
+                        f"benchmarks[{index}]: its results would be named {bench.result_label} like an "
+                        "earlier entry's: give entries of one benchmark distinct labels"
+                    )
+        return self
 
 
 # -------------------------------------------------------- resources & scheduling
 
 
 class Toleration(ApiModel):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    """A pod toleration, as in a Pod's spec.tolerations."""
+
+    key: str | None = Field(None, description="Taint key tolerated; all keys when empty and operator is Exists.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        None, description="Equal (the default) matches value; Exists matches any value."
+    )
+    value: str | None = Field(None, description="Taint value tolerated (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect tolerated; every effect when unset."
+    )
+    toleration_seconds: int | None = Field(
+        None, description="With NoExecute: how long the pod stays bound after the taint appears."
+    )
 
 
 class ResourcesSpec(ApiModel):
@@ -344,19 +605,23 @@ class ResourcesSpec(ApiModel):
 
     gpus_per_node: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per pod (0: CPU only).")
     nodes: int = Field(1, ge=1, le=512, description="Pods per alignment stage (torchrun multi-node).")
-    cpu: str = Field("4", description="CPU request per pod.")
-    memory: str = Field("32Gi", description="Memory request per pod.")
-    shm_size: str = Field("8Gi", description="Size of the memory-backed /dev/shm.")
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    cpu: Quantity = Field("4", description=f"CPU request per pod, a Kubernetes quantity ({QUANTITY_EXAMPLES}).")
+    memory: Quantity = Field("32Gi", description="Memory request per pod, a Kubernetes quantity (e.g. 32Gi).")
+    shm_size: Quantity = Field("8Gi", description="Size of the memory-backed /dev/shm, a Kubernetes quantity.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels every stage pod requires.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of every stage pod.")
     affinity: dict[str, Any] | None = Field(
         None, description="Pod affinity, passed through.", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
-    priority_class_name: str | None = None
+    priority_class_name: str | None = Field(None, description="PriorityClass of the stage pods.")
     queue_name: str | None = Field(None, description="Kueue LocalQueue; Jobs are created suspended for Kueue.")
-    service_account_name: str | None = None
+    service_account_name: str | None = Field(
+        None, description="ServiceAccount of the stage pods (the namespace's default if unset)."
+    )
     active_deadline_seconds: int | None = Field(None, ge=60, description="Per-attempt time limit.")
-    ttl_seconds_after_finished: int = Field(86400, ge=0)
+    ttl_seconds_after_finished: int = Field(
+        86400, ge=0, description="Finished stage Jobs are deleted after this many seconds."
+    )
 
 
 class StorageSpec(ApiModel):
@@ -386,7 +651,10 @@ class StorageSpec(ApiModel):
     )
     secret_name: str | None = Field(
         None,
-        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, injected into stage pods as environment.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name of a Secret in the run's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, injected into stage pods as environment.",
     )
     delete_on_run_deletion: bool = Field(False, description="Delete the run's artifacts when the MFPORun is deleted.")
 
@@ -401,10 +669,14 @@ class StorageSpec(ApiModel):
 
 
 class RetrySpec(ApiModel):
+    """Retries of a failed stage attempt, with exponential backoff."""
+
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts per stage, the first included.")
     backoff_seconds: float = Field(30.0, ge=0.0, description="Delay before the second attempt.")
-    backoff_multiplier: float = Field(2.0, ge=1.0, le=10.0)
-    max_backoff_seconds: float = Field(600.0, ge=0.0)
+    backoff_multiplier: float = Field(
+        2.0, ge=1.0, le=10.0, description="Each further delay is the previous one times this."
+    )
+    max_backoff_seconds: float = Field(600.0, ge=0.0, description="Longest delay between attempts.")
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before starting `attempt` (1-based); 0 for the first."""
@@ -425,7 +697,7 @@ class MFPORunSpec(ApiModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    retries: RetrySpec = Field(default_factory=RetrySpec)
+    retries: RetrySpec = Field(default_factory=RetrySpec, description="Retries of failed stage attempts.")
     runtime_image: str = Field("ghcr.io/mfpo/runtime:0.1.0", description="Image of every stage pod.")
     suspend: bool = Field(False, description="Pause the run: no new stage starts; running attempts are stopped.")
 
@@ -454,8 +726,10 @@ class StagePhase(str, Enum):
 
 
 class StageStatus(ApiModel):
-    name: str
-    phase: StagePhase = StagePhase.pending
+    """Observed state of one stage."""
+
+    name: str = Field(..., description="The stage: datagen, score, align-<k> or eval.")
+    phase: StagePhase = Field(StagePhase.pending, description="Where the stage is.")
     attempts: int = Field(0, ge=0, description="Attempts started so far.")
     job: str | None = Field(None, description="Name of the Job (or local process) of the latest attempt.")
     start_time: datetime | None = Field(None, description="When the first attempt started.")
@@ -486,25 +760,29 @@ class StageStatus(ApiModel):
 class Condition(ApiModel):
     """A Kubernetes-style condition (type, status, reason, message, lastTransitionTime)."""
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: datetime
-    observed_generation: int | None = None
+    type: str = Field(..., description="Kind of condition, e.g. Succeeded, Failed, Suspended.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="Whether the condition holds.")
+    reason: str = Field(..., description="Machine-readable cause in CamelCase.")
+    message: str = Field("", description="Human-readable details.")
+    last_transition_time: datetime = Field(..., description="When status last changed.")
+    observed_generation: int | None = Field(
+        None, description="metadata.generation of the spec the condition was set from."
+    )
 
 
 class MFPORunStatus(ApiModel):
+    """Observed state of the run, written by the operator or the local runner."""
+
     model_config = ConfigDict(extra="ignore")  # kopf writes its own keys into status
 
-    phase: RunPhase = RunPhase.pending
-    current_stage: str | None = None
+    phase: RunPhase = Field(RunPhase.pending, description="Where the run is.")
+    current_stage: str | None = Field(None, description="The stage running or next to run.")
     progress: str | None = Field(None, description="Stages succeeded over stages, e.g. 2/6.")
-    stages: list[StageStatus] = Field(default_factory=list)
-    conditions: list[Condition] = Field(default_factory=list)
-    observed_generation: int | None = None
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
+    stages: list[StageStatus] = Field(default_factory=list, description="Every stage of the run, in order.")
+    conditions: list[Condition] = Field(default_factory=list, description="Latest observations of the run's state.")
+    observed_generation: int | None = Field(None, description="metadata.generation of the spec last acted on.")
+    start_time: datetime | None = Field(None, description="When the first stage started.")
+    completion_time: datetime | None = Field(None, description="When the run succeeded or failed.")
     retry_token: str | None = Field(
         None, description="Value of the mfpo.dev/retry annotation last seen; a new value retries a failed run."
     )
@@ -515,7 +793,12 @@ class MFPORunStatus(ApiModel):
 
 class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
-    name: str = Field(..., pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    name: str = Field(
+        ...,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=40,
+        description="Name of the run: a DNS label of at most 40 characters (Job names add a suffix).",
+    )
     namespace: str | None = None
 
 

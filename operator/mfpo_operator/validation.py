@@ -118,7 +118,9 @@ def _schema_problems(error: jsonschema.ValidationError) -> Iterator[str]:
     path = list(error.absolute_path)
     where = field_path(path) or "(document)"
     kind, bound, value = error.validator, error.validator_value, error.instance
-    if kind == "required":
+    if error.schema.get("x-kubernetes-int-or-string") and kind in ("pattern", "anyOf"):
+        yield f"{where}: Invalid value: {_value(value)}: must be a Kubernetes quantity ({api.QUANTITY_EXAMPLES})"
+    elif kind == "required":
         missing = re.match(r"'(.+)' is a required property", error.message)
         yield f"{field_path([*path, missing.group(1) if missing else '?'])}: Required value"
     elif kind == "additionalProperties":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from typing import Any
 
 import celpy
@@ -26,7 +27,7 @@ ABSENT = object()
 def schema_at(*path: str) -> dict[str, Any]:
     node = crd.resource_schema()
     for part in path:
-        node = node["properties"][part]
+        node = node["items"] if part == "items" else node["properties"][part]
     return node
 
 
@@ -88,7 +89,9 @@ def all_rules() -> list[str]:
 
 def test_every_rule_compiles() -> None:
     rules = all_rules()
-    assert len(rules) == 7  # 2 immutability + noise + 2 grounding + weights + storage endpoint
+    # 2 immutability + noise + 2 grounding + weights + storage endpoint + judge + 4 benchmark
+    # options + the removed options map + 2 distinct benchmarks + 3 non-negative quantities
+    assert len(rules) == 18
     for rule in rules:
         compiled(rule)
 
@@ -150,3 +153,63 @@ def test_storage_endpoint_rule_agrees() -> None:
     assert not cel_accepts({"uri": "s3://mfpo/runs"}, schema)
     assert not cel_accepts({"uri": "s3://mfpo/runs", "endpoint": ""}, schema)
     assert schema["properties"]["endpoint"]["pattern"]  # host:port, as pydantic's
+
+
+def rules_hold(schema: dict[str, Any], value: Any) -> bool:
+    activation = {"self": celpy.json_to_cel(value)}
+    return all(bool(compiled(r["rule"]).evaluate(activation)) for r in schema["x-kubernetes-validations"])
+
+
+def test_judge_rule_agrees() -> None:
+    schema = schema_at("spec", "evaluation", "benchmarks", "items", "objectHalbench")
+    judges = [ABSENT, "rules", "llm"]
+    endpoints = [ABSENT, "http://judge:8000/v1"]
+    for judge, url, model in itertools.product(judges, endpoints, [ABSENT, "judge-1"]):
+        assert_agree(api.ObjectHalBenchOptions, schema, {"judge": judge, "judgeUrl": url, "judgeModel": model})
+
+
+def test_options_member_rules_agree() -> None:
+    schema = schema_at("spec", "evaluation", "benchmarks", "items")
+    members = {"synthetic": {}, "objectHalbench": {}, "amber": {}, "pope": {}}
+    for name in [b.value for b in api.BenchmarkName]:
+        for member in [None, *members]:
+            for legacy in [ABSENT, {}, {"splits": "random"}]:
+                value = {"name": name, **({member: {}} if member else {}), "options": legacy}
+                value = {k: v for k, v in value.items() if v is not ABSENT}
+                assert rules_hold(schema, value) == pydantic_accepts(api.BenchmarkSpec, value), value
+
+
+def test_distinct_benchmark_rules_agree() -> None:
+    schema = schema_at("spec", "evaluation")
+    entries = [
+        {"name": "pope"},
+        {"name": "pope", "uri": "s3://b/p"},
+        {"name": "pope", "uri": "s3://b/q"},
+        {"name": "pope", "uri": "s3://b/q", "label": "pope-q"},
+        {"name": "amber", "uri": "s3://b/p"},
+        {"name": "amber", "label": "pope"},
+        {"name": "synthetic", "label": "pope-q"},
+    ]
+    for count in (1, 2, 3):
+        for chosen in itertools.product(entries, repeat=count):
+            value = {"benchmarks": list(chosen)}
+            assert rules_hold(schema, value) == pydantic_accepts(api.EvaluationSpec, value), value
+
+
+def test_pairwise_rules_are_bounded_for_the_api_servers_cost_estimate() -> None:
+    # The API server estimates each rule's worst-case cost from maxItems/maxLength and refuses
+    # a CRD whose rule may exceed the budget ("Validation rules cost" in Kubernetes' CRD docs):
+    # all(exists_one(...)) over an unbounded list of unbounded strings would be refused.
+    benchmarks = schema_at("spec", "evaluation", "benchmarks")
+    assert benchmarks["maxItems"] == 16
+    item = benchmarks["items"]["properties"]
+    assert item["uri"]["maxLength"] == 1024 and item["label"]["maxLength"] == 40
+    assert item["name"]["maxLength"] == 32  # an enum alone does not bound the estimate
+
+
+@pytest.mark.parametrize("value", [0, 1, 4, -1, "4", "-1", "32Gi"])
+def test_quantity_rule_agrees(value: Any) -> None:
+    schema = schema_at("spec", "resources", "memory")
+    pattern_ok = not isinstance(value, str) or re.fullmatch(schema["pattern"], value) is not None
+    kubectl_accepts = pattern_ok and rules_hold(schema, value)
+    assert kubectl_accepts == pydantic_accepts(api.ResourcesSpec, {"memory": value}), value

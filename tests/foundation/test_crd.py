@@ -81,10 +81,47 @@ def test_check_fails_on_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{stale} is stale" in err and "python -m mfpo_operator.crd --write" in err
     assert "-                maxLength: 63" in err and "+                maxLength: 40" in err
 
-    assert crd.main(["--write", "--path", str(stale)]) == 0
-    assert crd.main(["--check", "--path", str(stale)]) == 0
-    assert crd.main(["--check", "--path", str(tmp_path / "absent.yaml")]) == 1
+    docs = tmp_path / "api.md"
+    assert crd.main(["--write", "--path", str(stale), "--docs", str(docs)]) == 0
+    assert crd.main(["--check", "--path", str(stale), "--docs", str(docs)]) == 0
+    assert crd.main(["--check", "--path", str(tmp_path / "absent.yaml"), "--docs", str(docs)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- API reference
+
+
+def test_api_reference_is_up_to_date() -> None:
+    problem = crd.check_docs(crd.DEFAULT_DOCS_PATH)
+    assert problem is None, problem
+
+
+def test_check_fails_on_a_stale_api_reference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crd_file, docs = tmp_path / "crd.yaml", tmp_path / "api.md"
+    assert crd.main(["--write", "--path", str(crd_file), "--docs", str(docs)]) == 0
+    docs.write_text(docs.read_text().replace("Weight of L_image", "Weight of the image term"))
+    assert crd.main(["--check", "--path", str(crd_file), "--docs", str(docs)]) == 1
+    err = capsys.readouterr().err
+    assert f"{docs} is stale" in err and "+| `image` | number | `1.0` | Weight of L_image" in err
+
+
+def test_api_reference_lists_every_field_with_type_default_and_validation() -> None:
+    text = crd.DEFAULT_DOCS_PATH.read_text()
+    for model in crd._model_graph(api.MFPORunSpec).values():
+        assert f"## {model.__name__}\n" in text, model
+        for name, field in model.model_fields.items():
+            assert f"| `{field.alias or name}` |" in text, (model, name)
+    assert (
+        "| `weights` | [TermWeights](#termweights) | its fields' defaults | Weights of L_text, "
+        "L_image and L_anchor (paper: 1, 1, 1). |  |"
+    ) in text
+    assert "| `beta` | number | `0.1` | Inverse temperature of the implicit reward. | > 0.0; ≤ 10.0 |" in text
+    assert "| `splits` | []string | `[\"random\", \"popular\", \"adversarial\"]` |" in text
+    assert "CEL: storage.uri is immutable once the run exists" in text
+    assert "- pope options are only allowed when name is pope" in text
+    assert "[api.md](api.md)" in (crd.DEFAULT_DOCS_PATH.parent / "README.md").read_text()
 
 
 # ------------------------------------------------------------ the CRD itself
@@ -121,9 +158,18 @@ def test_names_subresource_and_columns() -> None:
     ]
 
 
+# The one anyOf a structural schema allows: an int-or-string node (resource.Quantity) with
+# exactly these branches (apiextensions-apiserver pkg/apiserver/schema ValidateStructural).
+INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
+
+
 def test_schema_is_structural() -> None:
     for path, node in nodes(disk_schema()):
-        assert not {"$ref", "$defs", "title", "anyOf", "oneOf", "allOf", "const"} & set(node), path
+        assert not {"$ref", "$defs", "title", "oneOf", "allOf", "const"} & set(node), path
+        if node.get("x-kubernetes-int-or-string"):
+            assert node["anyOf"] == INT_OR_STRING and "type" not in node, path
+            continue
+        assert "anyOf" not in node, path
         assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
         assert not isinstance(node.get("additionalProperties"), bool), path
         assert not ("properties" in node and "additionalProperties" in node), path
@@ -166,7 +212,7 @@ def test_fields_carry_ranges_enums_defaults_and_descriptions() -> None:
         "nullable": True,
         "minimum": 1,
     }
-    assert at("spec.evaluation.benchmarks")["default"] == [{"name": "synthetic", "options": {}}]
+    assert at("spec.evaluation.benchmarks")["default"] == [{"name": "synthetic"}]
     assert at("spec.evaluation.benchmarks")["minItems"] == 1
     assert at("spec.imagePreference.noise")["default"] == {}  # the API server fills in the rest
     assert disk_schema()["properties"]["spec"]["required"] == ["model", "data", "storage"]
@@ -278,3 +324,46 @@ def test_cross_field_rule_is_enforced_through_pydantic() -> None:
         ValueError, match=r"noise\.step \(1000\) must be below scheduleSteps \(1000\)"
     ):
         api.MFPORun.model_validate(doc)
+
+
+# ------------------------------------------------------------ kubectl explain
+
+
+def test_every_field_has_a_description_for_kubectl_explain() -> None:
+    # `kubectl explain mfporun.spec...` prints each field's description from this schema
+    # (a list's items and a map's values are explained by their field).
+    undescribed = [
+        path
+        for path, node in nodes(disk_schema())
+        if path and not path.endswith(("[]", "{}")) and not node.get("description")
+    ]
+    assert undescribed == []
+
+
+def test_explain_shows_the_weights_object_and_its_defaults() -> None:
+    weights = at("spec.objective.weights")
+    assert weights["type"] == "object" and "L_text" in weights["description"]
+    assert weights["default"] == {}
+    assert {name: sub["default"] for name, sub in weights["properties"].items()} == {
+        "text": 1.0, "image": 1.0, "anchor": 1.0
+    }  # fmt: skip
+
+
+def test_every_default_in_api_py_is_stated_in_the_schema() -> None:
+    # kubectl explain prints a field's default from the schema; the API server applies it.
+    def missing(model: type[BaseModel], node: dict[str, Any], path: str) -> Iterator[str]:
+        for name, field in model.model_fields.items():
+            wire = field.alias or name
+            prop = node["properties"][wire]
+            sub = prop.get("items", prop)
+            for inner in crd._models_in(field.annotation):
+                yield from missing(inner, sub, f"{path}.{wire}")
+            if field.is_required():
+                continue
+            # None and empty collections state nothing worth a default
+            default = field.default_factory() if field.default_factory else field.default
+            if default not in (None, [], {}) and "default" not in prop:
+                yield f"{path}.{wire}"
+
+    spec = disk_schema()["properties"]["spec"]
+    assert list(missing(api.MFPORunSpec, spec, "spec")) == []

@@ -67,3 +67,9 @@ def test_llava_example_is_a_cluster_run() -> None:
     resources = spec.resources
     assert resources.queue_name and resources.priority_class_name and resources.tolerations
     assert run.metadata.namespace == "mfpo"
+
+
+def test_llava_example_evaluates_the_pope_split_it_names() -> None:
+    # It named `options: {split: adversarial}`, a key POPE never read: every split ran.
+    (pope,) = [b for b in load_manifest(EXAMPLES / "llava-1.5-7b.yaml").spec.evaluation.benchmarks if b.name == "pope"]
+    assert pope.options.splits == ["adversarial"]

@@ -250,12 +250,6 @@ def test_a_missing_bucket_is_bad_input_not_retried(
     assert double.calls == []
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def scrape(host: str, port: int) -> str:
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
         return response.read().decode()

@@ -274,3 +274,144 @@ def test_load_manifest_errors_name_the_file(tmp_path: Path, text: str, message: 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="cannot read the file: No such file or directory"):
         load_manifest(tmp_path / "absent.yaml")
+
+
+# ------------------------------------ accepted-but-wrong manifests (refused at apply)
+
+# resource.Quantity spellings judged by the API server's parser, ParseQuantity in
+# k8s.io/apimachinery/pkg/api/resource/quantity.go: <signedNumber><suffix>, number forms
+# "1", "1.5", "1.", ".5", suffixes Ki..Ei, n u m "" k M G T P E, or e/E with an integer
+# exponent. Negative values parse, but Pod validation rejects negative requests
+# (ValidateResourceQuantityValue: "must be greater than or equal to 0"), so the run does too.
+QUANTITIES_ACCEPTED = [
+    "32Gi", "500m", "1e3", "4", 4, 0, "0", "1.5", "5.", ".5", "+1", "1.G", "0.5Gi",
+    "100n", "3u", "12k", "2M", "1E", "1E3", "1e-3", "1.5e+3", "1Ei", "7Pi",
+]  # fmt: skip
+QUANTITIES_REJECTED = [
+    "32GB",  # "GB" is no suffix: the case, refused only at Job create before
+    "32gi", "1ki", "1K", "1KiB", "Gi", "", "1e", "1e3.5", "1.5.5", "0x10", "1 Gi", "e3",
+    "-1", -1,  # parse, but Pod validation refuses negative requests
+    0.5, 2.5,  # int-or-string: a JSON float is neither
+    True,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", ["cpu", "memory", "shmSize"])
+@pytest.mark.parametrize("value", QUANTITIES_ACCEPTED, ids=repr)
+def test_kubernetes_quantities_are_accepted(field: str, value: Any) -> None:
+    run = validate_manifest(changed(**{f"spec.resources.{field}": value}))
+    assert run.spec.resources.model_dump()[field if field != "shmSize" else "shm_size"] == str(value)
+
+
+@pytest.mark.parametrize("value", QUANTITIES_REJECTED, ids=repr)
+def test_what_is_not_a_kubernetes_quantity_is_refused_naming_the_field(value: Any) -> None:
+    (problem,) = problems(changed(**{"spec.resources.memory": value}))
+    assert problem.startswith("spec.resources.memory: Invalid value:"), problem
+    assert "must be a Kubernetes quantity (e.g. 32Gi, 500m, 1e3 or 4)" in problem
+    with pytest.raises(ValidationError, match="resources.memory"):
+        api.MFPORun.model_validate(changed(**{"spec.resources.memory": value}))
+
+
+@pytest.mark.parametrize("name", ["", "Minio_Creds", "-minio", "minio.", "a" * 254])
+def test_a_secret_name_that_names_no_secret_is_refused(name: str) -> None:
+    found = problems(changed(**{"spec.storage.secretName": name}))
+    assert found and all(p.startswith("spec.storage.secretName: ") for p in found), found
+
+
+def test_a_dns_subdomain_secret_name_is_accepted() -> None:
+    run = validate_manifest(changed(**{"spec.storage.secretName": "minio.creds-1"}))
+    assert run.spec.storage.secret_name == "minio.creds-1"
+
+
+def benchmarks(*entries: dict[str, Any]) -> dict[str, Any]:
+    return changed(**{"spec.evaluation": {"benchmarks": list(entries)}})
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        (  # the case: the second silently read back the first one's result
+            [{"name": "pope", "uri": "s3://b/pope"}, {"name": "pope", "uri": "s3://b/pope"}],
+            "benchmarks[1] lists pope on the same data as an earlier entry",
+        ),
+        (  # both on the run's own synthetic world
+            [{"name": "synthetic"}, {"name": "synthetic", "maxSamples": 5}],
+            "benchmarks[1] lists synthetic on the same data",
+        ),
+        (  # same data under another label is still the same benchmark twice
+            [{"name": "pope", "uri": "s3://b/p"}, {"name": "pope", "uri": "s3://b/p", "label": "again"}],
+            "benchmarks[1] lists pope on the same data",
+        ),
+        (  # other data, but both would write results named "pope"
+            [{"name": "pope", "uri": "s3://b/p"}, {"name": "pope", "uri": "s3://b/q"}],
+            "benchmarks[1]: its results would be named pope like an earlier entry's",
+        ),
+        (
+            [{"name": "amber", "uri": "s3://b/a"}, {"name": "pope", "uri": "s3://b/p", "label": "amber"}],
+            "benchmarks[1]: its results would be named amber",
+        ),
+    ],
+)
+def test_the_same_benchmark_twice_is_refused(entries: list[dict[str, Any]], expected: str) -> None:
+    (problem,) = problems(benchmarks(*entries))
+    assert problem.startswith('spec.evaluation: Invalid value: "object": ') and expected in problem, problem
+
+
+def test_an_empty_options_map_of_older_manifests_still_applies() -> None:
+    # Objects stored by the previous CRD carry its default `options: {}`.
+    run = validate_manifest(benchmarks({"name": "synthetic", "options": {}}))
+    assert run.spec.evaluation.benchmarks[0].options.splits == ["eval", "eval-counterprior"]
+
+
+def test_entries_of_one_benchmark_on_other_data_with_labels_are_accepted() -> None:
+    run = validate_manifest(benchmarks(
+        {"name": "pope", "uri": "s3://b/pope-coco", "pope": {"splits": ["adversarial"]}},
+        {"name": "pope", "uri": "s3://b/pope-gqa", "label": "pope-gqa"},
+    ))  # fmt: skip
+    assert [b.result_label for b in run.spec.evaluation.benchmarks] == ["pope", "pope-gqa"]
+    assert [b.options.splits for b in run.spec.evaluation.benchmarks] == [
+        ["adversarial"], ["random", "popular", "adversarial"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (  # the dead key of examples/llava-1.5-7b.yaml: ignored before, POPE ran every split
+            {"name": "pope", "options": {"split": "adversarial"}},
+            (
+                'spec.evaluation.benchmarks[0]: Invalid value: "object": options were replaced by '
+                "typed options per benchmark: move them under synthetic, objectHalbench, amber or pope"
+            ),
+        ),
+        (
+            {"name": "pope", "pope": {"split": "adversarial"}},
+            "spec.evaluation.benchmarks[0].pope.split: Forbidden: unknown field",
+        ),
+        (
+            {"name": "pope", "pope": {"splits": ["hard"]}},
+            (
+                'spec.evaluation.benchmarks[0].pope.splits[0]: Unsupported value: "hard": '
+                'supported values: "random", "popular", "adversarial"'
+            ),
+        ),
+        (
+            {"name": "pope", "amber": {"queries": "q.json"}},
+            (
+                'spec.evaluation.benchmarks[0]: Invalid value: "object": amber options are only '
+                "allowed when name is amber"
+            ),
+        ),
+        (
+            {"name": "synthetic", "synthetic": {"reliance": "false"}},
+            'spec.evaluation.benchmarks[0].synthetic.reliance: Invalid value: "false": must be of type boolean',
+        ),
+        (
+            {"name": "object-halbench", "objectHalbench": {"judge": "llm", "judgeModel": "m"}},
+            "objectHalbench: judge llm needs judgeUrl and judgeModel",
+        ),
+    ],
+)
+def test_benchmark_options_are_typed_per_benchmark(entry: dict[str, Any], expected: str) -> None:
+    (problem,) = problems(benchmarks(entry))
+    assert expected in problem, problem

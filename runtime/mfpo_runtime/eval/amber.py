@@ -46,7 +46,6 @@ from mfpo_runtime.eval.common import (
     data_uri,
     file_uri,
     load_image,
-    option,
     read_json,
     require,
 )
@@ -155,11 +154,11 @@ def discriminative_scores(predicted: list[bool], labels: list[bool], kinds: list
 
 
 def _load_vocabulary(base: str, bench: BenchmarkSpec) -> AmberVocabulary:
-    relation_uri = file_uri(base, option(bench, "relation", "relation.json"))
+    relation_uri = file_uri(base, bench.options.relation)
     association = read_json(relation_uri, "AMBER relation file")
     if not isinstance(association, dict):
         raise BadInput(f"the AMBER relation file {relation_uri} must map words to word lists")
-    safe_uri = file_uri(base, option(bench, "safeWords", "safe_words.txt"))
+    safe_uri = file_uri(base, bench.options.safe_words)
     safe = set()
     if storage.exists(safe_uri):
         safe = {line.strip() for line in storage.read_text(safe_uri).splitlines() if line.strip()}
@@ -167,8 +166,8 @@ def _load_vocabulary(base: str, bench: BenchmarkSpec) -> AmberVocabulary:
 
 
 def _queries_uri(base: str, bench: BenchmarkSpec) -> str:
-    if option(bench, "queries"):
-        return file_uri(base, option(bench, "queries"))
+    if bench.options.queries:
+        return file_uri(base, bench.options.queries)
     for name in QUERY_FILES:
         if storage.exists(storage.join(base, name)):
             return storage.join(base, name)
@@ -192,11 +191,11 @@ def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> Benchma
     base = data_uri(bench, env)
     queries_uri = _queries_uri(base, bench)
     queries = read_json(queries_uri, "AMBER query file")
-    annotations = read_json(file_uri(base, option(bench, "annotations", "annotations.json")), "AMBER annotations")
+    annotations = read_json(file_uri(base, bench.options.annotations), "AMBER annotations")
     generative, discriminative = _split_tasks(queries, annotations, queries_uri, bench)
     if not generative and not discriminative:
         raise BadInput(f"AMBER at {base}: no queries to evaluate")
-    image_dir = file_uri(base, option(bench, "imageDir", "images"))
+    image_dir = file_uri(base, bench.options.image_dir)
     tasks = generative + discriminative
     images = [load_image(image_dir, require(q, "image", f"{queries_uri} id {q['id']}"), f"AMBER id {q['id']}")
               for q, _ in tasks]  # fmt: skip

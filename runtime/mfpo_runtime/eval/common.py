@@ -47,11 +47,6 @@ class BenchmarkEnv:
 _BASE64_IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR")
 
 
-def option(bench: BenchmarkSpec, name: str, default: str | None = None) -> str | None:
-    """A benchmark option (spec.evaluation.benchmarks[].options), or its default."""
-    return bench.options.get(name, default)
-
-
 def data_uri(bench: BenchmarkSpec, env: BenchmarkEnv) -> str:
     uri = bench.uri or env.default_uri
     if not uri:

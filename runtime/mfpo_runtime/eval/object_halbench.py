@@ -10,8 +10,8 @@ Data, as storage URIs (`bench.uri` is the directory; options override each file)
 
 Ground truth per image = the categories of its instance annotations plus the COCO objects its
 reference captions name, both mapped through CHAIR's synonym list (as in the original code).
-Object mentions come from the rules (`coco_extractor`) or, with option `judge: llm`, from an
-OpenAI-compatible judge (options judgeUrl, judgeModel, judgeKeyEnv).
+Object mentions come from the rules (`coco_extractor`) or, with options `objectHalbench.judge:
+llm`, from an OpenAI-compatible judge (judgeUrl, judgeModel, judgeKeyEnv).
 Called through mfpo_runtime.eval.benchmarks by the eval stage.
 """
 
@@ -33,7 +33,6 @@ from mfpo_runtime.eval.common import (
     file_uri,
     limit,
     load_image,
-    option,
     read_json,
     read_json_lines,
     require,
@@ -83,31 +82,27 @@ def _image_files(instances_uri: str) -> dict[int, str]:
 
 
 def _mention_fn(bench: BenchmarkSpec, extractor: MentionExtractor):
-    judge = option(bench, "judge", "rules")
-    if judge == "rules":
+    options = bench.options  # judge llm comes with judgeUrl and judgeModel (api.py checks it)
+    if options.judge == "rules":
         return extractor.mentions
-    if judge == "llm":
-        url, model = option(bench, "judgeUrl"), option(bench, "judgeModel")
-        if not url or not model:
-            raise BadInput(f"benchmark {bench.name}: judge llm needs options judgeUrl and judgeModel")
-        llm = OpenAIJudge(url, model, key_env=option(bench, "judgeKeyEnv", "OPENAI_API_KEY"))
-        return lambda text: llm.mentions(text, extractor)
-    raise BadInput(f"benchmark {bench.name}: option judge must be 'rules' or 'llm', got {judge!r}")
+    llm = OpenAIJudge(options.judge_url, options.judge_model, key_env=options.judge_key_env)
+    return lambda text: llm.mentions(text, extractor)
 
 
 def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
     extractor = coco_extractor()
-    instances_uri = file_uri(base, option(bench, "instances", "instances.json"))
-    captions_uri = file_uri(base, option(bench, "captions", "captions.json"))
-    if "captions" not in bench.options and not storage.exists(captions_uri):
+    options = bench.options
+    instances_uri = file_uri(base, options.instances)
+    captions_uri = file_uri(base, options.captions or "captions.json")
+    if options.captions is None and not storage.exists(captions_uri):
         captions_uri = None  # the captions file is optional unless named
     truth = coco_truth(instances_uri, captions_uri, extractor)
-    questions_uri = file_uri(base, option(bench, "questions", "questions.jsonl"))
+    questions_uri = file_uri(base, options.questions)
     rows = limit(read_json_lines(questions_uri, "Object HalBench questions file"), bench)
     if not rows:
         raise BadInput(f"the Object HalBench questions file {questions_uri} has no questions")
-    image_dir = file_uri(base, option(bench, "imageDir", "images"))
+    image_dir = file_uri(base, options.image_dir)
     files = None
     questions, images, truths, ids = [], [], [], []
     for number, row in enumerate(rows):

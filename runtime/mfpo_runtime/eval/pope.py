@@ -7,8 +7,8 @@ Data, in POPE's own format (`bench.uri` is the directory):
         JSON lines {"question_id": 1, "image": "COCO_val2014_000000310196.jpg",
                     "text": "Is there a snowboard in the image?", "label": "yes"}
         (any file named *random.json[l], *popular.json[l], *adversarial.json[l] is found;
-        option `splits` picks some, e.g. "random,adversarial")
-    images/   the images (option imageDir)
+        options `pope.splits` pick some, e.g. [random, adversarial])
+    images/   the images (options `pope.imageDir`)
 
 An answer is read as POPE's evaluate.py reads it (`scores.parse_yes_no`: its first sentence).
 Metrics are named `<split>.<metric>`, and unprefixed (`accuracy`, `precision`, `recall`, `f1`,
@@ -31,7 +31,6 @@ from mfpo_runtime.eval.common import (
     file_uri,
     limit,
     load_image,
-    option,
     read_json_lines,
     require,
 )
@@ -51,20 +50,12 @@ def split_files(base: str, wanted: list[str]) -> dict[str, str]:
     return found
 
 
-def _wanted_splits(bench: BenchmarkSpec) -> list[str]:
-    wanted = [s.strip() for s in (option(bench, "splits") or ",".join(SPLITS)).split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in SPLITS]
-    if unknown:
-        raise BadInput(f"benchmark pope: unknown splits {unknown}; expected some of {list(SPLITS)}")
-    return wanted
-
-
 def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
-    files = split_files(base, _wanted_splits(bench))
+    files = split_files(base, list(bench.options.splits))
     if not files:
         raise BadInput(f"POPE at {base}: no question file named *random.json, *popular.json or *adversarial.json")
-    image_dir = file_uri(base, option(bench, "imageDir", "images"))
+    image_dir = file_uri(base, bench.options.image_dir)
     metrics: dict[str, float] = {}
     samples = []
     all_predicted: list[bool] = []

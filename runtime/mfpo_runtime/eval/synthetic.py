@@ -1,9 +1,9 @@
 """The synthetic benchmark: the scenes world's evaluation splits, with exact ground truth.
 
 Data: the world written by `mfpo_runtime.data.scenes` (`bench.uri` is the world's root, or one
-split's dataset directory). Splits (option `splits`, default "eval,eval-counterprior"): the
-held-out scenes of the training distribution, and the counter-prior scenes where an object
-appears without its usual partner, where prior-driven hallucination shows.
+split's dataset directory). Splits (options `synthetic.splits`, default [eval,
+eval-counterprior]): the held-out scenes of the training distribution, and the counter-prior
+scenes where an object appears without its usual partner, where prior-driven hallucination shows.
 
 Metrics per split (the `eval` split unprefixed, others prefixed `counterprior.`):
 - CHAIR (chair_s, chair_s_all, chair_i), recall, mean_length, mentioning_rate, against the
@@ -15,7 +15,7 @@ Metrics per split (the `eval` split unprefixed, others prefixed `counterprior.`)
 - logp_drop_object / logp_drop_background / logp_drop_excess / object_reliance_contrast: the
   graded reliance on the reference answer at step `regionNoiseStep` (default 500, the paper's t);
   the contrast (d_obj - d_bg) / (|d_obj| + |d_bg|) lies in [-1, 1] (`reliance.GradedReliance`).
-Option `reliance: "false"` skips both reliance forms. Called via mfpo_runtime.eval.benchmarks.
+Option `synthetic.reliance: false` skips both reliance forms. Called via mfpo_runtime.eval.benchmarks.
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ from mfpo_runtime.data.mentions import MentionExtractor, synthetic_extractor
 from mfpo_runtime.data.noise import seed_for
 from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records
 from mfpo_runtime.eval import reliance, scores
-from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult, data_uri, limit, option
+from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult, data_uri, limit
 from mfpo_runtime.eval.generation import Policy
-
-DEFAULT_SPLITS = "eval,eval-counterprior"
 
 
 def split_uris(base: str, wanted: list[str]) -> dict[str, str]:
@@ -98,15 +96,15 @@ def evaluate_split(
     samples = [{"id": r.id, "question": q, "answer": a, "truth": sorted(t), "mentioned": s.mentioned,
                 "hallucinated": s.hallucinated, "degenerate": scores.degeneracy(a)}
                for r, q, a, t, s in zip(records, questions, answers, truths, judged)]  # fmt: skip
-    if option(bench, "reliance", "true").lower() != "false":
+    if bench.options.reliance:
         metrics |= _reliance(policy, root, records, questions, images, answers, extractor, bench, samples)
     return metrics, samples
 
 
 def _reliance(policy, root, records, questions, images, answers, extractor, bench, samples) -> dict[str, float]:
-    seed = int(option(bench, "noiseSeed", "0"))
+    seed = bench.options.noise_seed
     seeds = [seed_for(seed, r.id) for r in records]
-    heavy_step = int(option(bench, "heavyNoiseStep", "900"))
+    heavy_step = bench.options.heavy_noise_step
     heavy = [reliance.heavy_noise(img, step=heavy_step, seed=s) for img, s in zip(images, seeds)]
     noisy_answers = policy.answer(questions, heavy)
     metrics = {
@@ -121,7 +119,7 @@ def _reliance(policy, root, records, questions, images, answers, extractor, benc
     graded = [i for i, r in enumerate(records) if r.masks and r.chosen]
     if not graded:
         return metrics
-    step = int(option(bench, "regionNoiseStep", "500"))
+    step = bench.options.region_noise_step
     pairs = [reliance.noised_pair(images[i], object_mask(root, records[i], images[i].size), step=step,
                                   seed=seeds[i]) for i in graded]  # fmt: skip
     qs, refs = [questions[i] for i in graded], [records[i].chosen for i in graded]
@@ -141,7 +139,7 @@ def default_uri(data_uri_of_run: str) -> str:
 
 def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
-    wanted = [s.strip() for s in option(bench, "splits", DEFAULT_SPLITS).split(",") if s.strip()]
+    wanted = list(bench.options.splits)
     metrics: dict[str, float] = {}
     samples: list[dict[str, Any]] = []
     counts = {}

@@ -3,15 +3,16 @@
 Evaluates the base model (spec.evaluation.evaluateBase) and the last align stage's policy (or
 every stage's, with everyStage) on each benchmark of spec.evaluation, and writes
 
-    <run_uri>/eval/results/<policy>/<benchmark>.json   one result document per evaluation
+    <run_uri>/eval/results/<policy>/<label>.json       one result document per evaluation
     <run_uri>/eval/report.md                           the readable report
     <run_uri>/eval/report.png                          scores per stage (several policies)
 
 Resumable: an evaluation whose result document exists is read back, not redone, so a preempted
-or failed attempt loses at most the benchmark it was on. Metrics: `eval.<policy>.<benchmark>.
-<metric>` (headline metrics, most important first: see `summary_metrics`; all of them are in the
-result documents and `details`), and the gauge mfpo_eval_score{stage=<policy>, benchmark, metric}
-for every metric.
+or failed attempt loses at most the benchmark it was on. An entry's label (its benchmark's name
+unless set) is unique in the spec, so two entries never share a result document. Metrics:
+`eval.<policy>.<label>.<metric>` (headline metrics, most important first: see `summary_metrics`;
+all of them are in the result documents and `details`), and the gauge
+mfpo_eval_score{stage=<policy>, benchmark=<label>, metric} for every metric.
 Called by the stage runner (mfpo_runtime.stage) as `run(ctx)`.
 """
 
@@ -61,10 +62,12 @@ def headline(benchmark: str) -> list[str]:
     return report.KEY_METRICS.get(benchmark, []) + EXTRA_HEADLINE.get(benchmark, [])
 
 
-def summary_metrics(scores: report.Scores) -> dict[str, float]:
+def summary_metrics(scores: report.Scores, benchmark_of: dict[str, str] | None = None) -> dict[str, float]:
     """Headline metrics, most important first: a termination summary that must be shortened
     keeps a head of this order. The final policy, then the base model, then the earlier
-    stages from the latest; within a policy benchmarks in spec order, metrics in headline order."""
+    stages from the latest; within a policy entries in spec order, metrics in headline order.
+    `benchmark_of` maps an entry's label to its benchmark (a label is its benchmark by default)."""
+    benchmark_of = benchmark_of or {}
     names = list(scores)
     final, earlier = names[-1:], [n for n in reversed(names[:-1]) if n != "base"]
     ranked = final + (["base"] if "base" in names[:-1] else []) + earlier
@@ -72,7 +75,7 @@ def summary_metrics(scores: report.Scores) -> dict[str, float]:
         f"eval.{name}.{bench}.{metric}": result["metrics"][metric]
         for name in ranked
         for bench, result in scores[name].items()
-        for metric in headline(bench)
+        for metric in headline(benchmark_of.get(bench, bench))
         if metric in result["metrics"]
     }
 
@@ -102,21 +105,22 @@ def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -
     out: dict[str, dict[str, Any]] = {}
     loaded: VLMPolicy | None = None
     for bench in ctx.config.spec.evaluation.benchmarks:
-        doc_uri = result_doc_uri(ctx.config.run_uri, name, bench_name(bench))
+        label = bench.result_label
+        doc_uri = result_doc_uri(ctx.config.run_uri, name, label)
         if storage.exists(doc_uri):
-            log.info("%s on %s already evaluated (%s)", name, bench_name(bench), doc_uri)
+            log.info("%s on %s already evaluated (%s)", name, label, doc_uri)
             doc = storage.read_json(doc_uri)
         else:
             if ctx.stop_requested:
-                raise StageInterrupted(f"stopped before {name} on {bench_name(bench)}; earlier results kept")
+                raise StageInterrupted(f"stopped before {name} on {label}; earlier results kept")
             _check_policy(name, uri)
             loaded = loaded or VLMPolicy.load(
                 name, uri, env.settings, device=str(device_for(ctx.config.spec)), progress=env.progress
             )
-            log.info("evaluating %s on %s", name, bench_name(bench))
+            log.info("evaluating %s on %s", name, label)
             doc = _document(name, uri, bench_name(bench), run_benchmark(loaded, bench, env), env)
             storage.write_json(doc, doc_uri)
-        out[bench_name(bench)] = {"metrics": doc["metrics"], "flags": doc.get("flags", [])}
+        out[label] = {"metrics": doc["metrics"], "flags": doc.get("flags", [])}
     del loaded
     gc.collect()
     return out
@@ -142,10 +146,11 @@ def run(ctx: StageContext) -> StageOutcome:
     scores: report.Scores = {}
     for name, uri in policies(ctx.config):
         scores[name] = evaluate_policy(ctx, name, uri, env)
+    benchmark_of = {b.result_label: bench_name(b) for b in ctx.config.spec.evaluation.benchmarks}
     for name, per_bench in scores.items():
         for bench, result in per_bench.items():
             for metric, value in result["metrics"].items():
                 ctx.metrics.set("mfpo_eval_score", value, stage=name, benchmark=bench, metric=metric)
-    metrics = summary_metrics(scores)
+    metrics = summary_metrics(scores, benchmark_of)
     flags = {f"{n}/{b}": r["flags"] for n, per in scores.items() for b, r in per.items() if r["flags"]}
     return StageOutcome(metrics=metrics, outputs=write_report(ctx, scores), details={"scores": scores, "flags": flags})

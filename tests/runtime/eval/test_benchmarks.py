@@ -28,6 +28,7 @@ from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 from mfpo_runtime.eval import amber, object_halbench, pope
 from mfpo_runtime.eval.common import BenchmarkEnv
+from pydantic import ValidationError
 
 # ------------------------------------------------------------------- Object HalBench
 
@@ -113,17 +114,16 @@ def mock_judge_url():
 
 def test_object_halbench_with_llm_judge(coco_sample: Path, tmp_path: Path, mock_judge_url, monkeypatch):
     monkeypatch.setenv("JUDGE_KEY", "secret-token")
-    bench = BenchmarkSpec(name="object-halbench", uri=str(coco_sample), options={
+    bench = BenchmarkSpec(name="object-halbench", uri=str(coco_sample), object_halbench={
         "judge": "llm", "judgeUrl": mock_judge_url, "judgeModel": "judge-1", "judgeKeyEnv": "JUDGE_KEY"})  # fmt: skip
     m = object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
     assert m["chair_s"] == pytest.approx(1 / 2) and m["chair_i"] == pytest.approx(1 / 5)
     assert MockJudge.seen_auth[-1] == "Bearer secret-token"
 
 
-def test_llm_judge_needs_its_url(coco_sample: Path, tmp_path: Path):
-    bench = BenchmarkSpec(name="object-halbench", uri=str(coco_sample), options={"judge": "llm"})
-    with pytest.raises(BadInput, match="judgeUrl and judgeModel"):
-        object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+def test_llm_judge_needs_its_url(coco_sample: Path):
+    with pytest.raises(ValidationError, match="judgeUrl and judgeModel"):
+        BenchmarkSpec(name="object-halbench", uri=str(coco_sample), object_halbench={"judge": "llm"})
 
 
 # ------------------------------------------------------------------------------ AMBER
@@ -258,13 +258,12 @@ def test_pope_hand_worked(pope_sample: Path, tmp_path: Path):
 
 
 def test_pope_splits_option(pope_sample: Path, tmp_path: Path):
-    bench = BenchmarkSpec(name="pope", uri=str(pope_sample), options={"splits": "adversarial"})
+    bench = BenchmarkSpec(name="pope", uri=str(pope_sample), pope={"splits": ["adversarial"]})
     m = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
     assert set(m) == {"adversarial.accuracy", "adversarial.precision", "adversarial.recall", "adversarial.f1",
                       "adversarial.yes_ratio", "accuracy", "precision", "recall", "f1", "yes_ratio"}  # fmt: skip
-    with pytest.raises(BadInput, match="unknown splits"):
-        pope.evaluate(ScriptedPolicy({}), BenchmarkSpec(name="pope", uri=str(pope_sample),
-                      options={"splits": "hard"}), BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
+    with pytest.raises(ValidationError, match="pope.splits.0"):
+        BenchmarkSpec(name="pope", uri=str(pope_sample), pope={"splits": ["hard"]})
 
 
 def test_pope_without_question_files_is_bad_input(tmp_path: Path):

@@ -11,6 +11,7 @@ from eval_helpers import write_amber_sample, write_coco_sample, write_pope_sampl
 from mfpo_core import storage
 from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import ExitCode, StageConfig, policy_uri
+from mfpo_runtime.eval.common import BenchmarkResult
 from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.stage import StageContext, main, run_stage
 from mfpo_runtime.stages import evaluate
@@ -63,7 +64,7 @@ def test_eval_stage_on_all_benchmarks(tmp_path: Path, tiny_llava_dir: Path, worl
 @pytest.mark.slow
 def test_eval_stage_resumes_and_exports_gauges(tmp_path: Path, tiny_llava_dir: Path, world_dir: Path):
     config = eval_config(tmp_path, tiny_llava_dir, world_dir,
-                         [{"name": "synthetic", "maxSamples": 1, "options": {"reliance": "false"}}],
+                         [{"name": "synthetic", "maxSamples": 1, "synthetic": {"reliance": False}}],
                          everyStage=True)  # fmt: skip
     publish_policies(config, tiny_llava_dir, ["align-1", "align-2"])
     # A previous attempt finished align-1: its document is reused, not redone.
@@ -101,3 +102,22 @@ def test_policies_in_run_order(tmp_path: Path, tiny_llava_dir: Path, world_dir: 
     config = eval_config(tmp_path, tiny_llava_dir, world_dir, [{"name": "synthetic"}], everyStage=True)
     assert [name for name, _ in evaluate.policies(config)] == ["base", "align-1", "align-2"]
     assert evaluate.policies(config)[2][1] == f"{config.run_uri}/align-2/policy"
+
+
+def test_two_entries_of_one_benchmark_keep_their_own_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Two POPE entries on different data: each is written and read back under its own label
+    # (before labels, the second entry read back the first one's result document).
+    config = eval_config(tmp_path, tmp_path / "model", tmp_path / "world", [
+        {"name": "pope", "uri": "file:///bench/pope-coco", "label": "pope-coco"},
+        {"name": "pope", "uri": "file:///bench/pope-gqa", "label": "pope-gqa"},
+    ])  # fmt: skip
+    scored = {"file:///bench/pope-coco": 0.8, "file:///bench/pope-gqa": 0.6}
+    monkeypatch.setattr(evaluate.VLMPolicy, "load", lambda *a, **k: "policy stand-in")
+    monkeypatch.setattr(evaluate, "run_benchmark", lambda policy, bench, env: BenchmarkResult({"f1": scored[bench.uri]}))
+    ctx = StageContext(config=config, work_dir=tmp_path, metrics=StageMetrics.for_config(config), progress=False)
+    expected = {"pope-coco": 0.8, "pope-gqa": 0.6}
+    for _ in range(2):  # computed, then read back from the result documents
+        out = evaluate.evaluate_policy(ctx, "base", "file:///models/base", evaluate._env(ctx))
+        assert {label: r["metrics"]["f1"] for label, r in out.items()} == expected
+    for label, f1 in expected.items():
+        assert storage.read_json(evaluate.result_doc_uri(config.run_uri, "base", label))["metrics"] == {"f1": f1}

@@ -60,7 +60,7 @@ def test_synthetic_chair_is_exact_with_scripted_answers(world_dir: Path, tmp_pat
 
 def test_collapsed_answers_are_flagged_degenerate(world_dir: Path, tmp_path: Path):
     collapsed = {key: "triangle triangle triangle triangle" for key in scripted_answers(world_dir)}
-    bench = BenchmarkSpec(name="synthetic", uri=str(world_dir), options={"reliance": "false"})
+    bench = BenchmarkSpec(name="synthetic", uri=str(world_dir), synthetic={"reliance": False})
     result = synthetic.evaluate(ByImagePolicy(collapsed), bench, BenchmarkEnv(work_dir=tmp_path))
     assert result.metrics["chair_s"] == 0.0  # looks perfect by CHAIR ...
     assert result.metrics["well_formed"] == 0.0 and result.flags == ["degenerate"]  # ... but is not
@@ -69,10 +69,10 @@ def test_collapsed_answers_are_flagged_degenerate(world_dir: Path, tmp_path: Pat
 
 def test_one_split_directory_and_default_uri(world_dir: Path, tmp_path: Path):
     policy = ByImagePolicy(scripted_answers(world_dir))
-    bench = BenchmarkSpec(name="synthetic", options={"reliance": "false"}, max_samples=3)
+    bench = BenchmarkSpec(name="synthetic", synthetic={"reliance": False}, max_samples=3)
     env = BenchmarkEnv(work_dir=tmp_path, default_uri=synthetic.default_uri(f"file://{world_dir}/train"))
     assert synthetic.evaluate(policy, bench, env).details["records"] == {"eval": 3, "eval-counterprior": 3}
-    single = BenchmarkSpec(name="synthetic", uri=str(world_dir / "eval-counterprior"), options={"reliance": "false"})
+    single = BenchmarkSpec(name="synthetic", uri=str(world_dir / "eval-counterprior"), synthetic={"reliance": False})
     assert "counterprior.chair_s" not in synthetic.evaluate(policy, single, env).metrics
     with pytest.raises(BadInput, match="no records.jsonl"):
         synthetic.evaluate(policy, BenchmarkSpec(name="synthetic", uri=str(tmp_path)), env)
