@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fpng
+import numpy as np
 from mfpo_core import storage
 from mfpo_core.contract import BadInput, StageInterrupted, shard_uri
 from tqdm import tqdm
@@ -99,8 +101,8 @@ class Enricher:
             seed=noise.seed_for(self.seed, sample.record.id),
         )
         stem = f"images/{sample.index:08d}"
-        image.save(out_dir / f"{stem}.png")
-        perturbed.save(out_dir / f"{stem}-perturbed.png")
+        write_png(image, out_dir / f"{stem}.png")
+        write_png(perturbed, out_dir / f"{stem}-perturbed.png")
         record = sample.record.model_copy(
             update={
                 "image": f"{stem}.png",
@@ -117,6 +119,13 @@ class Enricher:
             }
         )
         return record, found
+
+
+def write_png(image, path: Path) -> None:
+    """A lossless RGB PNG by fpng: 10-20x faster than Pillow's zlib encoder (which took most of
+    the time per record) for 10-50% larger files; any PNG reader decodes the same pixels."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    path.write_bytes(fpng.from_ndarray(np.asarray(rgb)))
 
 
 def _bicubic():
