@@ -22,6 +22,7 @@ per image with three keywords) and annotation masks. torch is held to one thread
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import tempfile
@@ -93,29 +94,30 @@ def centred_box(size: int) -> list[list[int]]:
 # ---------------------------------------------------------------- the per-record path
 
 
+@contextlib.contextmanager
+def phase(spent: dict[str, list[float]], name: str):
+    """Adds the block's CPU and wall seconds to spent[name]."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    yield
+    spent[name][0] += time.process_time() - cpu
+    spent[name][1] += time.perf_counter() - wall
+
+
 def run_round(sources, region, out_dir: Path, *, region_noise, write) -> dict[str, list[float]]:
-    """One pass over the records: per phase, (cpu seconds, wall seconds)."""
-    spent = {phase: [0.0, 0.0] for phase in PHASES}
-
-    def timed(phase: str, work: Callable[[], object]):
-        cpu, wall = time.process_time(), time.perf_counter()
-        result = work()
-        spent[phase][0] += time.process_time() - cpu
-        spent[phase][1] += time.perf_counter() - wall
-        return result
-
+    """One pass over the records: per phase, [cpu seconds, wall seconds]."""
+    spent = {name: [0.0, 0.0] for name in PHASES}
     for index, data in enumerate(sources):
         record_id = f"bench-{index:06d}"
-        image = timed("decode", lambda: formats.decode_image(data, record_id))
-        timed("keywords", lambda: keywords.rank_keywords(ANSWERS[index % len(ANSWERS)], top_k=3))
-        seed = noise.seed_for(0, record_id)
-        perturbed = timed("noise", lambda: region_noise(image, region, step=500, seed=seed))
-
-        def encode():
+        with phase(spent, "decode"):
+            image = formats.decode_image(data, record_id)
+        with phase(spent, "keywords"):
+            keywords.rank_keywords(ANSWERS[index % len(ANSWERS)], top_k=3)
+        with phase(spent, "noise"):
+            seed = noise.seed_for(0, record_id)
+            perturbed = region_noise(image, region, step=500, seed=seed)
+        with phase(spent, "encode"):
             write(image, out_dir / f"{index:08d}.png")
             write(perturbed, out_dir / f"{index:08d}-perturbed.png")
-
-        timed("encode", encode)
     return spent
 
 
@@ -166,12 +168,14 @@ def main() -> None:
     )
     for label, region in (("box", centred_box(args.size)), ("whole", None)):
         rate = report(
-            f"keywords+noise {label}", *measure(sources, region, args.rounds, **current),
+            f"keywords+noise {label}",
+            *measure(sources, region, args.rounds, **current),
             args.images,
         )
         if args.baseline:
             old = report(
-                f"  previous, {label}", *measure(sources, region, args.rounds, **previous),
+                f"  previous, {label}",
+                *measure(sources, region, args.rounds, **previous),
                 args.images,
             )
             print(f"{'':<26} speed-up x{rate / old:.2f}")
@@ -202,7 +206,9 @@ def bench_grounding(size: int, count: int, segmenter_count: int) -> None:
         seg = rate(lambda i: grounding.ground(clipseg, pics[i % len(pics)], words), segmenter_count)
         ann = rate(lambda i: grounding.ground(annotation, pics[i % len(pics)], words, masks), count)
     load = os.getloadavg()[0]
-    print(f"grounding tiny CLIPSeg     {seg:7.1f} images/s/core (3 keywords, {size}px)  load {load:.2f}")
+    print(
+        f"grounding tiny CLIPSeg     {seg:7.1f} images/s/core (3 keywords, {size}px)  load {load:.2f}"
+    )
     print(f"grounding annotation       {ann:7.1f} images/s/core  load {load:.2f}")
     print(f"ratio annotation/clipseg   {ann / seg:7.2f}")
 

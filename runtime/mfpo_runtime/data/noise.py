@@ -96,9 +96,7 @@ def gaussian_noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
     same whatever the shape drawn: region_noise draws only the rows it needs.
     """
     count = math.prod(shape)
-    bins = np.random.default_rng(seed).integers(
-        0, 1 << QUANTILE_BITS, count, dtype=np.uint16
-    )
+    bins = np.random.default_rng(seed).integers(0, 1 << QUANTILE_BITS, count, dtype=np.uint16)
     return _normal_quantiles().take(bins).reshape(shape)
 
 
