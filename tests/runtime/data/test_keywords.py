@@ -93,3 +93,46 @@ def test_embedding_vectors_average_token_embeddings():
     embeddings = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 4.0]], dtype=np.float32)
     vectors = keywords.EmbeddingVectors(lambda w: table[w], embeddings)(["cat", "dog"])
     np.testing.assert_allclose(vectors, [[1.0, 0.0], [0.0, 1.0]])
+
+
+# Rankings and PageRank scores computed by the code before issue 14 (per-word n-gram counts
+# are now cached): the same words in the same order, the same scores.
+PREVIOUS_CODE = {
+    "The image shows a red apple next to a banana on a wooden table, and a cup behind them.": [
+        ("wooden", "0x1.88dd4423e8ccap-3"),
+        ("table", "0x1.84ecbac24fa73p-3"),
+        ("apple", "0x1.6a9e10d784a15p-3"),
+        ("red", "0x1.4e1b0715afea1p-3"),
+        ("banana", "0x1.4dfd0af054df1p-3"),
+        ("cup", "0x1.d6ffbc787c43bp-4"),
+    ],
+    "There are two cats on the sofa; one cat sleeps while a dog watches the cats from the "
+    "carpet.": [
+        ("cat", "0x1.40ad676d5e472p-2"),
+        ("sleeps", "0x1.41b0709fd1a85p-3"),
+        ("dog", "0x1.31047d6f9f945p-3"),
+        ("watches", "0x1.2f5ce18f8c938p-3"),
+        ("sofa", "0x1.19702c5aa11b0p-3"),
+        ("carpet", "0x1.86466a57490d5p-4"),
+    ],
+}
+
+
+@pytest.mark.parametrize("answer", sorted(PREVIOUS_CODE))
+def test_ranking_equals_the_previous_code(answer):
+    expected = PREVIOUS_CODE[answer]
+    for _ in range(2):  # cold and warm n-gram cache
+        got = keywords.score_keywords(answer)
+        assert [w for w, _ in got] == [w for w, _ in expected]
+        assert [s for _, s in got] == pytest.approx(
+            [float.fromhex(h) for _, h in expected], rel=1e-12
+        )
+
+
+def test_cached_ngram_rows_are_shared_read_only_and_case_folded():
+    vectors = keywords.HashingVectors()
+    first, again = vectors(["Apple", "pear"]), vectors(["apple", "pear"])
+    np.testing.assert_array_equal(first, again)
+    row = keywords._ngram_counts("apple", 512, 3, 5)
+    assert row is keywords._ngram_counts("apple", 512, 3, 5)
+    assert not row.flags.writeable  # a caller cannot corrupt the cache
