@@ -29,6 +29,7 @@ import yaml
 from mfpo_core import api
 from pydantic import ValidationError
 
+from mfpo_operator import kubectl_yaml
 from mfpo_operator.crd import resource_schema
 
 
@@ -215,7 +216,8 @@ def validate_manifest(doc: Any, *, source: str | None = None) -> api.MFPORun:
 
 
 def load_manifest(path: str | Path) -> api.MFPORun:
-    """Read one MFPORun from a YAML file (exactly one document) and validate it."""
+    """Read one MFPORun from a YAML file (exactly one document), with kubectl's YAML rules
+    (`kubectl_yaml`: `2e-4` is a number), and validate it."""
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -224,9 +226,11 @@ def load_manifest(path: str | Path) -> api.MFPORun:
             [f"cannot read the file: {err.strerror or err}"], source=source
         ) from err
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = kubectl_yaml.load_all(text)
     except yaml.YAMLError as err:
         raise ManifestError([f"not valid YAML: {err}"], source=source) from err
+    except ValueError as err:  # a value kubectl cannot turn into JSON
+        raise ManifestError([str(err)], source=source) from err
     if len(documents) != 1:
         raise ManifestError(
             [f"holds {len(documents)} YAML documents; expected exactly one {api.KIND}"],
