@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -236,4 +237,17 @@ def load_manifest(path: str | Path) -> api.MFPORun:
             [f"holds {len(documents)} YAML documents; expected exactly one {api.KIND}"],
             source=source,
         )
-    return validate_manifest(documents[0], source=source)
+    doc = _resolve_relative_file_uris(documents[0], Path(path).resolve().parent)
+    return validate_manifest(doc, source=source)
+
+
+def _resolve_relative_file_uris(value: Any, base: Path) -> Any:
+    """`file://./x` and `file://../x` in a file mean relative to that file, as relative paths
+    in a manifest do for kubectl users; they become absolute file:// URIs (the CRD accepts both)."""
+    if isinstance(value, dict):
+        return {k: _resolve_relative_file_uris(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_relative_file_uris(v, base) for v in value]
+    if isinstance(value, str) and value.startswith(("file://./", "file://../")):
+        return "file://" + os.path.normpath(base / value.removeprefix("file://"))
+    return value
