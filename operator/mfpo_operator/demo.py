@@ -7,7 +7,8 @@
    weights at zero, on the very same datagen and score outputs) and prints both side by side,
    so a user sees whether the modality-fair objective pays off on this world.
 
-Each step is skipped when its output is already complete, so a stopped demo continues.
+Each step is skipped when its output is already complete, so a stopped demo continues; a
+quickstart run that Failed before (e.g. `mfpo run` before the world existed) is retried.
 The world and the bootstrap need torch: they run as runtime subprocesses.
 """
 
@@ -21,39 +22,43 @@ from pathlib import Path
 from mfpo_core import storage
 from mfpo_core.api import MFPORun
 
-from mfpo_operator.local import LocalRunner
+from mfpo_operator.local import LocalRunner, RunLocked
 from mfpo_operator.validation import load_manifest
 
 QUICKSTART = Path("examples/quickstart.yaml")
-WORLD_URI = "file://./runs/quickstart/world"
 COMPARISON_SUFFIX = "-text-dpo"
 # Stages whose outputs do not depend on the objective: the comparison run reuses them.
 SHARED_STAGES = ("datagen", "score")
 
-def run_demo(*, compare: bool = True) -> int:
+def run_demo(*, compare: bool = True, progress: bool = True) -> int:
     started = time.monotonic()
     if not QUICKSTART.is_file():
         print(f"error: {QUICKSTART} not found: run `make demo` from the repository root", file=sys.stderr)
         return 2
     manifest = load_manifest(QUICKSTART)
-    _step("synthetic world", WORLD_URI + "/train", [sys.executable, "-m", "mfpo_runtime.data.scenes", "--out", WORLD_URI])
+    world_uri = world_of(manifest)
+    _step("synthetic world", manifest.spec.data.uri, [sys.executable, "-m", "mfpo_runtime.data.scenes", "--out", world_uri])
     model_uri = manifest.spec.model.uri
     _step(
         "tiny LLaVA captioner",
         model_uri,
-        [sys.executable, "-m", "mfpo_runtime.bootstrap", "--world", WORLD_URI, "--out", model_uri],
+        [sys.executable, "-m", "mfpo_runtime.bootstrap", "--world", world_uri, "--out", model_uri]
+        + ([] if progress else ["--no-progress"]),
     )
     print("\n== MFPO (text + image + anchor terms) ==", flush=True)
-    mfpo_status = LocalRunner(manifest).run()
-    if mfpo_status.phase != "Succeeded":
-        return 1
+    text_only = text_only_variant(manifest)
+    try:
+        code = _run(manifest, progress)
+        if code == 0 and compare:
+            _reuse_shared_stages(manifest, text_only)
+            print("\n== the same budget on text-only DPO (image and anchor weights 0) ==", flush=True)
+            code = _run(text_only, progress)
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 75
+    if code:
+        return code
     if compare:
-        text_only = text_only_variant(manifest)
-        _reuse_shared_stages(manifest, text_only)
-        print("\n== the same budget on text-only DPO (image and anchor weights 0) ==", flush=True)
-        dpo_status = LocalRunner(text_only).run()
-        if dpo_status.phase != "Succeeded":
-            return 1
         print("\n== text-only DPO against MFPO, final policies, paired over the same images ==", flush=True)
         subprocess.run(
             [
@@ -66,6 +71,22 @@ def run_demo(*, compare: bool = True) -> int:
         )  # fmt: skip
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     return 0
+
+
+def world_of(manifest: MFPORun) -> str:
+    """The synthetic world's root: the parent of its train split (the manifest's data.uri)."""
+    return manifest.spec.data.uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def _run(manifest: MFPORun, progress: bool) -> int:
+    """Run (or continue) one of the demo's runs, its exit code as `mfpo run`'s; one that Failed
+    before is retried once, so that a failure before the world existed never blocks the demo."""
+    runner = LocalRunner(manifest, progress=progress, command="mfpo demo")
+    previous = runner.status()
+    status = runner.run(retry=previous is not None and previous.phase == "Failed")
+    if runner.stopped_by is not None:
+        return 128 + runner.stopped_by
+    return 0 if status.phase == "Succeeded" else 1
 
 
 def _step(what: str, done_uri: str, command: list[str]) -> None:
