@@ -250,11 +250,16 @@ class LocalRunner:
             storage.write_json(mine, self.lock_uri)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".lock-{os.getpid()}.json")
+        draft.write_text(json.dumps(mine))
         try:
-            with open(path, "x") as lock:  # O_EXCL: of two runners starting together, one wins
-                json.dump(mine, lock)
+            # link() creates the name only if it is absent, with its whole content at once:
+            # of two runners starting together one wins, and no reader sees a half-written lock.
+            os.link(draft, path)
         except FileExistsError:
             raise RunLocked(self._locked_message(self._lock_holder() or {})) from None
+        finally:
+            draft.unlink()
 
     def _lock_holder(self) -> dict | None:
         try:
