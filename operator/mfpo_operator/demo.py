@@ -30,7 +30,19 @@ COMPARISON_SUFFIX = "-text-dpo"
 # Stages whose outputs do not depend on the objective: the comparison run reuses them.
 SHARED_STAGES = ("datagen", "score")
 
+class StepFailed(RuntimeError):
+    """A step's subprocess failed; it has printed its own error."""
+
+
 def run_demo(*, compare: bool = True, progress: bool = True) -> int:
+    try:
+        return _demo(compare, progress)
+    except StepFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _demo(compare: bool, progress: bool) -> int:
     started = time.monotonic()
     if not QUICKSTART.is_file():
         print(f"error: {QUICKSTART} not found: run `make demo` from the repository root", file=sys.stderr)
@@ -60,14 +72,14 @@ def run_demo(*, compare: bool = True, progress: bool = True) -> int:
         return code
     if compare:
         print("\n== text-only DPO against MFPO, final policies, paired over the same images ==", flush=True)
-        subprocess.run(
+        _call(
+            "the comparison",
             [
                 sys.executable, "-m", "mfpo_runtime.eval.compare",
                 "--baseline", f"text DPO={_run_uri(text_only)}",
                 "--candidate", f"MFPO={_run_uri(manifest)}",
                 "--policy", f"align-{manifest.spec.curriculum.stages}",
             ],
-            check=True,
         )  # fmt: skip
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     return 0
@@ -94,7 +106,14 @@ def _step(what: str, done_uri: str, command: list[str]) -> None:
         print(f"{what}: already at {done_uri}", flush=True)
         return
     print(f"== {what} ==", flush=True)
-    subprocess.run(command, check=True)
+    _call(what, command)
+
+
+def _call(what: str, command: list[str]) -> None:
+    """Run a step; on failure one line that points at the step's own error output above."""
+    code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        raise StepFailed(f"{what} failed (exit {code}); its error is printed above")
 
 
 def text_only_variant(manifest: MFPORun) -> MFPORun:

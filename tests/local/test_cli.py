@@ -224,3 +224,21 @@ def test_operator_without_any_kubeconfig_exits_with_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "no Kubernetes credentials" in result.stderr and "KUBECONFIG" in result.stderr
+
+
+def test_a_failed_demo_step_is_one_error_line_not_a_traceback(tmp_path):
+    # The world generator cannot write under /proc: it fails and prints its own error; the
+    # demo adds one line naming the step, not a CalledProcessError traceback of its own.
+    (tmp_path / "examples").mkdir()
+    quickstart = (Path(__file__).parents[2] / "examples" / "quickstart.yaml").read_text()
+    (tmp_path / "examples" / "quickstart.yaml").write_text(
+        quickstart.replace("file://../runs/quickstart/world/train", "file:///proc/mfpo/world/train")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mfpo_operator.cli", "demo", "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "error: synthetic world failed (exit 1); its error is printed above" in result.stderr
+    assert "CalledProcessError" not in result.stderr
+    assert "mfpo_operator" not in result.stderr  # no frame of the demo's own: the generator's only
