@@ -72,7 +72,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from mfpo_operator.local import LocalRunner
 
     manifest = load_manifest(args.file)
-    print(LocalRunner(manifest, progress=False).describe())
+    runner = LocalRunner(manifest, progress=False, command=shlex.join(["mfpo", "run", args.file]))
+    print(runner.describe())
+    runner_line = runner.runner_line()
+    if runner_line:
+        print(runner_line)
     return 0
 
 

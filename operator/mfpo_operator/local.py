@@ -443,6 +443,16 @@ class LocalRunner:
             )
         return "\n".join(lines)
 
+    def runner_line(self) -> str | None:
+        """Who runs the run now, for `mfpo status`: a live runner, or none for an unfinished run."""
+        holder = self._lock_holder()
+        if holder and _holder_alive(holder):
+            return f"  being run by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+        status = self.status()
+        if status is not None and status.phase not in (RunPhase.succeeded, RunPhase.failed):
+            return f"  no runner is active: `{self.command}` continues it"
+        return None
+
     def summary(self, status: MFPORunStatus) -> str:
         """The end-of-run summary: phase, hallucination scores before and after, the report."""
         lines = [self.describe()]

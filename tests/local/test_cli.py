@@ -70,6 +70,9 @@ def test_a_second_runner_is_refused_and_ctrl_c_exits_130(tmp_path, env):
     hanging = Path(f"{trace}.hanging")
     wait_for(hanging)
 
+    status = mfpo(["status", str(manifest)], environ, tmp_path)
+    assert f"being run by pid {first.pid}" in status.stdout
+
     second = mfpo(["run", str(manifest)], environ, tmp_path)
     assert second.returncode == 75, second.stderr
     assert "already being run by another `mfpo run`" in second.stderr
@@ -81,6 +84,8 @@ def test_a_second_runner_is_refused_and_ctrl_c_exits_130(tmp_path, env):
     out, _ = first.communicate(timeout=30)
     assert first.returncode == 130
     assert f"to continue run demo where it stopped: mfpo run {manifest}" in out
+    status = mfpo(["status", str(manifest)], environ, tmp_path)
+    assert f"no runner is active: `mfpo run {manifest}` continues it" in status.stdout
     hanging.unlink()
 
     script()  # the next runner takes the lock (released by the first) and finishes

@@ -172,3 +172,14 @@ def test_a_failure_message_is_printed_once(tmp_path, fake):
     # The final status names it; the attempt line and the events do not repeat it.
     assert out.getvalue().count("record 7 has no image") == 1
     assert "StageFailed: score failed (BadInput)" in out.getvalue()
+
+
+def test_retry_of_a_run_that_did_not_fail_changes_nothing(tmp_path, fake):
+    script, calls = fake
+    script()
+    assert runner(manifest(tmp_path)).run().phase == "Succeeded"
+    out = io.StringIO()
+    status = runner(manifest(tmp_path), out).run(retry=True)
+    assert status.phase == "Succeeded"
+    assert "is Succeeded, not Failed: nothing to retry" in out.getvalue()
+    assert len(calls()) == 5  # no stage ran again
