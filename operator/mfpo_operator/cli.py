@@ -1,9 +1,14 @@
 """`mfpo`: the command line of the platform on one machine.
 
     mfpo run FILE.yaml        run an MFPORun manifest locally (the same file kubectl applies)
-    mfpo status FILE.yaml     show the local run's status
+    mfpo retry FILE.yaml      give a Failed run's failed stages new attempts and continue it
+    mfpo status FILE.yaml     show the local run's status: per stage, its time and results
     mfpo demo                 the quickstart: world + tiny captioner + the whole recipe + comparison
     mfpo crd                  print the generated CustomResourceDefinition
+
+Exit codes: 0 succeeded, 1 failed, 2 bad manifest or missing inputs, 75 the run is held by
+another `mfpo run`, 128+N stopped by signal N (130 for Ctrl-C: run the same command to continue).
+Relative `file://./` URIs in a manifest are relative to the manifest's directory.
 
 Commands that need torch (the world generator, the bootstrap) run as subprocesses of the
 runtime, so that this control-plane package never imports it.
@@ -12,46 +17,75 @@ runtime, so that this control-plane package never imports it.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import signal
 import sys
+from importlib import metadata
 
 from mfpo_core.storage import StorageError
 
 from mfpo_operator.validation import ManifestError, load_manifest
 
+EXIT_LOCKED = 75  # sysexits' EX_TEMPFAIL: try again once the other runner has ended
+DEMO_HINT = "run `make demo` (or `mfpo demo`) first to create the world and the base model"
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's), as `--version` prints it."""
+    try:
+        return metadata.version("mfpo")
+    except metadata.PackageNotFoundError:
+        return "unknown (the mfpo package is not installed)"
+
+
+def _run(args: argparse.Namespace, *, retry: bool) -> int:
+    from mfpo_operator.local import LocalRunner, MissingInputs, RunLocked
+
+    manifest = load_manifest(args.file)
+    command = shlex.join(["mfpo", "run", args.file] + (["--no-progress"] if args.no_progress else []))
+    progress = not args.no_progress and sys.stdout.isatty()
+    runner = LocalRunner(manifest, progress=progress, command=command)
+    try:
+        status = runner.run(retry=retry)
+    except MissingInputs as err:
+        for line in err.missing:
+            print(f"error: {line}", file=sys.stderr)
+        if manifest.spec.data.format == "synthetic":
+            print(f"  {DEMO_HINT}", file=sys.stderr)
+        return 2
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_LOCKED
+    if runner.stopped_by is not None:
+        return 128 + runner.stopped_by
+    return 0 if status.phase == "Succeeded" else 1
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mfpo_operator.local import LocalRunner
+    return _run(args, retry=args.retry)
 
-    try:
-        manifest = load_manifest(args.file)
-    except ManifestError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    runner = LocalRunner(manifest, progress=not args.no_progress)
-    try:
-        status = runner.run()
-    except StorageError as err:  # the run's state is unreachable: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0 if status.phase == "Succeeded" else 1
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    return _run(args, retry=True)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from mfpo_operator.local import LocalRunner
 
     manifest = load_manifest(args.file)
-    try:
-        print(LocalRunner(manifest, progress=False).describe())
-    except StorageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    runner = LocalRunner(manifest, progress=False, command=shlex.join(["mfpo", "run", args.file]))
+    print(runner.describe())
+    runner_line = runner.runner_line()
+    if runner_line:
+        print(runner_line)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mfpo_operator.demo import run_demo
 
-    return run_demo(compare=not args.no_compare)
+    return run_demo(compare=not args.no_compare, progress=not args.no_progress and sys.stdout.isatty())
 
 
 def _cmd_crd(_: argparse.Namespace) -> int:
@@ -63,12 +97,23 @@ def _cmd_crd(_: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mfpo", description="Modality-Fair Preference Optimization runs.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    no_progress = "no progress bars (also when stdout is not a terminal)"
 
     run = sub.add_parser("run", help="run an MFPORun manifest on this machine")
     run.add_argument("file", help="MFPORun YAML manifest")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-progress", action="store_true", help=no_progress)
+    run.add_argument(
+        "--retry", action="store_true",
+        help="if the run Failed, give its failed stages new attempts (the operator's mfpo.dev/retry)",
+    )  # fmt: skip
     run.set_defaults(func=_cmd_run)
+
+    retry = sub.add_parser("retry", help="retry a Failed local run (same as `mfpo run --retry`)")
+    retry.add_argument("file", help="MFPORun YAML manifest")
+    retry.add_argument("--no-progress", action="store_true", help=no_progress)
+    retry.set_defaults(func=_cmd_retry)
 
     status = sub.add_parser("status", help="show a local run's status")
     status.add_argument("file", help="MFPORun YAML manifest")
@@ -76,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the quickstart on the synthetic world")
     demo.add_argument("--no-compare", action="store_true", help="skip the text-only DPO comparison")
+    demo.add_argument("--no-progress", action="store_true", help=no_progress)
     demo.set_defaults(func=_cmd_demo)
 
     crd = sub.add_parser("crd", help="print the generated CustomResourceDefinition")
@@ -85,7 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return code
+    except ManifestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except StorageError as err:  # the run's state is unreachable: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`mfpo status x.yaml | head -1`): stop quietly, as `cat` does.
+        # Python's documented recipe: point stdout at devnull so the exit flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

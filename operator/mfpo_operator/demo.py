@@ -7,7 +7,8 @@
    weights at zero, on the very same datagen and score outputs) and prints both side by side,
    so a user sees whether the modality-fair objective pays off on this world.
 
-Each step is skipped when its output is already complete, so a stopped demo continues.
+Each step is skipped when its output is already complete, so a stopped demo continues; a
+quickstart run that Failed before (e.g. `mfpo run` before the world existed) is retried.
 The world and the bootstrap need torch: they run as runtime subprocesses.
 """
 
@@ -21,43 +22,60 @@ from pathlib import Path
 from mfpo_core import storage
 from mfpo_core.api import MFPORun
 
-from mfpo_operator.local import LocalRunner
+from mfpo_operator.local import LocalRunner, RunLocked
 from mfpo_operator.validation import load_manifest
 
 QUICKSTART = Path("examples/quickstart.yaml")
-WORLD_URI = "file://./runs/quickstart/world"
 COMPARISON_SUFFIX = "-text-dpo"
 # report.md and tradeoff.png of the DPO-vs-MFPO comparison (relative to the working directory).
 COMPARISON_REPORT_DIR = "runs/quickstart/comparison"
 # Stages whose outputs do not depend on the objective: the comparison run reuses them.
 SHARED_STAGES = ("datagen", "score")
 
-def run_demo(*, compare: bool = True) -> int:
+class StepFailed(RuntimeError):
+    """A step's subprocess failed; it has printed its own error."""
+
+
+def run_demo(*, compare: bool = True, progress: bool = True) -> int:
+    try:
+        return _demo(compare, progress)
+    except StepFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _demo(compare: bool, progress: bool) -> int:
     started = time.monotonic()
     if not QUICKSTART.is_file():
         print(f"error: {QUICKSTART} not found: run `make demo` from the repository root", file=sys.stderr)
         return 2
     manifest = load_manifest(QUICKSTART)
-    _step("synthetic world", WORLD_URI + "/train", [sys.executable, "-m", "mfpo_runtime.data.scenes", "--out", WORLD_URI])
+    world_uri = world_of(manifest)
+    _step("synthetic world", manifest.spec.data.uri, [sys.executable, "-m", "mfpo_runtime.data.scenes", "--out", world_uri])
     model_uri = manifest.spec.model.uri
     _step(
         "tiny LLaVA captioner",
         model_uri,
-        [sys.executable, "-m", "mfpo_runtime.bootstrap", "--world", WORLD_URI, "--out", model_uri],
+        [sys.executable, "-m", "mfpo_runtime.bootstrap", "--world", world_uri, "--out", model_uri]
+        + ([] if progress else ["--no-progress"]),
     )
     print("\n== MFPO (text + image + anchor terms) ==", flush=True)
-    mfpo_status = LocalRunner(manifest).run()
-    if mfpo_status.phase != "Succeeded":
-        return 1
+    text_only = text_only_variant(manifest)
+    try:
+        code = _run(manifest, progress)
+        if code == 0 and compare:
+            _reuse_shared_stages(manifest, text_only)
+            print("\n== the same budget on text-only DPO (image and anchor weights 0) ==", flush=True)
+            code = _run(text_only, progress)
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 75
+    if code:
+        return code
     if compare:
-        text_only = text_only_variant(manifest)
-        _reuse_shared_stages(manifest, text_only)
-        print("\n== the same budget on text-only DPO (image and anchor weights 0) ==", flush=True)
-        dpo_status = LocalRunner(text_only).run()
-        if dpo_status.phase != "Succeeded":
-            return 1
         print("\n== text-only DPO against MFPO, final policies, paired over the same images ==", flush=True)
-        subprocess.run(
+        _call(
+            "the comparison",
             [
                 sys.executable, "-m", "mfpo_runtime.eval.compare",
                 "--baseline", f"text DPO={_run_uri(text_only)}",
@@ -65,10 +83,25 @@ def run_demo(*, compare: bool = True) -> int:
                 "--policy", f"align-{manifest.spec.curriculum.stages}",
                 "--out", COMPARISON_REPORT_DIR,
             ],
-            check=True,
         )  # fmt: skip
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     return 0
+
+
+def world_of(manifest: MFPORun) -> str:
+    """The synthetic world's root: the parent of its train split (the manifest's data.uri)."""
+    return manifest.spec.data.uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def _run(manifest: MFPORun, progress: bool) -> int:
+    """Run (or continue) one of the demo's runs, its exit code as `mfpo run`'s; one that Failed
+    before is retried once, so that a failure before the world existed never blocks the demo."""
+    runner = LocalRunner(manifest, progress=progress, command="mfpo demo")
+    previous = runner.status()
+    status = runner.run(retry=previous is not None and previous.phase == "Failed")
+    if runner.stopped_by is not None:
+        return 128 + runner.stopped_by
+    return 0 if status.phase == "Succeeded" else 1
 
 
 def _step(what: str, done_uri: str, command: list[str]) -> None:
@@ -76,7 +109,14 @@ def _step(what: str, done_uri: str, command: list[str]) -> None:
         print(f"{what}: already at {done_uri}", flush=True)
         return
     print(f"== {what} ==", flush=True)
-    subprocess.run(command, check=True)
+    _call(what, command)
+
+
+def _call(what: str, command: list[str]) -> None:
+    """Run a step; on failure one line that points at the step's own error output above."""
+    code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        raise StepFailed(f"{what} failed (exit {code}); its error is printed above")
 
 
 def text_only_variant(manifest: MFPORun) -> MFPORun:

@@ -6,7 +6,10 @@ shard) and their exit codes and termination summaries back into `Attempt` observ
 The run's status and every attempt are kept under `<storage.uri>/<run>/_local/state.json`, so a
 run stopped at any moment (Ctrl-C, SIGTERM, a crash, a reboot) continues where it stopped when
 started again: finished stages are not redone (their result documents exist) and the stage
-that was running resumes from its last checkpoint.
+that was running resumes from its last checkpoint. A lock beside the state (`_local/lock.json`,
+the runner's host, pid and process start time) refuses a second runner of the same run; a lock
+whose process is gone (kill -9, a reboot) is taken over. `retry=True` is the operator's retry
+annotation: a Failed run's failed stages get a fresh attempt budget.
 
 Called by `mfpo run` and `mfpo demo` (mfpo_operator.cli).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,11 +35,42 @@ from mfpo_core import cpus, storage
 from mfpo_core.api import MFPORun, MFPORunStatus, RunPhase
 from mfpo_core.contract import ExitCode, StageConfig, TerminationSummary
 
-from mfpo_operator.plan import Attempt, AttemptState, StartAttempt, plan
+from mfpo_operator.plan import Attempt, AttemptState, Event, StartAttempt, plan
 
 # How long a stage gets to save its checkpoint after SIGTERM (as a pod's grace period).
 GRACE_SECONDS = 60.0
 STATE_FILE = "_local/state.json"
+LOCK_FILE = "_local/lock.json"
+
+
+class RunLocked(RuntimeError):
+    """Another live runner holds the run."""
+
+
+class MissingInputs(RuntimeError):
+    """Local inputs the manifest names do not exist: nothing was started, no state written."""
+
+    def __init__(self, missing: list[str]):
+        self.missing = missing
+        super().__init__("; ".join(missing))
+
+
+def missing_inputs(run: MFPORun) -> list[str]:
+    """`field: uri does not exist` for each local (file://) model, data or benchmark input that
+    is absent. Object-store inputs are left to the stages, which name them if absent."""
+    spec = run.spec
+    inputs = [("spec.model.uri", spec.model.uri), ("spec.data.uri", spec.data.uri)]
+    inputs += [
+        (f"spec.evaluation.benchmarks[{i}].uri", b.uri)
+        for i, b in enumerate(spec.evaluation.benchmarks)
+        if b.uri
+    ]
+    missing = []
+    for field, uri in inputs:
+        path = storage.local_path(uri) if uri.startswith("file://") or "://" not in uri else None
+        if path is not None and not path.exists():
+            missing.append(f"{field}: {uri} does not exist")
+    return missing
 
 
 def _now() -> datetime:
@@ -82,7 +117,11 @@ class LocalRunner:
         stage_command: Sequence[str] = (sys.executable, "-m", "mfpo_runtime.stage"),
         out: TextIO = sys.stdout,
         max_parallel_shards: int | None = None,
+        command: str | None = None,
     ) -> None:
+        """`command` is how the user started this run (`mfpo run FILE`): the messages that say
+        how to continue or retry name it."""
+        self._manifest = manifest
         self.name = manifest.metadata.name
         self.namespace = manifest.metadata.namespace or "default"
         self.spec = manifest.spec
@@ -90,6 +129,9 @@ class LocalRunner:
         self.state_uri = storage.join(self.run_uri, STATE_FILE)
         # The manifest's endpoint, never the shell's: for the stages and for the state alike.
         self.env = storage.run_environment(self.spec.storage, os.environ)
+        self.lock_uri = storage.join(self.run_uri, LOCK_FILE)
+        self.command = command or "mfpo run FILE.yaml"
+        self.stopped_by: signal.Signals | None = None
         self.progress = progress
         self.stage_command = list(stage_command)
         self.out = out
@@ -123,10 +165,23 @@ class LocalRunner:
 
     # ------------------------------------------------------------------ loop
 
-    def run(self) -> MFPORunStatus:
-        """Run until the run succeeds, fails, is suspended, or this process is asked to stop."""
+    def run(self, *, retry: bool = False) -> MFPORunStatus:
+        """Run until the run succeeds, fails, is suspended, or this process is asked to stop.
+        Raises MissingInputs (before anything starts) when a local input is absent, and
+        RunLocked while another runner of the same run is alive."""
+        missing = missing_inputs(self._manifest)
+        if missing:
+            raise MissingInputs(missing)
+        self._acquire_lock()
+        try:
+            return self._run_locked(retry)
+        finally:
+            self._release_lock()
+
+    def _run_locked(self, retry: bool) -> MFPORunStatus:
         self._status, self._recorded = self._load()
         self._recover_interrupted(self._recorded)
+        retry_token = self._retry_token(retry)
         previous_handlers = self._install_signal_handlers()
         self._say(f"run {self.name}: {len(self.spec.stage_names())} stages, artifacts in {self.run_uri}")
         try:
@@ -138,11 +193,11 @@ class LocalRunner:
                     run=self.name,
                     now=_now(),
                     generation=1,
+                    retry_token=retry_token,
                 )
                 self._status = status = decision.status
                 self._save()
-                for event in decision.events:
-                    self._say(f"  {event.reason}: {event.message}")
+                self._say_events(decision.events, status)
                 if status.phase in (RunPhase.succeeded, RunPhase.failed, RunPhase.suspended):
                     break
                 # StopAttempt needs no work here: a local attempt is live only inside _execute,
@@ -157,12 +212,77 @@ class LocalRunner:
                     break
         finally:
             self._restore_signal_handlers(previous_handlers)
+        self._say(self.summary(self._status))
         if self._stop.is_set():
             # The stopped attempt is recorded; the next run's planner folds it in (as a
             # disruption) and resumes the stage from its checkpoint.
-            self._say(f"stopped; run the same command again to continue run {self.name}")
-        self._say(self.summary(self._status))
+            self._say(f"stopped; to continue run {self.name} where it stopped: {self.command}")
+        elif self._status.phase == RunPhase.failed:
+            self._say(
+                f"run {self.name} failed. Fix the cause, then give the failed stages new attempts: "
+                f"{self.command} --retry"
+            )
         return self._status
+
+    def _retry_token(self, retry: bool) -> str | None:
+        """The operator's retry annotation, locally: a new token retries a Failed run once;
+        without --retry the stored token is passed back unchanged (no retry)."""
+        previous = self._status.retry_token if self._status else None
+        if not retry:
+            return previous
+        if self._status is None or self._status.phase != RunPhase.failed:
+            phase = self._status.phase if self._status else "not started"
+            self._say(f"run {self.name} is {phase}, not Failed: nothing to retry, continuing it")
+            return previous
+        return f"local-{_now().strftime('%Y%m%dT%H%M%S.%fZ')}"
+
+    # ------------------------------------------------------------------ lock
+
+    def _acquire_lock(self) -> None:
+        holder = self._lock_holder()
+        if holder and _holder_alive(holder):
+            raise RunLocked(self._locked_message(holder))
+        if holder:  # left by a runner that died (kill -9, reboot): take it over
+            storage.delete(self.lock_uri)
+        mine = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": _start_ticks(os.getpid()),
+            "since": _now().isoformat(timespec="seconds"),
+        }
+        path = storage.local_path(self.lock_uri)
+        if path is None:  # object storage has no create-if-absent here: last writer wins
+            storage.write_json(mine, self.lock_uri)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".lock-{os.getpid()}.json")
+        draft.write_text(json.dumps(mine))
+        try:
+            # link() creates the name only if it is absent, with its whole content at once:
+            # of two runners starting together one wins, and no reader sees a half-written lock.
+            os.link(draft, path)
+        except FileExistsError:
+            raise RunLocked(self._locked_message(self._lock_holder() or {})) from None
+        finally:
+            draft.unlink()
+
+    def _lock_holder(self) -> dict | None:
+        try:
+            return storage.read_json(self.lock_uri) if storage.exists(self.lock_uri) else None
+        except (ValueError, storage.StorageError):
+            return {}  # unreadable or half-written: treated as stale
+
+    def _release_lock(self) -> None:
+        holder = self._lock_holder()
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            storage.delete(self.lock_uri)
+
+    def _locked_message(self, holder: dict) -> str:
+        return (
+            f"run {self.name} is already being run by another `mfpo run` (pid {holder.get('pid')} "
+            f"on {holder.get('host')}, since {holder.get('since')}); wait for it to end or stop it "
+            f"(Ctrl-C in its terminal, or kill {holder.get('pid')}). Lock: {self.lock_uri}"
+        )
 
     def _recover_interrupted(self, recorded: list[_Recorded]) -> None:
         """An attempt recorded as running belongs to a runner that died: end it as disrupted."""
@@ -245,9 +365,12 @@ class LocalRunner:
             "MFPO_PROGRESS": "1" if self.progress else "0",
             "PYTHONUNBUFFERED": "1",
         }
+        command = [*self.stage_command, "--config", str(config)]
+        if not self.progress:
+            command.append("--no-progress")
         # A new session: Ctrl-C reaches the runner only, which forwards SIGTERM so that the
         # stage saves its checkpoint as it would on preemption.
-        return subprocess.Popen([*self.stage_command, "--config", str(config)], env=env, start_new_session=True)
+        return subprocess.Popen(command, env=env, start_new_session=True)
 
     def _finish(self, record: _Recorded, outcomes: list[tuple[int, TerminationSummary | None]]) -> None:
         record.finished_at = _now().isoformat()
@@ -284,7 +407,8 @@ class LocalRunner:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if not self._stop.is_set():
-            self._say(f"\n{signal.Signals(signum).name}: stopping the running stage (it saves a checkpoint)")
+            self.stopped_by = signal.Signals(signum)
+            self._say(f"\n{self.stopped_by.name}: stopping the running stage (it saves a checkpoint)")
         self.request_stop()
 
     def request_stop(self) -> None:
@@ -299,14 +423,41 @@ class LocalRunner:
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def _say_events(self, events: Sequence[Event], status: MFPORunStatus) -> None:
+        """The planner's events, each failure message said once: the stage logged it just
+        above (and the final status shows it), so events name the stage and what happens next."""
+        reasons = {e.reason for e in events}
+        for event in events:
+            if event.reason == "RunFailed" and "StageFailed" in reasons:
+                continue  # the same stage and reason, one line above
+            stage = status.stage(event.stage) if event.stage else None
+            text = event.message
+            if stage and stage.message and event.reason in ("AttemptFailed", "StageFailed"):
+                text = text.replace(f": {stage.message}", "")
+            self._say(f"  {event.reason}: {text}")
+
     def describe(self) -> str:
         status = self.status()
         if status is None:
             return f"run {self.name}: not started (no state at {self.state_uri})"
         lines = [f"run {self.name}: {status.phase} ({status.progress or '-'}), artifacts in {self.run_uri}"]
         for stage in status.stages:
-            lines.append(f"  {stage.name:<10} {stage.phase:<10} attempts={stage.attempts} {stage.message or ''}".rstrip())
+            took = _duration(stage.start_time, stage.completion_time)
+            lines.append(
+                f"  {stage.name:<10} {stage.phase:<10} attempts={stage.attempts:<3} {took:>8}  "
+                f"{_results(stage.metrics) if stage.phase == 'Succeeded' else stage.message or ''}".rstrip()
+            )
         return "\n".join(lines)
+
+    def runner_line(self) -> str | None:
+        """Who runs the run now, for `mfpo status`: a live runner, or none for an unfinished run."""
+        holder = self._lock_holder()
+        if holder and _holder_alive(holder):
+            return f"  being run by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+        status = self.status()
+        if status is not None and status.phase not in (RunPhase.succeeded, RunPhase.failed):
+            return f"  no runner is active: `{self.command}` continues it"
+        return None
 
     def summary(self, status: MFPORunStatus) -> str:
         """The end-of-run summary: phase, hallucination scores before and after, the report."""
@@ -340,6 +491,30 @@ def format_eval_table(metrics: dict[str, float]) -> str:
         cells = "".join(f"{values[p]:>12.3f}" if p in values else f"{'-':>12}" for p in policies)
         rows.append(f"  {benchmark:<16}{metric:<26}{cells}")
     return "\n".join(rows)
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    """A stage's time from its first attempt to its end (or to now while it runs)."""
+    if start is None:
+        return "-"
+    seconds = int(((end or _now()) - start).total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _results(metrics: dict[str, float], limit: int = 4) -> str:
+    """A stage's first few metrics, e.g. `records=300 pairs=280`."""
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:limit])
+    return shown + (f" (+{len(metrics) - limit} more)" if len(metrics) > limit else "")
+
+
+def _holder_alive(holder: dict) -> bool:
+    """Whether a lock's runner still runs: same host, and its pid has the same start time
+    (a reused pid is another process). A lock from another host cannot be checked: alive."""
+    if holder.get("host") != socket.gethostname():
+        return bool(holder.get("host"))
+    pid, started = holder.get("pid"), holder.get("started")
+    return isinstance(pid, int) and started is not None and _start_ticks(pid) == started and _alive(pid)
 
 
 def _merge_summaries(summaries: list[TerminationSummary]) -> TerminationSummary:
@@ -412,9 +587,10 @@ def _attempt_line(record: _Recorded, seconds: float) -> str:
     if record.state == AttemptState.succeeded.value:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in list((summary.metrics if summary else {}).items())[:6])
         return f"  {record.stage} succeeded in {seconds:.1f}s" + (f": {shown}" if shown else "")
-    why = (summary.message if summary else None) or record.message or ""
+    # A stage that wrote a summary has logged its error itself, just above: not repeated here.
+    why = "" if summary else record.message or ""
     kind = "stopped" if record.disrupted else "failed"
-    return f"  {record.stage} attempt {record.attempt} {kind} after {seconds:.1f}s (exit {record.exit_code}) {why}"
+    return f"  {record.stage} attempt {record.attempt} {kind} after {seconds:.1f}s (exit {record.exit_code}) {why}".rstrip()
 
 
 def load_state(run_uri: str) -> dict:

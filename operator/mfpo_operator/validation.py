@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ import yaml
 from mfpo_core import api
 from pydantic import ValidationError
 
+from mfpo_operator import kubectl_yaml
 from mfpo_operator.crd import resource_schema
 
 
@@ -217,7 +219,8 @@ def validate_manifest(doc: Any, *, source: str | None = None) -> api.MFPORun:
 
 
 def load_manifest(path: str | Path) -> api.MFPORun:
-    """Read one MFPORun from a YAML file (exactly one document) and validate it."""
+    """Read one MFPORun from a YAML file (exactly one document), with kubectl's YAML rules
+    (`kubectl_yaml`: `2e-4` is a number), and validate it."""
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -226,12 +229,27 @@ def load_manifest(path: str | Path) -> api.MFPORun:
             [f"cannot read the file: {err.strerror or err}"], source=source
         ) from err
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = kubectl_yaml.load_all(text)
     except yaml.YAMLError as err:
         raise ManifestError([f"not valid YAML: {err}"], source=source) from err
+    except ValueError as err:  # a value kubectl cannot turn into JSON
+        raise ManifestError([str(err)], source=source) from err
     if len(documents) != 1:
         raise ManifestError(
             [f"holds {len(documents)} YAML documents; expected exactly one {api.KIND}"],
             source=source,
         )
-    return validate_manifest(documents[0], source=source)
+    doc = _resolve_relative_file_uris(documents[0], Path(path).resolve().parent)
+    return validate_manifest(doc, source=source)
+
+
+def _resolve_relative_file_uris(value: Any, base: Path) -> Any:
+    """`file://./x` and `file://../x` in a file mean relative to that file, as relative paths
+    in a manifest do for kubectl users; they become absolute file:// URIs (the CRD accepts both)."""
+    if isinstance(value, dict):
+        return {k: _resolve_relative_file_uris(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_relative_file_uris(v, base) for v in value]
+    if isinstance(value, str) and value.startswith(("file://./", "file://../")):
+        return "file://" + os.path.normpath(base / value.removeprefix("file://"))
+    return value

@@ -38,14 +38,15 @@ def test_quickstart_runs_locally_on_cpu(tmp_path: Path, monkeypatch: pytest.Monk
         "storage": spec.storage.uri,
         "eval": spec.evaluation.benchmarks[0].uri,
     }
+    runs = EXAMPLES.resolve().parent / "runs" / "quickstart"  # relative to the manifest's directory
     assert uris == {
-        "model": "file://./runs/quickstart/base-model",
-        "data": "file://./runs/quickstart/world/train",
-        "storage": "file://./runs/quickstart/artifacts",
-        "eval": "file://./runs/quickstart/world",  # both evaluation splits
+        "model": f"file://{runs}/base-model",
+        "data": f"file://{runs}/world/train",
+        "storage": f"file://{runs}/artifacts",
+        "eval": f"file://{runs}/world",  # both evaluation splits
     }
-    monkeypatch.chdir(tmp_path)  # relative to wherever `make demo` runs
-    assert storage.local_path(spec.storage.uri) == tmp_path / "runs/quickstart/artifacts"
+    monkeypatch.chdir(tmp_path)  # the same wherever `mfpo run` is started
+    assert storage.local_path(spec.storage.uri) == runs / "artifacts"
 
 
 def test_llava_example_is_a_cluster_run() -> None:

@@ -3,7 +3,8 @@ training, so the local runner's control flow is tested in seconds.
 
 Behaviour per stage attempt comes from $FAKE_STAGE_SCRIPT (JSON: {"<stage>": ["ok" | "fail" |
 "bad" | "hang", ...]} indexed by attempt-1, default "ok"). Each run appends "<stage>:<attempt>"
-to $FAKE_STAGE_TRACE, and a successful one writes the stage's result document like the real one.
+to $FAKE_STAGE_TRACE (and its command-line flags to $FAKE_STAGE_TRACE.flags), and a successful
+one writes the stage's result document like the real one.
 """
 
 import argparse
@@ -21,12 +22,16 @@ from mfpo_core.contract import ExitCode, StageConfig, TerminationSummary, result
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
-    config = StageConfig.from_json(Path(parser.parse_args().config).read_text())
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+    config = StageConfig.from_json(Path(args.config).read_text())
     script = json.loads(os.environ.get("FAKE_STAGE_SCRIPT", "{}"))
     behaviours = script.get(config.stage, [])
     behaviour = behaviours[config.attempt - 1] if config.attempt <= len(behaviours) else "ok"
     with open(os.environ["FAKE_STAGE_TRACE"], "a") as trace:
         trace.write(f"{config.stage}:{config.attempt}:{config.shard_index}\n")
+    with open(os.environ["FAKE_STAGE_TRACE"] + ".flags", "a") as flags:
+        flags.write(" ".join(a for a in sys.argv[1:] if a.startswith("--no-")) + "\n")
     log = Path(os.environ["MFPO_TERMINATION_LOG"])
 
     def finish(status: str, code: int, message: str | None = None, metrics=None) -> None:

@@ -17,6 +17,8 @@ FAKE_STAGE = [sys.executable, str(Path(__file__).with_name("fake_stage.py"))]
 
 
 def manifest(tmp_path: Path, **spec_overrides) -> MFPORun:
+    for local_input in ("model", "data"):  # the runner checks that local inputs exist
+        (tmp_path / local_input).mkdir(exist_ok=True)
     spec = {
         "model": {"uri": f"file://{tmp_path}/model"},
         "data": {"uri": f"file://{tmp_path}/data", "format": "synthetic"},
@@ -159,3 +161,25 @@ def _wait_for(path: Path, timeout: float = 30.0) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
+
+
+def test_a_failure_message_is_printed_once(tmp_path, fake):
+    script, _ = fake
+    script(score=["bad"])
+    out = io.StringIO()
+    status = runner(manifest(tmp_path), out).run()
+    assert status.phase == "Failed"
+    # The final status names it; the attempt line and the events do not repeat it.
+    assert out.getvalue().count("record 7 has no image") == 1
+    assert "StageFailed: score failed (BadInput)" in out.getvalue()
+
+
+def test_retry_of_a_run_that_did_not_fail_changes_nothing(tmp_path, fake):
+    script, calls = fake
+    script()
+    assert runner(manifest(tmp_path)).run().phase == "Succeeded"
+    out = io.StringIO()
+    status = runner(manifest(tmp_path), out).run(retry=True)
+    assert status.phase == "Succeeded"
+    assert "is Succeeded, not Failed: nothing to retry" in out.getvalue()
+    assert len(calls()) == 5  # no stage ran again

@@ -28,6 +28,8 @@ sys.exit(65)
 
 def datagen_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: int) -> list[str]:
     trace = tmp_path / "threads.txt"
+    for local_input in ("model", "data"):  # the runner checks its inputs exist before any stage
+        (tmp_path / local_input).mkdir(exist_ok=True)
     monkeypatch.setenv("THREADS_TRACE", str(trace))
     run = MFPORun.model_validate({
         "apiVersion": "mfpo.dev/v1alpha1", "kind": "MFPORun", "metadata": {"name": "demo"},

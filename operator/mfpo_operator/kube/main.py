@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import kopf
+import kubernetes
 from prometheus_client import start_http_server
 
+from mfpo_operator.cli import package_version
+from mfpo_operator.kube.cluster import load_config
 from mfpo_operator.kube.handlers import REGISTRY
 from mfpo_operator.kube.metrics import OperatorMetrics
 
@@ -41,11 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
     parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    _require_credentials()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -63,6 +69,19 @@ def main(argv: list[str] | None = None) -> None:
         peering_name=None if args.standalone else args.peering,
         memo=kopf.Memo(metrics=metrics),
     )
+
+
+def _require_credentials() -> None:
+    """Exit with one line when no cluster can be reached at all: kopf would otherwise retry
+    its login forever, logging the same two tracebacks each time."""
+    try:
+        load_config()
+    except kubernetes.config.ConfigException as err:
+        kubeconfig = os.environ.get("KUBECONFIG", "~/.kube/config")
+        raise SystemExit(
+            "mfpo-operator: no Kubernetes credentials: not in a cluster (no service account) "
+            f"and no usable kubeconfig at {kubeconfig} ({err}); set KUBECONFIG or run in a pod"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,249 @@
+"""`mfpo` as a user runs it: real processes (fake_cli.py is the real CLI with the test-double
+stage program), their exit codes, messages, locks and signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+FAKE_CLI = [sys.executable, str(Path(__file__).with_name("fake_cli.py"))]
+
+
+def write_manifest(directory: Path, *, data_format: str = "synthetic", storage_uri: str | None = None) -> Path:
+    """A manifest whose local paths are relative to its own directory (file://./...)."""
+    (directory / "model").mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    doc = {
+        "apiVersion": "mfpo.dev/v1alpha1",
+        "kind": "MFPORun",
+        "metadata": {"name": "demo"},
+        "spec": {
+            "model": {"uri": "file://./model"},
+            "data": {"uri": "file://./data", "format": data_format},
+            "storage": {"uri": storage_uri or "file://./artifacts"},
+            "curriculum": {"stages": 2},
+            "retries": {"maxAttempts": 2, "backoffSeconds": 0},
+        },
+    }
+    path = directory / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def env(tmp_path):
+    trace = tmp_path / "trace.txt"
+    environ = {**os.environ, "FAKE_STAGE_TRACE": str(trace)}
+
+    def script(**behaviour):
+        environ["FAKE_STAGE_SCRIPT"] = json.dumps({k.replace("_", "-"): v for k, v in behaviour.items()})
+
+    return environ, script, trace
+
+
+def mfpo(args, environ, cwd, timeout=60):
+    return subprocess.run([*FAKE_CLI, *args], env=environ, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def start(args, environ, cwd):
+    return subprocess.Popen([*FAKE_CLI, *args], env=environ, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_second_runner_is_refused_and_ctrl_c_exits_130(tmp_path, env):
+    environ, script, trace = env
+    manifest = write_manifest(tmp_path)
+    script(align_1=["hang"])
+    first = start(["run", str(manifest)], environ, tmp_path)
+    hanging = Path(f"{trace}.hanging")
+    wait_for(hanging)
+
+    status = mfpo(["status", str(manifest)], environ, tmp_path)
+    assert f"being run by pid {first.pid}" in status.stdout
+
+    second = mfpo(["run", str(manifest)], environ, tmp_path)
+    assert second.returncode == 75, second.stderr
+    assert "already being run by another `mfpo run`" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    assert first.poll() is None  # the first runner and its stage were left alone
+    assert trace.read_text().split().count("align-1:1:None") == 1
+
+    first.send_signal(signal.SIGINT)
+    out, _ = first.communicate(timeout=30)
+    assert first.returncode == 130
+    assert f"to continue run demo where it stopped: mfpo run {manifest}" in out
+    status = mfpo(["status", str(manifest)], environ, tmp_path)
+    assert f"no runner is active: `mfpo run {manifest}` continues it" in status.stdout
+    hanging.unlink()
+
+    script()  # the next runner takes the lock (released by the first) and finishes
+    third = mfpo(["run", str(manifest)], environ, tmp_path)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert not (tmp_path / "artifacts/demo/_local/lock.json").exists()
+
+
+def test_a_lock_left_by_a_killed_runner_is_taken_over(tmp_path, env):
+    environ, script, trace = env
+    manifest = write_manifest(tmp_path)
+    script(align_1=["hang"])
+    first = start(["run", str(manifest)], environ, tmp_path)
+    wait_for(Path(f"{trace}.hanging"))
+    lock = json.loads((tmp_path / "artifacts/demo/_local/lock.json").read_text())
+    assert lock["pid"] == first.pid
+    first.kill()  # kill -9: no cleanup, the lock stays behind
+    first.communicate()
+
+    script()
+    second = mfpo(["run", str(manifest)], environ, tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Succeeded" in second.stdout
+
+
+def test_a_failed_run_is_retried_with_the_command_it_names(tmp_path, env):
+    environ, script, trace = env
+    manifest = write_manifest(tmp_path)
+    script(score=["bad"])
+    failed = mfpo(["run", str(manifest)], environ, tmp_path)
+    assert failed.returncode == 1
+    assert f"mfpo run {manifest} --retry" in failed.stdout
+
+    again = mfpo(["run", str(manifest)], environ, tmp_path)  # without --retry: still Failed
+    assert again.returncode == 1
+    assert trace.read_text().split().count("score:1:None") == 1
+
+    retried = mfpo(["retry", str(manifest)], environ, tmp_path)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "RetryRequested" in retried.stdout
+    assert "score:2:None" in trace.read_text().split()
+    assert trace.read_text().split().count("datagen:1:0") == 1  # the finished stage is not redone
+
+
+def test_missing_inputs_are_named_before_anything_starts(tmp_path, env):
+    environ, _, trace = env
+    manifest = write_manifest(tmp_path)
+    (tmp_path / "data").rmdir()
+    result = mfpo(["run", str(manifest)], environ, tmp_path)
+    assert result.returncode == 2
+    assert f"spec.data.uri: file://{tmp_path}/data does not exist" in result.stderr
+    assert "run `make demo` (or `mfpo demo`) first to create the world and the base model" in result.stderr
+    assert not trace.exists()  # no stage ran
+    assert not (tmp_path / "artifacts").exists()  # no state, no lock: nothing to block a later run
+
+
+def test_the_demo_retries_a_quickstart_that_failed_before(tmp_path, env, monkeypatch):
+    from mfpo_operator import demo, local
+    from mfpo_operator.validation import load_manifest
+
+    environ, _, _ = env
+    fake_stage = [sys.executable, str(Path(__file__).with_name("fake_stage.py"))]
+    monkeypatch.setitem(local.LocalRunner.__init__.__kwdefaults__, "stage_command", fake_stage)
+    monkeypatch.setenv("FAKE_STAGE_TRACE", environ["FAKE_STAGE_TRACE"])
+    manifest = load_manifest(write_manifest(tmp_path))
+    monkeypatch.setenv("FAKE_STAGE_SCRIPT", json.dumps({"datagen": ["bad"]}))
+    assert local.LocalRunner(manifest, progress=False).run().phase == "Failed"
+    monkeypatch.setenv("FAKE_STAGE_SCRIPT", "{}")
+    assert demo._run(manifest, progress=False) == 0
+
+
+def test_status_resolves_relative_uris_against_the_manifest_and_shows_times_and_results(tmp_path, env):
+    environ, script, _ = env
+    manifest = write_manifest(tmp_path)
+    script()
+    assert mfpo(["run", str(manifest)], environ, tmp_path).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    status = mfpo(["status", str(manifest)], environ, elsewhere)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith("run demo: Succeeded (5/5)")
+    assert f"file://{tmp_path}/artifacts/demo" in lines[0]
+    datagen = next(line for line in lines if line.split()[0] == "datagen")
+    assert "records=10" in datagen
+    assert any(word.endswith("s") and word[0].isdigit() for word in datagen.split())  # e.g. 0m01s
+
+
+def test_status_of_a_bad_manifest_is_one_line_without_traceback(tmp_path, env):
+    environ, _, _ = env
+    path = tmp_path / "bad.yaml"
+    path.write_text(write_manifest(tmp_path).read_text().replace("stages: 2", "stages: two"))
+    result = mfpo(["status", str(path)], environ, tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "spec.curriculum.stages" in result.stderr
+    assert result.stderr.startswith("error: ")
+
+
+def test_status_into_a_closed_pipe_stops_quietly(tmp_path, env):
+    environ, script, _ = env
+    manifest = write_manifest(tmp_path)
+    script()
+    assert mfpo(["run", str(manifest)], environ, tmp_path).returncode == 0
+    # `mfpo status run.yaml | head -0`: the reader is gone before anything is written.
+    reader, writer = os.pipe()
+    os.close(reader)
+    result = subprocess.run([*FAKE_CLI, "status", str(manifest)], env=environ, cwd=tmp_path, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    os.close(writer)
+    assert result.stderr == ""
+    assert result.returncode == 128 + signal.SIGPIPE
+
+
+def test_stages_get_no_progress_when_stdout_is_not_a_terminal(tmp_path, env):
+    environ, script, trace = env
+    manifest = write_manifest(tmp_path)
+    script()
+    result = mfpo(["run", str(manifest)], environ, tmp_path)  # stdout is a pipe
+    assert result.returncode == 0
+    flags = Path(f"{trace}.flags").read_text().splitlines()
+    assert flags and all(line == "--no-progress" for line in flags)
+    assert "\r" not in result.stdout
+
+
+@pytest.mark.parametrize("program", ["mfpo_operator.cli", "mfpo_operator.kube.main"])
+def test_version(program):
+    result = subprocess.run([sys.executable, "-m", program, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    from importlib.metadata import version
+
+    assert result.stdout.split()[-1] == version("mfpo")
+
+
+def test_operator_without_any_kubeconfig_exits_with_one_line(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    environ["HOME"] = str(tmp_path)  # no ~/.kube/config
+    result = subprocess.run(
+        [sys.executable, "-m", "mfpo_operator.kube.main", "--metrics-port", "0", "--liveness", ""],
+        env=environ, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "no Kubernetes credentials" in result.stderr and "KUBECONFIG" in result.stderr
+
+
+def test_a_failed_demo_step_is_one_error_line_not_a_traceback(tmp_path):
+    # The world generator cannot write under /proc: it fails and prints its own error; the
+    # demo adds one line naming the step, not a CalledProcessError traceback of its own.
+    (tmp_path / "examples").mkdir()
+    quickstart = (Path(__file__).parents[2] / "examples" / "quickstart.yaml").read_text()
+    (tmp_path / "examples" / "quickstart.yaml").write_text(
+        quickstart.replace("file://../runs/quickstart/world/train", "file:///proc/mfpo/world/train")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mfpo_operator.cli", "demo", "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "error: synthetic world failed (exit 1); its error is printed above" in result.stderr
+    assert "CalledProcessError" not in result.stderr
+    assert "mfpo_operator" not in result.stderr  # no frame of the demo's own: the generator's only
