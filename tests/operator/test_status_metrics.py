@@ -51,12 +51,13 @@ def test_a_running_job_is_a_running_attempt():
 
 
 def test_shard_summaries_are_summed():
-    pods = [pod(1, 0, summary(metrics={"records": 3, "fallbacks": 1})),
-            pod(0, 0, summary(metrics={"records": 4}, outputs={"dataset": "s3://b/x"}))]  # fmt: skip
+    pods = [pod(1, 0, summary(metrics={"records": 3, "fallbacks": 1}, outputs={"dataset": "s3://b/1"})),
+            pod(0, 0, summary(metrics={"records": 4}, outputs={"dataset": "s3://b/0"}))]  # fmt: skip
     attempt = attempt_from_job(job([COMPLETE], completionTime="2025-01-01T00:00:10Z"), pods)
     assert attempt.state == AttemptState.succeeded
     assert attempt.summary.metrics == {"records": 7.0, "fallbacks": 1.0, "shards": 2.0}
-    assert attempt.summary.outputs == {"dataset": "s3://b/x"}  # shard 0's
+    # Every shard's output, by completion index, named as the local runner names them.
+    assert attempt.summary.outputs == {"dataset.0": "s3://b/0", "dataset.1": "s3://b/1"}
     assert attempt.exit_code == 0
 
 
