@@ -588,18 +588,21 @@ def _conditions(
 
 
 def _progress_reason(phase: RunPhase, current: StageStatus | None) -> str:
-    if current is None or phase not in (RunPhase.running, RunPhase.pending):
+    if current is None or phase in (RunPhase.succeeded, RunPhase.suspended):
         return phase.value
-    if current.reason in _WAITING_REASONS or phase == RunPhase.running:
-        return current.reason or "Pending"
+    if current.reason in _WAITING_REASONS or phase in (RunPhase.running, RunPhase.failed):
+        return current.reason or phase.value
     return phase.value
 
 
 def _progress_message(where: str, current: StageStatus | None) -> str:
+    """`stage align-1 attempt 2: Running`, with the stage's message when stuck or failing."""
     if current is None:
         return "all stages succeeded"
-    text = f"{where}: {StagePhase(current.phase).value}"
-    if current.reason in _WAITING_REASONS and current.message:
+    attempt = f" attempt {current.attempts}" if current.attempts else ""
+    text = f"{where}{attempt}: {StagePhase(current.phase).value}"
+    stuck = current.reason in _WAITING_REASONS
+    if current.message and (stuck or current.phase in (StagePhase.failed, StagePhase.backoff)):
         text += f": {current.message}"
     return text
 

@@ -171,7 +171,10 @@ class Cluster:
         self.core.create_namespaced_event(body["metadata"]["namespace"], event_body(body, event))
 
     def exists(self, kind: str, namespace: str, name: str) -> bool:
-        """Whether a ServiceAccount or Secret exists (read with `get`, the one verb granted)."""
+        """Whether a ServiceAccount or Secret exists (read with `get`, the one verb granted).
+
+        True when the operator may not read it (403: the chart's rbac.readStorageSecrets=false):
+        it cannot tell, and the Job's pod will say so (CreateContainerConfigError)."""
         read = {
             "ServiceAccount": self.core.read_namespaced_service_account,
             "Secret": self.core.read_namespaced_secret,
@@ -179,6 +182,9 @@ class Cluster:
         try:
             read(name, namespace, _preload_content=False)
         except ApiException as err:
+            if err.status == 403:
+                log.debug("%s/%s %s: not readable (403), not checked", namespace, kind, name)
+                return True
             if err.status == 404:
                 return False
             raise
