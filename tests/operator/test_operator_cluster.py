@@ -8,6 +8,7 @@ citing the Kubernetes documentation or source it encodes, and checks what the ru
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 
@@ -172,7 +173,8 @@ CLUSTER_WIDE_LISTS = {
 }
 
 
-async def test_a_namespaced_operator_acts_at_once_with_a_namespaced_role_alone(kube):
+async def test_a_namespaced_operator_acts_at_once_with_a_namespaced_role_alone(kube, caplog):
+    caplog.set_level(logging.INFO)
     for path, what in CLUSTER_WIDE_LISTS.items():
         kube.kmock[lambda r, path=path: r.url.path == path] << 403 << _forbidden(what)
     async with running_operator(namespaces=[NS]):
@@ -182,6 +184,8 @@ async def test_a_namespaced_operator_acts_at_once_with_a_namespaced_role_alone(k
     # is recorded, and kopf skips both when its scanning is disabled.
     cluster_wide = [r.url.path for r in kube.kmock if r.url.path in CLUSTER_WIDE_LISTS]
     assert cluster_wide == []  # no 403 to back off from
+    said = [r.getMessage() for r in caplog.records if "namespaced mode" in r.getMessage()]
+    assert said == ["namespaced mode: watching only ['ml'] (no cluster-wide scanning)"]
 
 
 async def test_readiness_says_not_ready_while_runs_cannot_be_listed(kube, unused_tcp_port):

@@ -89,9 +89,9 @@ async def test_a_failed_attempt_is_retried_and_resumes(kube):
         await kube.finish_job("demo-datagen-a1", exit_code=1)
         await eventually(lambda: "demo-datagen-a2" in kube.jobs(), what="attempt 2")
         # The status is written after the Job is created: wait for it too.
-        running = lambda: kube.status()["stages"][0]["phase"] == "Running"
-        await eventually(running, what="the stage running again")
-        assert kube.status()["stages"][0]["attempts"] == 2
+        second = lambda: kube.status()["stages"][0]["attempts"] == 2
+        await eventually(second, what="the status recording attempt 2")
+        assert kube.status()["stages"][0]["phase"] == "Running"
         await kube.finish_job("demo-datagen-a2")
         await eventually(lambda: "demo-score-a1" in kube.jobs(), what="the next stage")
         labels = {"namespace": "ml", "run": "demo", "stage": "datagen"}
