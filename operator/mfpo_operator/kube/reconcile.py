@@ -145,9 +145,11 @@ def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
             op.cluster.patch_run_status(namespace, name, patch)
         # Metrics before events: a lost event must never lose a counted attempt.
         op.metrics.observe(namespace, name, result)
-        _post(op, body, [*result.events, *op.new_evictions(key, planner.observed.evictions)])
         op.schedule(key, result)
-        return result
+        events = [*result.events, *op.new_evictions(key, planner.observed.evictions)]
+    # Events are a courtesy: posted outside the run's lock and the reconcile timer.
+    _post(op, body, events)
+    return result
 
 
 def _post(op: Operator, body: dict[str, Any], events: list[Event]) -> None:
