@@ -49,9 +49,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
     settings.posting.level = logging.WARNING  # our transitions are posted explicitly
     settings.execution.max_workers = int(os.environ.get("MFPO_OPERATOR_WORKERS", "16"))
     namespaces = list(memo.get("namespaces") or [])
-    if namespaces:
+    if namespaces and not any(_is_pattern(n) for n in namespaces):
         # A namespaced Role cannot list namespaces or CRDs cluster-wide: kopf's scanning would
-        # get 403s and back off for about a minute before serving these namespaces.
+        # get 403s and back off for about a minute before serving these namespaces. (Patterns
+        # need that scanning, and the grant, to find the namespaces they match.)
         settings.scanning.disabled = True
         logger.info("namespaced mode: watching only %s (no cluster-wide scanning)", namespaces)
     metrics = memo.get("metrics") or OperatorMetrics()
@@ -77,10 +78,17 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
 def runs_listable(memo: kopf.Memo, **_: Any) -> str:
     """Readiness: the operator can list MFPORuns where it watches (raises, i.e. HTTP 500,
     until it can: a missing Role binding shows as not ready, not as a silent operator)."""
-    namespaces = list(memo.get("namespaces") or []) or [None]
+    watched = list(memo.get("namespaces") or [])
+    # Cluster-wide: one cluster-wide list; patterns: the exact names among them.
+    namespaces = [n for n in watched if not _is_pattern(n)] if watched else [None]
     for namespace in namespaces:
         memo.operator.cluster.list_runs_probe(namespace)
     return "listable in " + (", ".join(n for n in namespaces if n) or "all namespaces")
+
+
+def _is_pattern(namespace: str) -> bool:
+    """A kopf namespace glob or negation (`team-*`, `!kube-system`), not an exact name."""
+    return any(char in namespace for char in "*?[!")
 
 
 @kopf.on.cleanup(registry=REGISTRY)
