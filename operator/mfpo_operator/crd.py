@@ -47,7 +47,13 @@ PRINTER_COLUMNS = [
     {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-]
+    # `kubectl get mfpo -o wide`: why the run is where it is (the planner's Progressing
+    # condition names the stage, its attempt and, when stuck or failed, the reason).
+    {"name": "Reason", "type": "string", "priority": 1,
+     "jsonPath": '.status.conditions[?(@.type=="Progressing")].reason'},
+    {"name": "Message", "type": "string", "priority": 1,
+     "jsonPath": '.status.conditions[?(@.type=="Progressing")].message'},
+]  # fmt: skip
 
 
 # --------------------------------------------------------------- cross-field rules

@@ -75,6 +75,15 @@ JOB_NAME_LIMIT = 52
 STOP_POLL_SECONDS = 5.0
 
 CONDITION_TYPES = ("Ready", "Progressing", "Failed", "Suspended")
+# Reasons of a stage whose attempt cannot start or whose pods cannot run: the run's
+# Progressing condition repeats them with the stage's message, so `kubectl get` shows why.
+_WAITING_REASONS = frozenset({
+    "ServiceAccountMissing", "SecretMissing", "Unschedulable", "ImagePullBackOff",
+    "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError",
+    "FailedCreate",
+})  # fmt: skip
+# How soon to look again while the executor cannot start an attempt (`plan(hold=...)`).
+HOLD_POLL_SECONDS = 15.0
 
 
 class AttemptState(str, Enum):
@@ -100,6 +109,10 @@ class Attempt:
     finished_at: datetime | None = None
     message: str | None = None
     disrupted: bool = False
+    # A live attempt whose pods cannot run yet, as the executor sees it: a reason string of
+    # the kubelet or scheduler (e.g. "ImagePullBackOff", "Unschedulable"); `message` says
+    # which pod and for how long.
+    waiting_reason: str | None = None
 
     @property
     def bad_input(self) -> bool:
@@ -213,13 +226,28 @@ def _fold_stage(
         _fold_unobserved(fold, now, run)
     elif latest.state == AttemptState.running:
         if latest.attempt not in stage.disrupted_attempts:
-            stage.phase, stage.reason = StagePhase.running, "Started"
-            stage.job = job_name(run, stage.name, latest.attempt)
+            _mark_running(fold, latest, job_name(run, stage.name, latest.attempt))
     elif latest.attempt in stage.disrupted_attempts:
         _mark_disrupted(fold, latest.attempt, "Disrupted", latest.failure_text())
     else:
         _fold_failure(fold, spec, latest, now)
     return fold
+
+
+def _mark_running(fold: _Fold, attempt: Attempt, job: str) -> None:
+    """Running; while its pods wait (image pull, scheduling...), the reason says why."""
+    stage = fold.status
+    was = stage.reason
+    stage.phase, stage.job = StagePhase.running, job
+    if attempt.waiting_reason is None:
+        stage.reason = "Started"
+        return
+    stage.reason = attempt.waiting_reason
+    stage.message = f"attempt {attempt.attempt} waiting: {attempt.message or stage.reason}"
+    if was != stage.reason:
+        fold.events.append(
+            Event("Warning", stage.reason, f"{stage.name}: {stage.message}", stage=stage.name)
+        )
 
 
 def _mark_succeeded(fold: _Fold, attempt: Attempt, now: datetime) -> None:
@@ -312,15 +340,19 @@ def plan(
     now: datetime,
     generation: int | None = None,
     retry_token: str | None = None,
+    hold: tuple[str, str] | None = None,
 ) -> Plan:
-    """Decide the next actions and the new status of one run. See the module docstring."""
+    """Decide the next actions and the new status of one run. See the module docstring.
+
+    `hold` = (reason, message): the executor cannot start an attempt now (e.g. a missing
+    ServiceAccount); the stage that would start waits with that reason instead."""
     previous = status or MFPORunStatus()
     folds = _fold_all(spec, previous, attempts, now, run)
     events = [e for f in folds for e in f.events]
     stages = [f.status for f in folds]
     if retry_token != previous.retry_token and previous.phase == RunPhase.failed:
         events += _manual_retry(stages, retry_token)
-    actions, decision_events, requeue = _decide(spec, folds, previous.phase, now, run)
+    actions, decision_events, requeue = _decide(spec, folds, now, run, hold)
     events += decision_events
     new = _run_status(spec, previous, stages, now, generation, retry_token)
     events += _run_events(previous.phase, new)
@@ -357,7 +389,7 @@ def _manual_retry(stages: list[StageStatus], token: str | None) -> list[Event]:
 
 
 def _decide(
-    spec: MFPORunSpec, folds: list[_Fold], previous_phase: str, now: datetime, run: str
+    spec: MFPORunSpec, folds: list[_Fold], now: datetime, run: str, hold: tuple[str, str] | None
 ) -> tuple[list[Action], list[Event], float | None]:
     """Stops for attempts that must not run, then at most one start, for the current stage."""
     stages = [f.status for f in folds]
@@ -379,7 +411,7 @@ def _decide(
         return actions, events, (STOP_POLL_SECONDS if actions else None)
     if any(a.stage == current.name for a in actions) or _still_running(folds, current):
         return actions, events, STOP_POLL_SECONDS if actions else None
-    return _maybe_start(spec, current, now, run, actions, events)
+    return _maybe_start(spec, current, now, run, actions, events, hold)
 
 
 def _current_stage(stages: list[StageStatus]) -> StageStatus | None:
@@ -421,6 +453,7 @@ def _maybe_start(
     run: str,
     actions: list[Action],
     events: list[Event],
+    hold: tuple[str, str] | None,
 ) -> tuple[list[Action], list[Event], float | None]:
     if stage.phase == StagePhase.running:
         return actions, events, None
@@ -429,6 +462,9 @@ def _maybe_start(
         due = failed_at + spec.retries.delay_before(_counted(stage) + 1)
         if now.timestamp() < due:
             return actions, events, due - now.timestamp()
+    if hold is not None:
+        _hold(stage, hold, events)
+        return actions, events, HOLD_POLL_SECONDS
     attempt = stage.attempts + 1
     job = job_name(run, stage.name, attempt)
     stage.phase, stage.reason, stage.job, stage.attempts = (
@@ -453,6 +489,15 @@ def _maybe_start(
         )
     )
     return actions, events, None
+
+
+def _hold(stage: StageStatus, hold: tuple[str, str], events: list[Event]) -> None:
+    """The next attempt cannot be created yet: say why once, and wait (phase Pending)."""
+    reason, message = hold
+    if (stage.reason, stage.message) == (reason, message):
+        return
+    stage.phase, stage.reason, stage.message = StagePhase.pending, reason, message
+    events.append(Event("Warning", reason, f"{stage.name}: {message}", stage=stage.name))
 
 
 def _run_status(
@@ -508,8 +553,8 @@ def _conditions(
         "Ready": (phase == RunPhase.succeeded, phase.value, where),
         "Progressing": (
             phase in (RunPhase.running, RunPhase.pending),
-            (current.reason or "Pending") if current and phase == RunPhase.running else phase.value,
-            f"{where}: {StagePhase(current.phase).value}" if current else "all stages succeeded",
+            _progress_reason(phase, current),
+            _progress_message(where, current),
         ),
         "Failed": (
             failed is not None,
@@ -540,6 +585,26 @@ def _conditions(
             )
         )
     return result
+
+
+def _progress_reason(phase: RunPhase, current: StageStatus | None) -> str:
+    if current is None or phase in (RunPhase.succeeded, RunPhase.suspended):
+        return phase.value
+    if current.reason in _WAITING_REASONS or phase in (RunPhase.running, RunPhase.failed):
+        return current.reason or phase.value
+    return phase.value
+
+
+def _progress_message(where: str, current: StageStatus | None) -> str:
+    """`stage align-1 attempt 2: Running`, with the stage's message when stuck or failing."""
+    if current is None:
+        return "all stages succeeded"
+    attempt = f" attempt {current.attempts}" if current.attempts else ""
+    text = f"{where}{attempt}: {StagePhase(current.phase).value}"
+    stuck = current.reason in _WAITING_REASONS
+    if current.message and (stuck or current.phase in (StagePhase.failed, StagePhase.backoff)):
+        text += f": {current.message}"
+    return text
 
 
 def _run_events(previous_phase: str, new: MFPORunStatus) -> list[Event]:

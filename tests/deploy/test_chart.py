@@ -189,6 +189,7 @@ def test_operator_deployment(default_docs):
     assert f"--namespace={RELEASE_NAMESPACE}" in container["args"]
     assert "--peering=mfpo-operator" in container["args"]
     assert "--metrics-port=9090" in container["args"]
+    assert "--metrics-address=0.0.0.0" in container["args"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert pod["serviceAccountName"] == "t-mfpo"
     # Environment the operator reads (kube/handlers.py).
@@ -230,8 +231,8 @@ OPERATOR_RULES = {
     ("", "pods"): {"get", "list"},
     ("", "configmaps"): {"create", "get", "list", "delete"},
     ("", "services"): {"create", "get", "list", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+    ("", "events"): {"create"},
+    ("", "serviceaccounts"): {"get"},
     ("", "secrets"): {"get"},
 }
 

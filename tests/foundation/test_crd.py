@@ -155,7 +155,11 @@ def test_names_subresource_and_columns() -> None:
         ("Stage", ".status.currentStage"),
         ("Progress", ".status.progress"),
         ("Age", ".metadata.creationTimestamp"),
+        ("Reason", '.status.conditions[?(@.type=="Progressing")].reason'),
+        ("Message", '.status.conditions[?(@.type=="Progressing")].message'),
     ]
+    # priority 1: only `kubectl get -o wide` shows them.
+    assert [c.get("priority", 0) for c in version["additionalPrinterColumns"]] == [0] * 4 + [1] * 2
 
 
 # The one anyOf a structural schema allows: an int-or-string node (resource.Quantity) with

@@ -37,6 +37,7 @@ def declare_resources(kmock) -> None:
     for path, kind in [
         ("batch/v1/jobs", "Job"), ("v1/pods", "Pod"), ("v1/configmaps", "ConfigMap"),
         ("v1/services", "Service"), ("v1/events", "Event"), ("v1/secrets", "Secret"),
+        ("v1/serviceaccounts", "ServiceAccount"),
     ]:  # fmt: skip
         kmock.resources[path] = info(kind=kind, namespaced=True, verbs=VERBS)
     # kopf discovers namespaces and CRDs before it starts watching anything.
@@ -86,19 +87,24 @@ def run_manifest(name: str = "demo", **spec_overrides: Any) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(metrics: OperatorMetrics | None = None) -> AsyncIterator[kopf.Memo]:
-    """The real operator (all its handlers) until the block ends.
+async def running_operator(
+    metrics: OperatorMetrics | None = None,
+    namespaces: list[str] | None = None,
+    liveness: str | None = None,
+) -> AsyncIterator[kopf.Memo]:
+    """The real operator (all its handlers) until the block ends; cluster-wide unless
+    `namespaces` are given (as `mfpo-operator --namespace`).
 
     It runs in its own thread and event loop, as in production: kopf cancels every task of its
     loop when it stops, which must not hit kmock's server tasks in the test's loop."""
-    memo = kopf.Memo(metrics=metrics or OperatorMetrics())
+    memo = kopf.Memo(metrics=metrics or OperatorMetrics(), namespaces=namespaces or [])
     stop, ready = threading.Event(), threading.Event()
 
     def serve() -> None:
         asyncio.run(
             kopf.operator(
-                # Cluster-wide: kmock cannot serve the namespace listing kopf makes otherwise.
-                registry=REGISTRY, clusterwide=True, standalone=True,
+                registry=REGISTRY, clusterwide=not namespaces, namespaces=namespaces or [],
+                standalone=True, liveness_endpoint=liveness,
                 stop_flag=stop, ready_flag=ready, memo=memo,
             )
         )  # fmt: skip
@@ -171,8 +177,9 @@ class Kube:
         summary: TerminationSummary | None = None,
         pods: int = 1,
         disrupted: bool = False,
+        now: str = "2025-01-01T00:00:10Z",
     ) -> None:
-        """What the kubelet and the Job controller do when a Job's pods end."""
+        """What the kubelet and the Job controller do when a Job's pods end (at `now`)."""
         body = self.jobs()[job]
         stage = body["metadata"]["labels"]["mfpo.dev/stage"]
         if summary is None:
@@ -182,7 +189,6 @@ class Kube:
             )
         for index in range(pods):
             await self._pod(job, index, exit_code, summary, disrupted)
-        now = "2025-01-01T00:00:10Z"
         if exit_code == 0:
             conditions = [{"type": "Complete", "status": "True", "lastTransitionTime": now}]
             status = {

@@ -46,7 +46,7 @@ class World:
     generation: int = 1
     last: Plan | None = None
 
-    def reconcile(self, *, persist: bool = True) -> Plan:
+    def reconcile(self, *, persist: bool = True, hold: tuple[str, str] | None = None) -> Plan:
         result = plan(
             self.spec,
             self.status,
@@ -55,6 +55,7 @@ class World:
             now=self.now,
             generation=self.generation,
             retry_token=self.retry_token,
+            hold=hold,
         )
         for action in result.actions:
             self.apply(action)

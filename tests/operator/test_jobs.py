@@ -207,3 +207,13 @@ def test_config_map_holds_a_valid_stage_config_and_no_credentials():
 def test_service_names_start_with_a_letter():
     assert jobs.service_name("7run-align-1-a1") == "s7run-align-1-a1"
     assert jobs.service_name("run-align-1-a1") == "run-align-1-a1"
+
+
+def test_every_attempt_has_a_deadline_by_default():
+    # activeDeadlineSeconds counts from the Job's start, pending time included, and the Job
+    # controller then fails the Job with reason DeadlineExceeded
+    # (https://kubernetes.io/docs/concepts/workloads/controllers/job/#job-termination-and-cleanup).
+    job = jobs.job(RUN, make_spec(), "datagen", 1, "demo-datagen-a1")
+    assert job["spec"]["activeDeadlineSeconds"] == 3 * 24 * 3600
+    spec = make_spec(resources={"gpusPerNode": 0, "activeDeadlineSeconds": 600})
+    assert jobs.job(RUN, spec, "datagen", 1, "demo-datagen-a1")["spec"]["activeDeadlineSeconds"] == 600

@@ -4,6 +4,11 @@ The test plays the kubelet and the Job controller (see kube_world.Kube.finish_jo
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from datetime import datetime, timezone
+
+import kopf
 import kubernetes
 import pytest
 from kube_world import (
@@ -15,6 +20,7 @@ from kube_world import (
     write_kubeconfig,
 )
 from mfpo_core.contract import TerminationSummary
+from mfpo_operator.plan import Event
 
 
 @pytest.fixture
@@ -82,8 +88,10 @@ async def test_a_failed_attempt_is_retried_and_resumes(kube):
         await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
         await kube.finish_job("demo-datagen-a1", exit_code=1)
         await eventually(lambda: "demo-datagen-a2" in kube.jobs(), what="attempt 2")
-        stage = kube.status()["stages"][0]
-        assert stage["attempts"] == 2 and stage["phase"] == "Running"
+        # The status is written after the Job is created: wait for it too.
+        second = lambda: kube.status()["stages"][0]["attempts"] == 2
+        await eventually(second, what="the status recording attempt 2")
+        assert kube.status()["stages"][0]["phase"] == "Running"
         await kube.finish_job("demo-datagen-a2")
         await eventually(lambda: "demo-score-a1" in kube.jobs(), what="the next stage")
         labels = {"namespace": "ml", "run": "demo", "stage": "datagen"}
@@ -154,3 +162,60 @@ async def test_manual_retry_after_a_permanent_failure(kube):
         await eventually(lambda: "demo-datagen-a2" in kube.jobs(), what="the retried attempt")
         await eventually(lambda: phase(kube) == "Running", what="running again")
     assert kube.status()["retryToken"] == "1"
+
+
+def _events(kube: Kube) -> list[dict]:
+    return kube.posted("/events")
+
+
+async def test_a_retry_after_a_backoff_is_started_by_the_ticker_with_its_event_and_counts(kube):
+    # With a backoff the retry is not started by the Job event (that reconcile only records the
+    # failure): the operator's ticker thread starts it, outside kopf's handler threads.
+    retries = {"maxAttempts": 3, "backoffSeconds": 1}
+    async with running_operator() as memo:
+        await kube.create_run(run_manifest(retries=retries))
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
+        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        await kube.finish_job("demo-datagen-a1", exit_code=1, now=now)
+        await eventually(lambda: "demo-datagen-a2" in kube.jobs(), what="attempt 2")
+        restarted = "datagen: attempt 2 restarted (resumes from its checkpoint) as demo-datagen-a2"
+        await eventually(
+            lambda: any(e.get("message") == restarted for e in _events(kube)),
+            what="the restart event, posted from the ticker thread",
+        )
+        labels = {"namespace": "ml", "run": "demo", "stage": "datagen"}
+        registry = memo.metrics.registry
+        assert registry.get_sample_value("mfpo_stage_attempts_total", labels) == 2.0
+        assert registry.get_sample_value("mfpo_stage_retries_total", labels) == 1.0
+    event = next(e for e in _events(kube) if e.get("message") == restarted)
+    # As `kubectl describe mfporun demo` lists it: involvedObject is the run.
+    assert event["involvedObject"]["kind"] == "MFPORun"
+    assert event["involvedObject"]["name"] == "demo"
+    assert (event["type"], event["reason"]) == ("Normal", "AttemptStarted")
+
+
+async def test_events_are_posted_from_a_thread_without_kopf_context(kube):
+    # kopf.event reads kopf's context variable settings_var, set only in kopf's own handler
+    # tasks (kopf/_core/engines/posting.py: `settings_var.get()`); a plain thread has none.
+    outside: list[BaseException] = []
+
+    def call_kopf_event() -> None:
+        try:
+            kopf.event({}, type="Normal", reason="X", message="y")
+        except LookupError as err:
+            outside.append(err)
+
+    thread = threading.Thread(target=call_kopf_event)
+    thread.start()
+    thread.join()
+    assert outside, "kopf.event works outside kopf's context: the premise changed"
+    async with running_operator() as memo:
+        await kube.create_run(run_manifest())
+        await eventually(lambda: kube.run(), what="the run")
+        body = kube.run()
+        # A plain worker thread (not the test's loop: kmock serves from it).
+        event = Event("Warning", "Probe", "posted from a plain thread")
+        await asyncio.to_thread(memo.operator.post_event, body, event)
+        await eventually(
+            lambda: any(e.get("reason") == "Probe" for e in _events(kube)), what="the event"
+        )

@@ -226,3 +226,35 @@ def test_status_round_trips_through_the_wire_form():
     world.status = MFPORunStatus.model_validate(wire)
     world.advance(10)
     assert world.reconcile().actions == (StartAttempt("datagen", 2, "r-datagen-a2"),)
+
+
+def progressing(status):
+    return next((c.reason, c.message) for c in status.conditions if c.type == "Progressing")
+
+
+def test_the_progressing_condition_says_which_attempt_and_why_a_run_failed():
+    # What `kubectl get mfpo -o wide` shows in its Reason and Message columns.
+    world = World(make_spec(retries={"maxAttempts": 3, "backoffSeconds": 0}))
+    world.reconcile()
+    world.finish("r-datagen-a1", exit_code=1)
+    world.reconcile()
+    assert progressing(world.status) == ("Started", "stage datagen attempt 2: Running")
+    world.finish("r-datagen-a2", exit_code=65, message="record 3: no image")
+    world.reconcile()
+    reason, message = progressing(world.status)
+    assert reason == "BadInput"
+    assert message.startswith("stage datagen attempt 2: Failed: attempt 2 failed (exit code 65)")
+    assert "record 3: no image" in message
+
+
+def test_a_held_start_waits_with_the_executors_reason_and_says_it_once():
+    world = World(make_spec())
+    hold = ("ServiceAccountMissing", "serviceaccount 'trainer' not found")
+    first = world.reconcile(hold=hold)
+    assert first.actions == () and first.requeue_after == 15.0
+    assert progressing(first.status) == (
+        "ServiceAccountMissing", "stage datagen: Pending: serviceaccount 'trainer' not found"
+    )  # fmt: skip
+    assert [e.reason for e in first.events] == ["ServiceAccountMissing"]
+    assert world.reconcile(hold=hold).events == ()
+    assert world.reconcile().actions == (StartAttempt("datagen", 1, "r-datagen-a1"),)

@@ -8,7 +8,7 @@ from mfpo_core.api import MFPORunStatus
 from mfpo_core.contract import TerminationSummary
 from mfpo_operator.kube.artifacts import delete_run_artifacts
 from mfpo_operator.kube.metrics import OPERATOR_METRICS, OperatorMetrics
-from mfpo_operator.kube.status import attempt_from_job, status_patch
+from mfpo_operator.kube.status import attempt_from_job, evictions, status_patch
 from mfpo_operator.plan import AttemptState
 from planner_world import World, make_spec
 
@@ -51,12 +51,13 @@ def test_a_running_job_is_a_running_attempt():
 
 
 def test_shard_summaries_are_summed():
-    pods = [pod(1, 0, summary(metrics={"records": 3, "fallbacks": 1})),
-            pod(0, 0, summary(metrics={"records": 4}, outputs={"dataset": "s3://b/x"}))]  # fmt: skip
+    pods = [pod(1, 0, summary(metrics={"records": 3, "fallbacks": 1}, outputs={"dataset": "s3://b/1"})),
+            pod(0, 0, summary(metrics={"records": 4}, outputs={"dataset": "s3://b/0"}))]  # fmt: skip
     attempt = attempt_from_job(job([COMPLETE], completionTime="2025-01-01T00:00:10Z"), pods)
     assert attempt.state == AttemptState.succeeded
     assert attempt.summary.metrics == {"records": 7.0, "fallbacks": 1.0, "shards": 2.0}
-    assert attempt.summary.outputs == {"dataset": "s3://b/x"}  # shard 0's
+    # Every shard's output, by completion index, named as the local runner names them.
+    assert attempt.summary.outputs == {"dataset.0": "s3://b/0", "dataset.1": "s3://b/1"}
     assert attempt.exit_code == 0
 
 
@@ -121,6 +122,57 @@ def test_metrics_mirror_phases_scores_and_counters():
     assert get("mfpo_run_last_transition_timestamp_seconds", base) > 0
     metrics.forget("ml", "r")
     assert get("mfpo_run_phase", {**base, "phase": "Succeeded"}) is None
+
+
+def _series_of(metrics: OperatorMetrics, run: str) -> list[tuple[str, dict]]:
+    return [
+        (sample.name, sample.labels)
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.labels.get("run") == run and not sample.name.endswith("_created")
+    ]
+
+
+def test_a_finished_run_keeps_only_its_summary_series_once_retired():
+    metrics = OperatorMetrics()
+    world = World(make_spec(curriculum={"stages": 2}))
+    for _ in range(6):
+        result = world.reconcile()
+        metrics.observe("ml", "r", result)
+        for job_name in world.live():
+            extra = {"reward_margin.text": 0.3} if "align" in job_name else {}
+            if "eval" in job_name:
+                extra = {"eval.align-2.synthetic.chair_s": 0.2, "eval.align-2.amber.hal": 0.4}
+            world.finish(job_name, metrics=extra)
+    metrics.observe("ml", "r", result := world.reconcile())
+    assert result.status.phase == "Succeeded"
+    before = len(_series_of(metrics, "r"))
+    metrics.retire("ml", "r", "Succeeded")
+    kept = _series_of(metrics, "r")
+    # 1 phase + 1 last-transition + 2 eval scores + 2 reward margins (align-1, align-2).
+    assert len(kept) == 6 < before
+    assert ("mfpo_run_phase", {"namespace": "ml", "run": "r", "phase": "Succeeded"}) in kept
+    metrics.observe("ml", "r", world.reconcile())  # a later look at the finished run
+    assert len(_series_of(metrics, "r")) == 6
+
+
+def test_evictions_name_the_pod_and_the_step_it_continues_from():
+    # The DisruptionTarget condition as the control plane writes it on an evicted pod
+    # (https://kubernetes.io/docs/concepts/workloads/pods/disruptions/#pod-disruption-conditions),
+    # and the align stage's SIGTERM summary.
+    evicted = pod(0, 75, TerminationSummary(stage="align-3", status="preempted",
+                  message="stopped at step 55; checkpoint s3://b/r/align-3/ckpt").encode())  # fmt: skip
+    evicted["metadata"].update(name="r-align-3-a1-0-x", uid="u1")
+    evicted["status"]["conditions"] = [{
+        "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+        "message": "Eviction API: evicting",
+    }]  # fmt: skip
+    quiet = pod(0, 75, "", disrupted=True)
+    quiet["metadata"].update(name="r-align-3-a1-0-y", uid="u2")
+    assert evictions("align-3", [evicted, quiet, pod(0, 0, "")]) == [
+        ("u1", "align-3: pod r-align-3-a1-0-x evicted (EvictionByEvictionAPI), continuing from step 55"),
+        ("u2", "align-3: pod r-align-3-a1-0-y evicted (Disrupted), continuing"),
+    ]  # fmt: skip
 
 
 def test_every_metric_is_exported_with_its_table_name():

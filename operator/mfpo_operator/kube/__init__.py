@@ -15,9 +15,10 @@ RBAC the operator needs (the chart's ClusterRole, or a Role per watched namespac
     ""                  pods                       get, list
     ""                  configmaps                 create, get, list, delete
     ""                  services                   create, get, list, delete
-    ""                  secrets                    get  (only for storage.deleteOnRunDeletion
-                                                         with storage.secretName)
-    "" / events.k8s.io  events                     create, patch
+    ""                  serviceaccounts            get  (the stage's must exist before its Job)
+    ""                  secrets                    get  (storage.secretName must exist; its data
+                                                         only for storage.deleteOnRunDeletion)
+    ""                  events                     create
     kopf.dev            clusterkopfpeerings        get, list, watch, patch  (cluster-wide)
     kopf.dev            kopfpeerings               get, list, watch, patch  (--namespace)
     apiextensions.k8s.io customresourcedefinitions list, watch  (kopf's resource discovery)
@@ -28,6 +29,9 @@ from kopf's `peering.yaml`) and a ClusterKopfPeering named `mfpo-operator` (or a
 that name in each watched namespace); `--standalone` runs without them.
 
 Probes: kopf's liveness endpoint, http://:8080/healthz by default (`--liveness`), for both
-liveness and readiness. Metrics: http://:9090/metrics (`--metrics-port`).
-Events: every planner transition is posted as a Kubernetes Event on the MFPORun.
+liveness and readiness: HTTP 500 until the operator can list MFPORuns where it watches.
+Metrics: http://0.0.0.0:9090/metrics (`--metrics-address`, `--metrics-port`).
+Events: every planner transition, evicted pod and stuck pod is posted as a core/v1 Event on
+the MFPORun, with the operator's own API client (any thread, not only kopf's).
+Namespaced mode (`--namespace`): kopf's cluster-wide scanning of namespaces and CRDs is off.
 """

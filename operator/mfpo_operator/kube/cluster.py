@@ -13,6 +13,9 @@ import base64
 import json
 import logging
 import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
@@ -20,11 +23,21 @@ from kubernetes.client.rest import ApiException
 from mfpo_core.api import GROUP, PLURAL, VERSION
 
 from mfpo_operator.kube.jobs import JOB_NAME_LABEL, LABEL_RUN, MANAGED_BY
-from mfpo_operator.kube.status import TERMINAL, attempt_from_job
-from mfpo_operator.plan import Attempt
+from mfpo_operator.kube.status import TERMINAL, attempt_from_job, evictions
+from mfpo_operator.plan import Attempt, Event
 
 log = logging.getLogger("mfpo.operator")
 _MANAGED = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+# The API server rejects an Event message over 1 KiB (validation of core/v1 Event.message).
+EVENT_MESSAGE_LIMIT = 1024
+
+
+@dataclass
+class Observed:
+    """What one look at a run's Jobs found: its attempts, and (pod uid, message) evictions."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    evictions: list[tuple[str, str]] = field(default_factory=list)
 
 
 def load_config() -> kubernetes.client.Configuration:
@@ -44,8 +57,15 @@ def _matches(body: dict[str, Any], wanted: dict[str, str]) -> bool:
 class Cluster:
     """Thin, thread-safe wrapper: kopf runs our sync handlers in its thread pool."""
 
-    def __init__(self, configuration: kubernetes.client.Configuration | None = None) -> None:
-        self.api = kubernetes.client.ApiClient(configuration or load_config())
+    def __init__(
+        self, configuration: kubernetes.client.Configuration | None = None, pool_size: int = 0
+    ) -> None:
+        configuration = configuration or load_config()
+        # urllib3's pool defaults to 10 connections: fewer than the operator's worker threads
+        # gives "Connection pool is full, discarding connection" under load.
+        if pool_size > (configuration.connection_pool_maxsize or 0):
+            configuration.connection_pool_maxsize = pool_size
+        self.api = kubernetes.client.ApiClient(configuration)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.batch = kubernetes.client.BatchV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
@@ -66,6 +86,13 @@ class Cluster:
                 return None
             raise
 
+    def list_runs_probe(self, namespace: str | None) -> None:
+        """List at most one MFPORun (raises ApiException, e.g. 403, when it cannot)."""
+        if namespace is None:
+            self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1)
+        else:
+            self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1)
+
     def patch_run_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, patch
@@ -79,31 +106,38 @@ class Cluster:
         items = json.loads(raw.data).get("items") or []
         return [item for item in items if _matches(item, wanted)]
 
-    def attempts(self, namespace: str, run: str, uid: str) -> list[Attempt]:
-        """Every attempt of the run still visible as a Job owned by it."""
+    def attempts(self, namespace: str, run: str, uid: str) -> Observed:
+        """Every attempt of the run still visible as a Job owned by it, and the evictions
+        seen among the pods of its running Jobs."""
         wanted = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: run}
         jobs = [
             j
             for j in self._list(self.batch.list_namespaced_job, namespace, wanted)
             if _owned(j, uid)
         ]
-        return [self._attempt(namespace, job) for job in jobs]
+        observed = Observed()
+        for job in jobs:
+            self._observe(namespace, job, observed)
+        return observed
 
-    def _attempt(self, namespace: str, job: dict[str, Any]) -> Attempt:
+    def _observe(self, namespace: str, job: dict[str, Any], observed: Observed) -> None:
         uid = job["metadata"].get("uid") or job["metadata"]["name"]
         with self._lock:
             cached = self._finished.get(uid)
         if cached is not None:
-            return cached
+            observed.attempts.append(cached)
+            return
         name = job["metadata"]["name"]
         attempt = attempt_from_job(job, [])
-        if attempt.state in TERMINAL:
+        if attempt.state in TERMINAL or _pods_not_ready(job):
             pods = self._list(self.core.list_namespaced_pod, namespace, {JOB_NAME_LABEL: name})
             attempt = attempt_from_job(job, pods)
-            if not job["metadata"].get("deletionTimestamp"):
-                with self._lock:
-                    self._finished[uid] = attempt
-        return attempt
+            if attempt.state not in TERMINAL:
+                observed.evictions += evictions(attempt.stage, pods)
+        if attempt.state in TERMINAL and not job["metadata"].get("deletionTimestamp"):
+            with self._lock:
+                self._finished[uid] = attempt
+        observed.attempts.append(attempt)
 
     def create(self, manifest: dict[str, Any]) -> bool:
         """Create a ConfigMap, Service or Job; False when it already exists (idempotent)."""
@@ -129,13 +163,79 @@ class Cluster:
             if err.status != 404:
                 raise
 
+    def post_event(self, body: dict[str, Any], event: Event) -> None:
+        """A core/v1 Event on the run, as `kubectl describe mfporun` lists them.
+
+        Posted with the operator's own client, not `kopf.event`: that one reads kopf's context
+        variables, which exist only in kopf's handler threads, not in the ticker thread."""
+        self.core.create_namespaced_event(body["metadata"]["namespace"], event_body(body, event))
+
+    def exists(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether a ServiceAccount or Secret exists (read with `get`, the one verb granted).
+
+        True when the operator may not read it (403: the chart's rbac.readStorageSecrets=false):
+        it cannot tell, and the Job's pod will say so (CreateContainerConfigError)."""
+        read = {
+            "ServiceAccount": self.core.read_namespaced_service_account,
+            "Secret": self.core.read_namespaced_secret,
+        }[kind]
+        try:
+            read(name, namespace, _preload_content=False)
+        except ApiException as err:
+            if err.status == 403:
+                log.debug("%s/%s %s: not readable (403), not checked", namespace, kind, name)
+                return True
+            if err.status == 404:
+                return False
+            raise
+        return True
+
     def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """Decoded data of a Secret (storage credentials for deleting a run's artifacts)."""
         secret = self.core.read_namespaced_secret(name, namespace)
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
 
+def _pods_not_ready(job: dict[str, Any]) -> bool:
+    """A running, admitted Job with fewer ready pods than it runs: its pods may be stuck
+    (the Job controller counts Ready pods in status.ready; a suspended Job has none)."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    return not spec.get("suspend") and (status.get("ready") or 0) < (spec.get("parallelism") or 1)
+
+
 def _owned(job: dict[str, Any], uid: str) -> bool:
     """Owned by this very run (not by an earlier run of the same name); lenient when unknown."""
     owners = job["metadata"].get("ownerReferences") or []
     return not uid or not owners or any(o.get("uid") == uid for o in owners)
+
+
+def event_body(run: dict[str, Any], event: Event) -> dict[str, Any]:
+    """A core/v1 Event about the run (fields as kubectl's and kopf's own events fill them)."""
+    meta = run["metadata"]
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    # client-go's event recorder names events "<object>.<unix nanoseconds in hex>".
+    name = f"{meta['name']}.{time.time_ns():x}"
+    message = event.message
+    if len(message) > EVENT_MESSAGE_LIMIT:
+        message = message[: EVENT_MESSAGE_LIMIT - 3] + "..."
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": run.get("apiVersion", f"{GROUP}/{VERSION}"),
+            "kind": run.get("kind", "MFPORun"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": message,
+        "source": {"component": MANAGED_BY},
+        "reportingComponent": MANAGED_BY,
+        "reportingInstance": MANAGED_BY,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

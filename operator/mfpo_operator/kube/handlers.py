@@ -27,14 +27,10 @@ from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
 from mfpo_operator.kube.reconcile import Operator, reconcile
-from mfpo_operator.plan import RETRY_ANNOTATION, Event
+from mfpo_operator.plan import RETRY_ANNOTATION
 
 REGISTRY = kopf.OperatorRegistry()
 _RUNS = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": REGISTRY}
-
-
-def post_event(body: dict[str, Any], event: Event) -> None:
-    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 @kopf.on.login(registry=REGISTRY)
@@ -44,7 +40,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup(registry=REGISTRY)
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) -> None:
     # Our own annotations, not kopf's defaults; kopf writes nothing into our status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mfpo.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -52,12 +48,22 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING  # our transitions are posted explicitly
     settings.execution.max_workers = int(os.environ.get("MFPO_OPERATOR_WORKERS", "16"))
+    namespaces = list(memo.get("namespaces") or [])
+    if namespaces and not any(_is_pattern(n) for n in namespaces):
+        # A namespaced Role cannot list namespaces or CRDs cluster-wide: kopf's scanning would
+        # get 403s and back off for about a minute before serving these namespaces. (Patterns
+        # need that scanning, and the grant, to find the namespaces they match.)
+        settings.scanning.disabled = True
+        logger.info("namespaced mode: watching only %s (no cluster-wide scanning)", namespaces)
     metrics = memo.get("metrics") or OperatorMetrics()
+    # One connection per worker thread, plus the ticker's.
+    cluster = Cluster(pool_size=settings.execution.max_workers + 1)
     memo.operator = Operator(
-        cluster=Cluster(),
+        cluster=cluster,
         metrics=metrics,
-        post_event=post_event,
+        post_event=cluster.post_event,
         resync_seconds=float(os.environ.get("MFPO_OPERATOR_RESYNC_SECONDS", "60")),
+        finished_series_seconds=float(os.environ.get("MFPO_FINISHED_SERIES_SECONDS", "3600")),
     )
     tick_seconds = float(os.environ.get("MFPO_OPERATOR_TICK_SECONDS", "5"))
     memo.stop_ticking = threading.Event()
@@ -66,6 +72,23 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         name="mfpo-ticker", daemon=True,
     )  # fmt: skip
     ticker.start()
+
+
+@kopf.on.probe(id="runs", errors=kopf.ErrorsMode.PERMANENT, registry=REGISTRY)
+def runs_listable(memo: kopf.Memo, **_: Any) -> str:
+    """Readiness: the operator can list MFPORuns where it watches (raises, i.e. HTTP 500,
+    until it can: a missing Role binding shows as not ready, not as a silent operator)."""
+    watched = list(memo.get("namespaces") or [])
+    # Cluster-wide: one cluster-wide list; patterns: the exact names among them.
+    namespaces = [n for n in watched if not _is_pattern(n)] if watched else [None]
+    for namespace in namespaces:
+        memo.operator.cluster.list_runs_probe(namespace)
+    return "listable in " + (", ".join(n for n in namespaces if n) or "all namespaces")
+
+
+def _is_pattern(namespace: str) -> bool:
+    """A kopf namespace glob or negation (`team-*`, `!kube-system`), not an exact name."""
+    return any(char in namespace for char in "*?[!")
 
 
 @kopf.on.cleanup(registry=REGISTRY)

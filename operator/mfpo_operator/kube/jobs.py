@@ -33,6 +33,11 @@ METRICS_PORT = 9400
 RENDEZVOUS_PORT = 29500
 # Long enough for an align stage to save its checkpoint after SIGTERM.
 GRACE_SECONDS = 120
+# An attempt's deadline when spec.resources.activeDeadlineSeconds is unset: the Job controller
+# fails the Job (reason DeadlineExceeded) after this long, pending time included, so that an
+# attempt stuck on a pull or the scheduler ends and is retried. Three days: longer than any
+# stage of the flagship LLaVA-1.5-7B run on 8 GPUs.
+DEFAULT_ATTEMPT_DEADLINE_SECONDS = 3 * 24 * 3600
 RUNTIME_UID = 1000
 LABEL_RUN = "mfpo.dev/run"
 LABEL_STAGE = "mfpo.dev/stage"
@@ -310,8 +315,9 @@ def job(run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, name: str) -> 
             "spec": _pod_spec(spec, stage, name),
         },
     }
-    if spec.resources.active_deadline_seconds:
-        body["activeDeadlineSeconds"] = spec.resources.active_deadline_seconds
+    body["activeDeadlineSeconds"] = (
+        spec.resources.active_deadline_seconds or DEFAULT_ATTEMPT_DEADLINE_SECONDS
+    )
     pods = _parallelism(spec, stage)
     if pods is not None:
         body.update(completionMode="Indexed", completions=pods, parallelism=pods)

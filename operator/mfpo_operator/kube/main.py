@@ -2,7 +2,9 @@
 
 Connects with the in-cluster service account, else the kubeconfig (KUBECONFIG or
 ~/.kube/config): any cluster the kubernetes client can reach. Serves Prometheus metrics on
---metrics-port and kopf's liveness/readiness probe on --liveness. Several replicas may run:
+--metrics-address:--metrics-port and kopf's liveness/readiness probe on --liveness (ready once
+the operator can list MFPORuns where it watches). With --namespace, kopf's cluster-wide
+scanning of namespaces and CRDs is off: the namespaced Role alone suffices. Several replicas may run:
 kopf peering (ClusterKopfPeering, or KopfPeering with --namespace) lets only one act.
 """
 
@@ -34,6 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)"
     )
     parser.add_argument(
+        "--metrics-address", default="0.0.0.0",
+        help="address the /metrics server binds (e.g. 127.0.0.1 behind a sidecar proxy)",
+    )  # fmt: skip
+    parser.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz",
         help="kopf's liveness/readiness endpoint (answers once the operator is started)",
     )  # fmt: skip
@@ -58,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     metrics = OperatorMetrics()
     if args.metrics_port:
-        start_http_server(args.metrics_port, registry=metrics.registry)
+        start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
     kopf.run(
         registry=REGISTRY,
         clusterwide=not args.namespace,
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         standalone=args.standalone or None,
         priority=args.priority,
         peering_name=None if args.standalone else args.peering,
-        memo=kopf.Memo(metrics=metrics),
+        memo=kopf.Memo(metrics=metrics, namespaces=args.namespace),
     )
 
 

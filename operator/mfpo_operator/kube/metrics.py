@@ -6,6 +6,10 @@
 `kube.reconcile` after every reconcile with the run's new status and the plan; `forget`
 when a run is deleted. Final evaluation scores and reward margins are mirrored from the
 stages' termination summaries, so dashboards outlive the pods.
+
+Series per finished run are bounded: `retire` (called by the operator's ticker a grace period
+after a run finished) drops its per-stage series and the zero phases, keeping only
+`SUMMARY_METRICS` (the run's phase, its last transition, its scores and margins).
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ _EVAL_METRIC = re.compile(
 )
 _MARGIN_METRIC = re.compile(r"^reward_margin\.(?P<modality>text|image)$")
 _FAILURE_EVENTS = ("AttemptFailed", "StageFailed")
+# What a finished run keeps once retired: one phase series, one timestamp, its final results.
+SUMMARY_METRICS = (
+    "mfpo_run_phase", "mfpo_run_last_transition_timestamp_seconds",
+    "mfpo_run_eval_score", "mfpo_run_reward_margin",
+)  # fmt: skip
+_TERMINAL = (RunPhase.succeeded, RunPhase.failed)
 
 
 def _build(
@@ -54,6 +64,7 @@ class OperatorMetrics:
     """The operator's collectors on their own registry (tests and benchmarks never collide)."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _retired: set[tuple[str, str]] = field(default_factory=set)  # (namespace, run)
 
     def __post_init__(self) -> None:
         self.m = {
@@ -68,6 +79,10 @@ class OperatorMetrics:
     def observe(self, namespace: str, run: str, result: Plan) -> None:
         """Mirror one reconcile's outcome: phases, counters from actions and events, scores."""
         status = result.status
+        if (namespace, run) in self._retired:
+            if status.phase in _TERMINAL and not result.actions:
+                return  # a look at a retired finished run: keep only its summary
+            self._retired.discard((namespace, run))  # retried by hand: alive again
         self._phases(namespace, run, status)
         for action in result.actions:
             if isinstance(action, StartAttempt):
@@ -122,13 +137,27 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, run: str) -> None:
         """Drop every series of a deleted run."""
-        for name, (kind, _, labels) in OPERATOR_METRICS.items():
+        self._retired.discard((namespace, run))
+        self._drop(namespace, run, lambda name, values: True)
+
+    def retire(self, namespace: str, run: str, phase: str) -> None:
+        """Keep only a finished run's summary: `SUMMARY_METRICS`, and of its phases only `phase`."""
+        self._retired.add((namespace, run))
+        self._drop(
+            namespace, run,
+            lambda name, values: name not in SUMMARY_METRICS
+            or (name == "mfpo_run_phase" and values["phase"] != phase),
+        )  # fmt: skip
+
+    def _drop(self, namespace: str, run: str, unwanted) -> None:
+        for name, (_, _, labels) in OPERATOR_METRICS.items():
             if "run" not in labels:
                 continue
             collector = self.m[name]
-            for sample_labels in list(
-                collector._metrics
-            ):  # prometheus-client keeps no public index
+            # prometheus-client keeps no public index of a collector's children.
+            for sample_labels in list(collector._metrics):
                 values = dict(zip(labels, sample_labels))
-                if values["namespace"] == namespace and values["run"] == run:
+                if (values["namespace"], values["run"]) == (namespace, run) and unwanted(
+                    name, values
+                ):
                     collector.remove(*sample_labels)

@@ -7,13 +7,17 @@ How a Job reads as an attempt:
 - otherwise running (including a Job suspended while Kueue has not admitted it yet);
 - exit code and termination summary from the Pods' `containerStatuses[].state.terminated`
   (the first failed pod for a failure, every pod for a success: an Indexed datagen Job
-  writes one summary per shard and their count metrics are summed);
-- a failed Job whose failed pods all carry the DisruptionTarget condition -> disrupted.
+  writes one summary per shard; their count metrics are summed, their outputs kept per shard);
+- a failed Job whose failed pods all carry the DisruptionTarget condition -> disrupted;
+- a running Job whose pod cannot run says why (`pod_waiting`): the scheduler's
+  PodScheduled=False with reason Unschedulable, or the kubelet's waiting reason of the stage
+  container (ErrImagePull, ImagePullBackOff, CreateContainerConfigError...), with how long.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Any
 
 from mfpo_core.api import MFPORunStatus
@@ -23,6 +27,13 @@ from mfpo_operator.kube.jobs import CONTAINER, LABEL_ATTEMPT, LABEL_STAGE
 from mfpo_operator.plan import Attempt, AttemptState
 
 TERMINAL = (AttemptState.succeeded, AttemptState.failed)
+# Waiting reasons of a container that will not start by itself soon, as the kubelet writes them
+# (kubernetes pkg/kubelet/images/types.go, pkg/kubelet/container/sync_result.go).
+# ContainerCreating and PodInitializing are normal progress and not reported.
+STUCK_WAITING_REASONS = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CreateContainerConfigError", "CreateContainerError",
+})  # fmt: skip
 
 
 def _time(text: str | None) -> datetime | None:
@@ -59,21 +70,90 @@ def _disrupted(pod: dict[str, Any]) -> bool:
 
 
 def _summed(summaries: list[TerminationSummary]) -> TerminationSummary:
-    """One summary for an Indexed Job: shard 0's, with count metrics summed over the shards."""
-    first = summaries[0]
+    """One summary for an Indexed Job (summaries in completion-index order): count metrics
+    summed, every shard's outputs kept as `<key>.<index>` (as the local runner does)."""
+    if len(summaries) == 1:
+        return summaries[0]
     metrics: dict[str, float] = {}
-    for summary in summaries:
+    outputs: dict[str, str] = {}
+    for index, summary in enumerate(summaries):
         for key, value in summary.metrics.items():
             metrics[key] = metrics.get(key, 0.0) + value
-    if len(summaries) > 1:
-        metrics["shards"] = float(len(summaries))
-    return first.model_copy(update={"metrics": metrics})
+        outputs.update({f"{key}.{index}": value for key, value in summary.outputs.items()})
+    metrics["shards"] = float(len(summaries))
+    return summaries[0].model_copy(update={"metrics": metrics, "outputs": outputs})
 
 
-def attempt_from_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Attempt:
+def _waited(since: str | None, now: datetime) -> str:
+    start = _time(since)
+    if start is None:
+        return ""
+    seconds = max(int((now - start).total_seconds()), 0)
+    minutes, seconds = divmod(seconds, 60)
+    return f" for {minutes}m{seconds:02d}s" if minutes else f" for {seconds}s"
+
+
+def _unschedulable(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if (condition.get("type"), condition.get("status")) == ("PodScheduled", "False") and (
+            condition.get("reason") == "Unschedulable"
+        ):
+            return condition
+    return None
+
+
+def pod_waiting(pods: list[dict[str, Any]], now: datetime) -> tuple[str, str] | None:
+    """(reason, message) for the first pod that cannot run, or None when every pod can."""
+    for pod in pods:
+        name = pod["metadata"].get("name", "?")
+        if condition := _unschedulable(pod):
+            waited = _waited(condition.get("lastTransitionTime"), now)
+            text = f"pod {name} unschedulable{waited}: {condition.get('message', '')}"
+            return "Unschedulable", text.rstrip(": ")
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if status.get("name") == CONTAINER and waiting.get("reason") in STUCK_WAITING_REASONS:
+                since = (pod.get("status") or {}).get("startTime") or pod["metadata"].get(
+                    "creationTimestamp"
+                )
+                text = f"pod {name} {waiting['reason']}{_waited(since, now)}"
+                return waiting["reason"], f"{text}: {waiting.get('message', '')}".rstrip(": ")
+    return None
+
+
+# The align stage's SIGTERM summary says "stopped at step N; checkpoint ..." (runtime trainer).
+_STOPPED_AT_STEP = re.compile(r"\bat step (\d+)\b")
+
+
+def evictions(stage: str, pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(pod uid, event message) for each pod of a Job stopped by a disruption (eviction,
+    preemption, node drain: the DisruptionTarget condition the control plane adds)."""
+    found = []
+    for pod in pods:
+        condition = next(
+            (c for c in (pod.get("status") or {}).get("conditions") or []
+             if c.get("type") == "DisruptionTarget" and c.get("status") == "True"),
+            None,
+        )  # fmt: skip
+        if condition is None:
+            continue
+        meta = pod["metadata"]
+        summary = TerminationSummary.decode((_terminated(pod) or {}).get("message"))
+        step = _STOPPED_AT_STEP.search(summary.message or "") if summary else None
+        text = f"{stage}: pod {meta.get('name')} evicted ({condition.get('reason', 'Disrupted')})"
+        text += f", continuing from step {step[1]}" if step else ", continuing"
+        found.append((meta.get("uid") or meta.get("name", ""), text))
+    return found
+
+
+def attempt_from_job(
+    job: dict[str, Any], pods: list[dict[str, Any]], now: datetime | None = None
+) -> Attempt:
     """The planner's view of one Job; `pods` are the Job's pods (may be empty while running)."""
     meta = job["metadata"]
     state = job_state(job)
+    if state == AttemptState.running:
+        return _running_attempt(job, pods, now or datetime.now(timezone.utc))
     finished = [p for p in pods if _terminated(p)]
     finished.sort(
         key=lambda p: int(
@@ -107,6 +187,19 @@ def attempt_from_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Attempt
         message=_message(condition, failed, deleting),
         disrupted=state == AttemptState.failed
         and (deleting or (bool(failed) and all(map(_disrupted, failed)))),
+    )
+
+
+def _running_attempt(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> Attempt:
+    labels = job["metadata"]["labels"]
+    waiting = pod_waiting(pods, now)
+    return Attempt(
+        stage=labels[LABEL_STAGE],
+        attempt=int(labels[LABEL_ATTEMPT]),
+        state=AttemptState.running,
+        started_at=_time((job.get("status") or {}).get("startTime")),
+        waiting_reason=waiting[0] if waiting else None,
+        message=waiting[1] if waiting else None,
     )
 
 
