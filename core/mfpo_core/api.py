@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from mfpo_core.stages import stage_names
+
 GROUP = "mfpo.dev"
 VERSION = "v1alpha1"
 KIND = "MFPORun"
@@ -702,8 +704,8 @@ class MFPORunSpec(ApiModel):
     suspend: bool = Field(False, description="Pause the run: no new stage starts; running attempts are stopped.")
 
     def stage_names(self) -> list[str]:
-        """The run's stages in order: datagen, score, align-1..N, eval."""
-        return ["datagen", "score", *[f"align-{k}" for k in range(1, self.curriculum.stages + 1)], "eval"]
+        """The run's stages in order: datagen, score, align-1..N, eval (`stages.STAGE_KINDS`)."""
+        return stage_names(self.curriculum.stages)
 
 
 # ----------------------------------------------------------------------- status

@@ -25,12 +25,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mfpo_core.api import MFPORunSpec
+from mfpo_core.stages import kind_of
 
 # Kubernetes keeps at most 4096 bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 RESULT_DOCUMENT = "result.json"
-STAGE_PATTERN = re.compile(r"^(datagen|score|align-[1-9][0-9]*|eval)$")
 
 
 class ExitCode(IntEnum):
@@ -51,10 +51,14 @@ class StageInterrupted(Exception):
     """Raised inside a stage when SIGTERM arrived and its checkpoint has been saved."""
 
 
-def stage_kind(stage: str) -> Literal["datagen", "score", "align", "eval"]:
-    if not STAGE_PATTERN.match(stage):
-        raise ValueError(f"stage {stage!r} is not one of datagen, score, align-<k>, eval")
-    return "align" if stage.startswith("align-") else stage  # type: ignore[return-value]
+def stage_kind(stage: str) -> str:
+    """The kind of a stage name (align-2 -> align): `stages.kind_of`'s name."""
+    return kind_of(stage).name
+
+
+def run_uri(storage_uri: str, run: str) -> str:
+    """A run's storage prefix: <spec.storage.uri>/<run name> (every stage writes under it)."""
+    return f"{storage_uri.rstrip('/')}/{run}"
 
 
 def stage_uri(run_uri: str, stage: str) -> str:
@@ -72,6 +76,31 @@ def result_uri(run_uri: str, stage: str, shard: tuple[int, int] | None = None) -
 
 def shard_uri(run_uri: str, index: int, count: int) -> str:
     return f"{stage_uri(run_uri, 'datagen')}/shards/{index:05d}-of-{count:05d}"
+
+
+def eval_results_uri(run_uri: str, policy: str) -> str:
+    """The eval stage's result documents of one policy (base, align-k): one per benchmark entry."""
+    return f"{stage_uri(run_uri, 'eval')}/results/{policy}"
+
+
+def eval_result_uri(run_uri: str, policy: str, label: str) -> str:
+    """The result document of one policy on one benchmark entry (named by its label)."""
+    return f"{eval_results_uri(run_uri, policy)}/{label}.json"
+
+
+EVAL_METRIC = re.compile(r"^eval\.(?P<policy>base|align-[1-9][0-9]*)\.(?P<label>[^.]+)\.(?P<metric>.+)$")
+
+
+def eval_metric_key(policy: str, label: str, metric: str) -> str:
+    """The key of an evaluation score in a stage's metrics: eval.<policy>.<label>.<metric>
+    (the metric may be dotted: counterprior.chair_s)."""
+    return f"eval.{policy}.{label}.{metric}"
+
+
+def parse_eval_metric_key(key: str) -> tuple[str, str, str] | None:
+    """(policy, label, metric) of an `eval_metric_key`, None for any other metric."""
+    match = EVAL_METRIC.match(key)
+    return (match["policy"], match["label"], match["metric"]) if match else None
 
 
 def policy_uri(run_uri: str, stage: str) -> str:

@@ -21,8 +21,10 @@ from pathlib import Path
 
 from mfpo_core import storage
 from mfpo_core.api import MFPORun
+from mfpo_core.contract import eval_results_uri
 
 from mfpo_operator.local import LocalRunner, RunLocked
+from mfpo_operator.plan import run_uri
 from mfpo_operator.validation import load_manifest
 
 QUICKSTART = Path("examples/quickstart.yaml")
@@ -133,11 +135,12 @@ def _reuse_shared_stages(source: MFPORun, target: MFPORun) -> None:
     """Copy datagen and score outputs (and the base model's evaluation) into the other run,
     so both objectives train on identical data and bins and the base is evaluated once."""
     source_uri, target_uri = _run_uri(source), _run_uri(target)
-    for part in (*SHARED_STAGES, "eval/results/base"):
-        src, dst = storage.join(source_uri, part), storage.join(target_uri, part)
+    parts = [(storage.join(source_uri, s), storage.join(target_uri, s)) for s in SHARED_STAGES]
+    parts.append((eval_results_uri(source_uri, "base"), eval_results_uri(target_uri, "base")))
+    for src, dst in parts:
         if storage.list_files(src) and not storage.list_files(dst):
             storage.copy_dir(src, dst)
 
 
 def _run_uri(run: MFPORun) -> str:
-    return storage.join(run.spec.storage.uri, run.metadata.name)
+    return run_uri(run.spec, run.metadata.name)

@@ -33,9 +33,10 @@ from typing import TextIO
 
 from mfpo_core import cpus, storage
 from mfpo_core.api import MFPORun, MFPORunStatus, RunPhase
-from mfpo_core.contract import ExitCode, StageConfig, TerminationSummary
+from mfpo_core.contract import ExitCode, StageConfig, TerminationSummary, parse_eval_metric_key
+from mfpo_core.stages import kind_of
 
-from mfpo_operator.plan import Attempt, AttemptState, Event, StartAttempt, plan
+from mfpo_operator.plan import Attempt, AttemptState, Event, StartAttempt, plan, run_uri
 
 # How long a stage gets to save its checkpoint after SIGTERM (as a pod's grace period).
 GRACE_SECONDS = 60.0
@@ -125,7 +126,7 @@ class LocalRunner:
         self.name = manifest.metadata.name
         self.namespace = manifest.metadata.namespace or "default"
         self.spec = manifest.spec
-        self.run_uri = storage.join(self.spec.storage.uri, self.name)
+        self.run_uri = run_uri(self.spec, self.name)
         self.state_uri = storage.join(self.run_uri, STATE_FILE)
         # The manifest's endpoint, never the shell's: for the stages and for the state alike.
         self.env = storage.run_environment(self.spec.storage, os.environ)
@@ -311,7 +312,8 @@ class LocalRunner:
 
     def _execute(self, start: StartAttempt) -> None:
         """Run one attempt to its end and record it (recorded as running first, for recovery)."""
-        shards = self.spec.image_preference.shards if start.stage == "datagen" else 1
+        kind = kind_of(start.stage)
+        shards = kind.shards(self.spec)
         stages = self._status.stages if self._status else []
         done = sum(1 for s in stages if s.phase == "Succeeded")
         self._say(
@@ -324,7 +326,7 @@ class LocalRunner:
         with tempfile.TemporaryDirectory(prefix=f"mfpo-{start.job}-") as tmp:
             configs = []
             for index in range(shards):
-                config = self._config(start.stage, start.attempt, index if start.stage == "datagen" else None)
+                config = self._config(start.stage, start.attempt, index if kind.shardable else None)
                 path = Path(tmp, f"config-{index}.json")
                 path.write_text(config.to_json())
                 configs.append((path, Path(tmp, f"termination-{index}.log")))
@@ -475,10 +477,10 @@ def format_eval_table(metrics: dict[str, float]) -> str:
     table: dict[tuple[str, str], dict[str, float]] = {}
     policies: list[str] = []
     for key, value in metrics.items():
-        parts = key.split(".", 3)
-        if len(parts) != 4 or parts[0] != "eval":
+        parsed = parse_eval_metric_key(key)
+        if parsed is None:
             continue
-        _, policy, benchmark, metric = parts  # metric may be dotted: counterprior.chair_s
+        policy, benchmark, metric = parsed
         if policy not in policies:
             policies.append(policy)
         table.setdefault((benchmark, metric), {})[policy] = value

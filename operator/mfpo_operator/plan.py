@@ -57,6 +57,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Literal
 
+from mfpo_core import contract
 from mfpo_core.api import (
     Condition,
     MFPORunSpec,
@@ -180,7 +181,7 @@ def job_name(run: str, stage: str, attempt: int) -> str:
 
 def run_uri(spec: MFPORunSpec, run: str) -> str:
     """The run's storage prefix: <spec.storage.uri>/<run name> (every stage writes under it)."""
-    return f"{spec.storage.uri.rstrip('/')}/{run}"
+    return contract.run_uri(spec.storage.uri, run)
 
 
 # --------------------------------------------------------------------------- stages

@@ -40,6 +40,7 @@ from mfpo_core.contract import (
     TerminationSummary,
     result_uri,
 )
+from mfpo_core.stages import STAGE_KINDS, kind_of
 from pydantic import ValidationError
 
 from mfpo_runtime.metrics import StageMetrics
@@ -47,12 +48,7 @@ from mfpo_runtime.metrics import StageMetrics
 log = logging.getLogger("mfpo.stage")
 
 # Stage kind -> module with `run(ctx: StageContext) -> StageOutcome`.
-STAGE_MODULES = {
-    "datagen": "mfpo_runtime.stages.datagen",
-    "score": "mfpo_runtime.stages.score",
-    "align": "mfpo_runtime.stages.align",
-    "eval": "mfpo_runtime.stages.evaluate",
-}
+STAGE_MODULES = {kind.name: kind.module for kind in STAGE_KINDS}
 
 
 @dataclass
@@ -162,9 +158,10 @@ def _validation_message(err: ValidationError) -> str:
 
 
 def _resolve_shard(config: StageConfig) -> tuple[int, int] | None:
-    if config.kind != "datagen":
+    kind = kind_of(config.stage)
+    if not kind.shardable:
         return None
-    count = config.spec.image_preference.shards
+    count = kind.shards(config.spec)
     index = config.shard_index
     if index is None:
         index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))

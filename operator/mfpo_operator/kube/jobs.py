@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mfpo_core.api import API_VERSION, KIND, MFPORunSpec
-from mfpo_core.contract import DEFAULT_TERMINATION_LOG, ExitCode, StageConfig, stage_kind
+from mfpo_core.contract import DEFAULT_TERMINATION_LOG, ExitCode, StageConfig
+from mfpo_core.stages import kind_of
 from mfpo_core.storage import CREDENTIAL_VARIABLES, storage_env
 
 from mfpo_operator.plan import run_uri
@@ -71,7 +72,7 @@ def labels(run: str, stage: str | None = None, attempt: int | None = None) -> di
         LABEL_RUN: run,
     }
     if stage is not None:
-        result["app.kubernetes.io/component"] = stage_kind(stage)
+        result["app.kubernetes.io/component"] = kind_of(stage).name
         result[LABEL_STAGE] = stage
     if attempt is not None:
         result[LABEL_ATTEMPT] = str(attempt)
@@ -109,7 +110,7 @@ def service_name(job: str) -> str:
 
 
 def is_multi_node(spec: MFPORunSpec, stage: str) -> bool:
-    return stage_kind(stage) == "align" and spec.resources.nodes > 1
+    return kind_of(stage).distributed and spec.resources.nodes > 1
 
 
 def stage_config(run: RunRef, spec: MFPORunSpec, stage: str, attempt: int) -> StageConfig:
@@ -154,8 +155,9 @@ def headless_service(run: RunRef, stage: str, attempt: int, job: str) -> dict[st
 
 def _parallelism(spec: MFPORunSpec, stage: str) -> int | None:
     """Pods of an Indexed Job, or None for a plain single-pod Job."""
-    if stage_kind(stage) == "datagen":
-        return spec.image_preference.shards
+    kind = kind_of(stage)
+    if kind.shardable:
+        return kind.shards(spec)
     if is_multi_node(spec, stage):
         return spec.resources.nodes
     return None
@@ -175,7 +177,7 @@ def _command(spec: MFPORunSpec, stage: str) -> list[str]:
             "--master-port=$(MASTER_PORT)",
             "-m", "mfpo_runtime.stage", "--config", config, "--no-progress",
         ]  # fmt: skip
-    if stage_kind(stage) == "align" and gpus > 1:
+    if kind_of(stage).distributed and gpus > 1:
         return [
             "torchrun", "--standalone", f"--nproc-per-node={gpus}",
             "-m", "mfpo_runtime.stage", "--config", config, "--no-progress",

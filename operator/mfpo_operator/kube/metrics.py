@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from mfpo_core.api import MFPORunStatus, RunPhase, StagePhase
+from mfpo_core.contract import parse_eval_metric_key
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mfpo_operator.plan import Plan, StartAttempt
@@ -36,9 +37,6 @@ OPERATOR_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "mfpo_run_reward_margin": ("gauge", "Reward margin per modality at the end of an align stage", ("namespace", "run", "stage", "modality")),
 }  # fmt: skip
 
-_EVAL_METRIC = re.compile(
-    r"^eval\.(?P<stage>base|align-\d+)\.(?P<benchmark>[^.]+)\.(?P<metric>.+)$"
-)
 _MARGIN_METRIC = re.compile(r"^reward_margin\.(?P<modality>text|image)$")
 _FAILURE_EVENTS = ("AttemptFailed", "StageFailed")
 # What a finished run keeps once retired: one phase series, one timestamp, its final results.
@@ -128,9 +126,8 @@ class OperatorMetrics:
             if stage.phase != StagePhase.succeeded:
                 continue
             for key, value in stage.metrics.items():
-                if match := _EVAL_METRIC.match(key):
-                    labels = (namespace, run, match["stage"], match["benchmark"], match["metric"])
-                    self.m["mfpo_run_eval_score"].labels(*labels).set(value)
+                if parsed := parse_eval_metric_key(key):
+                    self.m["mfpo_run_eval_score"].labels(namespace, run, *parsed).set(value)
                 elif match := _MARGIN_METRIC.match(key):
                     labels = (namespace, run, stage.name, match["modality"])
                     self.m["mfpo_run_reward_margin"].labels(*labels).set(value)

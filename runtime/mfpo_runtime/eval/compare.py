@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from mfpo_core import storage
-from mfpo_core.contract import BadInput
+from mfpo_core.contract import BadInput, eval_result_uri
 
 from mfpo_runtime.eval.scores import ChairSample, chair, chair_sample
 
@@ -43,7 +43,7 @@ class Judged:
 
 
 def load_judged(run_uri: str, policy: str, benchmark: str) -> dict[tuple[str, str], Judged]:
-    uri = storage.join(run_uri, "eval", "results", policy, f"{benchmark}.json")
+    uri = eval_result_uri(run_uri, policy, benchmark)
     if not storage.exists(uri):
         raise BadInput(f"no evaluation of {policy} on {benchmark} at {uri}")
     judged = {}

@@ -25,7 +25,14 @@ from typing import Any
 
 from mfpo_core import storage
 from mfpo_core.api import BenchmarkSpec, DataFormat
-from mfpo_core.contract import BadInput, StageConfig, StageInterrupted, policy_uri
+from mfpo_core.contract import (
+    BadInput,
+    StageConfig,
+    StageInterrupted,
+    eval_metric_key,
+    eval_result_uri,
+    policy_uri,
+)
 
 from mfpo_runtime.eval import report, synthetic
 from mfpo_runtime.eval.benchmarks import run_benchmark
@@ -49,10 +56,6 @@ def policies(config: StageConfig) -> list[tuple[str, str]]:
     return chosen + [(f"align-{k}", policy_uri(config.run_uri, f"align-{k}")) for k in ks]
 
 
-def result_doc_uri(run_uri: str, policy: str, benchmark: str) -> str:
-    return storage.join(run_uri, "eval", "results", policy, f"{benchmark}.json")
-
-
 def bench_name(bench: BenchmarkSpec) -> str:
     return bench.name if isinstance(bench.name, str) else bench.name.value
 
@@ -72,7 +75,7 @@ def summary_metrics(scores: report.Scores, benchmark_of: dict[str, str] | None =
     final, earlier = names[-1:], [n for n in reversed(names[:-1]) if n != "base"]
     ranked = final + (["base"] if "base" in names[:-1] else []) + earlier
     return {
-        f"eval.{name}.{bench}.{metric}": result["metrics"][metric]
+        eval_metric_key(name, bench, metric): result["metrics"][metric]
         for name in ranked
         for bench, result in scores[name].items()
         for metric in headline(benchmark_of.get(bench, bench))
@@ -106,7 +109,7 @@ def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -
     loaded: VLMPolicy | None = None
     for bench in ctx.config.spec.evaluation.benchmarks:
         label = bench.result_label
-        doc_uri = result_doc_uri(ctx.config.run_uri, name, label)
+        doc_uri = eval_result_uri(ctx.config.run_uri, name, label)
         if storage.exists(doc_uri):
             log.info("%s on %s already evaluated (%s)", name, label, doc_uri)
             doc = storage.read_json(doc_uri)

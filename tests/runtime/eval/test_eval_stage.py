@@ -10,7 +10,7 @@ import pytest
 from eval_helpers import write_amber_sample, write_coco_sample, write_pope_sample
 from mfpo_core import storage
 from mfpo_core.api import MFPORunSpec
-from mfpo_core.contract import ExitCode, StageConfig, policy_uri
+from mfpo_core.contract import ExitCode, StageConfig, eval_result_uri, policy_uri
 from mfpo_runtime.eval.common import BenchmarkResult
 from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.stage import StageContext, main, run_stage
@@ -49,7 +49,7 @@ def test_eval_stage_on_all_benchmarks(tmp_path: Path, tiny_llava_dir: Path, worl
 
     for policy in ("base", "align-2"):
         for bench in ("synthetic", "object-halbench", "amber", "pope"):
-            doc = storage.read_json(evaluate.result_doc_uri(config.run_uri, policy, bench))
+            doc = storage.read_json(eval_result_uri(config.run_uri, policy, bench))
             assert doc["policy"] == policy and doc["benchmark"] == bench and doc["samples"]
     assert "align-1" not in json.dumps(result.details["scores"])  # only the last stage by default
     for key in ("eval.base.synthetic.chair_s", "eval.align-2.synthetic.chair_s", "eval.align-2.pope.f1",
@@ -68,7 +68,7 @@ def test_eval_stage_resumes_and_exports_gauges(tmp_path: Path, tiny_llava_dir: P
                          everyStage=True)  # fmt: skip
     publish_policies(config, tiny_llava_dir, ["align-1", "align-2"])
     # A previous attempt finished align-1: its document is reused, not redone.
-    kept = evaluate.result_doc_uri(config.run_uri, "align-1", "synthetic")
+    kept = eval_result_uri(config.run_uri, "align-1", "synthetic")
     storage.write_json({"metrics": {"chair_s": 0.25, "well_formed": 1.0}, "flags": []}, kept)
     ctx = StageContext(config=config, work_dir=tmp_path / "work", metrics=StageMetrics.for_config(config),
                        progress=False)  # fmt: skip
@@ -120,4 +120,4 @@ def test_two_entries_of_one_benchmark_keep_their_own_results(tmp_path: Path, mon
         out = evaluate.evaluate_policy(ctx, "base", "file:///models/base", evaluate._env(ctx))
         assert {label: r["metrics"]["f1"] for label, r in out.items()} == expected
     for label, f1 in expected.items():
-        assert storage.read_json(evaluate.result_doc_uri(config.run_uri, "base", label))["metrics"] == {"f1": f1}
+        assert storage.read_json(eval_result_uri(config.run_uri, "base", label))["metrics"] == {"f1": f1}

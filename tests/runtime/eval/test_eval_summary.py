@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mfpo_core import storage
 from mfpo_core.api import MFPORunSpec
-from mfpo_core.contract import TERMINATION_MESSAGE_LIMIT, StageConfig, result_uri
+from mfpo_core.contract import TERMINATION_MESSAGE_LIMIT, StageConfig, eval_result_uri, result_uri
 from mfpo_runtime import stage
 from mfpo_runtime.stages import evaluate
 
@@ -47,7 +47,7 @@ def flagship_eval(tmp_path: Path, termination_log: Path, monkeypatch: pytest.Mon
         for bench, names in BENCHMARK_METRICS.items():
             # Fractions of a few thousand samples: full-length floats, as real scores are.
             metrics = {name: values.randrange(1, 2999) / 2999 for name in names}
-            uri = evaluate.result_doc_uri(config.run_uri, policy, bench)
+            uri = eval_result_uri(config.run_uri, policy, bench)
             storage.write_json({"metrics": metrics, "flags": []}, uri)
     path = tmp_path / "eval.json"
     path.write_text(config.to_json())
