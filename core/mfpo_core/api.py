@@ -99,6 +99,9 @@ Quantity = Annotated[
 
 # A Secret's name, as the API server checks it (IsDNS1123Subdomain, at most 253 characters).
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# What `storage` reads: file://, s3:// or a plain local path (no other scheme: nothing is fetched
+# from a hub or over HTTP at run time).
+STORAGE_URI_PATTERN = r"^((s3|file)://.+|[^:]*)$"
 
 
 # ---------------------------------------------------------------------------- model
@@ -148,6 +151,7 @@ class ModelSpec(ApiModel):
     uri: str = Field(
         ...,
         min_length=1,
+        pattern=STORAGE_URI_PATTERN,
         description=(
             "Where the base model lies in Hugging Face format: a storage URI (s3://bucket/path "
             "or file:///path) or a local directory. Never downloaded from a hub at run time."
@@ -182,7 +186,10 @@ class BadRecordPolicy(str, Enum):
 class DataSpec(ApiModel):
     """The text-preference dataset (prompt, image, chosen, rejected)."""
 
-    uri: str = Field(..., min_length=1, description="Storage URI of the dataset (file or directory).")
+    uri: str = Field(
+        ..., min_length=1, pattern=STORAGE_URI_PATTERN,
+        description="Storage URI of the dataset (file or directory): file://, s3:// or a local path.",
+    )
     format: DataFormat = Field(DataFormat.rlaif_v, description="Record format.")
     on_bad_record: BadRecordPolicy = Field(
         BadRecordPolicy.fail, description="What to do with a record that cannot be read."
@@ -498,9 +505,10 @@ class BenchmarkSpec(ApiModel):
         None,
         min_length=1,
         max_length=MAX_URI_LENGTH,
+        pattern=STORAGE_URI_PATTERN,
         description=(
-            "Storage URI of the benchmark's data (synthetic: the world written by "
-            "`python -m mfpo_runtime.data.scenes`, the run's own world if unset)."
+            "Storage URI of the benchmark's data; required except for synthetic, whose default is "
+            "the world the run's data comes from (written by `python -m mfpo_runtime.data.scenes`)."
         ),
     )
     max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many questions (per split).")
@@ -523,6 +531,8 @@ class BenchmarkSpec(ApiModel):
     def _options_of_its_benchmark(self) -> BenchmarkSpec:
         if self.legacy_options:
             raise ValueError(LEGACY_OPTIONS_MESSAGE)
+        if self.uri is None and self.name != "synthetic":
+            raise ValueError(f"uri is required for {self.name} (only synthetic has a default: the run's world)")
         own, _ = BENCHMARK_OPTIONS[self.name]
         for field, _ in BENCHMARK_OPTIONS.values():
             if field != own and getattr(self, field) is not None:

@@ -117,7 +117,11 @@ def _benchmark_rules() -> list[dict[str, str]]:
     """A benchmark's options member may be set only on an entry of that benchmark; the
     removed untyped `options` map only empty."""
     legacy = {"rule": "!has(self.options) || size(self.options) == 0", "message": api.LEGACY_OPTIONS_MESSAGE}
-    return [legacy] + [
+    data = {
+        "rule": "has(self.uri) || self.name == 'synthetic'",
+        "message": "uri is required (only synthetic has a default: the run's world)",
+    }
+    return [legacy, data] + [
         {
             "rule": f"!has(self.{to_camel(field)}) || self.name == '{name}'",
             "message": f"{to_camel(field)} options are only allowed when name is {name}",

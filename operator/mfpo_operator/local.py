@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,17 +56,42 @@ class MissingInputs(RuntimeError):
         super().__init__("; ".join(missing))
 
 
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one directory per GPU the NVIDIA driver sees
+
+
+def visible_gpus(environ: Mapping[str, str] = os.environ, gpus_dir: Path = NVIDIA_GPUS) -> int:
+    """NVIDIA GPUs a stage process started here could use: the driver's, narrowed by
+    CUDA_VISIBLE_DEVICES (CUDA ignores the list from its first invalid entry, such as -1, on)."""
+    present = sum(1 for _ in gpus_dir.iterdir()) if gpus_dir.is_dir() else 0
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return present
+    usable = 0
+    for entry in listed.split(","):
+        if not entry.strip() or entry.strip().startswith("-"):
+            break
+        usable += 1
+    return min(present, usable)
+
+
 def missing_inputs(run: MFPORun) -> list[str]:
     """`field: uri does not exist` for each local (file://) model, data or benchmark input that
-    is absent. Object-store inputs are left to the stages, which name them if absent."""
+    is absent, and the GPUs the spec asks for when this machine shows fewer. Object-store inputs
+    are left to the stages, which name them if absent."""
     spec = run.spec
+    missing = []
+    gpus = spec.resources.gpus_per_node
+    if gpus > 0 and visible_gpus() < gpus:
+        missing.append(
+            f"spec.resources.gpusPerNode: {gpus} GPU(s) asked, this machine shows {visible_gpus()} "
+            "(set resources.gpusPerNode: 0 to run on the CPU)"
+        )
     inputs = [("spec.model.uri", spec.model.uri), ("spec.data.uri", spec.data.uri)]
     inputs += [
         (f"spec.evaluation.benchmarks[{i}].uri", b.uri)
         for i, b in enumerate(spec.evaluation.benchmarks)
         if b.uri
     ]
-    missing = []
     for field, uri in inputs:
         path = storage.local_path(uri) if uri.startswith("file://") or "://" not in uri else None
         if path is not None and not path.exists():
@@ -173,11 +198,12 @@ class LocalRunner:
         missing = missing_inputs(self._manifest)
         if missing:
             raise MissingInputs(missing)
-        self._acquire_lock()
-        try:
-            return self._run_locked(retry)
-        finally:
-            self._release_lock()
+        with storage.using_env(self.env):  # the lock lives beside the state: the run's endpoint
+            self._acquire_lock()
+            try:
+                return self._run_locked(retry)
+            finally:
+                self._release_lock()
 
     def _run_locked(self, retry: bool) -> MFPORunStatus:
         self._status, self._recorded = self._load()
@@ -240,7 +266,8 @@ class LocalRunner:
     # ------------------------------------------------------------------ lock
 
     def _acquire_lock(self) -> None:
-        holder = self._lock_holder()
+        with storage.using_env(self.env):
+            holder = self._lock_holder()
         if holder and _holder_alive(holder):
             raise RunLocked(self._locked_message(holder))
         if holder:  # left by a runner that died (kill -9, reboot): take it over
@@ -453,7 +480,8 @@ class LocalRunner:
 
     def runner_line(self) -> str | None:
         """Who runs the run now, for `mfpo status`: a live runner, or none for an unfinished run."""
-        holder = self._lock_holder()
+        with storage.using_env(self.env):
+            holder = self._lock_holder()
         if holder and _holder_alive(holder):
             return f"  being run by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
         status = self.status()

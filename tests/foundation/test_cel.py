@@ -90,8 +90,9 @@ def all_rules() -> list[str]:
 def test_every_rule_compiles() -> None:
     rules = all_rules()
     # 2 immutability + noise + 2 grounding + weights + storage endpoint + judge + 4 benchmark
-    # options + the removed options map + 2 distinct benchmarks + 3 non-negative quantities
-    assert len(rules) == 18
+    # options + the removed options map + a benchmark's data + 2 distinct benchmarks
+    # + 3 non-negative quantities
+    assert len(rules) == 19
     for rule in rules:
         compiled(rule)
 
@@ -182,12 +183,12 @@ def test_options_member_rules_agree() -> None:
 def test_distinct_benchmark_rules_agree() -> None:
     schema = schema_at("spec", "evaluation")
     entries = [
-        {"name": "pope"},
+        {"name": "synthetic"},
         {"name": "pope", "uri": "s3://b/p"},
         {"name": "pope", "uri": "s3://b/q"},
         {"name": "pope", "uri": "s3://b/q", "label": "pope-q"},
         {"name": "amber", "uri": "s3://b/p"},
-        {"name": "amber", "label": "pope"},
+        {"name": "amber", "uri": "s3://b/a", "label": "pope"},
         {"name": "synthetic", "label": "pope-q"},
     ]
     for count in (1, 2, 3):

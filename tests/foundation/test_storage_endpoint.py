@@ -33,11 +33,13 @@ REAL_STAGE = (sys.executable, "-m", "mfpo_runtime.stage")
 
 def run_manifest(storage_spec: dict, name: str = "demo") -> MFPORun:
     spec = {
-        "model": {"uri": "file:///models/tiny"},
-        "data": {"uri": "file:///data/train", "format": "synthetic"},
+        # object-store inputs: the runner leaves them to the stages (whose results exist already)
+        "model": {"uri": "s3://mfpo/models/tiny"},
+        "data": {"uri": "s3://mfpo/data/train", "format": "synthetic"},
         "storage": storage_spec,
         "curriculum": {"stages": 1},
         "retries": {"maxAttempts": 1},
+        "resources": {"gpusPerNode": 0},
     }
     return MFPORun.model_validate(
         {"apiVersion": "mfpo.dev/v1alpha1", "kind": "MFPORun", "metadata": {"name": name}, "spec": spec}
@@ -210,14 +212,15 @@ def test_mfpo_run_and_status_name_an_unreachable_endpoint_in_one_line(
     path = tmp_path / "run.yaml"
     path.write_text(
         "apiVersion: mfpo.dev/v1alpha1\nkind: MFPORun\nmetadata: {name: demo}\n"
-        "spec:\n  model: {uri: file:///m}\n  data: {uri: file:///d}\n"
+        "spec:\n  model: {uri: s3://mfpo/m}\n  data: {uri: s3://mfpo/d}\n  resources: {gpusPerNode: 0}\n"
         f"  storage: {{uri: 's3://{moto_bucket}/runs', endpoint: '{dead}', secure: false}}\n"
     )
     assert cli.main([command, str(path)]) == 1
     err = capsys.readouterr().err
+    first_object = "lock.json" if command == "run" else "state.json"  # a runner takes the lock first
     assert err == (
         f"error: cannot reach S3 endpoint http://{dead} for s3://{moto_bucket}/runs/demo/_local/"
-        f"state.json after {s3_backend.MAX_RETRIES} retries: cannot connect: [Errno 111] "
+        f"{first_object} after {s3_backend.MAX_RETRIES} retries: cannot connect: [Errno 111] "
         "Connection refused\n"
     )
     assert SECRET_KEY not in err

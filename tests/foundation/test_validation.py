@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,8 +216,8 @@ def bound_violations(schema: dict[str, Any], path: str = "spec") -> Iterator[tup
             yield where, above
         if "enum" in node:
             yield where, "not-a-listed-value"
-        if "pattern" in node:
-            yield where, "no scheme"
+        if "pattern" in node:  # a value the pattern refuses ("no scheme" is a valid local path)
+            yield where, next(v for v in ("no scheme", "https://hub.example/m") if not re.search(node["pattern"], v))
 
 
 VIOLATIONS = list(bound_violations(resource_schema()["properties"]["spec"]))
@@ -396,7 +397,7 @@ def test_entries_of_one_benchmark_on_other_data_with_labels_are_accepted() -> No
             ),
         ),
         (
-            {"name": "pope", "amber": {"queries": "q.json"}},
+            {"name": "pope", "uri": "s3://b/pope", "amber": {"queries": "q.json"}},
             (
                 'spec.evaluation.benchmarks[0]: Invalid value: "object": amber options are only '
                 "allowed when name is amber"

@@ -29,6 +29,7 @@ def write_manifest(directory: Path, *, data_format: str = "synthetic", storage_u
             "storage": {"uri": storage_uri or "file://./artifacts"},
             "curriculum": {"stages": 2},
             "retries": {"maxAttempts": 2, "backoffSeconds": 0},
+            "resources": {"gpusPerNode": 0},
         },
     }
     path = directory / "run.yaml"

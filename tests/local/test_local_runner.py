@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from mfpo_core.api import MFPORun
-from mfpo_operator.local import LocalRunner, _start_ticks, format_eval_table, load_state
+from mfpo_operator.local import (
+    LocalRunner,
+    MissingInputs,
+    _start_ticks,
+    format_eval_table,
+    load_state,
+    visible_gpus,
+)
 
 FAKE_STAGE = [sys.executable, str(Path(__file__).with_name("fake_stage.py"))]
 
@@ -25,6 +32,7 @@ def manifest(tmp_path: Path, **spec_overrides) -> MFPORun:
         "storage": {"uri": f"file://{tmp_path}/artifacts"},
         "curriculum": {"stages": 2},
         "retries": {"maxAttempts": 3, "backoffSeconds": 0},
+        "resources": {"gpusPerNode": 0},
         **spec_overrides,
     }
     return MFPORun.model_validate(
@@ -183,3 +191,22 @@ def test_retry_of_a_run_that_did_not_fail_changes_nothing(tmp_path, fake):
     assert status.phase == "Succeeded"
     assert "is Succeeded, not Failed: nothing to retry" in out.getvalue()
     assert len(calls()) == 5  # no stage ran again
+
+
+def test_gpus_the_machine_does_not_show_are_refused_before_any_stage(tmp_path: Path) -> None:
+    """gpusPerNode defaults to 1: on a machine without a GPU the run stops before datagen and
+    score spend their time, naming the field and the fix (the align stage would fail later)."""
+    run = manifest(tmp_path, resources={"gpusPerNode": 1})
+    with pytest.raises(MissingInputs, match=r"spec.resources.gpusPerNode: 1 GPU\(s\) asked, this machine shows 0"):
+        LocalRunner(run, stage_command=["false"]).run()
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_visible_gpus_follow_the_driver_and_cuda_visible_devices(tmp_path: Path) -> None:
+    for bus in ("0000:01:00.0", "0000:02:00.0", "0000:03:00.0"):
+        (tmp_path / bus).mkdir()
+    assert visible_gpus({}, tmp_path) == 3
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0,2"}, tmp_path) == 2
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, tmp_path) == 0
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "1,-1,2"}, tmp_path) == 1  # CUDA stops at -1
+    assert visible_gpus({}, tmp_path / "no-driver") == 0

@@ -34,7 +34,8 @@ def datagen_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: int
     run = MFPORun.model_validate({
         "apiVersion": "mfpo.dev/v1alpha1", "kind": "MFPORun", "metadata": {"name": "demo"},
         "spec": {"model": {"uri": f"file://{tmp_path}/model"}, "data": {"uri": f"file://{tmp_path}/data"},
-                 "storage": {"uri": f"file://{tmp_path}/artifacts"}, "imagePreference": {"shards": shards}},
+                 "storage": {"uri": f"file://{tmp_path}/artifacts"}, "imagePreference": {"shards": shards},
+                 "resources": {"gpusPerNode": 0}},
     })  # fmt: skip
     command = [sys.executable, "-c", RECORD_THREADS]
     LocalRunner(run, progress=False, stage_command=command, out=io.StringIO()).run()
