@@ -343,7 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--text-hidden", type=int, default=None, help="language model width")
     parser.add_argument("--vision-hidden", type=int, default=None, help="vision tower width")
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="intra-op threads (default: torch's); the same count gives the same weights",
     )
     parser.add_argument("--no-progress", action="store_true")

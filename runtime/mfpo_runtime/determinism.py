@@ -54,6 +54,8 @@ def environment() -> dict[str, object]:
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as info:
-            return next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "")
+            return next(
+                (ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), ""
+            )
     except OSError:
         return platform.processor()
