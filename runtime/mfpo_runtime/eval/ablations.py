@@ -101,7 +101,7 @@ def value_at_recall(recall: Sequence[float], value: Sequence[float], target: flo
                 return float(value[i])
             t = (target - r0) / (r1 - r0)
             return float(value[i] + t * (value[i + 1] - value[i]))
-    if recall and recall[0] == target:
+    if len(recall) == 1 and recall[0] == target:
         return float(value[0])
     return float("nan")
 

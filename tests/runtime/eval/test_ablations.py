@@ -63,6 +63,9 @@ def test_value_at_recall_interpolates_on_the_first_crossing():
     assert ablations.value_at_recall([0.9, 0.7, 0.5], [0.30, 0.10, 0.05], 0.6) == pytest.approx(0.075)
     assert ablations.value_at_recall([0.9, 0.7], [0.3, 0.1], 0.9) == pytest.approx(0.3)
     assert math.isnan(ablations.value_at_recall([0.9, 0.8], [0.3, 0.2], 0.5))
+    # Bootstrap rounds pass numpy columns.
+    assert ablations.value_at_recall(np.array([0.9, 0.7]), np.array([0.3, 0.1]), 0.8) == pytest.approx(0.2)
+    assert ablations.value_at_recall(np.array([0.8]), np.array([0.3]), 0.8) == pytest.approx(0.3)
     assert ablations.common_recall({"a": [0.9, 0.7, 0.5], "b": [0.9, 0.8]}) == 0.8
 
 
