@@ -92,7 +92,10 @@ def matched(curves: dict, base_rates: dict, profile: Profile) -> dict:
     paths = {name: [base_rates, *points] for name, points in paths.items()}
     if not paths:
         return {}
-    target = stats.common_recall({n: [float(p["recall"][0]) for p in path] for n, path in paths.items()})
+    # r* comes from the traced frontiers (several rates); a one-rate variant whose single point
+    # keeps the base recall would otherwise pin r* to the base model, where every CHAIR is equal.
+    traced = {n: path for n, path in paths.items() if len(path) > 2} or paths
+    target = stats.common_recall({n: [float(p["recall"][0]) for p in path] for n, path in traced.items()})
     draws = {}
     for name, path in paths.items():
         for metric in ("chair_s", "chair_i"):
@@ -138,7 +141,8 @@ def markdown_section(length: str, split: str, table: dict) -> str:
         )
     match = table["matched_recall"]
     if match:
-        lines += ["", f"At matched recall {match['recall']:.3f} (interpolated on each frontier from the base model):",
+        lines += ["", (f"At matched recall {match['recall']:.3f}, the lowest recall every traced frontier reaches "
+                       "(interpolated on each path base model -> rates; NaN: the path never reaches it):"),
                   "", "| variant | rates on path | CHAIRs [95% CI] | CHAIRi | Δ CHAIRs vs MFPO [95% CI] |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for row in match["rows"]:

@@ -27,6 +27,7 @@ results.json (every run's metrics and seconds, thread count, versions, load aver
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -278,6 +279,14 @@ def environment(threads: int) -> dict[str, object]:
             "cpus": os.cpu_count()}  # fmt: skip
 
 
+def _earlier_timing(layout: Layout) -> dict | None:
+    path = layout.out / "results.json"
+    if not path.exists():
+        return None
+    earlier = json.loads(path.read_text())
+    return {k: earlier[k] for k in ("seconds_total", "seconds_per_run", "load_average") if k in earlier}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the <= 10 minute profile")
@@ -301,11 +310,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     from ablation_report import write_report  # the statistics import numpy and the runtime
 
+    timing = {"seconds_total": round(time.monotonic() - ledger.started, 1), "seconds_per_run": ledger.seconds,
+              "load_average": {"before": load_before, "after_each_run": ledger.load}}  # fmt: skip
+    if args.report_only:  # the timings are those of the session that ran the runs
+        timing = _earlier_timing(layout) or timing
     write_report(
         runs, layout, profile, rounds=args.rounds,
-        meta={"profile": name, "settings": asdict(profile), "environment": environment(args.threads),
-              "seconds_total": round(time.monotonic() - ledger.started, 1), "seconds_per_run": ledger.seconds,
-              "load_average": {"before": load_before, "after_each_run": ledger.load}},
+        meta={"profile": name, "settings": asdict(profile), "environment": environment(args.threads), **timing},
     )  # fmt: skip
     print(f"report: {layout.out / 'report.md'}")
     return 0
