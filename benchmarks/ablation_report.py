@@ -94,7 +94,9 @@ def matched(curves: dict, base_rates: dict, profile: Profile) -> dict:
         return {}
     # r* comes from the traced frontiers (several rates); a one-rate variant whose single point
     # keeps the base recall would otherwise pin r* to the base model, where every CHAIR is equal.
-    traced = {n: path for n, path in paths.items() if len(path) > 2} or paths
+    traced = {n: path for n, path in paths.items() if len(path) > 2}
+    if not traced:  # one rate per variant (the quick profile): no frontier to match recall on
+        return {}
     target = stats.common_recall({n: [float(p["recall"][0]) for p in path] for n, path in traced.items()})
     draws = {}
     for name, path in paths.items():
@@ -140,6 +142,8 @@ def markdown_section(length: str, split: str, table: dict) -> str:
             f"{_ci(row.get('delta_recall', math.nan), row.get('delta_recall_ci'))} |"
         )
     match = table["matched_recall"]
+    if not match:
+        lines += ["", "Matched recall: needs several learning rates per frontier variant (the full profile)."]
     if match:
         lines += ["", (f"At matched recall {match['recall']:.3f}, the lowest recall every traced frontier reaches "
                        "(interpolated on each path base model -> rates; NaN: the path never reaches it):"),
