@@ -226,6 +226,7 @@ class GroundingMethod(str, Enum):
     clipseg = "clipseg"  # CLIPSeg text-prompted segmentation (transformers)
     grounding_sam = "grounding-sam"  # Grounding-DINO boxes refined by SAM (transformers)
     whole_image = "whole-image"  # no grounding: noise the whole image (the paper's global-noise ablation)
+    random_region = "random-region"  # annotation regions moved to a random place, same area (paper's random-region ablation)
 
 
 class GroundingSpec(ApiModel):

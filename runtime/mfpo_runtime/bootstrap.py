@@ -34,6 +34,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from mfpo_runtime.data.records import DatasetError, read_manifest, read_records
 from mfpo_runtime.data.scenes import PARTNERS, lonely_objects
+from mfpo_runtime.determinism import deterministic, environment
 from mfpo_runtime.models import LoadedVLM, TinySize, build_tiny, encode, generate
 from mfpo_runtime.progress import progress_bar
 
@@ -63,6 +64,9 @@ class BootstrapConfig:
     # Patches per image side: 4 gives 16 image tokens, one 2x2 block per object cell of the
     # world's 2x2 layout, and keeps sequences short (the step time is per token on CPU).
     patches_per_side: int = 4
+    # Intra-op threads for training and measurement (deterministic algorithms on): the same
+    # seed gives the same weights on any machine at the same count. None: this process's count.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -72,6 +76,8 @@ class BootstrapConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.eval_samples < 0:
             raise ValueError(f"eval_samples must be >= 0, got {self.eval_samples}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
 
 
 @dataclass
@@ -251,6 +257,11 @@ def measure(vlm: LoadedVLM, config: BootstrapConfig) -> dict[str, dict]:
 
 def bootstrap(config: BootstrapConfig, *, progress: bool = True) -> dict:
     """Build, fine-tune, measure and publish the captioner; returns the `bootstrap.json` doc."""
+    with deterministic(config.threads or torch.get_num_threads()):
+        return _bootstrap(config, progress=progress)
+
+
+def _bootstrap(config: BootstrapConfig, *, progress: bool) -> dict:
     started = time.monotonic()
     records, images, manifest = load_split(config.world, "train", config.max_records)
     if not records:
@@ -269,6 +280,7 @@ def bootstrap(config: BootstrapConfig, *, progress: bool = True) -> dict:
         "loss": {"first": losses[0], "last": _mean(losses[-10:])},
         "seconds": round(time.monotonic() - started, 1),
         "figures": figures,
+        "environment": environment(),
     }
     with tempfile.TemporaryDirectory(prefix="mfpo-bootstrap-") as tmp:
         model.save_pretrained(tmp)
@@ -330,6 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--text-hidden", type=int, default=None, help="language model width")
     parser.add_argument("--vision-hidden", type=int, default=None, help="vision tower width")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (default: torch's); the same count gives the same weights",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -343,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = BootstrapConfig(
             world=args.world, out=args.out, seed=args.seed, steps=args.steps,
             batch_size=args.batch_size, lr=args.lr, max_records=args.max_records,
-            eval_samples=args.eval_samples, size=size,
+            eval_samples=args.eval_samples, size=size, threads=args.threads,
         )  # fmt: skip
         doc = bootstrap(config, progress=not args.no_progress)
     except (ValueError, storage.StorageError) as err:

@@ -120,3 +120,27 @@ def test_score_captions_by_hand():
     # Scenes missing a partner: the sun's cloud (named) and the kite's star (not named).
     assert scores["partner_hallucination"] == pytest.approx(1 / 2)
     assert scores["well_formed"] == 1.0
+
+
+@pytest.mark.slow
+def test_fixed_threads_give_the_same_weights_whatever_the_process_runs_on(tmp_path, world_dir):
+    """`threads` decides the numbers, not the calling process's thread setting; the result
+    records the thread count, deterministic mode and versions, and the setting is restored."""
+    weights, docs = {}, {}
+    ambient = torch.get_num_threads()
+    for name, process_threads in (("a", 1), ("b", 2)):
+        torch.set_num_threads(process_threads)
+        try:
+            docs[name] = bootstrap.bootstrap(
+                _config(world_dir, tmp_path / name, eval_samples=0, threads=1, steps=4),
+                progress=False,
+            )
+            assert torch.get_num_threads() == process_threads
+        finally:
+            torch.set_num_threads(ambient)
+        weights[name] = load_vlm(str(tmp_path / name)).model.state_dict()
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    env = docs["a"]["environment"]
+    assert env["threads"] == 1 and env["deterministic_algorithms"] is True
+    assert env["torch"] == torch.__version__ and env["transformers"]
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -190,3 +190,40 @@ def test_cli_rejects_bad_settings(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit):
         scenes.main(["--out", str(tmp_path), *args])
     assert message in capsys.readouterr().err
+
+
+def test_length_controlled_rejected_answers_are_as_long_as_chosen_ones(tmp_path, small_world):
+    """The shortcut exists by default (rejected answers longer on average) and the option
+    removes it, on the very same scenes, chosen answers and hallucinated objects."""
+    root, config, _ = small_world
+    controlled = scenes.WorldConfig(**{**config.__dict__, "length_controlled": True})
+    scenes.write_world(str(tmp_path / "controlled"), controlled)
+    extractor = synthetic_extractor()
+    for split in scenes.SPLITS:
+        default, equal = read_records(root / split), read_records(tmp_path / "controlled" / split)
+        assert [(r.image, r.chosen, r.extra["hallucinated"]) for r in default] == [
+            (r.image, r.chosen, r.extra["hallucinated"]) for r in equal
+        ]
+        for record in equal:
+            assert len(record.rejected.split()) == len(record.chosen.split()), record
+            assert extractor.objects(record.rejected) - set(record.objects) == {
+                record.extra["hallucinated"]
+            }
+            assert record.extra["edit"] in ("substitute", "substitute-partner")
+    train = read_records(root / "train")
+    extra_words = [len(r.rejected.split()) - len(r.chosen.split()) for r in train]
+    assert sum(extra_words) / len(train) > 0.5  # the default world's length shortcut
+    images = sorted((root / "train" / "images").iterdir())
+    assert [p.read_bytes() for p in images] == [
+        (tmp_path / "controlled" / "train" / "images" / p.name).read_bytes() for p in images
+    ]
+
+
+def test_cli_length_controlled(tmp_path):
+    assert scenes.main(["--out", str(tmp_path), "--train", "12", "--eval", "0",
+                        "--image-size", "32", "--length-controlled"]) == 0  # fmt: skip
+    for record in read_records(tmp_path / "train"):
+        assert len(record.rejected.split()) == len(record.chosen.split())
+    assert storage.read_json(storage.join(str(tmp_path), scenes.WORLD_FILE))["config"][
+        "length_controlled"
+    ]

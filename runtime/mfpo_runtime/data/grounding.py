@@ -10,6 +10,8 @@ keyword was not found). Implementations:
 - `GroundingSamGrounder`: Grounding-DINO boxes refined into masks by SAM (transformers),
   both loaded from storage URIs.
 - `WholeImageGrounder`: the paper's global-noise ablation: always the whole image.
+- `RandomRegionGrounder`: the paper's random-region ablation: another grounder's regions moved
+  to a random place of the image (same shapes, so the same area).
 
 `ground(...)` unions the keyword masks, derives one box per grounded keyword, and applies the
 paper's fallback: no region found -> the whole image, marked `fallback-whole-image` and counted
@@ -18,6 +20,7 @@ by the caller. Called by the datagen stage and the benchmark.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,6 +146,32 @@ class WholeImageGrounder:
     ) -> list[np.ndarray]:
         width, height = image.size
         return [np.ones((height, width), dtype=bool) for _ in keywords]
+
+
+class RandomRegionGrounder:
+    """The random-region ablation: the inner grounder's keyword masks, all shifted by one random
+    offset (cyclically, `np.roll`), so the noise covers a region of exactly the keyword
+    regions' area and shape that is unrelated to where the objects are.
+
+    The offset is drawn from the image's pixels and `seed` alone: the same sample always gets
+    the same region, in any process. A keyword the inner grounder did not find stays empty, so
+    `ground`'s whole-image fallback applies exactly as it would to the inner grounder.
+    """
+
+    name = "random-region"
+
+    def __init__(self, inner: Grounder, *, seed: int = 0) -> None:
+        self.inner = inner
+        self.seed = seed
+
+    def masks(
+        self, image: Image.Image, keywords: Sequence[str], sample_masks: dict[str, Image.Image]
+    ) -> list[np.ndarray]:
+        width, height = image.size
+        digest = hashlib.sha256(image.tobytes()).digest()
+        rng = np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
+        dy, dx = int(rng.integers(height)), int(rng.integers(width))
+        return [np.roll(m, (dy, dx), axis=(0, 1)) for m in self.inner.masks(image, keywords, sample_masks)]
 
 
 # ------------------------------------------------------------------ CLIPSeg
@@ -434,6 +463,8 @@ def grounder_for(spec, data_format: str, *, cache_dir: str | None = None) -> Gro
         return AnnotationGrounder(annotation_resolver(data_format))
     if method == "whole-image":
         return WholeImageGrounder()
+    if method == "random-region":
+        return RandomRegionGrounder(AnnotationGrounder(annotation_resolver(data_format)))
     if method == "clipseg":
         return CLIPSegGrounder.from_uri(
             spec.model_uri, threshold=spec.threshold, cache_dir=cache_dir

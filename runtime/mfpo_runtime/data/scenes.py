@@ -320,26 +320,52 @@ class Hallucination:
 
 
 def hallucinate(
-    names: Sequence[str], rng: random.Random, *, partner_rate: float = 0.75
+    names: Sequence[str],
+    rng: random.Random,
+    *,
+    partner_rate: float = 0.75,
+    length_controlled: bool = False,
 ) -> Hallucination:
     """Edit the object list as a prior-driven captioner would.
 
     The text-side regularity: when a present object lacks its usual partner, the rejected answer
     adds that partner (with P = partner_rate), so a model can learn to prefer answers from the
     text alone; otherwise one absent object is added or substitutes a present one.
+
+    Adding makes the rejected answer one object longer than the chosen one: a length shortcut
+    (prefer the shorter answer). `length_controlled` switches it off: the hallucinated object
+    always takes the place of a present one, so both answers name as many objects (and, every
+    object name being one word, have as many words). `rng` is drawn from exactly as without
+    it (the object an "add" edit drops comes from a generator of its own), so a world written
+    either way has the same scenes, chosen answers and hallucinated objects.
     """
     present = in_world_order(names)
     absent = [o for o in OBJECTS if o not in present]
     missing_partners = [PARTNERS[n] for n in lonely_objects(present)]
     if missing_partners and rng.random() < partner_rate:
         extra = rng.choice(missing_partners)
+        if length_controlled:
+            dropped = _substitute(present, extra, _side_rng(present, extra))
+            return Hallucination(dropped, "substitute-partner", extra)
         return Hallucination(in_world_order([*present, extra]), "add-partner", extra)
     extra = rng.choice(absent)
     if rng.random() < 0.5:
-        kept = list(present)
-        kept.remove(rng.choice(kept))
-        return Hallucination(in_world_order([*kept, extra]), "substitute", extra)
+        return Hallucination(_substitute(present, extra, rng), "substitute", extra)
+    if length_controlled:
+        return Hallucination(_substitute(present, extra, _side_rng(present, extra)), "substitute", extra)
     return Hallucination(in_world_order([*present, extra]), "add", extra)
+
+
+def _side_rng(present: list[str], extra: str) -> random.Random:
+    # A string seed is hashed with sha512: stable across processes and platforms.
+    return random.Random(f"length-control/{','.join(present)}/{extra}")
+
+
+def _substitute(present: list[str], extra: str, rng: random.Random) -> list[str]:
+    """`present` with one object, drawn at random, replaced by `extra`."""
+    kept = list(present)
+    kept.remove(rng.choice(kept))
+    return in_world_order([*kept, extra])
 
 
 def text_corpus() -> Iterator[str]:
@@ -372,6 +398,8 @@ class WorldConfig:
     image_size: int = 48
     max_objects: int = 4
     prior: float = PRIOR_STRENGTH
+    # Rejected answers name as many objects as chosen ones (no length shortcut; `hallucinate`).
+    length_controlled: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -408,13 +436,17 @@ def make_records(config: WorldConfig, split: str, root: Path) -> list[Preference
         else:
             names = sample_objects(rng, max_objects=config.max_objects, prior=config.prior)
         scene = render_scene(names, size=config.image_size, seed=rng.getrandbits(32))
-        records.append(_record(scene, f"{split}-{index:06d}", rng, root))
+        records.append(
+            _record(scene, f"{split}-{index:06d}", rng, root, config.length_controlled)
+        )
     return records
 
 
-def _record(scene: Scene, record_id: str, rng: random.Random, root: Path) -> PreferenceRecord:
+def _record(
+    scene: Scene, record_id: str, rng: random.Random, root: Path, length_controlled: bool
+) -> PreferenceRecord:
     template = rng.randrange(len(QUESTIONS))
-    rejected = hallucinate(scene.names, rng)
+    rejected = hallucinate(scene.names, rng, length_controlled=length_controlled)
     image = f"images/{record_id}.png"
     scene.image.save(root / image)
     masks = {}
@@ -503,12 +535,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=PRIOR_STRENGTH,
         help="P(partner present | object present) in train and eval",
     )
+    parser.add_argument(
+        "--length-controlled",
+        action="store_true",
+        help="rejected answers name as many objects as chosen ones (no length shortcut)",
+    )
     args = parser.parse_args(argv)
     try:
         config = WorldConfig(
             seed=args.seed, train=args.train, eval=args.eval,
             counterprior=args.eval if args.counterprior is None else args.counterprior,
             image_size=args.image_size, max_objects=args.max_objects, prior=args.prior,
+            length_controlled=args.length_controlled,
         )  # fmt: skip
     except ValueError as err:
         parser.error(str(err))

@@ -136,3 +136,35 @@ def test_grounding_sam_without_detections_falls_back(tiny_grounding_sam):
     image = Image.new("RGB", (50, 40), (0, 0, 255))
     assert grounder.detect(image, ["cat"]) == [[]]
     assert ground(grounder, image, ["cat"]).fallback
+
+
+def test_random_region_is_the_keyword_region_moved_elsewhere_with_equal_area():
+    """The paper's random-region ablation: noise of the keyword region's size, not on it."""
+    grounder = grounding.RandomRegionGrounder(AnnotationGrounder())
+    keyword = ground(AnnotationGrounder(), IMAGE, ["cat", "sofa"], MASKS)
+    moved = ground(grounder, IMAGE, ["cat", "sofa"], MASKS)
+    assert moved.method == "random-region" and moved.grounded == ["cat", "sofa"]
+    assert moved.mask.sum() == keyword.mask.sum() == 4 * 4 + 8 * 6
+    assert not np.array_equal(moved.mask, keyword.mask)
+    again = ground(grounding.RandomRegionGrounder(AnnotationGrounder()), IMAGE, ["cat", "sofa"], MASKS)
+    assert np.array_equal(again.mask, moved.mask)  # the image alone places the region
+    # Over many images the region lands anywhere: every pixel is covered by some draw.
+    covered = np.zeros((10, 20), bool)
+    for shade in range(60):
+        image = Image.new("RGB", (20, 10), (shade, 90, 90))
+        covered |= ground(grounder, image, ["cat"], MASKS).mask
+    assert covered.all()
+
+
+def test_random_region_keeps_the_whole_image_fallback():
+    found = ground(grounding.RandomRegionGrounder(AnnotationGrounder()), IMAGE, ["lamp"], MASKS)
+    assert found.fallback and found.mask.all()
+
+
+def test_grounder_for_random_region_wraps_the_annotations():
+    class Spec:
+        method = "random-region"
+
+    grounder = grounding.grounder_for(Spec(), "synthetic")
+    assert isinstance(grounder, grounding.RandomRegionGrounder)
+    assert isinstance(grounder.inner, AnnotationGrounder)

@@ -1,0 +1,192 @@
+"""Tables and frontier plots of the ablation benchmark (bench_ablations.py) from its runs'
+evaluation documents; the statistics are `mfpo_runtime.eval.ablations`."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from statistics import fmean, pstdev
+
+import numpy as np
+from bench_ablations import REFERENCE, SPLITS, VARIANTS, Layout, PlannedRun, Profile
+from mfpo_core import storage
+from mfpo_runtime.eval import ablations as stats
+
+RELIANCE = "logp_drop_excess"  # nats/token: drop with objects noised minus background noised
+
+
+def _load(runs: list[PlannedRun], layout: Layout) -> tuple[dict, dict]:
+    """(documents by run name, the base model's document) for the runs that finished."""
+    docs = {r.name: storage.read_json(layout.result(r)) for r in runs if storage.exists(layout.result(r))}
+    base_uri = storage.join(layout.run_uri(runs[0]), "eval", "results", "base", "synthetic.json")
+    return docs, storage.read_json(base_uri)
+
+
+def write_report(runs: list[PlannedRun], layout: Layout, profile: Profile, *, rounds: int, meta: dict) -> None:
+    docs, base = _load(runs, layout)
+    sections, tables = [], {}
+    for length in profile.lengths:
+        mine = [r for r in runs if r.length == length and r.name in docs]
+        for split, prefix in SPLITS.items():
+            table = analyse(mine, docs, base, split, prefix, profile, rounds)
+            tables[f"{length}/{split}"] = table
+            sections.append(markdown_section(length, split, table))
+        plot_frontiers(mine, docs, base, profile, layout.out / f"frontier-{length}.png")
+    per_run = {name: {"metrics": d["metrics"], "flags": d.get("flags", [])} for name, d in docs.items()}
+    (layout.out / "results.json").write_text(json.dumps({**meta, "tables": tables, "runs": per_run}, indent=1))
+    header = [
+        f"# Ablations on the synthetic world ({meta['profile']} profile)", "",
+        (f"{len(docs)} runs; {meta['environment']['threads']} threads; torch {meta['environment']['torch']}, "
+         f"transformers {meta['environment']['transformers']}; {meta['seconds_total'] / 60:.1f} min this "
+         f"session. Intervals: 95% paired bootstrap over images and seeds ({rounds} rounds)."), "",
+    ]  # fmt: skip
+    (layout.out / "report.md").write_text("\n".join(header + sections))
+
+
+def _grouped(runs: list[PlannedRun]) -> dict[tuple[str, float], list[PlannedRun]]:
+    groups: dict[tuple[str, float], list[PlannedRun]] = defaultdict(list)
+    for run in sorted(runs, key=lambda r: r.seed):
+        groups[(run.variant.name, run.lr)].append(run)
+    return groups
+
+
+def analyse(runs, docs, base, split, prefix, profile: Profile, rounds: int) -> dict:
+    """Equal-step rows at MFPO's rate and matched-recall rows, with paired intervals."""
+    groups = _grouped(runs)
+    seeds = len(profile.seeds)
+    complete = {key: [stats.counts_from_samples(docs[r.name]["samples"], split) for r in group]
+                for key, group in groups.items() if len(group) == seeds}  # fmt: skip
+    base_counts = stats.counts_from_samples(base["samples"], split)
+    image_w, seed_w = stats.resample_weights(len(base_counts.ids), seeds, rounds)
+    curves = {key: stats.seed_mean(per_seed, image_w, seed_w) for key, per_seed in complete.items()}
+    base_rates = stats.rates(base_counts, image_w)
+    reference = curves.get((REFERENCE, profile.mfpo_lr))
+    rows = []
+    for variant in VARIANTS:
+        key = (variant.name, profile.mfpo_lr)
+        if key not in curves:
+            continue
+        metric_docs = [docs[r.name]["metrics"] for r in groups[key]]
+        row = {"variant": variant.name, "label": variant.label, "lr": profile.mfpo_lr, "seeds": seeds}
+        for metric in ("chair_s", "chair_i", "recall", "well_formed", RELIANCE):
+            values = [m.get(prefix + metric, math.nan) for m in metric_docs]
+            row[metric] = fmean(values)
+            row[metric + "_sd"] = pstdev(values) if len(values) > 1 else 0.0
+        if reference is not None and variant.name != REFERENCE:
+            for metric in ("chair_s", "recall"):
+                draws = curves[key][metric] - reference[metric]
+                row[f"delta_{metric}"] = float(draws[0])
+                row[f"delta_{metric}_ci"] = stats.interval(draws[1:])
+        rows.append(row)
+    return {"equal_steps": rows, "matched_recall": matched(curves, base_rates, profile),
+            "base": {k: float(v[0]) for k, v in base_rates.items()}, "images": len(base_counts.ids)}  # fmt: skip
+
+
+def matched(curves: dict, base_rates: dict, profile: Profile) -> dict:
+    """CHAIRs and CHAIRi of every variant where its frontier (base -> rates) reaches r*."""
+    paths: dict[str, list[dict]] = defaultdict(list)
+    for (name, lr), curve in sorted(curves.items(), key=lambda item: item[0][1]):
+        paths[name].append(curve)
+    paths = {name: [base_rates, *points] for name, points in paths.items()}
+    if not paths:
+        return {}
+    # r* comes from the traced frontiers (several rates); a one-rate variant whose single point
+    # keeps the base recall would otherwise pin r* to the base model, where every CHAIR is equal.
+    traced = {n: path for n, path in paths.items() if len(path) > 2}
+    if not traced:  # one rate per variant (the quick profile): no frontier to match recall on
+        return {}
+    target = stats.common_recall({n: [float(p["recall"][0]) for p in path] for n, path in traced.items()})
+    draws = {}
+    for name, path in paths.items():
+        for metric in ("chair_s", "chair_i"):
+            recall = np.stack([p["recall"] for p in path])  # (points, R+1)
+            value = np.stack([p[metric] for p in path])
+            draws[(name, metric)] = np.array([stats.value_at_recall(recall[:, r], value[:, r], target)
+                                              for r in range(recall.shape[1])])  # fmt: skip
+    rows = []
+    for name in paths:
+        row = {"variant": name, "points": len(paths[name]) - 1}
+        for metric in ("chair_s", "chair_i"):
+            row[metric] = float(draws[(name, metric)][0])
+            row[metric + "_ci"] = stats.interval(draws[(name, metric)][1:])
+            if name != REFERENCE and (REFERENCE, metric) in draws:
+                delta = draws[(name, metric)] - draws[(REFERENCE, metric)]
+                row[f"delta_{metric}"] = float(delta[0])
+                row[f"delta_{metric}_ci"] = stats.interval(delta[1:])
+        rows.append(row)
+    return {"recall": target, "rows": rows}
+
+
+def _ci(value: float, ci: tuple[float, float] | None) -> str:
+    if ci is None or math.isnan(value):
+        return "-"
+    return f"{value:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def markdown_section(length: str, split: str, table: dict) -> str:
+    base = table["base"]
+    lines = [
+        (f"## {length} world, split `{split}` ({table['images']} images; base CHAIRs {base['chair_s']:.3f}, "
+         f"CHAIRi {base['chair_i']:.3f}, recall {base['recall']:.3f})"), "",
+        "At equal steps and MFPO's learning rate (mean ± sd over seeds; Δ = variant − MFPO):", "",
+        "| variant | CHAIRs | CHAIRi | recall | well-formed | reliance excess | Δ CHAIRs [95% CI] | Δ recall [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for row in table["equal_steps"]:
+        lines.append(
+            f"| {row['label']} | {row['chair_s']:.3f} ± {row['chair_s_sd']:.3f} | {row['chair_i']:.3f} | "
+            f"{row['recall']:.3f} ± {row['recall_sd']:.3f} | {row['well_formed']:.2f} | {row[RELIANCE]:.3f} | "
+            f"{_ci(row.get('delta_chair_s', math.nan), row.get('delta_chair_s_ci'))} | "
+            f"{_ci(row.get('delta_recall', math.nan), row.get('delta_recall_ci'))} |"
+        )
+    match = table["matched_recall"]
+    if not match:
+        lines += ["", "Matched recall: needs several learning rates per frontier variant (the full profile)."]
+    if match:
+        lines += ["", (f"At matched recall {match['recall']:.3f}, the lowest recall every traced frontier reaches "
+                       "(interpolated on each path base model -> rates; NaN: the path never reaches it):"),
+                  "", "| variant | rates on path | CHAIRs [95% CI] | CHAIRi | Δ CHAIRs vs MFPO [95% CI] |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for row in match["rows"]:
+            ci = row["chair_s_ci"]
+            lines.append(
+                f"| {row['variant']} | {row['points']} | {row['chair_s']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
+                f"{row['chair_i']:.3f} | {_ci(row.get('delta_chair_s', math.nan), row.get('delta_chair_s_ci'))} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_frontiers(runs, docs, base, profile: Profile, path: Path) -> None:
+    """CHAIRs against recall per variant: base -> each rate (seed mean, sd as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SPLITS), figsize=(6 * len(SPLITS), 4.5), squeeze=False)
+    groups = _grouped(runs)
+    for ax, (split, prefix) in zip(axes[0], SPLITS.items()):
+        b = base["metrics"]
+        ax.plot([b[prefix + "recall"]], [b[prefix + "chair_s"]], "k*", markersize=12, label="base")
+        for variant in VARIANTS:
+            keys = sorted(k for k in groups if k[0] == variant.name)
+            if not keys:
+                continue
+            points = [[docs[r.name]["metrics"] for r in groups[k]] for k in keys]
+            xs = [fmean(m[prefix + "recall"] for m in p) for p in points]
+            ys = [fmean(m[prefix + "chair_s"] for m in p) for p in points]
+            xerr = [pstdev([m[prefix + "recall"] for m in p]) for p in points]
+            yerr = [pstdev([m[prefix + "chair_s"] for m in p]) for p in points]
+            line = ax.errorbar([b[prefix + "recall"], *xs], [b[prefix + "chair_s"], *ys], xerr=[0, *xerr],
+                               yerr=[0, *yerr], marker="o", capsize=3, label=variant.label)  # fmt: skip
+            line[0].set_markevery(list(range(1, len(xs) + 1)))
+        ax.set_title(split)
+        ax.set_xlabel("object recall (higher is better)")
+        ax.set_ylabel("CHAIRs (lower is better)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

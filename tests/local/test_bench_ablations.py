@@ -1,0 +1,86 @@
+"""The ablation benchmark's plan: which runs, under which names, sharing which stages."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mfpo_core import storage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_ablations as bench
+
+
+def test_full_plan_covers_the_issue_matrix():
+    profile = bench.PROFILES["full"]
+    runs = bench.plan(profile)
+    per_variant = Counter(r.variant.name for r in runs)
+    # Frontier variants: 3 rates x 3 seeds; the others at MFPO's rate; each in both worlds.
+    assert per_variant == {"mfpo": 18, "text-dpo": 18, "dpo-anchor": 6, "random-region": 6,
+                           "global-noise": 6, "no-anchor": 6, "one-stage": 6}  # fmt: skip
+    assert len({r.name for r in runs}) == len(runs) == 66
+    for length in profile.lengths:
+        first = next(r for r in runs if r.length == length)
+        assert (first.variant.name, first.lr, first.seed) == ("mfpo", profile.mfpo_lr, 0)
+    assert {r.lr for r in runs if not r.variant.frontier} == {profile.mfpo_lr}
+
+
+def test_every_run_is_a_valid_manifest_of_its_variant(tmp_path):
+    layout = bench.Layout(tmp_path)
+    for run in bench.plan(bench.PROFILES["full"]):
+        spec = bench.manifest(run, bench.PROFILES["full"], layout, evaluate_base=False).spec
+        weights = spec.objective.weights
+        assert (weights.text, weights.image, weights.anchor) == run.variant.weights
+        assert spec.image_preference.grounding.method == run.variant.grounding
+        assert spec.curriculum.stages == run.variant.stages
+        assert (spec.training.learning_rate, spec.training.seed) == (run.lr, run.seed)
+        assert spec.data.max_samples == bench.PROFILES["full"].train
+        assert spec.data.uri.endswith(f"world-{run.length}/train")
+
+
+def _fake_stage(layout, run, part):
+    storage.write_json({"stage": part}, storage.join(layout.run_uri(run), part, "result.json"))
+
+
+def test_shared_stages_come_from_the_group_source(tmp_path):
+    layout = bench.Layout(tmp_path)
+    runs = bench.plan(bench.PROFILES["full"])
+    source = runs[0]
+    for part in ("datagen", "score"):
+        _fake_stage(layout, source, part)
+
+    def copied(run):
+        bench.share_stages(run, runs, layout)
+        return {p for p in ("datagen", "score") if storage.list_files(storage.join(layout.run_uri(run), p))}
+
+    other_seed = next(r for r in runs if r.variant.name == "text-dpo" and r.length == source.length)
+    assert copied(other_seed) == {"datagen", "score"}
+    one_stage = next(r for r in runs if r.variant.name == "one-stage" and r.length == source.length)
+    assert copied(one_stage) == {"datagen"}  # its own bins
+    noise = next(r for r in runs if r.variant.name == "global-noise" and r.length == source.length)
+    assert copied(noise) == set()  # its own perturbed images
+    other_world = next(r for r in runs if r.variant.name == "text-dpo" and r.length != source.length)
+    assert copied(other_world) == set()
+
+
+def test_finished_runs_are_never_run_again(tmp_path, monkeypatch, capsys):
+    profile = bench.PROFILES["smoke"]
+    layout = bench.Layout(tmp_path)
+    runs = bench.plan(profile)
+    for run in runs:
+        storage.write_json({"metrics": {}}, layout.result(run))
+
+    def refuse(*_args, **_kwargs):  # a stand-in runner: any call is a failure
+        raise AssertionError("a finished run was started again")
+
+    monkeypatch.setattr(bench, "LocalRunner", refuse)
+    assert bench.run_all(runs, profile, layout, bench.Ledger())
+    assert capsys.readouterr().out.count("done earlier") == len(runs)
+
+
+@pytest.mark.parametrize("profile", sorted(bench.PROFILES))
+def test_profiles_plan_valid_names(profile, tmp_path):
+    for run in bench.plan(bench.PROFILES[profile]):
+        bench.manifest(run, bench.PROFILES[profile], bench.Layout(tmp_path), evaluate_base=True)
