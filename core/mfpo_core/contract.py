@@ -17,6 +17,7 @@ Part of the core both planes import: pydantic and the API types only, no I/O.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 from enum import IntEnum
@@ -206,6 +207,13 @@ class TerminationSummary(BaseModel):
         first), up to the first that does not fit. The full set stays in the result document.
         """
         doc = self.model_dump(mode="json", exclude_none=True)
+        # NaN and infinity are not JSON: the operator could not patch them into the run's status
+        # (the API server refuses the request). They stay in the result document.
+        non_finite = [k for k, v in doc["metrics"].items() if not math.isfinite(v)]
+        if non_finite:
+            doc["metrics"] = {k: v for k, v in doc["metrics"].items() if k not in non_finite}
+            note = f"non-finite metrics left out: {', '.join(non_finite)}"
+            doc["message"] = f"{doc['message']} ({note})" if doc.get("message") else note
         text = _compact(doc)
         return text if _fits(text) else _compact(_shortened(doc))
 
@@ -223,7 +231,7 @@ class TerminationSummary(BaseModel):
 
 
 def _compact(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"))
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
 
 def _fits(text: str, limit: int = TERMINATION_MESSAGE_LIMIT) -> bool:

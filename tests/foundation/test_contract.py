@@ -189,3 +189,17 @@ def test_decoding_anything_else_gives_none(text: str | None) -> None:
 def test_spec_stage_names() -> None:
     spec = MFPORunSpec.model_validate({**SPEC, "curriculum": {"stages": 2}})
     assert spec.stage_names() == ["datagen", "score", "align-1", "align-2", "eval"]
+
+
+def test_non_finite_metrics_stay_out_of_the_summary_json() -> None:
+    """NaN is not JSON: a status patch holding it is refused by the API server, so the summary
+    (which the operator copies into the status) leaves such metrics out and says which."""
+    summary = TerminationSummary(
+        stage="align-1", status="succeeded", metrics={"loss": float("nan"), "reward_margin.text": 0.5,
+                                                      "grad_norm": float("inf")}
+    )
+    text = summary.encode()
+    doc = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the summary"))
+    assert doc["metrics"] == {"reward_margin.text": 0.5}
+    assert doc["message"] == "non-finite metrics left out: loss, grad_norm"
+    assert TerminationSummary.decode(text).metrics == {"reward_margin.text": 0.5}

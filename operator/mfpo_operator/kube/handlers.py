@@ -21,6 +21,8 @@ from typing import Any
 
 import kopf
 from mfpo_core.api import GROUP, PLURAL, VERSION, MFPORunSpec
+from mfpo_core.storage import StorageConfigError
+from pydantic import ValidationError
 
 from mfpo_operator.kube.artifacts import delete_run_artifacts
 from mfpo_operator.kube.cluster import Cluster
@@ -138,8 +140,21 @@ def _delete_artifacts_requested(spec: kopf.Spec, **_: Any) -> bool:
 def delete_artifacts(
     spec: kopf.Spec, name: str, namespace: str, memo: kopf.Memo, logger, **_: Any
 ) -> None:
-    run_spec = MFPORunSpec.model_validate(dict(spec))
+    # A spec this version refuses (stored under an older CRD, e.g. s3:// without an endpoint) or
+    # storage settings no retry can fix must not hold the run's finalizer forever: kopf releases
+    # the object after a PermanentError, and the message says what is left to delete by hand.
+    where = f"{spec.get('storage', {}).get('uri', '<storage.uri>')}/{name}"
+    try:
+        run_spec = MFPORunSpec.model_validate(dict(spec))
+    except ValidationError as err:
+        raise kopf.PermanentError(
+            f"artifacts under {where} not deleted: the run's spec is not valid in this version "
+            f"({err.errors()[0]['msg']}); delete them by hand"
+        ) from err
     secret_name = run_spec.storage.secret_name
     secret = memo.operator.cluster.read_secret(namespace, secret_name) if secret_name else {}
-    prefix = delete_run_artifacts(run_spec, name, secret)
+    try:
+        prefix = delete_run_artifacts(run_spec, name, secret)
+    except StorageConfigError as err:
+        raise kopf.PermanentError(f"artifacts under {where} not deleted: {err}; delete them by hand") from err
     logger.info("deleted the run's artifacts under %s", prefix)
