@@ -230,6 +230,22 @@ class TerminationSummary(BaseModel):
             return None
 
 
+def merge_shard_summaries(summaries: list[TerminationSummary]) -> TerminationSummary:
+    """One summary for a sharded attempt (summaries in shard order): count metrics summed,
+    `shards` their number, every shard's outputs kept as `<key>.<index>`. Used by the operator
+    (an Indexed Job's pods) and the local runner (its shard processes) alike."""
+    if len(summaries) == 1:
+        return summaries[0]
+    metrics: dict[str, float] = {}
+    outputs: dict[str, str] = {}
+    for index, summary in enumerate(summaries):
+        for key, value in summary.metrics.items():
+            metrics[key] = metrics.get(key, 0.0) + value
+        outputs.update({f"{key}.{index}": value for key, value in summary.outputs.items()})
+    metrics["shards"] = float(len(summaries))
+    return summaries[0].model_copy(update={"metrics": metrics, "outputs": outputs})
+
+
 def _compact(doc: dict[str, Any]) -> str:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 

@@ -33,7 +33,13 @@ from typing import TextIO
 
 from mfpo_core import cpus, storage
 from mfpo_core.api import MFPORun, MFPORunStatus, RunPhase
-from mfpo_core.contract import ExitCode, StageConfig, TerminationSummary, parse_eval_metric_key
+from mfpo_core.contract import (
+    ExitCode,
+    StageConfig,
+    TerminationSummary,
+    merge_shard_summaries,
+    parse_eval_metric_key,
+)
 from mfpo_core.stages import kind_of
 
 from mfpo_operator.plan import Attempt, AttemptState, Event, StartAttempt, plan, run_uri
@@ -409,7 +415,7 @@ class LocalRunner:
             record.state = AttemptState.succeeded.value
             record.exit_code = 0
             summaries = [s for _, s in outcomes if s]
-            record.summary = _merge_summaries(summaries).encode() if summaries else None
+            record.summary = merge_shard_summaries(summaries).encode() if summaries else None
             return
         code, summary = next(((c, s) for c, s in failed if c == ExitCode.BAD_INPUT), failed[0])
         record.state = AttemptState.failed.value
@@ -545,21 +551,6 @@ def _holder_alive(holder: dict) -> bool:
         return bool(holder.get("host"))
     pid, started = holder.get("pid"), holder.get("started")
     return isinstance(pid, int) and started is not None and _start_ticks(pid) == started and _alive(pid)
-
-
-def _merge_summaries(summaries: list[TerminationSummary]) -> TerminationSummary:
-    """One summary for a sharded attempt: counts add up, outputs are kept per shard."""
-    if len(summaries) == 1:
-        return summaries[0]
-    metrics: dict[str, float] = {}
-    outputs: dict[str, str] = {}
-    for index, summary in enumerate(summaries):
-        for key, value in summary.metrics.items():
-            metrics[key] = metrics.get(key, 0.0) + value
-        for key, value in summary.outputs.items():
-            outputs[f"{key}.{index}"] = value
-    stage = summaries[0].stage if summaries else "datagen"
-    return TerminationSummary(stage=stage, status="succeeded", metrics=metrics, outputs=outputs)
 
 
 def _wait(child: subprocess.Popen, stop: threading.Event) -> int:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mfpo_core.api import MFPORunStatus
-from mfpo_core.contract import TerminationSummary
+from mfpo_core.contract import TerminationSummary, merge_shard_summaries
 
 from mfpo_operator.kube.jobs import CONTAINER, LABEL_ATTEMPT, LABEL_STAGE
 from mfpo_operator.plan import Attempt, AttemptState
@@ -67,21 +67,6 @@ def _disrupted(pod: dict[str, Any]) -> bool:
     return any(
         c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conditions
     )
-
-
-def _summed(summaries: list[TerminationSummary]) -> TerminationSummary:
-    """One summary for an Indexed Job (summaries in completion-index order): count metrics
-    summed, every shard's outputs kept as `<key>.<index>` (as the local runner does)."""
-    if len(summaries) == 1:
-        return summaries[0]
-    metrics: dict[str, float] = {}
-    outputs: dict[str, str] = {}
-    for index, summary in enumerate(summaries):
-        for key, value in summary.metrics.items():
-            metrics[key] = metrics.get(key, 0.0) + value
-        outputs.update({f"{key}.{index}": value for key, value in summary.outputs.items()})
-    metrics["shards"] = float(len(summaries))
-    return summaries[0].model_copy(update={"metrics": metrics, "outputs": outputs})
 
 
 def _waited(since: str | None, now: datetime) -> str:
@@ -168,7 +153,7 @@ def attempt_from_job(
         s for s in (TerminationSummary.decode(_terminated(p).get("message")) for p in chosen) if s
     ]
     summary = (
-        _summed(summaries)
+        merge_shard_summaries(summaries)
         if summaries and state == AttemptState.succeeded
         else (summaries[0] if summaries else None)
     )
