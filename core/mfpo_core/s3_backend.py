@@ -57,12 +57,12 @@ from urllib3.exceptions import (
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.retry import Retry
 
-from mfpo_core.storage import (
+from mfpo_core.storage_base import (
+    Backend,
     Location,
     StorageConfigError,
     StorageError,
     StorageIntegrityError,
-    _Backend,
     sha256_file,
 )
 
@@ -292,7 +292,7 @@ def _reason(err: Urllib3Error, settings: S3Settings) -> str:
     return str(reason)
 
 
-class S3Backend(_Backend):
+class S3Backend(Backend):
     """storage's backend protocol over one minio client."""
 
     def __init__(self, client: Minio, settings: S3Settings) -> None:
