@@ -115,7 +115,7 @@ def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -
                 raise StageInterrupted(f"stopped before {name} on {label}; earlier results kept")
             _check_policy(name, uri)
             loaded = loaded or VLMPolicy.load(
-                name, uri, env.settings, device=str(device_for(ctx.config.spec)), progress=env.progress
+                name, uri, env.settings, device=str(device_for(ctx.config.spec.resources.gpus_per_node)), progress=env.progress
             )
             log.info("evaluating %s on %s", name, label)
             doc = _document(name, uri, bench_name(bench), run_benchmark(loaded, bench, env), env)

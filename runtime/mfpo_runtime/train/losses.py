@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfpo_runtime.train.config import ObjectiveConfig
+
 
 @dataclass(frozen=True)
 class PreferenceLogps:
@@ -108,10 +110,9 @@ class MFPOLoss(nn.Module):
         self.weights = (text_weight, image_weight, anchor_weight)
 
     @classmethod
-    def from_spec(cls, objective) -> MFPOLoss:
-        """From an `mfpo_core.api.ObjectiveSpec`."""
-        w = objective.weights
-        return cls(objective.beta, objective.eta, w.text, w.image, w.anchor)
+    def from_config(cls, objective: ObjectiveConfig) -> MFPOLoss:
+        o = objective
+        return cls(o.beta, o.eta, o.text_weight, o.image_weight, o.anchor_weight)
 
     def forward(self, logps: PreferenceLogps) -> MFPOLossOutput:
         beta = self.beta
