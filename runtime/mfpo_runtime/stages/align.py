@@ -28,6 +28,7 @@ from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import BadInput, policy_uri, stage_uri
 
 from mfpo_runtime.stage import StageContext, StageOutcome
+from mfpo_runtime.stages import plain
 from mfpo_runtime.train import data as train_data
 from mfpo_runtime.train import policy as policies
 from mfpo_runtime.train import trainer
@@ -51,25 +52,20 @@ def init_distributed(device: torch.device, world_size: int) -> None:
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def _value(member) -> str:
-    """An API enum's value; a plain string stays as it is (a spec edited without validation)."""
-    return getattr(member, "value", member)
-
-
 def train_config(spec: MFPORunSpec) -> TrainConfig:
     """What training reads of a run's spec (model, curriculum.reference, training, objective)."""
     m, t, w = spec.model, spec.training, spec.objective.weights
     lora = LoraSettings(m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules)
     policy = PolicyConfig(
-        base_uri=m.uri, family=_value(m.family), finetune=_value(m.finetune), lora=lora,
-        merge_adapters=m.merge_adapters, reference=_value(spec.curriculum.reference),
+        base_uri=m.uri, family=plain(m.family), finetune=plain(m.finetune), lora=lora,
+        merge_adapters=m.merge_adapters, reference=plain(spec.curriculum.reference),
     )
     loop = LoopConfig(
         epochs=t.epochs, max_steps=t.max_steps, learning_rate=t.learning_rate, lr_scheduler=t.lr_scheduler,
         warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation, precision=_value(t.precision),
+        batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation, precision=plain(t.precision),
         deepspeed_stage=t.deepspeed_stage, gradient_checkpointing=t.gradient_checkpointing,
-        checkpoint_every_steps=t.checkpoint_every_steps, reference_mode=_value(t.reference_mode),
+        checkpoint_every_steps=t.checkpoint_every_steps, reference_mode=plain(t.reference_mode),
         max_length=t.max_length, seed=t.seed,
     )
     objective = ObjectiveConfig(spec.objective.beta, spec.objective.eta, w.text, w.image, w.anchor)
