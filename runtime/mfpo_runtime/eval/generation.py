@@ -121,7 +121,7 @@ class VLMPolicy:
         import torch
 
         from mfpo_runtime import models
-        from mfpo_runtime.train.logprobs import sequence_logps
+        from mfpo_runtime.models.logprobs import sequence_logps
 
         model, processor, family = self.loaded.model, self.loaded.processor, self.loaded.family
         device = next(model.parameters()).device
