@@ -362,7 +362,7 @@ class S3Backend(Backend):
         try:
             found = self.client._list_multipart_uploads(loc.bucket, prefix=loc.key)
             for upload in found.uploads:
-                if upload.object_name == loc.key:  # the prefix also matches longer keys
+                if upload.object_name == loc.key and upload.upload_id:  # the prefix matches longer keys too
                     self.client._abort_multipart_upload(loc.bucket, loc.key, upload.upload_id)
         except S3Error as err:
             if err.code != "AccessDenied":

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 
 class StorageError(Exception):
@@ -57,7 +58,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-class Backend:
+class Backend(Protocol):
     """What a scheme must do (file:// in `storage`, s3:// in `s3_backend`); the public functions
     of `storage` add URIs, checksums and atomicity."""
 
