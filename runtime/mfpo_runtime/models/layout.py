@@ -22,8 +22,8 @@ from torch import nn
 
 # Parameter-name fragments of the image path (vision tower + projector) in the three families.
 IMAGE_PATH_MARKERS = ("vision_tower", "multi_modal_projector", "image_newline", "visual.")
-# Parameter-name fragments of the vision tower alone (LLaVA, LLaVA-NeXT: vision_tower; Qwen2-VL:
-# visual.): what full fine-tuning freezes, as LLaVA does.
+# Parameter-name fragments of the vision tower (LLaVA, LLaVA-NeXT: vision_tower; Qwen2-VL:
+# visual., its patch merger included): what full fine-tuning freezes, as LLaVA does.
 VISION_TOWER_MARKERS = ("vision_tower", "visual.")
 
 
