@@ -180,7 +180,7 @@ def setup_preset(tmp: Path, preset: Preset, batch_size: int):
                         weight_decay=0.0, max_grad_norm=1.0, batch_size=batch_size, gradient_accumulation=1,
                         precision="fp32", deepspeed_stage=0, gradient_checkpointing=False,
                         checkpoint_every_steps=50, reference_mode="online", max_length=1024, seed=0),
-        objective=ObjectiveConfig(beta=0.1, eta=0.0, text_weight=1.0, image_weight=1.0, anchor_weight=1.0),
+        objective=ObjectiveConfig(beta=0.1, eta=0.0, weights={"text": 1.0, "image": 1.0, "anchor": 1.0}),
     )
     return config, model_dir, train, records
 

@@ -54,7 +54,7 @@ def init_distributed(device: torch.device, world_size: int) -> None:
 
 def train_config(spec: MFPORunSpec) -> TrainConfig:
     """What training reads of a run's spec (model, curriculum.reference, training, objective)."""
-    m, t, w = spec.model, spec.training, spec.objective.weights
+    m, t = spec.model, spec.training
     lora = LoraSettings(m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules)
     policy = PolicyConfig(
         base_uri=m.uri, family=plain(m.family), finetune=plain(m.finetune), lora=lora,
@@ -68,7 +68,7 @@ def train_config(spec: MFPORunSpec) -> TrainConfig:
         checkpoint_every_steps=t.checkpoint_every_steps, reference_mode=plain(t.reference_mode),
         max_length=t.max_length, seed=t.seed,
     )
-    objective = ObjectiveConfig(spec.objective.beta, spec.objective.eta, w.text, w.image, w.anchor)
+    objective = ObjectiveConfig(spec.objective.beta, spec.objective.eta, spec.objective.weights.model_dump())
     return TrainConfig(policy, loop, objective)
 
 

@@ -8,19 +8,19 @@ one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """The three-term MFPO objective (Eq. 5-8): implicit-reward beta, anchor margin eta, weights."""
+    """The MFPO objective (Eq. 5-8): implicit-reward beta, anchor margin eta, and the weight of
+    each term by its name in `losses.TERMS`."""
 
     beta: float
     eta: float
-    text_weight: float
-    image_weight: float
-    anchor_weight: float
+    weights: Mapping[str, float]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,11 @@ from torch import nn
 
 from mfpo_runtime.train.config import ObjectiveConfig
 
+# The terms by name (Eq. 5-7): the fields of `MFPOLossOutput`, the `<name>_weight` arguments
+# of `MFPOLoss`, the keys of `ObjectiveConfig.weights` and of the API's objective.weights, and
+# the `term` label of the training metrics. A new term is added here and in the API's weights.
+TERMS = ("text", "image", "anchor")
+
 
 @dataclass(frozen=True)
 class PreferenceLogps:
@@ -63,6 +68,11 @@ class MFPOLossOutput:
     image: torch.Tensor  # (B,) L_image per sample
     anchor: torch.Tensor  # (B,) L_anchor per sample
     rewards: Rewards
+
+    @property
+    def terms(self) -> dict[str, torch.Tensor]:
+        """Each term's per-sample loss, (B,), by name in `TERMS` order."""
+        return {name: getattr(self, name) for name in TERMS}
 
 
 def dpo_loss(
@@ -111,8 +121,8 @@ class MFPOLoss(nn.Module):
 
     @classmethod
     def from_config(cls, objective: ObjectiveConfig) -> MFPOLoss:
-        o = objective
-        return cls(o.beta, o.eta, o.text_weight, o.image_weight, o.anchor_weight)
+        weights = {f"{name}_weight": objective.weights[name] for name in TERMS}
+        return cls(objective.beta, objective.eta, **weights)
 
     def forward(self, logps: PreferenceLogps) -> MFPOLossOutput:
         beta = self.beta

@@ -38,7 +38,7 @@ from mfpo_runtime.train.logprobs import (
     shared_image_features,
     triple_logps,
 )
-from mfpo_runtime.train.losses import MFPOLoss, MFPOLossOutput, PreferenceLogps
+from mfpo_runtime.train.losses import TERMS, MFPOLoss, MFPOLossOutput, PreferenceLogps
 from mfpo_runtime.train.reference import Reference
 
 log = logging.getLogger("mfpo.train")
@@ -110,9 +110,7 @@ class StepStats:
         r = out.rewards
         for name, value in {
             "objective": out.objective,
-            "loss.text": out.text.mean(),
-            "loss.image": out.image.mean(),
-            "loss.anchor": out.anchor.mean(),
+            **{f"loss.{term}": loss.mean() for term, loss in out.terms.items()},
             "reward.chosen": r.chosen.mean(),
             "reward.rejected": r.rejected.mean(),
             "reward.perturbed": r.perturbed.mean(),
@@ -135,7 +133,7 @@ def modality_balance(image_margin: float, text_margin: float) -> float:
 
 
 SUMMARY_KEYS = (
-    "loss.text", "loss.image", "loss.anchor", "objective",
+    *(f"loss.{term}" for term in TERMS), "objective",
     "reward_margin.text", "reward_margin.image", "reward_accuracy.text", "reward_accuracy.image",
 )
 
@@ -345,7 +343,7 @@ def publish_metrics(metrics, step: dict[str, float]) -> None:
     """One logging step to the stage's Prometheus metrics (names in mfpo_runtime.metrics)."""
     if metrics is None:
         return
-    for term in ("text", "image", "anchor"):
+    for term in TERMS:
         metrics.set("mfpo_train_loss", step[f"loss.{term}"], term=term)
     metrics.set("mfpo_train_objective", step["objective"])
     for which in ("chosen", "rejected", "perturbed"):

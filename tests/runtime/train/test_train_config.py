@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from mfpo_core.api import LoraSpec, MFPORunSpec, TrainingSpec
+from mfpo_core.api import LoraSpec, MFPORunSpec, TermWeights, TrainingSpec
 from mfpo_runtime.stages.align import train_config
 from mfpo_runtime.train.config import (
     LoopConfig,
@@ -14,7 +14,7 @@ from mfpo_runtime.train.config import (
     PolicyConfig,
     TrainConfig,
 )
-from mfpo_runtime.train.losses import MFPOLoss
+from mfpo_runtime.train.losses import TERMS, MFPOLoss
 
 
 def test_every_training_and_lora_field_has_its_typed_field():
@@ -43,12 +43,15 @@ def test_spec_maps_onto_the_train_config():
                         weight_decay=0.01, max_grad_norm=0.5, batch_size=4, gradient_accumulation=2,
                         precision="fp16", deepspeed_stage=2, gradient_checkpointing=True,
                         checkpoint_every_steps=3, reference_mode="precomputed", max_length=256, seed=7),
-        objective=ObjectiveConfig(beta=0.2, eta=0.5, text_weight=1.0, image_weight=2.0, anchor_weight=0.0),
+        objective=ObjectiveConfig(beta=0.2, eta=0.5, weights={"text": 1.0, "image": 2.0, "anchor": 0.0}),
     )
     assert type(train_config(spec).loop.precision) is str
 
 
+def test_the_loss_terms_are_the_api_weights():
+    assert TERMS == tuple(TermWeights.model_fields)
+
+
 def test_the_loss_takes_the_objective_config():
-    loss = MFPOLoss.from_config(ObjectiveConfig(beta=0.2, eta=0.5, text_weight=1.0, image_weight=2.0,
-                                                anchor_weight=0.0))
+    loss = MFPOLoss.from_config(ObjectiveConfig(beta=0.2, eta=0.5, weights={"text": 1.0, "image": 2.0, "anchor": 0.0}))
     assert (loss.beta, loss.eta, loss.weights) == (0.2, 0.5, (1.0, 2.0, 0.0))
