@@ -34,6 +34,7 @@ $(TOOL_BINS):
 test: setup tools
 	$(PY) -m mfpo_operator.crd --check
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/ruff check core operator runtime tests benchmarks
 	$(PY) -m pytest -q -ra
 

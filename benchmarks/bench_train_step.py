@@ -146,10 +146,16 @@ def long_answer(text: str, tokens: int, tokenizer) -> str:
 
 
 def setup_preset(tmp: Path, preset: Preset, batch_size: int):
-    from mfpo_core.api import MFPORunSpec
     from mfpo_runtime.data.records import read_records, write_records
     from mfpo_runtime.data.scenes import WorldConfig, write_world
     from mfpo_runtime.models import TinySize, build_tiny_model, load_vlm
+    from mfpo_runtime.train.config import (
+        LoopConfig,
+        LoraSettings,
+        ObjectiveConfig,
+        PolicyConfig,
+        TrainConfig,
+    )
 
     size = TinySize(image_size=preset.image_size, text_hidden=preset.text_hidden, text_layers=preset.text_layers,
                     vision_hidden=preset.vision_hidden, heads=preset.heads, max_positions=1024)
@@ -166,14 +172,17 @@ def setup_preset(tmp: Path, preset: Preset, batch_size: int):
             update["rejected"] = long_answer(r.rejected, preset.answer_tokens, tokenizer)
         records.append(r.model_copy(update=update))
     write_records(records, train)
-    spec = MFPORunSpec.model_validate({
-        "model": {"uri": str(model_dir), "family": "llava", "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
-        "data": {"uri": "file:///unused", "format": "synthetic"},
-        "storage": {"uri": "file:///unused"},
-        "training": {"batchSize": batch_size, "gradientAccumulation": 1, "precision": "fp32",
-                     "learningRate": 1e-4, "lrScheduler": "constant", "warmupRatio": 0.0},
-    })
-    return spec, model_dir, train, records
+    lora = LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)$")
+    config = TrainConfig(
+        policy=PolicyConfig(base_uri=str(model_dir), family="llava", finetune="lora", lora=lora,
+                            merge_adapters=False, reference="base"),
+        loop=LoopConfig(epochs=1, max_steps=None, learning_rate=1e-4, lr_scheduler="constant", warmup_ratio=0.0,
+                        weight_decay=0.0, max_grad_norm=1.0, batch_size=batch_size, gradient_accumulation=1,
+                        precision="fp32", deepspeed_stage=0, gradient_checkpointing=False,
+                        checkpoint_every_steps=50, reference_mode="online", max_length=1024, seed=0),
+        objective=ObjectiveConfig(beta=0.1, eta=0.0, weights={"text": 1.0, "image": 1.0, "anchor": 1.0}),
+    )
+    return config, model_dir, train, records
 
 
 def unpacked_forward_loss(job, loss_fn, batch3):
@@ -200,7 +209,7 @@ def unpacked_forward_loss(job, loss_fn, batch3):
                                    ref.chosen, ref.rejected, ref.perturbed))
 
 
-def mfpo_step_fn(spec, train_dir, records, *, precomputed: bool, packed: bool):
+def mfpo_step_fn(config, train_dir, records, *, precomputed: bool, packed: bool):
     from mfpo_runtime.train import data as train_data
     from mfpo_runtime.train import policy as policies
     from mfpo_runtime.train.logprobs import count_tokens
@@ -208,8 +217,8 @@ def mfpo_step_fn(spec, train_dir, records, *, precomputed: bool, packed: bool):
     from mfpo_runtime.train.reference import PrecomputedReference, as_batch_tensor, precompute
     from mfpo_runtime.train.trainer import TrainJob, build_optimizer, forward_loss
 
-    policy = policies.prepare(spec, 1, None)
-    indices = list(range(spec.training.batch_size))
+    policy = policies.prepare(config, 1, None)
+    indices = list(range(config.loop.batch_size))
     training_set = train_data.TrainingSet(train_dir, records)
     packed_batch = train_data.collate(training_set, indices, policy.processor, policy.family, 1024)
     reference = policy.reference
@@ -219,11 +228,11 @@ def mfpo_step_fn(spec, train_dir, records, *, precomputed: bool, packed: bool):
         ref_logps = as_batch_tensor(values)
         packed_batch["ref_logps"] = ref_logps
         reference = PrecomputedReference()
-    job = TrainJob(spec=spec, model=policy.model, reference=reference, processor=policy.processor,
+    job = TrainJob(config=config, model=policy.model, reference=reference, processor=policy.processor,
                    family=policy.family, training_set=training_set, stage_uri="file:///unused",
                    work_dir=Path(tempfile.mkdtemp()))
     optimizer, _ = build_optimizer(job, 100)
-    loss_fn = MFPOLoss.from_spec(spec.objective)
+    loss_fn = MFPOLoss.from_config(config.objective)
     policy.model.train()
     tokens = count_tokens(packed_batch)
     if packed:
@@ -305,12 +314,12 @@ def run_preset(name: str, args) -> dict:
     batch_size = args.batch_size or preset.batch_size
     with tempfile.TemporaryDirectory(prefix="mfpo-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        spec, model_dir, train_dir, records = setup_preset(tmp, preset, batch_size)
+        config, model_dir, train_dir, records = setup_preset(tmp, preset, batch_size)
         variants = {"trl-dpo": trl_step_fn(model_dir, train_dir, records, batch_size, tmp)}
         for precomputed in (False, True):
             for packed in (True, False):
                 label = "mfpo-" + ("precomputed" if precomputed else "online") + ("" if packed else "-unpacked")
-                variants[label] = mfpo_step_fn(spec, train_dir, records, precomputed=precomputed, packed=packed)
+                variants[label] = mfpo_step_fn(config, train_dir, records, precomputed=precomputed, packed=packed)
         times = {label: [] for label in variants}
         peaks = {label: 0 for label in variants}
         for step, _ in variants.values():  # warm-up

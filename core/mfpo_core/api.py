@@ -416,7 +416,8 @@ class PopeOptions(ApiModel):
     """Options of POPE (name: pope)."""
 
     splits: list[PopeSplit] = Field(
-        default_factory=lambda: [split.value for split in PopeSplit],
+        # values, not members: the CRD generator writes this default into the schema
+        default_factory=lambda: [split.value for split in PopeSplit],  # type: ignore[arg-type]
         min_length=1,
         description="POPE splits to evaluate (files *<split>.json or *<split>.jsonl under uri).",
     )

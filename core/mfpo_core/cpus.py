@@ -100,10 +100,10 @@ def _quota_in(directory: Path) -> float | None:
     if v2 is not None:
         quota, period = v2.split()
         return None if quota == "max" else int(quota) / int(period)
-    quota, period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
-    if quota is None or period is None or int(quota) < 0:
+    v1_quota, v1_period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
+    if v1_quota is None or v1_period is None or int(v1_quota) < 0:
         return None
-    return int(quota) / int(period)
+    return int(v1_quota) / int(v1_period)
 
 
 def _read(path: Path) -> str | None:

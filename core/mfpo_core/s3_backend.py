@@ -57,12 +57,12 @@ from urllib3.exceptions import (
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.retry import Retry
 
-from mfpo_core.storage import (
+from mfpo_core.storage_base import (
+    Backend,
     Location,
     StorageConfigError,
     StorageError,
     StorageIntegrityError,
-    _Backend,
     sha256_file,
 )
 
@@ -292,7 +292,7 @@ def _reason(err: Urllib3Error, settings: S3Settings) -> str:
     return str(reason)
 
 
-class S3Backend(_Backend):
+class S3Backend(Backend):
     """storage's backend protocol over one minio client."""
 
     def __init__(self, client: Minio, settings: S3Settings) -> None:
@@ -362,7 +362,7 @@ class S3Backend(_Backend):
         try:
             found = self.client._list_multipart_uploads(loc.bucket, prefix=loc.key)
             for upload in found.uploads:
-                if upload.object_name == loc.key:  # the prefix also matches longer keys
+                if upload.object_name == loc.key and upload.upload_id:  # the prefix matches longer keys too
                     self.client._abort_multipart_upload(loc.bucket, loc.key, upload.upload_id)
         except S3Error as err:
             if err.code != "AccessDenied":

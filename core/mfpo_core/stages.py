@@ -13,13 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:  # the API imports this table for `MFPORunSpec.stage_names`
-    from mfpo_core.api import MFPORunSpec
+# A function of the run's MFPORunSpec. Typed Any: the API imports this table (for
+# `MFPORunSpec.stage_names`), so the table does not import the API.
+SpecFunction = Callable[[Any], int]
 
 
-def _single(_: MFPORunSpec) -> int:
+def _single(_: Any) -> int:
     return 1
 
 
@@ -28,7 +29,7 @@ class StageKind:
     name: str
     module: str  # the runtime module whose `run(ctx) -> StageOutcome` implements it
     repeated: bool = False  # one stage per curriculum stage: <name>-1 .. <name>-N
-    shards: Callable[[MFPORunSpec], int] = _single  # parallel shards (an Indexed Job), from the spec
+    shards: SpecFunction = _single  # parallel shards (an Indexed Job), from the spec
     distributed: bool = False  # may span several GPUs / nodes under torchrun
 
     @property

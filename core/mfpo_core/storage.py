@@ -12,7 +12,9 @@ Atomic publication: `publish_dir` uploads a directory and writes its commit mark
 A crash mid-upload therefore never leaves a directory that looks whole.
 
 Called by every runtime stage, by the local runner (its run state) and by the operator's
-artifact deletion.
+artifact deletion. Locations, errors and the backend interface live in `storage_base` (imported
+by this front and by `s3_backend` alike, so neither imports the other at module level); they are
+re-exported here: callers need only `storage`.
 """
 
 from __future__ import annotations
@@ -29,34 +31,24 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+from mfpo_core.storage_base import (
+    Backend,
+    Location,
+    StorageConfigError,
+    StorageError,
+    StorageIntegrityError,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     from mfpo_core.api import StorageSpec
 
 COMMIT_MARKER = "_COMPLETE"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket naming rules
-
-
-class StorageError(Exception):
-    """A storage operation failed; the message names the URI."""
-
-
-class StorageConfigError(StorageError):
-    """A configuration no retry can fix (malformed URI, missing bucket, refused credentials,
-    bad settings): a stage reports it as bad input."""
-
-
-class StorageIntegrityError(StorageError):
-    """A downloaded object does not match its recorded digest, even when fetched again: the
-    stored object is corrupt, and no retry of the stage can fix it."""
-
-    def __init__(self, uri: str, expected: str, actual: str) -> None:
-        super().__init__(f"checksum mismatch for {uri}: expected {expected}, got {actual}")
-        self.uri, self.expected, self.actual = uri, expected, actual
 
 
 # The variables that choose where s3:// requests go. A run's settings replace all of them, so
@@ -108,23 +100,6 @@ def using_env(env: Mapping[str, str]) -> Iterator[None]:
         _ENV.reset(token)
 
 
-@dataclass(frozen=True)
-class Location:
-    scheme: str  # "file" or "s3"
-    bucket: str  # s3 bucket; "" for file
-    key: str  # s3 object key, or absolute local path for file
-
-    def join(self, *parts: str) -> Location:
-        key = "/".join([self.key.rstrip("/"), *[p.strip("/") for p in parts if p]])
-        return Location(self.scheme, self.bucket, key)
-
-    @property
-    def uri(self) -> str:
-        if self.scheme == "file":
-            return f"file://{self.key}"
-        return f"s3://{self.bucket}/{self.key}"
-
-
 def parse(uri: str) -> Location:
     """Parse a storage URI. A plain path is taken as a local file path."""
     if not isinstance(uri, str) or not uri:
@@ -160,15 +135,7 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts if p]])
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _backend(loc: Location) -> _Backend:
+def _backend(loc: Location) -> Backend:
     if loc.scheme == "file":
         return _FILE
     # Imported lazily: the minio client is only needed for s3://.
@@ -178,25 +145,7 @@ def _backend(loc: Location) -> _Backend:
     return s3_backend.backend_for(loc) if env is None else s3_backend.backend_for_env(env, loc)
 
 
-class _Backend:
-    """What a scheme must do; the public functions below add URIs, checksums and atomicity."""
-
-    # sha256: the file's digest when the caller has it already (the s3 backend stores it).
-    def put_file(self, local: Path, loc: Location, sha256: str | None = None) -> None: ...
-    def get_file(self, loc: Location, local: Path) -> None: ...
-    def list(self, loc: Location) -> Iterator[str]: ...  # relative keys of all objects under loc
-    def exists(self, loc: Location) -> bool: ...
-    def delete(self, loc: Location) -> None: ...  # a single object/file
-
-    def delete_tree(self, loc: Location) -> None:
-        """A file/object and everything under it; backends override with a faster way."""
-        for rel in list(self.list(loc)):
-            self.delete(loc.join(rel) if rel else loc)
-    def read_bytes(self, loc: Location) -> bytes: ...
-    def write_bytes(self, data: bytes, loc: Location) -> None: ...
-
-
-class _FileBackend(_Backend):
+class _FileBackend(Backend):
     def put_file(self, local: Path, loc: Location, sha256: str | None = None) -> None:
         target = Path(loc.key)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -408,7 +408,7 @@ def _decide(
             )
             if not allowed:
                 actions.append(_stop(fold, attempt, spec.suspend, run, events))
-    if halted:
+    if halted or current is None:
         return actions, events, (STOP_POLL_SECONDS if actions else None)
     if any(a.stage == current.name for a in actions) or _still_running(folds, current):
         return actions, events, STOP_POLL_SECONDS if actions else None

@@ -35,7 +35,6 @@ from __future__ import annotations
 from typing import Any
 
 from mfpo_core import storage
-from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 
 from mfpo_runtime.data.mentions import plural_forms
@@ -49,6 +48,7 @@ from mfpo_runtime.eval.common import (
     read_json,
     require,
 )
+from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import Policy
 
 QUERY_FILES = ("query_all.json", "query_generative.json", "query_discriminative.json")
@@ -153,7 +153,7 @@ def discriminative_scores(predicted: list[bool], labels: list[bool], kinds: list
     return metrics
 
 
-def _load_vocabulary(base: str, bench: BenchmarkSpec) -> AmberVocabulary:
+def _load_vocabulary(base: str, bench: Benchmark) -> AmberVocabulary:
     relation_uri = file_uri(base, bench.options.relation)
     association = read_json(relation_uri, "AMBER relation file")
     if not isinstance(association, dict):
@@ -165,7 +165,7 @@ def _load_vocabulary(base: str, bench: BenchmarkSpec) -> AmberVocabulary:
     return AmberVocabulary(association, safe)
 
 
-def _queries_uri(base: str, bench: BenchmarkSpec) -> str:
+def _queries_uri(base: str, bench: Benchmark) -> str:
     if bench.options.queries:
         return file_uri(base, bench.options.queries)
     for name in QUERY_FILES:
@@ -187,7 +187,7 @@ def _split_tasks(queries, annotations, queries_uri, bench):
     return (generative[:cap], discriminative[:cap]) if cap else (generative, discriminative)
 
 
-def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
+def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
     queries_uri = _queries_uri(base, bench)
     queries = read_json(queries_uri, "AMBER query file")

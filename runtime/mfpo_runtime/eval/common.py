@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mfpo_core import storage
-from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 from PIL import Image, UnidentifiedImageError
 
+from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import GenerationSettings
 
 
@@ -47,7 +47,7 @@ class BenchmarkEnv:
 _BASE64_IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR")
 
 
-def data_uri(bench: BenchmarkSpec, env: BenchmarkEnv) -> str:
+def data_uri(bench: Benchmark, env: BenchmarkEnv) -> str:
     uri = bench.uri or env.default_uri
     if not uri:
         raise BadInput(f"evaluation benchmark {bench.name}: uri is required (where its data lies)")
@@ -108,5 +108,5 @@ def load_image(base: str, reference: str, where: str) -> Image.Image:
         raise BadInput(f"{where}: cannot read image {reference[:80]!r} under {base}: {err}") from err
 
 
-def limit(rows: list, bench: BenchmarkSpec) -> list:
+def limit(rows: list, bench: Benchmark) -> list:
     return rows[: bench.max_samples] if bench.max_samples else rows

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mfpo_core.api import EvaluationSpec
 from PIL import Image
 
 from mfpo_runtime.progress import progress_bar
@@ -29,23 +28,13 @@ log = logging.getLogger("mfpo.eval")
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding settings of an evaluation (spec.evaluation)."""
+    """Decoding settings of an evaluation (`stages.evaluate` maps spec.evaluation onto them)."""
 
     max_new_tokens: int = 64
     do_sample: bool = False
     temperature: float = 1.0
     batch_size: int = 8
     seed: int = 0
-
-    @classmethod
-    def from_spec(cls, evaluation: EvaluationSpec, *, seed: int = 0) -> GenerationSettings:
-        return cls(
-            max_new_tokens=evaluation.max_new_tokens,
-            do_sample=evaluation.do_sample,
-            temperature=evaluation.temperature,
-            batch_size=evaluation.batch_size,
-            seed=seed,
-        )
 
 
 @dataclass(frozen=True)
@@ -132,7 +121,7 @@ class VLMPolicy:
         import torch
 
         from mfpo_runtime import models
-        from mfpo_runtime.train.logprobs import sequence_logps
+        from mfpo_runtime.models.logprobs import sequence_logps
 
         model, processor, family = self.loaded.model, self.loaded.processor, self.loaded.family
         device = next(model.parameters()).device

@@ -21,7 +21,6 @@ from collections import defaultdict
 from typing import Any
 
 from mfpo_core import storage
-from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 
 from mfpo_runtime.data.mentions import MentionExtractor, coco_extractor
@@ -37,6 +36,7 @@ from mfpo_runtime.eval.common import (
     read_json_lines,
     require,
 )
+from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import Policy
 from mfpo_runtime.eval.judge import OpenAIJudge
 
@@ -81,7 +81,7 @@ def _image_files(instances_uri: str) -> dict[int, str]:
     return {img["id"]: img["file_name"] for img in doc.get("images", [])}
 
 
-def _mention_fn(bench: BenchmarkSpec, extractor: MentionExtractor):
+def _mention_fn(bench: Benchmark, extractor: MentionExtractor):
     options = bench.options  # judge llm comes with judgeUrl and judgeModel (api.py checks it)
     if options.judge == "rules":
         return extractor.mentions
@@ -89,7 +89,7 @@ def _mention_fn(bench: BenchmarkSpec, extractor: MentionExtractor):
     return lambda text: llm.mentions(text, extractor)
 
 
-def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
+def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
     extractor = coco_extractor()
     options = bench.options

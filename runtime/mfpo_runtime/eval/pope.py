@@ -20,7 +20,6 @@ Called through mfpo_runtime.eval.benchmarks by the eval stage.
 from __future__ import annotations
 
 from mfpo_core import storage
-from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 
 from mfpo_runtime.eval import scores
@@ -34,6 +33,7 @@ from mfpo_runtime.eval.common import (
     read_json_lines,
     require,
 )
+from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import Policy
 
 SPLITS = ("random", "popular", "adversarial")
@@ -50,7 +50,7 @@ def split_files(base: str, wanted: list[str]) -> dict[str, str]:
     return found
 
 
-def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
+def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
     files = split_files(base, list(bench.options.splits))
     if not files:

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 from mfpo_core import storage
-from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 from PIL import Image
 
@@ -34,6 +33,7 @@ from mfpo_runtime.data.noise import seed_for
 from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records
 from mfpo_runtime.eval import reliance, scores
 from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult, data_uri, limit
+from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import Policy
 
 
@@ -83,7 +83,7 @@ def truth_of(record: PreferenceRecord, extractor: MentionExtractor) -> set[str]:
 
 
 def evaluate_split(
-    policy: Policy, root: Path, records: list[PreferenceRecord], bench: BenchmarkSpec
+    policy: Policy, root: Path, records: list[PreferenceRecord], bench: Benchmark
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     extractor = synthetic_extractor()
     questions = [r.question for r in records]
@@ -137,7 +137,7 @@ def default_uri(data_uri_of_run: str) -> str:
     return data_uri_of_run.rstrip("/").removesuffix("/train")
 
 
-def evaluate(policy: Policy, bench: BenchmarkSpec, env: BenchmarkEnv) -> BenchmarkResult:
+def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
     wanted = list(bench.options.splits)
     metrics: dict[str, float] = {}

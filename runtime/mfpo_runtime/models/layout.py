@@ -12,7 +12,7 @@ a family numbers its tokens:
 Image inputs: LLaVA takes (B, C, H, W) pixels, LLaVA-NeXT (B, patches, C, H, W) with
 `image_sizes`, Qwen2-VL the patches of all images flattened with `image_grid_thw` (B, 3).
 
-Called by `train.packing` and `train.logprobs`.
+Called by `train.packing`, `train.logprobs` and `train.policy`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from torch import nn
 
 # Parameter-name fragments of the image path (vision tower + projector) in the three families.
 IMAGE_PATH_MARKERS = ("vision_tower", "multi_modal_projector", "image_newline", "visual.")
+# Parameter-name fragments of the vision tower (LLaVA, LLaVA-NeXT: vision_tower; Qwen2-VL:
+# visual., its patch merger included): what full fine-tuning freezes, as LLaVA does.
+VISION_TOWER_MARKERS = ("vision_tower", "visual.")
 
 
 def row_positions(lm: nn.Module, inputs: dict[str, torch.Tensor], real: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,12 @@ to `<stage_uri>/checkpoints/`. With referenceMode precomputed the reference log-
 computed once, stored at `<stage_uri>/reference/ref_logps.json` (published; reused by a
 resumed attempt) and attached to the records as `ref_logps`.
 
+The only reader of the run spec for training: `train_config` maps it onto `train.config`, and
+this module does the stage's storage I/O (the dataset, the previous policy's lineage and
+adapter, the reference log-probs, the published policy); `train/` works on local paths.
+Checkpoints are the exception: `train.checkpoints` publishes and fetches them itself, since the
+loop saves them mid-stage (and on SIGTERM) under `<stage_uri>/checkpoints/`.
+
 Called by `mfpo_runtime.stage` (`mfpo-stage --config ...`) as `run(ctx)`.
 """
 
@@ -18,12 +24,21 @@ import logging
 
 import torch
 from mfpo_core import storage
+from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import BadInput, policy_uri, stage_uri
 
 from mfpo_runtime.stage import StageContext, StageOutcome
+from mfpo_runtime.stages import plain
 from mfpo_runtime.train import data as train_data
 from mfpo_runtime.train import policy as policies
 from mfpo_runtime.train import trainer
+from mfpo_runtime.train.config import (
+    LoopConfig,
+    LoraSettings,
+    ObjectiveConfig,
+    PolicyConfig,
+    TrainConfig,
+)
 from mfpo_runtime.train.logprobs import image_path_frozen, shared_image_features
 from mfpo_runtime.train.reference import precompute
 
@@ -37,13 +52,55 @@ def init_distributed(device: torch.device, world_size: int) -> None:
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def previous_policy(run_uri: str, k: int) -> str | None:
+def train_config(spec: MFPORunSpec) -> TrainConfig:
+    """What training reads of a run's spec (model, curriculum.reference, training, objective)."""
+    m, t = spec.model, spec.training
+    lora = LoraSettings(m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules)
+    policy = PolicyConfig(
+        base_uri=m.uri, family=plain(m.family), finetune=plain(m.finetune), lora=lora,
+        merge_adapters=m.merge_adapters, reference=plain(spec.curriculum.reference),
+    )
+    loop = LoopConfig(
+        epochs=t.epochs, max_steps=t.max_steps, learning_rate=t.learning_rate, lr_scheduler=t.lr_scheduler,
+        warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+        batch_size=t.batch_size, gradient_accumulation=t.gradient_accumulation, precision=plain(t.precision),
+        deepspeed_stage=t.deepspeed_stage, gradient_checkpointing=t.gradient_checkpointing,
+        checkpoint_every_steps=t.checkpoint_every_steps, reference_mode=plain(t.reference_mode),
+        max_length=t.max_length, seed=t.seed,
+    )
+    objective = ObjectiveConfig(spec.objective.beta, spec.objective.eta, spec.objective.weights.model_dump())
+    return TrainConfig(policy, loop, objective)
+
+
+def previous_lineage(run_uri: str, k: int) -> policies.Lineage | None:
+    """The lineage of stage k-1's published policy; None for stage 1 (it starts from the base)."""
     if k == 1:
         return None
     uri = policy_uri(run_uri, f"align-{k - 1}")
     if not storage.is_complete(uri):
         raise BadInput(f"align-{k} starts from align-{k - 1}'s policy, but {uri} is not published")
-    return uri
+    for name in (policies.POLICY_FILE, policies.LINEAGE_FILE):
+        if storage.exists(storage.join(uri, name)):
+            return policies.Lineage.from_doc(storage.read_json(storage.join(uri, name)))
+    raise BadInput(
+        f"{uri} has neither {policies.POLICY_FILE} nor {policies.LINEAGE_FILE}: not a policy of this runtime"
+    )
+
+
+def prepare_policy(config: TrainConfig, k: int, previous: policies.Lineage | None, device: str):
+    """Stage k's policy, with the adapter it continues (if any) fetched to a local directory."""
+    adapter = policies.continued_adapter(config, previous)
+    adapter_dir = storage.materialize(adapter) if adapter else None
+    return policies.prepare(config, k, previous, adapter_dir=adapter_dir, device=device)
+
+
+def publish_policy(policy: policies.StagePolicy, config: TrainConfig, target: str, work_dir) -> policies.Lineage:
+    """Save the trained policy locally and publish it at `target` atomically."""
+    local = work_dir / "policy"
+    adapter_uri = storage.join(target, "adapter")
+    lineage = policies.save_policy(policy, config, local, target_uri=target, adapter_uri=adapter_uri)
+    storage.publish_dir(local, target)
+    return lineage
 
 
 def with_reference_logps(ctx: StageContext, job: trainer.TrainJob, policy) -> train_data.TrainingSet:
@@ -52,7 +109,7 @@ def with_reference_logps(ctx: StageContext, job: trainer.TrainJob, policy) -> tr
     if storage.is_complete(uri):
         values = storage.read_json(storage.join(uri, "ref_logps.json"))
     else:
-        reference = policies.reference_for_precompute(policy, ctx.config.spec, job.device.type)
+        reference = policies.reference_for_precompute(policy, job.config, job.device.type)
         values = dict(zip((r.id for r in job.training_set.records), _precompute(job, reference)))
         local = ctx.work_dir / "reference"
         local.mkdir(parents=True, exist_ok=True)
@@ -64,7 +121,7 @@ def with_reference_logps(ctx: StageContext, job: trainer.TrainJob, policy) -> tr
 
 
 def _precompute(job: trainer.TrainJob, reference) -> list[dict[str, float]]:
-    t = job.spec.training
+    t = job.config.loop
     size = len(job.training_set)
     starts = range(0, size, t.batch_size)
     batches = (
@@ -79,10 +136,10 @@ def _precompute(job: trainer.TrainJob, reference) -> list[dict[str, float]]:
 
 def run(ctx: StageContext) -> StageOutcome:
     cfg = ctx.config
-    spec, k = cfg.spec, cfg.align_index
+    config, k = train_config(cfg.spec), cfg.align_index
     rank, world_size = trainer.world()
-    device = trainer.device_for(spec, rank)
-    trainer.validate(spec, device=device.type, world_size=world_size)
+    device = trainer.device_for(cfg.spec.resources.gpus_per_node, rank)
+    trainer.validate(config, device=device.type, world_size=world_size)
     init_distributed(device, world_size)
 
     dataset_uri = storage.join(stage_uri(cfg.run_uri, "score"), "dataset")
@@ -90,20 +147,20 @@ def run(ctx: StageContext) -> StageOutcome:
         raise BadInput(f"align-{k} needs the score stage's dataset at {dataset_uri}; it does not exist")
     dataset_dir = storage.materialize(dataset_uri, ctx.work_dir / "data")
     training_set = train_data.load_bin(dataset_dir, k)
-    policy = policies.prepare(spec, k, previous_policy(cfg.run_uri, k), device=str(device))
+    policy = prepare_policy(config, k, previous_lineage(cfg.run_uri, k), str(device))
 
     job = trainer.TrainJob(
-        spec=spec, model=policy.model, reference=policy.reference, processor=policy.processor,
+        config=config, model=policy.model, reference=policy.reference, processor=policy.processor,
         family=policy.family, training_set=training_set, stage_uri=cfg.stage_uri, work_dir=ctx.work_dir,
         device=device, metrics=ctx.metrics, stop_requested=lambda: ctx.stop_requested,
         world_size=world_size, rank=rank, progress=ctx.progress,
     )
-    if spec.training.reference_mode == "precomputed":
+    if config.loop.reference_mode == "precomputed":
         job.training_set = with_reference_logps(ctx, job, policy)
     summary = trainer.train(job)
 
     target = policy_uri(cfg.run_uri, cfg.stage)
-    lineage = policies.publish_policy(policy, spec, target, ctx.work_dir) if rank == 0 else None
+    lineage = publish_policy(policy, config, target, ctx.work_dir) if rank == 0 else None
     return StageOutcome(
         metrics={**summary, "records": float(len(training_set))},
         outputs={"policy": target, "checkpoints": storage.join(cfg.stage_uri, "checkpoints")},

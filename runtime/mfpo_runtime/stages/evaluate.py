@@ -13,18 +13,21 @@ unless set) is unique in the spec, so two entries never share a result document.
 `eval.<policy>.<label>.<metric>` (headline metrics, most important first: see `summary_metrics`;
 all of them are in the result documents and `details`), and the gauge
 mfpo_eval_score{stage=<policy>, benchmark=<label>, metric} for every metric.
-Called by the stage runner (mfpo_runtime.stage) as `run(ctx)`.
+The only reader of spec.evaluation: `benchmark_config` and `generation_settings` map it onto
+`eval.config`, which the benchmark modules read. Called by the stage runner
+(mfpo_runtime.stage) as `run(ctx)`.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
 from mfpo_core import storage
-from mfpo_core.api import BenchmarkSpec, DataFormat
+from mfpo_core.api import BenchmarkSpec, DataFormat, EvaluationSpec
 from mfpo_core.contract import (
     BadInput,
     StageConfig,
@@ -37,8 +40,10 @@ from mfpo_core.contract import (
 from mfpo_runtime.eval import report, synthetic
 from mfpo_runtime.eval.benchmarks import run_benchmark
 from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult
+from mfpo_runtime.eval.config import OPTIONS_OF, Benchmark
 from mfpo_runtime.eval.generation import GenerationSettings, VLMPolicy
 from mfpo_runtime.stage import StageContext, StageOutcome
+from mfpo_runtime.stages import plain
 from mfpo_runtime.train.trainer import device_for
 
 log = logging.getLogger("mfpo.eval")
@@ -56,8 +61,21 @@ def policies(config: StageConfig) -> list[tuple[str, str]]:
     return chosen + [(f"align-{k}", policy_uri(config.run_uri, f"align-{k}")) for k in ks]
 
 
-def bench_name(bench: BenchmarkSpec) -> str:
-    return bench.name if isinstance(bench.name, str) else bench.name.value
+def benchmark_config(bench: BenchmarkSpec) -> Benchmark:
+    """One spec.evaluation.benchmarks[] entry with its options (the given ones, else the API's
+    defaults) as the benchmark modules read it."""
+    name = plain(bench.name)
+    kind = OPTIONS_OF[name]
+    options = bench.options
+    values = {field.name: plain(getattr(options, field.name)) for field in fields(kind)}
+    return Benchmark(name, bench.label or name, bench.uri, bench.max_samples, kind(**values))
+
+
+def generation_settings(evaluation: EvaluationSpec, seed: int) -> GenerationSettings:
+    return GenerationSettings(
+        max_new_tokens=evaluation.max_new_tokens, do_sample=evaluation.do_sample,
+        temperature=evaluation.temperature, batch_size=evaluation.batch_size, seed=seed,
+    )
 
 
 def headline(benchmark: str) -> list[str]:
@@ -86,7 +104,7 @@ def summary_metrics(scores: report.Scores, benchmark_of: dict[str, str] | None =
 def _env(ctx: StageContext) -> BenchmarkEnv:
     spec = ctx.config.spec
     default = synthetic.default_uri(spec.data.uri) if spec.data.format == DataFormat.synthetic.value else None
-    settings = GenerationSettings.from_spec(spec.evaluation, seed=spec.training.seed)
+    settings = generation_settings(spec.evaluation, seed=spec.training.seed)
     return BenchmarkEnv(work_dir=ctx.work_dir, settings=settings, default_uri=default, progress=ctx.progress)
 
 
@@ -107,8 +125,8 @@ def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -
     """Scores of one policy on every benchmark, from result documents where they exist."""
     out: dict[str, dict[str, Any]] = {}
     loaded: VLMPolicy | None = None
-    for bench in ctx.config.spec.evaluation.benchmarks:
-        label = bench.result_label
+    for bench in map(benchmark_config, ctx.config.spec.evaluation.benchmarks):
+        label = bench.label
         doc_uri = eval_result_uri(ctx.config.run_uri, name, label)
         if storage.exists(doc_uri):
             log.info("%s on %s already evaluated (%s)", name, label, doc_uri)
@@ -117,11 +135,10 @@ def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -
             if ctx.stop_requested:
                 raise StageInterrupted(f"stopped before {name} on {label}; earlier results kept")
             _check_policy(name, uri)
-            loaded = loaded or VLMPolicy.load(
-                name, uri, env.settings, device=str(device_for(ctx.config.spec)), progress=env.progress
-            )
+            device = device_for(ctx.config.spec.resources.gpus_per_node)
+            loaded = loaded or VLMPolicy.load(name, uri, env.settings, device=str(device), progress=env.progress)
             log.info("evaluating %s on %s", name, label)
-            doc = _document(name, uri, bench_name(bench), run_benchmark(loaded, bench, env), env)
+            doc = _document(name, uri, bench.name, run_benchmark(loaded, bench, env), env)
             storage.write_json(doc, doc_uri)
         out[label] = {"metrics": doc["metrics"], "flags": doc.get("flags", [])}
     del loaded
@@ -149,7 +166,7 @@ def run(ctx: StageContext) -> StageOutcome:
     scores: report.Scores = {}
     for name, uri in policies(ctx.config):
         scores[name] = evaluate_policy(ctx, name, uri, env)
-    benchmark_of = {b.result_label: bench_name(b) for b in ctx.config.spec.evaluation.benchmarks}
+    benchmark_of = {b.label: b.name for b in map(benchmark_config, ctx.config.spec.evaluation.benchmarks)}
     for name, per_bench in scores.items():
         for bench, result in per_bench.items():
             for metric, value in result["metrics"].items():

@@ -16,6 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfpo_runtime.train.config import ObjectiveConfig
+
+# The terms by name (Eq. 5-7): the fields of `MFPOLossOutput`, the `<name>_weight` arguments
+# of `MFPOLoss`, the keys of `ObjectiveConfig.weights` and of the API's objective.weights, and
+# the `term` label of the training metrics. A new term is added here and in the API's weights.
+TERMS = ("text", "image", "anchor")
+
 
 @dataclass(frozen=True)
 class PreferenceLogps:
@@ -61,6 +68,11 @@ class MFPOLossOutput:
     image: torch.Tensor  # (B,) L_image per sample
     anchor: torch.Tensor  # (B,) L_anchor per sample
     rewards: Rewards
+
+    @property
+    def terms(self) -> dict[str, torch.Tensor]:
+        """Each term's per-sample loss, (B,), by name in `TERMS` order."""
+        return {name: getattr(self, name) for name in TERMS}
 
 
 def dpo_loss(
@@ -108,10 +120,9 @@ class MFPOLoss(nn.Module):
         self.weights = (text_weight, image_weight, anchor_weight)
 
     @classmethod
-    def from_spec(cls, objective) -> MFPOLoss:
-        """From an `mfpo_core.api.ObjectiveSpec`."""
-        w = objective.weights
-        return cls(objective.beta, objective.eta, w.text, w.image, w.anchor)
+    def from_config(cls, objective: ObjectiveConfig) -> MFPOLoss:
+        weights = {f"{name}_weight": objective.weights[name] for name in TERMS}
+        return cls(objective.beta, objective.eta, **weights)
 
     def forward(self, logps: PreferenceLogps) -> MFPOLossOutput:
         beta = self.beta

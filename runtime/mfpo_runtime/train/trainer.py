@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import BadInput, StageInterrupted
 from torch import nn
 from transformers import get_scheduler
@@ -31,6 +30,7 @@ from transformers import get_scheduler
 from mfpo_runtime.progress import progress_bar
 from mfpo_runtime.train import checkpoints
 from mfpo_runtime.train.checkpoints import TrainState
+from mfpo_runtime.train.config import TrainConfig
 from mfpo_runtime.train.data import TrainingSet, collate, sample_indices
 from mfpo_runtime.train.logprobs import (
     count_tokens,
@@ -38,7 +38,7 @@ from mfpo_runtime.train.logprobs import (
     shared_image_features,
     triple_logps,
 )
-from mfpo_runtime.train.losses import MFPOLoss, MFPOLossOutput, PreferenceLogps
+from mfpo_runtime.train.losses import TERMS, MFPOLoss, MFPOLossOutput, PreferenceLogps
 from mfpo_runtime.train.reference import Reference
 
 log = logging.getLogger("mfpo.train")
@@ -47,11 +47,11 @@ log = logging.getLogger("mfpo.train")
 # ------------------------------------------------------------------ validation
 
 
-def device_for(spec: MFPORunSpec, rank: int = 0) -> torch.device:
-    """The device spec.resources asks for. gpusPerNode 0: the CPU, even where CUDA is present.
+def device_for(gpus_per_node: int, rank: int = 0) -> torch.device:
+    """The device a run's resources.gpusPerNode asks for. 0: the CPU, even where CUDA is present.
     gpusPerNode > 0: this process's GPU (LOCAL_RANK under torchrun), and a clear error where
     the machine has no such GPU, rather than a silent CPU run of a GPU-sized job."""
-    gpus = spec.resources.gpus_per_node
+    gpus = gpus_per_node
     if gpus == 0:
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -68,9 +68,10 @@ def device_for(spec: MFPORunSpec, rank: int = 0) -> torch.device:
     return torch.device("cuda", index)
 
 
-def validate(spec: MFPORunSpec, *, device: str, world_size: int = 1) -> None:
-    """Refuse combinations this trainer cannot run, naming them (raised before any loading)."""
-    t, m = spec.training, spec.model
+def validate(config: TrainConfig, *, device: str, world_size: int = 1) -> None:
+    """Refuse combinations this trainer cannot run, naming them by their spec fields (raised
+    before any loading)."""
+    t, m = config.loop, config.policy
     if t.precision == "fp16" and device == "cpu":
         raise BadInput("training.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     if t.deepspeed_stage == 3 and m.finetune == "full" and t.reference_mode == "online":
@@ -109,9 +110,7 @@ class StepStats:
         r = out.rewards
         for name, value in {
             "objective": out.objective,
-            "loss.text": out.text.mean(),
-            "loss.image": out.image.mean(),
-            "loss.anchor": out.anchor.mean(),
+            **{f"loss.{term}": loss.mean() for term, loss in out.terms.items()},
             "reward.chosen": r.chosen.mean(),
             "reward.rejected": r.rejected.mean(),
             "reward.perturbed": r.perturbed.mean(),
@@ -134,7 +133,7 @@ def modality_balance(image_margin: float, text_margin: float) -> float:
 
 
 SUMMARY_KEYS = (
-    "loss.text", "loss.image", "loss.anchor", "objective",
+    *(f"loss.{term}" for term in TERMS), "objective",
     "reward_margin.text", "reward_margin.image", "reward_accuracy.text", "reward_accuracy.image",
 )
 
@@ -160,7 +159,7 @@ def summarize(history: list[dict[str, float]]) -> dict[str, float]:
 class TrainJob:
     """Everything one stage's loop needs, already set up (see `stages.align`)."""
 
-    spec: MFPORunSpec
+    config: TrainConfig
     model: nn.Module  # the policy: a peft model (LoRA) or the whole model (full)
     reference: Reference
     processor: object
@@ -189,14 +188,14 @@ class Loop:
 
 
 def total_steps(job: TrainJob) -> int:
-    t = job.spec.training
+    t = job.config.loop
     per_step = t.batch_size * t.gradient_accumulation * job.world_size
     steps = max(1, (t.epochs * len(job.training_set)) // per_step)
     return min(steps, t.max_steps) if t.max_steps else steps
 
 
 def build_optimizer(job: TrainJob, steps: int):
-    t = job.spec.training
+    t = job.config.loop
     params = [p for p in job.model.parameters() if p.requires_grad]
     if not params:
         raise BadInput("no trainable parameter: check model.lora.targetModules against the model's modules")
@@ -208,7 +207,7 @@ def build_optimizer(job: TrainJob, steps: int):
 
 
 def deepspeed_config(job: TrainJob) -> dict:
-    t = job.spec.training
+    t = job.config.loop
     return {
         "train_micro_batch_size_per_gpu": t.batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation,
@@ -223,11 +222,11 @@ def deepspeed_config(job: TrainJob) -> dict:
 
 
 def setup_loop(job: TrainJob) -> Loop:
-    torch.manual_seed(job.spec.training.seed + job.rank)
+    torch.manual_seed(job.config.loop.seed + job.rank)
     steps = total_steps(job)
     optimizer, scheduler = build_optimizer(job, steps)
     loop = Loop(optimizer, scheduler, TrainState(total_steps=steps))
-    t = job.spec.training
+    t = job.config.loop
     if t.gradient_checkpointing:
         job.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if job.world_size > 1 or t.deepspeed_stage > 0:
@@ -275,7 +274,7 @@ def save_checkpoint(job: TrainJob, loop: Loop) -> str:
 
 def micro_batch(job: TrainJob, loop: Loop, micro: int) -> dict:
     """The micro-batch `micro` of the current step for this rank, on the device."""
-    t = job.spec.training
+    t = job.config.loop
     per_micro = t.batch_size * job.world_size
     start = loop.state.samples_seen + micro * per_micro + job.rank * t.batch_size
     indices = sample_indices(len(job.training_set), t.seed, start, t.batch_size)
@@ -297,7 +296,7 @@ def forward_loss(job: TrainJob, loss_fn: MFPOLoss, batch: dict, autocast) -> MFP
 
 def optimizer_step(job: TrainJob, loop: Loop, loss_fn: MFPOLoss, autocast) -> dict[str, float]:
     """Gradient accumulation over the step's micro-batches, then clip, step, schedule."""
-    t = job.spec.training
+    t = job.config.loop
     stats, tokens, started = StepStats(), 0, time.perf_counter()
     for micro in range(t.gradient_accumulation):
         batch = micro_batch(job, loop, micro)
@@ -344,7 +343,7 @@ def publish_metrics(metrics, step: dict[str, float]) -> None:
     """One logging step to the stage's Prometheus metrics (names in mfpo_runtime.metrics)."""
     if metrics is None:
         return
-    for term in ("text", "image", "anchor"):
+    for term in TERMS:
         metrics.set("mfpo_train_loss", step[f"loss.{term}"], term=term)
     metrics.set("mfpo_train_objective", step["objective"])
     for which in ("chosen", "rejected", "perturbed"):
@@ -365,12 +364,12 @@ def train(job: TrainJob) -> dict[str, float]:
     Saves a checkpoint every `checkpointEverySteps` steps and at the end; when a stop is
     requested (SIGTERM) saves one at once and raises StageInterrupted.
     """
-    validate(job.spec, device=job.device.type, world_size=job.world_size)
-    loss_fn = MFPOLoss.from_spec(job.spec.objective)
+    validate(job.config, device=job.device.type, world_size=job.world_size)
+    loss_fn = MFPOLoss.from_config(job.config.objective)
     loop = setup_loop(job)
     resume(job, loop)
-    autocast = autocast_for(job.spec.training.precision, job.device, loop.engine is not None)
-    every = job.spec.training.checkpoint_every_steps
+    autocast = autocast_for(job.config.loop.precision, job.device, loop.engine is not None)
+    every = job.config.loop.checkpoint_every_steps
     log_every = max(1, loop.state.total_steps // 10)
     bar = progress_bar(
         total=loop.state.total_steps, initial=loop.state.step, desc=job.stage_uri.rsplit("/", 1)[-1],

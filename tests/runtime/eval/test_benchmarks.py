@@ -28,7 +28,13 @@ from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 from mfpo_runtime.eval import amber, object_halbench, pope
 from mfpo_runtime.eval.common import BenchmarkEnv
+from mfpo_runtime.stages.evaluate import benchmark_config
 from pydantic import ValidationError
+
+
+def benchmark(**entry):
+    """A spec.evaluation.benchmarks[] entry as the benchmark modules read it."""
+    return benchmark_config(BenchmarkSpec(**entry))
 
 # ------------------------------------------------------------------- Object HalBench
 
@@ -55,7 +61,7 @@ def test_coco_truth_joins_instances_and_caption_objects(coco_sample: Path):
 
 
 def test_object_halbench_hand_worked(coco_sample: Path, tmp_path: Path):
-    bench = BenchmarkSpec(name="object-halbench", uri=f"file://{coco_sample}")
+    bench = benchmark(name="object-halbench", uri=f"file://{coco_sample}")
     result = object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
     m = result.metrics
     assert m["chair_s"] == pytest.approx(1 / 2)  # 1 of the 2 answers that name objects
@@ -69,7 +75,7 @@ def test_object_halbench_hand_worked(coco_sample: Path, tmp_path: Path):
 
 def test_object_halbench_max_samples_and_missing_file(coco_sample: Path, tmp_path: Path):
     env = BenchmarkEnv(work_dir=tmp_path)
-    bench = BenchmarkSpec(name="object-halbench", uri=str(coco_sample), max_samples=1)
+    bench = benchmark(name="object-halbench", uri=str(coco_sample), max_samples=1)
     assert object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, env).metrics["chair_s"] == 1.0
     (coco_sample / "instances.json").unlink()
     with pytest.raises(BadInput, match="instances.json"):
@@ -114,7 +120,7 @@ def mock_judge_url():
 
 def test_object_halbench_with_llm_judge(coco_sample: Path, tmp_path: Path, mock_judge_url, monkeypatch):
     monkeypatch.setenv("JUDGE_KEY", "secret-token")
-    bench = BenchmarkSpec(name="object-halbench", uri=str(coco_sample), object_halbench={
+    bench = benchmark(name="object-halbench", uri=str(coco_sample), object_halbench={
         "judge": "llm", "judgeUrl": mock_judge_url, "judgeModel": "judge-1", "judgeKeyEnv": "JUDGE_KEY"})  # fmt: skip
     m = object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
     assert m["chair_s"] == pytest.approx(1 / 2) and m["chair_i"] == pytest.approx(1 / 5)
@@ -144,7 +150,7 @@ AMBER_ANSWERS = {
 
 
 def test_amber_hand_worked(amber_sample: Path, tmp_path: Path):
-    bench = BenchmarkSpec(name="amber", uri=str(amber_sample))
+    bench = benchmark(name="amber", uri=str(amber_sample))
     result = amber.evaluate(ScriptedPolicy(AMBER_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
     m = result.metrics
     # Nouns (inference.py's after_process_nouns): puppy, lawn, sky, kitten + cat, cat. The safe
@@ -216,7 +222,7 @@ def test_amber_query_without_annotation_is_bad_input(amber_sample: Path, tmp_pat
     queries = json.loads((amber_sample / "query_all.json").read_text())
     write_json(amber_sample / "query_all.json", [*queries, {"id": 99, "image": "x.jpg", "query": "?"}])
     with pytest.raises(BadInput, match="id 99 has no annotation"):
-        amber.evaluate(ScriptedPolicy({}), BenchmarkSpec(name="amber", uri=str(amber_sample)),
+        amber.evaluate(ScriptedPolicy({}), benchmark(name="amber", uri=str(amber_sample)),
                        BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
 
 
@@ -241,7 +247,7 @@ POPE_ANSWERS = {
 
 
 def test_pope_hand_worked(pope_sample: Path, tmp_path: Path):
-    result = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), BenchmarkSpec(name="pope", uri=str(pope_sample)),
+    result = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), benchmark(name="pope", uri=str(pope_sample)),
                            BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
     m = result.metrics
     assert "popular.f1" not in m  # no popular file: evaluated splits only
@@ -258,7 +264,7 @@ def test_pope_hand_worked(pope_sample: Path, tmp_path: Path):
 
 
 def test_pope_splits_option(pope_sample: Path, tmp_path: Path):
-    bench = BenchmarkSpec(name="pope", uri=str(pope_sample), pope={"splits": ["adversarial"]})
+    bench = benchmark(name="pope", uri=str(pope_sample), pope={"splits": ["adversarial"]})
     m = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
     assert set(m) == {"adversarial.accuracy", "adversarial.precision", "adversarial.recall", "adversarial.f1",
                       "adversarial.yes_ratio", "accuracy", "precision", "recall", "f1", "yes_ratio"}  # fmt: skip
@@ -269,5 +275,5 @@ def test_pope_splits_option(pope_sample: Path, tmp_path: Path):
 def test_pope_without_question_files_is_bad_input(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput, match="no question file"):
-        pope.evaluate(ScriptedPolicy({}), BenchmarkSpec(name="pope", uri=str(tmp_path / "empty")),
+        pope.evaluate(ScriptedPolicy({}), benchmark(name="pope", uri=str(tmp_path / "empty")),
                       BenchmarkEnv(work_dir=tmp_path))  # fmt: skip

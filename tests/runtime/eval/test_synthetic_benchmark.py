@@ -12,7 +12,13 @@ from mfpo_runtime.data.records import read_records
 from mfpo_runtime.eval import synthetic
 from mfpo_runtime.eval.common import BenchmarkEnv
 from mfpo_runtime.eval.generation import AnswerLogp, GenerationSettings, VLMPolicy
+from mfpo_runtime.stages.evaluate import benchmark_config
 from PIL import Image
+
+
+def benchmark(**entry):
+    """A spec.evaluation.benchmarks[] entry as the benchmark modules read it."""
+    return benchmark_config(BenchmarkSpec(**entry))
 
 
 class ByImagePolicy:
@@ -42,7 +48,7 @@ def scripted_answers(world_dir: Path) -> dict[bytes, str]:
 
 
 def test_synthetic_chair_is_exact_with_scripted_answers(world_dir: Path, tmp_path: Path):
-    bench = BenchmarkSpec(name="synthetic", uri=str(world_dir))
+    bench = benchmark(name="synthetic", uri=str(world_dir))
     result = synthetic.evaluate(ByImagePolicy(scripted_answers(world_dir)), bench, BenchmarkEnv(work_dir=tmp_path))
     m = result.metrics
     eval_records = read_records(world_dir / "eval")
@@ -60,7 +66,7 @@ def test_synthetic_chair_is_exact_with_scripted_answers(world_dir: Path, tmp_pat
 
 def test_collapsed_answers_are_flagged_degenerate(world_dir: Path, tmp_path: Path):
     collapsed = {key: "triangle triangle triangle triangle" for key in scripted_answers(world_dir)}
-    bench = BenchmarkSpec(name="synthetic", uri=str(world_dir), synthetic={"reliance": False})
+    bench = benchmark(name="synthetic", uri=str(world_dir), synthetic={"reliance": False})
     result = synthetic.evaluate(ByImagePolicy(collapsed), bench, BenchmarkEnv(work_dir=tmp_path))
     assert result.metrics["chair_s"] == 0.0  # looks perfect by CHAIR ...
     assert result.metrics["well_formed"] == 0.0 and result.flags == ["degenerate"]  # ... but is not
@@ -69,20 +75,20 @@ def test_collapsed_answers_are_flagged_degenerate(world_dir: Path, tmp_path: Pat
 
 def test_one_split_directory_and_default_uri(world_dir: Path, tmp_path: Path):
     policy = ByImagePolicy(scripted_answers(world_dir))
-    bench = BenchmarkSpec(name="synthetic", synthetic={"reliance": False}, max_samples=3)
+    bench = benchmark(name="synthetic", synthetic={"reliance": False}, max_samples=3)
     env = BenchmarkEnv(work_dir=tmp_path, default_uri=synthetic.default_uri(f"file://{world_dir}/train"))
     assert synthetic.evaluate(policy, bench, env).details["records"] == {"eval": 3, "eval-counterprior": 3}
-    single = BenchmarkSpec(name="synthetic", uri=str(world_dir / "eval-counterprior"), synthetic={"reliance": False})
+    single = benchmark(name="synthetic", uri=str(world_dir / "eval-counterprior"), synthetic={"reliance": False})
     assert "counterprior.chair_s" not in synthetic.evaluate(policy, single, env).metrics
     with pytest.raises(BadInput, match="no records.jsonl"):
-        synthetic.evaluate(policy, BenchmarkSpec(name="synthetic", uri=str(tmp_path)), env)
+        synthetic.evaluate(policy, benchmark(name="synthetic", uri=str(tmp_path)), env)
 
 
 @pytest.mark.slow
 def test_synthetic_benchmark_with_a_tiny_llava(world_dir: Path, tiny_llava_dir: Path, tmp_path: Path):
     settings = GenerationSettings(max_new_tokens=6, batch_size=4)
     policy = VLMPolicy.load("base", str(tiny_llava_dir), settings)
-    bench = BenchmarkSpec(name="synthetic", uri=str(world_dir), max_samples=3)
+    bench = benchmark(name="synthetic", uri=str(world_dir), max_samples=3)
     result = synthetic.evaluate(policy, bench, BenchmarkEnv(work_dir=tmp_path))
     m = result.metrics
     for key in ("chair_s", "chair_i", "recall", "well_formed", "answer_change_rate", "counterprior.chair_s"):

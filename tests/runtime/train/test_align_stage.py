@@ -74,6 +74,7 @@ def test_precomputed_reference_is_stored_and_trains(tiny_llava_dir, run_dir, spe
 @pytest.mark.slow
 @pytest.mark.parametrize("tiny_model_dir", ["llava-next", "qwen2-vl"], indirect=True)
 def test_other_families_train_and_share_image_features(tiny_model_dir, run_dir, spec_for):
+    from mfpo_runtime.stages.align import train_config
     from mfpo_runtime.train import policy as policies
     from mfpo_runtime.train.data import collate, load_bin
     from mfpo_runtime.train.logprobs import image_path_frozen, shared_image_features, triple_logps
@@ -81,7 +82,7 @@ def test_other_families_train_and_share_image_features(tiny_model_dir, run_dir, 
     family = json.loads((tiny_model_dir / "config.json").read_text())["model_type"]
     spec = spec_for(tiny_model_dir, maxSteps=1)
     spec.model.family = {"llava_next": "llava-next", "qwen2_vl": "qwen2-vl"}[family]
-    policy = policies.prepare(spec, 1, None)
+    policy = policies.prepare(train_config(spec), 1, None)
     assert image_path_frozen(policy.model)
     training_set = load_bin(run_dir / "score" / "dataset", 1)
     batch = collate(training_set, [0, 1], policy.processor, policy.family, 1024)

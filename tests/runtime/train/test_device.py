@@ -12,11 +12,12 @@ from mfpo_core.contract import BadInput
 from mfpo_runtime.train.trainer import device_for
 
 
-def spec_with(gpus: int):
+def spec_with(gpus: int) -> int:
+    """resources.gpusPerNode of a validated spec: what the stages pass to `device_for`."""
     spec = align_spec("file:///unused")
     return spec.model_copy(
         update={"resources": spec.resources.model_copy(update={"gpus_per_node": gpus})}
-    )
+    ).resources.gpus_per_node
 
 
 def cuda_present(monkeypatch, count: int) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from mfpo_core.contract import BadInput, StageInterrupted
 from mfpo_runtime.metrics import StageMetrics
+from mfpo_runtime.stages.align import train_config
 from mfpo_runtime.train import checkpoints
 from mfpo_runtime.train import policy as policies
 from mfpo_runtime.train.data import collate, load_bin, sample_indices
@@ -16,10 +17,10 @@ from torch.testing import assert_close
 
 
 def make_job(spec, run_dir: Path, work: Path, stop=lambda: False, metrics=None) -> TrainJob:
-    policy = policies.prepare(spec, 1, None)
+    policy = policies.prepare(train_config(spec), 1, None)
     work.mkdir(parents=True, exist_ok=True)
     return TrainJob(
-        spec=spec, model=policy.model, reference=policy.reference, processor=policy.processor,
+        config=train_config(spec), model=policy.model, reference=policy.reference, processor=policy.processor,
         family=policy.family, training_set=load_bin(run_dir / "score" / "dataset", 1),
         stage_uri=f"file://{run_dir}/align-1", work_dir=work, stop_requested=stop, metrics=metrics,
     )
@@ -122,14 +123,14 @@ def test_unsupported_combinations_are_named(tiny_llava_dir, spec_for, training, 
     for key, value in model.items():
         setattr(spec.model, key, value)
     with pytest.raises(BadInput, match=message):
-        validate(spec, device="cpu")
+        validate(train_config(spec), device="cpu")
 
 
 def test_lora_regex_matching_nothing_is_bad_input(tiny_llava_dir, spec_for):
     spec = spec_for(tiny_llava_dir)
     spec.model.lora.target_modules = r".*no_such_module$"
     with pytest.raises(BadInput, match="matches no module"):
-        policies.prepare(spec, 1, None)
+        policies.prepare(train_config(spec), 1, None)
 
 
 def test_missing_bin_is_bad_input(run_dir):
