@@ -12,6 +12,7 @@ from statistics import fmean, pstdev
 import numpy as np
 from bench_ablations import REFERENCE, SPLITS, VARIANTS, Layout, PlannedRun, Profile
 from mfpo_core import storage
+from mfpo_core.contract import eval_result_uri
 from mfpo_runtime.eval import ablations as stats
 
 RELIANCE = "logp_drop_excess"  # nats/token: drop with objects noised minus background noised
@@ -20,7 +21,7 @@ RELIANCE = "logp_drop_excess"  # nats/token: drop with objects noised minus back
 def _load(runs: list[PlannedRun], layout: Layout) -> tuple[dict, dict]:
     """(documents by run name, the base model's document) for the runs that finished."""
     docs = {r.name: storage.read_json(layout.result(r)) for r in runs if storage.exists(layout.result(r))}
-    base_uri = storage.join(layout.run_uri(runs[0]), "eval", "results", "base", "synthetic.json")
+    base_uri = eval_result_uri(layout.run_uri(runs[0]), "base", "synthetic")
     return docs, storage.read_json(base_uri)
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from mfpo_core import storage
 from mfpo_core.api import MFPORun
+from mfpo_core.contract import eval_result_uri
 from mfpo_operator.local import LocalRunner
 
 
@@ -157,7 +158,7 @@ class Layout:
         return storage.join(self.artifacts, run.name)
 
     def result(self, run: PlannedRun) -> str:
-        return storage.join(self.run_uri(run), "eval", "results", run.policy, "synthetic.json")
+        return eval_result_uri(self.run_uri(run), run.policy, "synthetic")
 
 
 def manifest(run: PlannedRun, profile: Profile, layout: Layout, *, evaluate_base: bool) -> MFPORun:

@@ -102,6 +102,7 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 # What `storage` reads: file://, s3:// or a plain local path (no other scheme: nothing is fetched
 # from a hub or over HTTP at run time).
 STORAGE_URI_PATTERN = r"^((s3|file)://.+|[^:]*)$"
+S3_INPUT_ENDPOINT_HINT = "there is no default endpoint; write s3.amazonaws.com to use AWS S3"
 
 
 # ---------------------------------------------------------------------------- model
@@ -714,6 +715,25 @@ class MFPORunSpec(ApiModel):
     retries: RetrySpec = Field(default_factory=RetrySpec, description="Retries of failed stage attempts.")
     runtime_image: str = Field("ghcr.io/mfpo/runtime:0.1.0", description="Image of every stage pod.")
     suspend: bool = Field(False, description="Pause the run: no new stage starts; running attempts are stopped.")
+
+    @model_validator(mode="after")
+    def _s3_inputs_need_the_endpoint(self) -> MFPORunSpec:
+        """Stages reach every s3:// URI through spec.storage's endpoint (never the shell's)."""
+        if self.storage.endpoint:
+            return self
+        for field, uri in self.input_uris():
+            if uri.startswith("s3://"):
+                raise ValueError(f"storage.endpoint is required: {field} is s3:// ({S3_INPUT_ENDPOINT_HINT})")
+        return self
+
+    def input_uris(self) -> list[tuple[str, str]]:
+        """(field, URI) of every input the stages read: model, data, segmenters, benchmarks."""
+        grounding = self.image_preference.grounding
+        uris = [("model.uri", self.model.uri), ("data.uri", self.data.uri),
+                ("imagePreference.grounding.modelUri", grounding.model_uri),
+                ("imagePreference.grounding.samUri", grounding.sam_uri)]
+        uris += [(f"evaluation.benchmarks[{i}].uri", b.uri) for i, b in enumerate(self.evaluation.benchmarks)]
+        return [(field, uri) for field, uri in uris if uri]
 
     def stage_names(self) -> list[str]:
         """The run's stages in order: datagen, score, align-1..N, eval (`stages.STAGE_KINDS`)."""

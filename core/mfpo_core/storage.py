@@ -109,7 +109,8 @@ def parse(uri: str) -> Location:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         if parsed.netloc in (".", ".."):
-            # file://./runs/x: relative to the working directory (the local quickstart's manifests).
+            # file://./runs/x: relative to the working directory (`mfpo run` resolves a manifest's
+            # relative URIs against its own directory before they get here).
             return Location("file", "", str(Path(parsed.netloc + parsed.path).absolute()))
         if parsed.netloc not in ("", "localhost"):
             raise StorageConfigError(f"malformed file URI {uri!r}: expected file:///absolute/path")

@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as err:  # the run's state is unreachable: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except ValueError as err:  # a bad MFPO_THREADS / OMP_NUM_THREADS (named in the message)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader went away (`mfpo status x.yaml | head -1`): stop quietly, as `cat` does.
         # Python's documented recipe: point stdout at devnull so the exit flush cannot fail again.

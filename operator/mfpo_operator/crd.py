@@ -169,6 +169,28 @@ def _storage_rules() -> list[dict[str, str]]:
     ]
 
 
+def _spec_rules() -> list[dict[str, str]]:
+    """The twin of MFPORunSpec._s3_inputs_need_the_endpoint."""
+    s3 = "{0}.startsWith('s3://')"
+    optional = "(has({0}) && {0}.startsWith('s3://'))"
+    inputs = [
+        s3.format("self.model.uri"),
+        s3.format("self.data.uri"),
+        optional.format("self.imagePreference.grounding.modelUri"),
+        optional.format("self.imagePreference.grounding.samUri"),
+        (
+            "(has(self.evaluation.benchmarks) && "
+            "self.evaluation.benchmarks.exists(b, has(b.uri) && b.uri.startsWith('s3://')))"
+        ),
+    ]
+    return [
+        {
+            "rule": f"(has(self.storage.endpoint) && self.storage.endpoint != '') || !({' || '.join(inputs)})",
+            "message": f"storage.endpoint is required when an input URI is s3:// ({api.S3_INPUT_ENDPOINT_HINT})",
+        }
+    ]
+
+
 # Model class -> CEL rules equivalent to its pydantic model validator(s). A test holds every
 # model with a model validator in api.py to an entry here, so kubectl and `mfpo run` agree.
 CROSS_FIELD_RULES: dict[type[BaseModel], Callable[[], list[dict[str, str]]]] = {
@@ -176,6 +198,7 @@ CROSS_FIELD_RULES: dict[type[BaseModel], Callable[[], list[dict[str, str]]]] = {
     api.GroundingSpec: _grounding_rules,
     api.TermWeights: _weights_rules,
     api.StorageSpec: _storage_rules,
+    api.MFPORunSpec: _spec_rules,
     api.ObjectHalBenchOptions: _judge_rules,
     api.BenchmarkSpec: _benchmark_rules,
     api.EvaluationSpec: _evaluation_rules,

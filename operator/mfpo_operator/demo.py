@@ -23,7 +23,7 @@ from mfpo_core import storage
 from mfpo_core.api import MFPORun
 from mfpo_core.contract import eval_results_uri
 
-from mfpo_operator.local import LocalRunner, RunLocked
+from mfpo_operator.local import LocalRunner, MissingInputs, RunLocked
 from mfpo_operator.plan import run_uri
 from mfpo_operator.validation import load_manifest
 
@@ -72,6 +72,10 @@ def _demo(compare: bool, progress: bool) -> int:
     except RunLocked as err:
         print(f"error: {err}", file=sys.stderr)
         return 75
+    except MissingInputs as err:  # e.g. gpusPerNode > 0 on a machine without a GPU
+        for line in err.missing:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     if code:
         return code
     if compare:
@@ -80,8 +84,8 @@ def _demo(compare: bool, progress: bool) -> int:
             "the comparison",
             [
                 sys.executable, "-m", "mfpo_runtime.eval.compare",
-                "--baseline", f"text DPO={_run_uri(text_only)}",
-                "--candidate", f"MFPO={_run_uri(manifest)}",
+                "--baseline", f"text DPO={run_uri(text_only.spec, text_only.metadata.name)}",
+                "--candidate", f"MFPO={run_uri(manifest.spec, manifest.metadata.name)}",
                 "--policy", f"align-{manifest.spec.curriculum.stages}",
                 "--out", COMPARISON_REPORT_DIR,
             ],
@@ -134,13 +138,10 @@ def text_only_variant(manifest: MFPORun) -> MFPORun:
 def _reuse_shared_stages(source: MFPORun, target: MFPORun) -> None:
     """Copy datagen and score outputs (and the base model's evaluation) into the other run,
     so both objectives train on identical data and bins and the base is evaluated once."""
-    source_uri, target_uri = _run_uri(source), _run_uri(target)
+    source_uri = run_uri(source.spec, source.metadata.name)
+    target_uri = run_uri(target.spec, target.metadata.name)
     parts = [(storage.join(source_uri, s), storage.join(target_uri, s)) for s in SHARED_STAGES]
     parts.append((eval_results_uri(source_uri, "base"), eval_results_uri(target_uri, "base")))
     for src, dst in parts:
         if storage.list_files(src) and not storage.list_files(dst):
             storage.copy_dir(src, dst)
-
-
-def _run_uri(run: MFPORun) -> str:
-    return run_uri(run.spec, run.metadata.name)

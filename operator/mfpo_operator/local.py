@@ -87,9 +87,9 @@ def missing_inputs(run: MFPORun) -> list[str]:
     spec = run.spec
     missing = []
     gpus = spec.resources.gpus_per_node
-    if gpus > 0 and visible_gpus() < gpus:
+    if gpus > 0 and visible_gpus() == 0:  # locally a stage runs on one GPU (docs/local-gpu.md)
         missing.append(
-            f"spec.resources.gpusPerNode: {gpus} GPU(s) asked, this machine shows {visible_gpus()} "
+            f"spec.resources.gpusPerNode: {gpus}, but this machine shows no GPU "
             "(set resources.gpusPerNode: 0 to run on the CPU)"
         )
     inputs = [("spec.model.uri", spec.model.uri), ("spec.data.uri", spec.data.uri)]
@@ -272,11 +272,13 @@ class LocalRunner:
     # ------------------------------------------------------------------ lock
 
     def _acquire_lock(self) -> None:
-        with storage.using_env(self.env):
-            holder = self._lock_holder()
+        holder = self._lock_holder()
         if holder and _holder_alive(holder):
             raise RunLocked(self._locked_message(holder))
-        if holder:  # left by a runner that died (kill -9, reboot): take it over
+        # Left by a runner that died (kill -9, reboot) or unreadable: take it over, unless another
+        # runner replaced it since we read it (two runners finding the same dead lock: the window
+        # between this read and the delete is left, small against the seconds a run takes).
+        if holder is not None and self._lock_holder() == holder:
             storage.delete(self.lock_uri)
         mine = {
             "host": socket.gethostname(),

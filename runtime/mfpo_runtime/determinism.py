@@ -6,7 +6,7 @@ same weights only at the same thread count (and the same torch build): `determin
 fixes both knobs torch offers (`torch.set_num_threads`, `torch.use_deterministic_algorithms`)
 for a block and restores them after; `environment()` says what a result was measured with.
 
-Called by the bootstrap and the ablation benchmark.
+Called by the bootstrap; benchmarks/bench_ablations.py records `environment()` in its results.
 """
 
 from __future__ import annotations

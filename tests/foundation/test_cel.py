@@ -91,8 +91,8 @@ def test_every_rule_compiles() -> None:
     rules = all_rules()
     # 2 immutability + noise + 2 grounding + weights + storage endpoint + judge + 4 benchmark
     # options + the removed options map + a benchmark's data + 2 distinct benchmarks
-    # + 3 non-negative quantities
-    assert len(rules) == 19
+    # + 3 non-negative quantities + s3 inputs need the endpoint
+    assert len(rules) == 20
     for rule in rules:
         compiled(rule)
 
@@ -214,3 +214,23 @@ def test_quantity_rule_agrees(value: Any) -> None:
     pattern_ok = not isinstance(value, str) or re.fullmatch(schema["pattern"], value) is not None
     kubectl_accepts = pattern_ok and rules_hold(schema, value)
     assert kubectl_accepts == pydantic_accepts(api.ResourcesSpec, {"memory": value}), value
+
+
+def test_s3_inputs_need_the_storage_endpoint_rule_agrees() -> None:
+    """Every s3:// input is read through spec.storage's endpoint: without one it is refused at apply."""
+    schema = schema_at("spec")
+    base = {"model": {"uri": "file:///m"}, "data": {"uri": "file:///d"}, "storage": {"uri": "file:///runs"}}
+    variants = [
+        {},
+        {"model": {"uri": "s3://b/m"}},
+        {"data": {"uri": "s3://b/d"}},
+        {"imagePreference": {"grounding": {"method": "clipseg", "modelUri": "s3://b/clipseg"}}},
+        {"evaluation": {"benchmarks": [{"name": "pope", "uri": "s3://b/pope"}]}},
+        {"evaluation": {"benchmarks": [{"name": "synthetic"}]}},
+    ]
+    for variant, endpoint in itertools.product(variants, [ABSENT, "minio:9000"]):
+        storage = {"uri": "file:///runs", **({} if endpoint is ABSENT else {"endpoint": endpoint})}
+        value = {**base, **variant, "storage": storage}
+        expected = pydantic_accepts(api.MFPORunSpec, value)
+        assert cel_accepts(with_defaults(value, schema), schema) == expected, value
+    assert not pydantic_accepts(api.MFPORunSpec, {**base, "model": {"uri": "s3://b/m"}})

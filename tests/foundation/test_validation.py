@@ -366,8 +366,8 @@ def test_an_empty_options_map_of_older_manifests_still_applies() -> None:
 
 def test_entries_of_one_benchmark_on_other_data_with_labels_are_accepted() -> None:
     run = validate_manifest(benchmarks(
-        {"name": "pope", "uri": "s3://b/pope-coco", "pope": {"splits": ["adversarial"]}},
-        {"name": "pope", "uri": "s3://b/pope-gqa", "label": "pope-gqa"},
+        {"name": "pope", "uri": "file:///b/pope-coco", "pope": {"splits": ["adversarial"]}},
+        {"name": "pope", "uri": "file:///b/pope-gqa", "label": "pope-gqa"},
     ))  # fmt: skip
     assert [b.result_label for b in run.spec.evaluation.benchmarks] == ["pope", "pope-gqa"]
     assert [b.options.splits for b in run.spec.evaluation.benchmarks] == [

@@ -197,7 +197,7 @@ def test_gpus_the_machine_does_not_show_are_refused_before_any_stage(tmp_path: P
     """gpusPerNode defaults to 1: on a machine without a GPU the run stops before datagen and
     score spend their time, naming the field and the fix (the align stage would fail later)."""
     run = manifest(tmp_path, resources={"gpusPerNode": 1})
-    with pytest.raises(MissingInputs, match=r"spec.resources.gpusPerNode: 1 GPU\(s\) asked, this machine shows 0"):
+    with pytest.raises(MissingInputs, match=r"spec.resources.gpusPerNode: 1, but this machine shows no GPU"):
         LocalRunner(run, stage_command=["false"]).run()
     assert not (tmp_path / "artifacts").exists()
 

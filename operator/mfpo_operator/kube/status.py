@@ -22,6 +22,7 @@ from typing import Any
 
 from mfpo_core.api import MFPORunStatus
 from mfpo_core.contract import TerminationSummary, merge_shard_summaries
+from mfpo_core.stages import kind_of
 
 from mfpo_operator.kube.jobs import CONTAINER, LABEL_ATTEMPT, LABEL_STAGE
 from mfpo_operator.plan import Attempt, AttemptState
@@ -152,9 +153,12 @@ def attempt_from_job(
     summaries = [
         s for s in (TerminationSummary.decode(_terminated(p).get("message")) for p in chosen) if s
     ]
+    # Shards (datagen) each did part of the work: their counts add up. The pods of a
+    # multi-node align Job each report the same averaged figures: the first one's is the stage's.
+    shards = kind_of(meta["labels"][LABEL_STAGE]).shardable
     summary = (
         merge_shard_summaries(summaries)
-        if summaries and state == AttemptState.succeeded
+        if summaries and shards and state == AttemptState.succeeded
         else (summaries[0] if summaries else None)
     )
     condition = _condition(job, "Failed")

@@ -14,7 +14,7 @@ variant, so variants stay paired over seeds); 95% percentile intervals.
 
 Metrics follow `eval.scores.chair` exactly (a test holds them to it); the per-image counts are
 weighted by resample counts so that one round is a matrix product, not a loop over samples.
-Called by benchmarks/bench_ablations.py.
+Called by benchmarks/ablation_report.py.
 """
 
 from __future__ import annotations

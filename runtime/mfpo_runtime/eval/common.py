@@ -50,7 +50,7 @@ _BASE64_IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR")
 def data_uri(bench: Benchmark, env: BenchmarkEnv) -> str:
     uri = bench.uri or env.default_uri
     if not uri:
-        raise BadInput(f"evaluation benchmark {bench.name}: uri is required (where its data lies)")
+        raise BadInput(f"evaluation benchmark {bench.label}: uri is required (where its data lies)")
     return uri
 
 

@@ -12,7 +12,7 @@ prints the table and, with --out, writes report.md (values, differences with int
 plain better / worse / no difference per metric, both splits, every metric explained) and
 tradeoff.png (CHAIRs against recall per policy).
 
-Reads `<run uri>/eval/results/<policy>/<benchmark>.json` (written by the eval stage) and the
+Reads `<run uri>/eval/results/<policy>/<label>.json` (an entry's label: its benchmark's name unless set) (written by the eval stage) and the
 base model's results from the candidate run. Called by `mfpo demo` as a subprocess.
 """
 
@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", type=_named, required=True, help="NAME=RUN_URI")
     parser.add_argument("--candidate", type=_named, required=True, help="NAME=RUN_URI")
     parser.add_argument("--policy", required=True, help="policy evaluated in both runs, e.g. align-3")
-    parser.add_argument("--benchmark", default="synthetic")
+    parser.add_argument("--benchmark", default="synthetic", help="the entry's label (its benchmark's name unless set)")
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--out", help="a directory for report.md and tradeoff.png (the plot of CHAIRs against recall)")
     args = parser.parse_args(argv)

@@ -95,17 +95,18 @@ def _table(bench: str, policies: list[str], scores: Scores) -> list[str]:
 DIRECTIONS = {"lower": "lower is better", "higher": "higher is better"}
 
 
-def panels(bench: str, scores: Scores) -> dict[str, list[str]]:
-    """The benchmark's key metrics that have values, grouped by their better direction: a
-    panel never mixes lower-is-better and higher-is-better metrics on one axis."""
+def panels(bench: str, scores: Scores, benchmark: str | None = None) -> dict[str, list[str]]:
+    """The key metrics of entry `bench` (a label; `benchmark` its benchmark, the label by
+    default) that have values, grouped by their better direction: a panel never mixes
+    lower-is-better and higher-is-better metrics on one axis."""
     grouped: dict[str, list[str]] = {}
-    for metric in KEY_METRICS.get(bench, []):
+    for metric in KEY_METRICS.get(benchmark or bench, []):
         if any(scores[p].get(bench, {}).get("metrics", {}).get(metric) is not None for p in scores):
             grouped.setdefault(DIRECTIONS.get(better(metric), "no better direction"), []).append(metric)
     return grouped
 
 
-def plot(scores: Scores, path: str | Path) -> Path:
+def plot(scores: Scores, path: str | Path, benchmark_of: dict[str, str] | None = None) -> Path:
     """One row per benchmark, one panel per better-direction: its key metrics (in %) across
     the policies in run order, the legend beside the panel, never over the data."""
     import matplotlib
@@ -114,7 +115,8 @@ def plot(scores: Scores, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     policies = list(scores)
-    rows = [(bench, panels(bench, scores)) for bench in benchmarks_of(scores)]
+    benchmark_of = benchmark_of or {}
+    rows = [(bench, panels(bench, scores, benchmark_of.get(bench))) for bench in benchmarks_of(scores)]
     rows = [(bench, grouped) for bench, grouped in rows if grouped]
     columns = max((len(grouped) for _, grouped in rows), default=1)
     fig, axes = plt.subplots(max(1, len(rows)), columns, figsize=(6.2 * columns, 3.2 * max(1, len(rows))),

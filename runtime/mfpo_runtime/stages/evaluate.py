@@ -146,12 +146,12 @@ def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -
     return out
 
 
-def write_report(ctx: StageContext, scores: report.Scores) -> dict[str, str]:
+def write_report(ctx: StageContext, scores: report.Scores, benchmark_of: dict[str, str]) -> dict[str, str]:
     stage = ctx.config.stage_uri
     outputs = {"report": storage.join(stage, "report.md"), "results": storage.join(stage, "results")}
     plot_file = None
     if len(scores) > 1:
-        local = report.plot(scores, ctx.work_dir / "report.png")
+        local = report.plot(scores, ctx.work_dir / "report.png", benchmark_of)
         outputs["plot"] = storage.join(stage, "report.png")
         storage.put_file(local, outputs["plot"])
         plot_file = "report.png"
@@ -173,4 +173,4 @@ def run(ctx: StageContext) -> StageOutcome:
                 ctx.metrics.set("mfpo_eval_score", value, stage=name, benchmark=bench, metric=metric)
     metrics = summary_metrics(scores, benchmark_of)
     flags = {f"{n}/{b}": r["flags"] for n, per in scores.items() for b, r in per.items() if r["flags"]}
-    return StageOutcome(metrics=metrics, outputs=write_report(ctx, scores), details={"scores": scores, "flags": flags})
+    return StageOutcome(metrics=metrics, outputs=write_report(ctx, scores, benchmark_of), details={"scores": scores, "flags": flags})

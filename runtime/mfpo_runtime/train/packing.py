@@ -17,7 +17,7 @@ transformers passes a 4-D mask to the attention as it is (masking_utils: "If the
 4D, simply return as-is"), so this works with the SDPA and eager attentions; flash-attention-2
 takes no such mask. Why not a KV cache of the prefix: backward through a cache expanded to two
 continuations works but needs per-family cache and rope-delta handling (Qwen2-VL); the block
-mask needs only the positions, which `models.positions` knows per family.
+mask needs only the positions, which `models.layout.row_positions` knows per family.
 
 Called by `train.logprobs` (the trainer, the reference) and `train.data.collate`, which packs on the CPU.
 """
