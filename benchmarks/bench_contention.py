@@ -43,6 +43,9 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=int, default=240, help="training records (datagen, score, align)")
     parser.add_argument("--eval-samples", type=int, default=24, help="evaluation scenes per split")
     parser.add_argument("--competitor-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set for both runs, e.g. MFPO_THREADS=1 to compare thread policies")
+    parser.add_argument("--busy-only", action="store_true", help="skip the idle run (compare with an earlier one)")
     return parser.parse_args(argv)
 
 
@@ -72,10 +75,11 @@ def prepare(tmp: Path, args) -> None:
     build_tiny_model("llava", tmp / "model")
 
 
-def timed_run(path: Path) -> float:
+def timed_run(path: Path, extra: list[str]) -> float:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("OMP_NUM_THREADS", None)  # the runner sizes threads itself: that is what is measured
     env.pop("MFPO_THREADS", None)
+    env.update(item.split("=", 1) for item in extra)
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "mfpo_operator.cli", "run", str(path)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
@@ -88,19 +92,19 @@ def main(argv=None) -> None:
         tmp = Path(name)
         prepare(tmp, args)
         load_before = os.getloadavg()[0]
-        idle = timed_run(manifest(tmp, "idle", args))
+        idle = float("nan") if args.busy_only else timed_run(manifest(tmp, "idle", args), args.env)
         competitor_env = {**os.environ, "OMP_NUM_THREADS": str(args.competitor_threads)}
         competitor = subprocess.Popen(
-            [sys.executable, "-c", COMPETITOR.format(seconds=int(idle * 6) + 60)], env=competitor_env
+            [sys.executable, "-c", COMPETITOR.format(seconds=3600)], env=competitor_env
         )
         try:
-            busy = timed_run(manifest(tmp, "busy", args))
+            busy = timed_run(manifest(tmp, "busy", args), args.env)
         finally:
             competitor.kill()
             competitor.wait()
     ratio = busy / idle
     print(f"reduced quickstart ({args.samples} records, {args.eval_samples} eval scenes per split), "
-          f"{os.cpu_count()} CPUs, load average before: {load_before:.1f}")
+          f"{os.cpu_count()} CPUs, load average before: {load_before:.1f}, env: {args.env or 'as is'}")
     print(f"  idle                           {idle:7.1f} s")
     print(f"  beside a {args.competitor_threads}-thread competitor  {busy:7.1f} s  = {ratio:.2f}x idle "
           f"(fair share 2x; goal <= 2.5x: {'met' if ratio <= 2.5 else 'NOT met'})")

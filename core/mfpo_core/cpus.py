@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -33,6 +34,45 @@ def available_cpus(root: Path = Path("/")) -> int:
     cpus = len(os.sched_getaffinity(0))
     quota = cgroup_cpu_quota(root)
     return max(1, min(cpus, math.floor(quota))) if quota is not None else cpus
+
+
+def idle_cpus(sample_seconds: float = 0.25, root: Path = Path("/")) -> float:
+    """CPUs of this machine left idle by every other process over a short sample (/proc/stat's
+    idle and iowait time), capped by `available_cpus`. Only meaningful outside a container:
+    /proc/stat there shows the whole node, not the container's quota."""
+    first = _cpu_times(root)
+    time.sleep(sample_seconds)
+    second = _cpu_times(root)
+    if first is None or second is None or second[1] <= first[1]:
+        return float(available_cpus(root))
+    idle_share = (second[0] - first[0]) / (second[1] - first[1])
+    cores = len(_cpu_lines(root)) or os.cpu_count() or 1
+    return min(float(available_cpus(root)), idle_share * cores)
+
+
+def _cpu_lines(root: Path) -> list[str]:
+    text = _read(root / "proc/stat") or ""
+    return [line for line in text.splitlines() if line.startswith("cpu") and line[3:4].isdigit()]
+
+
+def _cpu_times(root: Path) -> tuple[int, int] | None:
+    """(idle + iowait, total) jiffies of all CPUs from /proc/stat's first line."""
+    text = _read(root / "proc/stat")
+    if not text or not text.startswith("cpu "):
+        return None
+    fields = [int(value) for value in text.splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])  # user nice system idle iowait irq softirq steal
+
+
+def local_threads_per_process(concurrent: int = 1, environ: Mapping[str, str] = os.environ) -> int:
+    """Threads for one of `concurrent` stage processes started now on this machine (the local
+    runner): the overrides as `threads_per_process`, else the CPUs idle right now divided among
+    them. Beside a busy process, OpenMP threads that wait on a descheduled peer make a stage
+    many times slower (benchmarks/bench_contention.py: 5x idle with 2 threads beside a
+    2-thread competitor on 2 CPUs, 1.2x with 1 thread)."""
+    if any(environ.get(name, "").strip() for name in THREAD_OVERRIDES):
+        return threads_per_process(concurrent, environ)
+    return max(1, math.floor(idle_cpus() + 0.5) // max(1, concurrent))
 
 
 def threads_per_process(concurrent: int = 1, environ: Mapping[str, str] = os.environ) -> int:

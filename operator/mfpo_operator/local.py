@@ -378,7 +378,7 @@ class LocalRunner:
         pending = list(configs)
         while pending and not self._stop.is_set():
             batch, pending = pending[: self.max_parallel_shards], pending[self.max_parallel_shards :]
-            threads = cpus.threads_per_process(len(batch))
+            threads = cpus.local_threads_per_process(len(batch))
             self._children = [self._spawn(config, log, threads) for config, log in batch]
             record.processes = [[c.pid, _start_ticks(c.pid)] for c in self._children]
             self._save()

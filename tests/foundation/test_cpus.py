@@ -81,3 +81,25 @@ def test_threads_overridden_by_env() -> None:
         cpus.threads_per_process(environ={"MFPO_THREADS": "0"})
     with pytest.raises(ValueError, match=r"OMP_NUM_THREADS='many'"):
         cpus.threads_per_process(environ={"OMP_NUM_THREADS": "many"})
+
+
+def test_idle_cpus_are_read_from_proc_stat_over_a_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stat = tmp_path / "proc" / "stat"
+    stat.parent.mkdir()
+
+    def write(user: int, idle: int) -> None:  # the kernel's line: user nice system idle iowait ...
+        stat.write_text(f"cpu  {user} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 0 0 1 0 0 0 0 0 0\ncpu1 1 0 0 1 0 0 0 0 0 0\n")
+
+    write(100, 100)
+    monkeypatch.setattr(cpus.time, "sleep", lambda _: write(250, 150))
+    # 150 busy and 50 idle jiffies of 200 over the sample: a quarter of the 2 CPUs was idle
+    assert cpus.idle_cpus(root=tmp_path) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("idle", "concurrent", "threads"), [(0.3, 1, 1), (1.9, 1, 2), (1.9, 2, 1), (4.0, 2, 2)])
+def test_local_threads_follow_the_idle_cpus(
+    idle: float, concurrent: int, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cpus, "idle_cpus", lambda: idle)
+    assert cpus.local_threads_per_process(concurrent, environ={}) == threads
+    assert cpus.local_threads_per_process(concurrent, environ={"MFPO_THREADS": "3"}) == 3

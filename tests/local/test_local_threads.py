@@ -42,8 +42,9 @@ def datagen_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: int
     return sorted(trace.read_text().splitlines())
 
 
-def test_shards_side_by_side_share_the_available_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shards_side_by_side_share_the_idle_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpus, "available_cpus", lambda root=None: 6)
+    monkeypatch.setattr(cpus, "idle_cpus", lambda: 6.0)  # the machine's other processes: none
     monkeypatch.delenv("MFPO_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
 
