@@ -68,6 +68,9 @@ class RecordError(Exception):
 def decode_image(data: bytes, what: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
+        if image.mode == "RGB":  # most JPEGs: decode in place, without convert's full copy
+            image.load()
+            return image
         return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise RecordError(f"unreadable image {what}: {err}") from err
