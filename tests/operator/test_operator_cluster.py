@@ -12,28 +12,16 @@ import logging
 import urllib.error
 import urllib.request
 
-import kubernetes
 import pytest
 from kube_world import (
     JOBS,
     NS,
     PODS,
     Kube,
-    declare_resources,
     eventually,
     run_manifest,
     running_operator,
-    write_kubeconfig,
 )
-
-
-@pytest.fixture
-async def kube(kmock, tmp_path, monkeypatch):
-    declare_resources(kmock)
-    config = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))
-    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(config))
-    monkeypatch.setenv("MFPO_OPERATOR_TICK_SECONDS", "0.2")
-    return Kube(kmock)
 
 
 def condition(kube: Kube, kind: str) -> dict:

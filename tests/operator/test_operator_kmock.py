@@ -9,28 +9,14 @@ import threading
 from datetime import datetime, timezone
 
 import kopf
-import kubernetes
-import pytest
 from kube_world import (
     Kube,
-    declare_resources,
     eventually,
     run_manifest,
     running_operator,
-    write_kubeconfig,
 )
 from mfpo_core.contract import TerminationSummary
 from mfpo_operator.plan import Event
-
-
-@pytest.fixture
-async def kube(kmock, tmp_path, monkeypatch):
-    declare_resources(kmock)
-    config = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))
-    # The kubernetes client reads KUBECONFIG once, at import: point its default at ours.
-    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(config))
-    monkeypatch.setenv("MFPO_OPERATOR_TICK_SECONDS", "0.2")
-    return Kube(kmock)
 
 
 def phase(kube: Kube, name: str = "demo") -> str | None:
