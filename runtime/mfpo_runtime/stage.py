@@ -140,6 +140,22 @@ def limit_threads() -> int:
     return threads
 
 
+def deterministic_on_cpu() -> bool:
+    """Deterministic kernels for a CPU-only stage process, so that the same seed at the same
+    thread count gives the same numbers (benchmarks/bench_ablations.py relies on it).
+
+    Not on a GPU: there cuBLAS needs CUBLAS_WORKSPACE_CONFIG and deterministic kernels cost
+    speed. `warn_only`: an op without a deterministic kernel logs a warning instead of failing
+    the stage. Returns whether the mode was turned on.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return True
+
+
 def _load_config(source: str) -> StageConfig:
     try:
         text = Path(source).read_text() if "://" not in source else storage.read_text(source)
@@ -236,6 +252,7 @@ def main(argv: list[str] | None = None, *, exit: Callable[[int], None] = sys.exi
         config = _load_config(args.config)
         stage = config.stage
         limit_threads()
+        deterministic_on_cpu()
         result = run_stage(config, progress=progress, metrics_address=args.metrics_address)
     except (BadInput, storage.StorageConfigError) as err:
         log.error("bad input, not retried: %s", err)

@@ -464,3 +464,31 @@ def test_an_unreachable_endpoint_is_one_retryable_line_without_traceback(
     assert summary(termination_log)["message"] == message
     logged = [r.getMessage() for r in caplog.records if r.name == "mfpo.stage"]
     assert logged == [f"stage failed (retryable): {message}"]  # no traceback
+
+
+def test_a_cpu_stage_runs_with_deterministic_kernels(
+    double: StageDouble, termination_log: Path, tmp_path: Path
+) -> None:
+    """Same seed, same thread count, same numbers: what bench_ablations' reruns rely on."""
+    import torch
+
+    seen: list[tuple[bool, bool]] = []
+
+    def record(ctx: StageContext) -> StageOutcome:
+        seen.append(
+            (
+                torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+            )
+        )
+        return StageOutcome(metrics={}, outputs={})
+
+    double.behaviour = record
+    config, _ = write_config(tmp_path)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    try:
+        assert run_main(config) == 0
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.set_num_threads(before[1])
+    assert seen == [(not torch.cuda.is_available(), not torch.cuda.is_available())]

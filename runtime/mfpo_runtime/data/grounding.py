@@ -456,15 +456,18 @@ def build_tiny_clipseg(out_dir: str | Path, *, image_size: int = 64, seed: int =
     return out
 
 
-def grounder_for(spec, data_format: str, *, cache_dir: str | None = None) -> Grounder:
-    """The grounder named in spec.imagePreference.grounding (an api.GroundingSpec)."""
+def grounder_for(
+    spec, data_format: str, *, cache_dir: str | None = None, seed: int = 0
+) -> Grounder:
+    """The grounder named in spec.imagePreference.grounding (an api.GroundingSpec); `seed`
+    (imagePreference.seed) places the random-region ablation's regions."""
     method = spec.method
     if method == "annotation":
         return AnnotationGrounder(annotation_resolver(data_format))
     if method == "whole-image":
         return WholeImageGrounder()
     if method == "random-region":
-        return RandomRegionGrounder(AnnotationGrounder(annotation_resolver(data_format)))
+        return RandomRegionGrounder(AnnotationGrounder(annotation_resolver(data_format)), seed=seed)
     if method == "clipseg":
         return CLIPSegGrounder.from_uri(
             spec.model_uri, threshold=spec.threshold, cache_dir=cache_dir

@@ -163,7 +163,7 @@ def enricher_for(ctx: StageContext) -> Enricher:
     pref = spec.image_preference
     try:
         grounder = grounding.grounder_for(
-            pref.grounding, spec.data.format, cache_dir=str(ctx.work_dir / "models")
+            pref.grounding, spec.data.format, cache_dir=str(ctx.work_dir / "models"), seed=pref.seed
         )
     except (storage.StorageError, OSError, ValueError) as err:
         raise BadInput(

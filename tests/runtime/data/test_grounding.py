@@ -168,3 +168,17 @@ def test_grounder_for_random_region_wraps_the_annotations():
     grounder = grounding.grounder_for(Spec(), "synthetic")
     assert isinstance(grounder, grounding.RandomRegionGrounder)
     assert isinstance(grounder.inner, AnnotationGrounder)
+
+
+def test_grounder_for_random_region_places_regions_by_the_spec_seed():
+    """imagePreference.seed reaches the random-region grounder: another seed, another place."""
+
+    class Spec:
+        method = "random-region"
+
+    first = grounding.grounder_for(Spec(), "synthetic", seed=1)
+    second = grounding.grounder_for(Spec(), "synthetic", seed=2)
+    assert first.seed == 1 and second.seed == 2
+    placed = [g.masks(IMAGE, ["cat"], MASKS)[0] for g in (first, second)]
+    assert placed[0].sum() == placed[1].sum()
+    assert not np.array_equal(placed[0], placed[1])
