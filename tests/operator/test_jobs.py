@@ -217,3 +217,27 @@ def test_every_attempt_has_a_deadline_by_default():
     assert job["spec"]["activeDeadlineSeconds"] == 3 * 24 * 3600
     spec = make_spec(resources={"gpusPerNode": 0, "activeDeadlineSeconds": 600})
     assert jobs.job(RUN, spec, "datagen", 1, "demo-datagen-a1")["spec"]["activeDeadlineSeconds"] == 600
+
+
+@pytest.mark.parametrize(
+    ("cpu", "gpus", "stage", "threads"),
+    [
+        ("4", 1, "align-1", 4),  # the default request, one process
+        ("32", 8, "align-1", 4),  # torchrun: 8 ranks share the pod's 32 CPUs
+        ("32", 8, "datagen", 32),  # not distributed: one process takes the request
+        ("500m", 1, "score", 1),  # below one CPU: still one thread
+        ("2.5", 1, "eval", 2),
+    ],
+)
+def test_stage_processes_share_the_pods_cpu_request(cpu, gpus, stage, threads):
+    """Pods get no CPU limit, so the runtime's own count would be every CPU of the node; and
+    torchrun sets OMP_NUM_THREADS=1 for each rank. MFPO_THREADS carries the request's share,
+    and the runtime takes it over torchrun's OMP_NUM_THREADS."""
+    from mfpo_core import cpus
+
+    spec = make_spec(resources={"cpu": cpu, "gpusPerNode": gpus})
+    (container,) = jobs.job(RUN, spec, stage, 1, f"demo-{stage}-a1")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["MFPO_THREADS"] == str(threads)
+    under_torchrun = {**env, "OMP_NUM_THREADS": "1", "LOCAL_WORLD_SIZE": str(gpus)}
+    assert cpus.threads_per_process(gpus, under_torchrun) == threads

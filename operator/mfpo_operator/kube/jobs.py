@@ -16,9 +16,11 @@ One attempt = one batch/v1 Job named by `plan.job_name` and owned by the MFPORun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.utils import parse_quantity
 from mfpo_core.api import API_VERSION, KIND, MFPORunSpec
 from mfpo_core.contract import DEFAULT_TERMINATION_LOG, ExitCode, StageConfig
 from mfpo_core.stages import kind_of
@@ -185,8 +187,30 @@ def _command(spec: MFPORunSpec, stage: str) -> list[str]:
     return ["mfpo-stage", "--config", config, "--no-progress"]
 
 
+def processes_per_pod(spec: MFPORunSpec, stage: str) -> int:
+    """Stage processes in one pod: one per GPU under torchrun, else one."""
+    if is_multi_node(spec, stage) or (
+        kind_of(stage).distributed and spec.resources.gpus_per_node > 1
+    ):
+        return max(spec.resources.gpus_per_node, 1)
+    return 1
+
+
+def threads_per_stage_process(spec: MFPORunSpec, stage: str) -> int:
+    """The pod's CPU request shared among its stage processes (at least one thread each).
+
+    Pods get no CPU limit, so the runtime would otherwise see every CPU of the node (no cgroup
+    quota) and start that many OpenMP threads beside other tenants' pods; and torchrun sets
+    OMP_NUM_THREADS=1 for its ranks when it is unset. Ray does the same: a task's OMP_NUM_THREADS
+    is its CPU reservation. MFPO_THREADS wins over both in `mfpo_core.cpus.threads_per_process`.
+    """
+    cpus = float(parse_quantity(spec.resources.cpu))
+    return max(1, math.floor(cpus / processes_per_pod(spec, stage)))
+
+
 def _env(spec: MFPORunSpec, stage: str, job: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
+        {"name": "MFPO_THREADS", "value": str(threads_per_stage_process(spec, stage))},
         {"name": "MFPO_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "MFPO_PROGRESS", "value": "0"},
         {"name": "MFPO_TERMINATION_LOG", "value": DEFAULT_TERMINATION_LOG},
