@@ -3,6 +3,7 @@
     python benchmarks/bench_ablations.py --quick          # <= 10 min on 2 idle cores
     python benchmarks/bench_ablations.py                  # the whole benchmark, <= 90 min
     python benchmarks/bench_ablations.py --report-only    # tables and plots from finished runs
+    python benchmarks/bench_ablations.py --repeat mfpo-d-lr1-s0   # rerun one from scratch, compare
 
 Variants (MFPO = text + image + anchor terms, keyword-region noise, 3-stage curriculum):
 text-only DPO; DPO + anchor (= MFPO without the image term: the same objective, run once);
@@ -273,6 +274,36 @@ def progress_line(number: int, total: int, run: PlannedRun, ledger: Ledger, layo
     )
 
 
+def repeat(name: str, runs: list[PlannedRun], profile: Profile, layout: Layout) -> int:
+    """Run finished run `name` again from scratch (its own datagen, score, training and
+    evaluation) as `<name>-repeat`, and compare every evaluation metric digit for digit: the
+    determinism the results rely on (same seed, same thread count, same numbers)."""
+    run = next((r for r in runs if r.name == name), None)
+    if run is None:
+        print(f"--repeat: no run named {name!r} in this profile", file=sys.stderr)
+        return 2
+    if not storage.exists(layout.result(run)):
+        print(f"--repeat: {name} has not finished; run the benchmark first", file=sys.stderr)
+        return 2
+    again = manifest(run, profile, layout, evaluate_base=False)
+    again = again.model_copy(update={"metadata": again.metadata.model_copy(update={"name": f"{name}-repeat"})})
+    began = time.monotonic()
+    status = LocalRunner(again, progress=False).run()
+    if status.phase != "Succeeded":
+        print(f"{name}-repeat: {status.phase}", file=sys.stderr)
+        return 1
+    first = storage.read_json(layout.result(run))["metrics"]
+    second = storage.read_json(
+        eval_result_uri(storage.join(layout.artifacts, f"{name}-repeat"), run.policy, "synthetic")
+    )["metrics"]
+    differing = sorted(k for k in first.keys() | second.keys() if first.get(k) != second.get(k))
+    print(f"{name}-repeat: {time.monotonic() - began:.0f} s, {len(first)} metrics, "
+          f"{len(differing)} differ from the first run{': ' + ', '.join(differing) if differing else ''}")
+    for key in differing:
+        print(f"  {key}: {first.get(key)!r} then {second.get(key)!r}")
+    return 1 if differing else 0
+
+
 def environment(threads: int) -> dict[str, object]:
     """Thread count and versions every result is recorded with (without importing torch)."""
     versions = {name: metadata.version(name) for name in ("torch", "transformers", "peft", "numpy")}
@@ -296,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every stage process")
     parser.add_argument("--rounds", type=int, default=1000, help="bootstrap rounds")
     parser.add_argument("--report-only", action="store_true", help="no runs: tables from finished ones")
+    parser.add_argument("--repeat", metavar="RUN", help="run a finished run again from scratch and compare its metrics")
     args = parser.parse_args(argv)
     name = args.profile or ("quick" if args.quick else "full")
     profile = PROFILES[name]
@@ -303,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the stage processes inherit it
     ledger = Ledger()
     runs = plan(profile)
+    if args.repeat:
+        return repeat(args.repeat, runs, profile, layout)
     print(f"{len(runs)} runs ({name} profile) under {layout.out}, {args.threads} threads", flush=True)
     load_before = os.getloadavg()[0]
     if not args.report_only:

@@ -84,3 +84,37 @@ def test_finished_runs_are_never_run_again(tmp_path, monkeypatch, capsys):
 def test_profiles_plan_valid_names(profile, tmp_path):
     for run in bench.plan(bench.PROFILES[profile]):
         bench.manifest(run, bench.PROFILES[profile], bench.Layout(tmp_path), evaluate_base=True)
+
+
+@pytest.mark.parametrize(("second_chair", "code"), [(0.25, 0), (0.2500001, 1)])
+def test_repeat_compares_every_metric_exactly(tmp_path, monkeypatch, capsys, second_chair, code):
+    """--repeat runs a finished run again under `<name>-repeat` and fails on any differing digit.
+    The runner is a stand-in (a test double) that writes the repeat's evaluation result."""
+    profile = bench.PROFILES["smoke"]
+    layout = bench.Layout(tmp_path)
+    run = bench.plan(profile)[0]
+    storage.write_json({"metrics": {"chair_s": 0.25, "recall": 0.5}}, layout.result(run))
+    started = []
+
+    class StandInRunner:
+        def __init__(self, manifest, progress):
+            started.append(manifest.metadata.name)
+
+        def run(self):
+            uri = bench.eval_result_uri(storage.join(layout.artifacts, started[-1]), run.policy, "synthetic")
+            storage.write_json({"metrics": {"chair_s": second_chair, "recall": 0.5}}, uri)
+            return type("Status", (), {"phase": "Succeeded"})()
+
+    monkeypatch.setattr(bench, "LocalRunner", StandInRunner)
+    assert bench.repeat(run.name, bench.plan(profile), profile, layout) == code
+    assert started == [f"{run.name}-repeat"]
+    out = capsys.readouterr().out
+    assert (f"{code} differ" in out) and (("chair_s" in out) == bool(code))
+
+
+def test_repeat_of_an_unfinished_run_is_refused(tmp_path, capsys):
+    profile = bench.PROFILES["smoke"]
+    run = bench.plan(profile)[0]
+    assert bench.repeat(run.name, bench.plan(profile), profile, bench.Layout(tmp_path)) == 2
+    assert "has not finished" in capsys.readouterr().err
+    assert bench.repeat("no-such-run", bench.plan(profile), profile, bench.Layout(tmp_path)) == 2
