@@ -21,9 +21,11 @@ by round after two warm-up steps, one optimizer step (forward, backward, AdamW) 
     mfpo-precomputed-unpacked
 
 It prints per variant the median ms/step, the ratio to trl-dpo, tokens/s (tokens of the
-sequences scored: 2 per sample for DPO, 3 for MFPO, prefixes counted in each) and its step
-memory: the peak resident set sampled during its steps above the resident set before them. Goals on llava-like: mfpo-online <= 1.0x trl-dpo, mfpo-precomputed
-<= 0.75x.
+sequences scored: 2 per sample for DPO, 3 for MFPO, prefixes counted in each), the token
+positions one forward computes (padding included) and its step memory: the peak resident set
+sampled during its steps above the resident set before them. Goals on llava-like: mfpo-online
+<= 1.0x trl-dpo, mfpo-precomputed <= 0.75x; beside them, the ratios that time proportional to
+token positions would give.
 
 llava-7b (a GPU machine): a LLaVA-1.5-7B-shaped model (CLIP ViT-L/14-336 + a Llama-2-7B-shaped
 language model) with random weights, LoRA r=16 on the language model's attention, gradient
@@ -235,11 +237,13 @@ def mfpo_step_fn(config, train_dir, records, *, precomputed: bool, packed: bool)
     loss_fn = MFPOLoss.from_config(config.objective)
     policy.model.train()
     tokens = count_tokens(packed_batch)
+    positions = packed_positions(packed_batch)
     if packed:
         def loss():
             return forward_loss(job, loss_fn, packed_batch, nullcontext)
     else:
         batch3 = unpacked_batch(training_set, indices, policy, ref_logps)
+        positions = batch3["input_ids"].numel()
 
         def loss():
             return unpacked_forward_loss(job, loss_fn, batch3)
@@ -249,7 +253,18 @@ def mfpo_step_fn(config, train_dir, records, *, precomputed: bool, packed: bool)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return step, tokens
+    return step, tokens, positions
+
+
+def packed_positions(packed: dict) -> int:
+    """Token positions one forward over a packed batch computes, padding included: its two
+    halves (shared-prefix rows, m' rows) each run at their own longest row."""
+    from mfpo_runtime.train.packing import PAD
+
+    segments = packed["segment_ids"]
+    half = segments.size(0) // 2
+    lengths = (segments != PAD).sum(dim=1)
+    return half * int(lengths[:half].max()) + half * int(lengths[half:].max())
 
 
 def unpacked_batch(training_set, indices, policy, ref_logps):
@@ -299,13 +314,14 @@ def trl_step_fn(model_dir: Path, train_dir: Path, records, batch_size: int, tmp:
     # the tokens of the chosen and rejected sequences TRL scores (prompt and image tokens in each)
     masks = [v for k, v in batch.items() if k.endswith("attention_mask") and torch.is_tensor(v)]
     tokens = int(sum(m.sum() for m in masks))
+    positions = batch["input_ids"].numel()  # chosen and rejected rows after TRL's flush_left
 
     def step():
         trainer.training_step(trainer.model, batch)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
 
-    return step, tokens
+    return step, tokens, positions
 
 
 def run_preset(name: str, args) -> dict:
@@ -322,10 +338,10 @@ def run_preset(name: str, args) -> dict:
                 variants[label] = mfpo_step_fn(config, train_dir, records, precomputed=precomputed, packed=packed)
         times = {label: [] for label in variants}
         peaks = {label: 0 for label in variants}
-        for step, _ in variants.values():  # warm-up
+        for step, *_ in variants.values():  # warm-up
             timed(step, 2, lambda: None)
         for _ in range(args.rounds):  # interleaved, so that machine load hits all variants alike
-            for label, (step, _) in variants.items():
+            for label, (step, *_) in variants.items():
                 with PeakRSS() as sampler:
                     times[label] += timed(step, 1, lambda: None)
                 peaks[label] = max(peaks[label], sampler.growth)
@@ -335,7 +351,8 @@ def run_preset(name: str, args) -> dict:
         "load": os.getloadavg()[0], "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "variants": {
             label: {"ms": medians[label] * 1e3, "ratio": medians[label] / medians["trl-dpo"],
-                    "tokens_per_s": variants[label][1] / medians[label], "step_rss": peaks[label]}
+                    "tokens_per_s": variants[label][1] / medians[label], "positions": variants[label][2],
+                    "step_rss": peaks[label]}
             for label in variants
         },
     }
@@ -346,7 +363,8 @@ def print_preset(result: dict) -> None:
           f"median of {result['rounds']} interleaved steps, load average {result['load']:.1f}")
     for label, v in result["variants"].items():
         print(f"  {label:26s} {v['ms']:8.1f} ms/step  {v['ratio']:5.2f}x trl-dpo  "
-              f"{v['tokens_per_s']:9.0f} tokens/s  step memory +{v['step_rss'] / 2**20:5.0f} MiB")
+              f"{v['tokens_per_s']:9.0f} tokens/s  {v['positions']:6d} positions  "
+              f"step memory +{v['step_rss'] / 2**20:5.0f} MiB")
     print(f"  peak RSS of the whole process (all variants loaded): {result['process_peak_rss'] / 2**20:.0f} MiB")
 
 
@@ -360,6 +378,12 @@ def print_goals(result: dict) -> None:
         print(f"  goal {label} <= {goal:.2f}x trl-dpo on {result['preset']}: {v[label]['ratio']:.2f}x, {verdict}")
     gain = v["mfpo-online-unpacked"]["ms"] / v["mfpo-online"]["ms"]
     print(f"  prefix sharing: mfpo-online {gain:.2f}x faster than without it")
+    # A step is forward + backward (~3 forwards) of the policy plus, on-line, a reference forward,
+    # each over the same rows: if time followed token positions alone, these would be the ratios.
+    positions = v["mfpo-online"]["positions"] / v["trl-dpo"]["positions"]
+    print(f"  token positions per forward: mfpo {v['mfpo-online']['positions']}, trl-dpo "
+          f"{v['trl-dpo']['positions']} ({positions:.2f}x); time proportional to positions would give "
+          f"mfpo-online {positions:.2f}x, mfpo-precomputed {positions * 3 / 4:.2f}x")
 
 
 def run_all(args) -> None:
