@@ -231,7 +231,7 @@ OPERATOR_RULES = {
     ("", "pods"): {"get", "list"},
     ("", "configmaps"): {"create", "get", "list", "delete"},
     ("", "services"): {"create", "get", "list", "delete"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
     ("", "serviceaccounts"): {"get"},
     ("", "secrets"): {"get"},
 }

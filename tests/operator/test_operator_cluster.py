@@ -11,6 +11,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from kube_world import (
@@ -141,6 +142,46 @@ async def test_a_stuck_pod_is_shown_on_the_run_with_how_long_it_waited(kube, rea
     stage = kube.status()["stages"][0]
     assert stage["reason"] == reason
     assert "pod demo-datagen-a1-0-abcde" in stage["message"] and " for " in stage["message"]
+
+
+async def test_a_job_the_controller_cannot_create_pods_for_is_shown_on_the_run(kube, monkeypatch):
+    # A ResourceQuota (or a LimitRange, an admission webhook) refusing the pod: the Job is
+    # created and then shows nothing -- no pod, no condition, it never fails; the Job
+    # controller retries and records `Eventf(job, Warning, "FailedCreate", "Error creating:
+    # %v", err)` (kubernetes pkg/controller/controller_utils.go). kmock has no Job controller:
+    # the test writes that event. Nothing about the Job changes, so no watch event comes: the
+    # operator's periodic resync (60 s by default; 1 s here) is what finds it.
+    monkeypatch.setenv("MFPO_OPERATOR_RESYNC_SECONDS", "1")
+    monkeypatch.setenv("MFPO_OPERATOR_TICK_SECONDS", "0.5")
+    quota = ('pods "demo-datagen-a1-x7k2p" is forbidden: exceeded quota: gpu-quota, requested: '
+             "requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4")  # fmt: skip
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
+        job_meta = kube.jobs()["demo-datagen-a1"]["metadata"]
+        event = {
+            "apiVersion": "v1", "kind": "Event", "type": "Warning", "reason": "FailedCreate",
+            "metadata": {"name": "demo-datagen-a1.181f0c2a9e3b7d10", "namespace": NS},
+            "involvedObject": {"kind": "Job", "apiVersion": "batch/v1", "namespace": NS,
+                               "name": "demo-datagen-a1", **({"uid": job_meta["uid"]} if "uid" in job_meta else {})},
+            "message": f"Error creating: {quota}", "count": 4, "source": {"component": "job-controller"},
+            "firstTimestamp": ago(150), "lastTimestamp": ago(30),
+        }  # fmt: skip
+        response = await kube.kmock.post(f"/api/v1/namespaces/{NS}/events", json=event)
+        assert response.status < 300
+        await eventually(
+            lambda: condition(kube, "Progressing").get("reason") == "FailedCreate",
+            what="the Progressing condition saying FailedCreate",
+        )
+        await eventually(lambda: any(e["reason"] == "FailedCreate" for e in events(kube)), what="event")
+    stage = kube.status()["stages"][0]
+    assert stage["reason"] == "FailedCreate"
+    assert stage["message"].startswith("attempt 1 waiting: Job demo-datagen-a1 cannot create its pods for 2m")
+    assert "Error creating: pods \"demo-datagen-a1-x7k2p\" is forbidden: exceeded quota" in stage["message"]
+
+
+def ago(seconds: int) -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _forbidden(what: str) -> dict:

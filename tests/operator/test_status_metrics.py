@@ -192,3 +192,37 @@ def test_artifacts_are_deleted_under_the_run_prefix(tmp_path):
     (tmp_path / "other").mkdir()
     assert delete_run_artifacts(spec, "r", {}) == f"file://{tmp_path}/r"
     assert not (tmp_path / "r").exists() and (tmp_path / "other").exists()
+
+
+def failed_create(job_name, message, first, last, uid="job-uid"):
+    """A core/v1 Event as the Job controller records it when a pod create is refused
+    (kubernetes pkg/controller/controller_utils.go: Warning, FailedCreate, "Error creating: %v")."""
+    return {
+        "apiVersion": "v1", "kind": "Event", "type": "Warning", "reason": "FailedCreate",
+        "message": f"Error creating: {message}", "count": 3,
+        "involvedObject": {"kind": "Job", "apiVersion": "batch/v1", "name": job_name, "uid": uid},
+        "source": {"component": "job-controller"}, "firstTimestamp": first, "lastTimestamp": last,
+    }  # fmt: skip
+
+
+QUOTA = ('pods "r-datagen-a1-x7k2p" is forbidden: exceeded quota: gpu-quota, requested: '
+         "requests.nvidia.com/gpu=8, used: requests.nvidia.com/gpu=0, limited: requests.nvidia.com/gpu=4")  # fmt: skip
+
+
+def test_a_job_whose_pods_cannot_be_created_says_why_from_the_controllers_event():
+    running = job(startTime="2025-01-01T00:00:00Z")
+    running["metadata"]["uid"] = "job-uid"
+    events = [
+        failed_create("r-datagen-a1", "an older refusal", "2025-01-01T00:00:00Z", "2025-01-01T00:00:30Z"),
+        failed_create("r-datagen-a1", QUOTA, "2025-01-01T00:00:40Z", "2025-01-01T00:02:00Z"),
+        failed_create("r-datagen-a1", "an earlier Job of the same name", "2024-12-31T00:00:00Z",
+                      "2025-01-01T00:03:00Z", uid="other-uid"),
+        failed_create("r-score-a1", "another Job", "2025-01-01T00:00:00Z", "2025-01-01T00:04:00Z"),
+    ]
+    now = datetime(2025, 1, 1, 0, 5, tzinfo=timezone.utc)
+    attempt = attempt_from_job(running, [], now, events=events)
+    assert attempt.state == AttemptState.running and attempt.waiting_reason == "FailedCreate"
+    assert attempt.message == f"Job r-datagen-a1 cannot create its pods for 5m00s: Error creating: {QUOTA}"
+    # Once the Job has its pods, an old FailedCreate event no longer speaks for it.
+    started = {"metadata": {"name": "r-datagen-a1-x7k2p"}, "status": {"phase": "Running"}}
+    assert attempt_from_job(running, [started], now, events=events).waiting_reason is None

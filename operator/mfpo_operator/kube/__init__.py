@@ -18,7 +18,8 @@ RBAC the operator needs (the chart's ClusterRole, or a Role per watched namespac
     ""                  serviceaccounts            get  (the stage's must exist before its Job)
     ""                  secrets                    get  (storage.secretName must exist; its data
                                                          only for storage.deleteOnRunDeletion)
-    ""                  events                     create
+    ""                  events                     create, list  (list: the Job controller's
+                                                         FailedCreate on a Job without pods)
     kopf.dev            clusterkopfpeerings        get, list, watch, patch  (cluster-wide)
     kopf.dev            kopfpeerings               get, list, watch, patch  (--namespace)
     apiextensions.k8s.io customresourcedefinitions list, watch  (kopf's resource discovery)

@@ -23,7 +23,7 @@ from kubernetes.client.rest import ApiException
 from mfpo_core.api import GROUP, PLURAL, VERSION
 
 from mfpo_operator.kube.jobs import JOB_NAME_LABEL, LABEL_RUN, MANAGED_BY
-from mfpo_operator.kube.status import TERMINAL, attempt_from_job, evictions
+from mfpo_operator.kube.status import TERMINAL, attempt_from_job, evictions, lacks_pods
 from mfpo_operator.plan import Attempt, Event
 
 log = logging.getLogger("mfpo.operator")
@@ -131,13 +131,22 @@ class Cluster:
         attempt = attempt_from_job(job, [])
         if attempt.state in TERMINAL or _pods_not_ready(job):
             pods = self._list(self.core.list_namespaced_pod, namespace, {JOB_NAME_LABEL: name})
-            attempt = attempt_from_job(job, pods)
+            events = self._job_events(namespace, name) if lacks_pods(job, pods) else []
+            attempt = attempt_from_job(job, pods, events=events)
             if attempt.state not in TERMINAL:
                 observed.evictions += evictions(attempt.stage, pods)
         if attempt.state in TERMINAL and not job["metadata"].get("deletionTimestamp"):
             with self._lock:
                 self._finished[uid] = attempt
         observed.attempts.append(attempt)
+
+    def _job_events(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """Events about the Job `job` (the Job controller's FailedCreate among them)."""
+        selector = f"involvedObject.kind=Job,involvedObject.name={job}"
+        raw = self.core.list_namespaced_event(namespace, field_selector=selector, _preload_content=False)
+        items = json.loads(raw.data).get("items") or []
+        # Filtered here too: an API that ignores the field selector (kmock) returns them all.
+        return [e for e in items if (e.get("involvedObject") or {}).get("name") == job]
 
     def create(self, manifest: dict[str, Any]) -> bool:
         """Create a ConfigMap, Service or Job; False when it already exists (idempotent)."""

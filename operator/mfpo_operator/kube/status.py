@@ -11,7 +11,11 @@ How a Job reads as an attempt:
 - a failed Job whose failed pods all carry the DisruptionTarget condition -> disrupted;
 - a running Job whose pod cannot run says why (`pod_waiting`): the scheduler's
   PodScheduled=False with reason Unschedulable, or the kubelet's waiting reason of the stage
-  container (ErrImagePull, ImagePullBackOff, CreateContainerConfigError...), with how long.
+  container (ErrImagePull, ImagePullBackOff, CreateContainerConfigError...), with how long;
+- a running Job that lacks pods because the Job controller cannot create them (a
+  ResourceQuota, LimitRange or admission webhook refusing the pod) says so from the
+  controller's FailedCreate event on the Job (`creation_failure`): the Job itself shows
+  nothing, it keeps retrying and never fails.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ def _waited(since: str | None, now: datetime) -> str:
         return ""
     seconds = max(int((now - start).total_seconds()), 0)
     minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f" for {hours}h{minutes:02d}m"
     return f" for {minutes}m{seconds:02d}s" if minutes else f" for {seconds}s"
 
 
@@ -107,6 +114,36 @@ def pod_waiting(pods: list[dict[str, Any]], now: datetime) -> tuple[str, str] | 
     return None
 
 
+def _event_time(event: dict[str, Any]) -> str:
+    # core/v1 Events carry lastTimestamp; those written through events.k8s.io/v1 carry eventTime.
+    return event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or ""
+
+
+def creation_failure(
+    job: dict[str, Any], events: list[dict[str, Any]], now: datetime
+) -> tuple[str, str] | None:
+    """("FailedCreate", message) from the Job controller's latest FailedCreate event on `job`.
+
+    The controller records it as `Eventf(job, Warning, "FailedCreate", "Error creating: %v",
+    err)` (kubernetes pkg/controller/controller_utils.go, FailedCreatePodReason) each time a
+    pod create is refused, e.g. `pods "x" is forbidden: exceeded quota: ...`.
+    """
+    meta = job["metadata"]
+    mine = [
+        e for e in events
+        if e.get("reason") == "FailedCreate"
+        and (e.get("involvedObject") or {}).get("kind") == "Job"
+        and (e.get("involvedObject") or {}).get("name") == meta.get("name")
+        and (e.get("involvedObject") or {}).get("uid", meta.get("uid")) == meta.get("uid")
+    ]  # fmt: skip
+    if not mine:
+        return None
+    latest = max(mine, key=_event_time)
+    since = min((e.get("firstTimestamp") or _event_time(e) for e in mine), default=None)
+    text = f"Job {meta.get('name')} cannot create its pods{_waited(since, now)}"
+    return "FailedCreate", f"{text}: {latest.get('message', '')}".rstrip(": ")
+
+
 # The align stage's SIGTERM summary says "stopped at step N; checkpoint ..." (runtime trainer).
 _STOPPED_AT_STEP = re.compile(r"\bat step (\d+)\b")
 
@@ -133,13 +170,17 @@ def evictions(stage: str, pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def attempt_from_job(
-    job: dict[str, Any], pods: list[dict[str, Any]], now: datetime | None = None
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: datetime | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> Attempt:
-    """The planner's view of one Job; `pods` are the Job's pods (may be empty while running)."""
+    """The planner's view of one Job; `pods` are the Job's pods (may be empty while running),
+    `events` the Events about it (looked at only while it lacks pods)."""
     meta = job["metadata"]
     state = job_state(job)
     if state == AttemptState.running:
-        return _running_attempt(job, pods, now or datetime.now(timezone.utc))
+        return _running_attempt(job, pods, now or datetime.now(timezone.utc), events or [])
     finished = [p for p in pods if _terminated(p)]
     finished.sort(
         key=lambda p: int(
@@ -179,9 +220,19 @@ def attempt_from_job(
     )
 
 
-def _running_attempt(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> Attempt:
+def lacks_pods(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+    """Fewer pods than the Job runs at once (an admitted Job: a suspended one has none)."""
+    spec = job.get("spec") or {}
+    return not spec.get("suspend") and len(pods) < (spec.get("parallelism") or 1)
+
+
+def _running_attempt(
+    job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, events: list[dict[str, Any]]
+) -> Attempt:
     labels = job["metadata"]["labels"]
     waiting = pod_waiting(pods, now)
+    if waiting is None and lacks_pods(job, pods):
+        waiting = creation_failure(job, events, now)
     return Attempt(
         stage=labels[LABEL_STAGE],
         attempt=int(labels[LABEL_ATTEMPT]),
