@@ -54,6 +54,8 @@ def _anchor(model: type[BaseModel]) -> str:
 def _type_name(annotation: Any, node: dict[str, Any]) -> str:
     """Go-like type names, as KubeRay's reference writes them: []Toleration, map[string]string."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if node.get("x-kubernetes-preserve-unknown-fields"):  # e.g. dict[str, Any] passed through
+        return "object (free form)"
     if origin in (typing.Union, types.UnionType):
         (inner,) = [a for a in args if a is not type(None)] or [str]
         return _type_name(inner, node)
@@ -67,8 +69,6 @@ def _type_name(annotation: Any, node: dict[str, Any]) -> str:
         return f"map[string]{_type_name(args[1], node.get('additionalProperties', {}))}"
     if node.get("x-kubernetes-int-or-string"):
         return "quantity (integer or string)"
-    if node.get("x-kubernetes-preserve-unknown-fields"):
-        return "object (free form)"
     return str(node.get("type", "string"))
 
 
