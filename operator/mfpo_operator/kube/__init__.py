@@ -23,8 +23,8 @@ RBAC the operator needs (the chart's ClusterRole, or a Role per watched namespac
     kopf.dev            clusterkopfpeerings        get, list, watch, patch  (cluster-wide)
     kopf.dev            kopfpeerings               get, list, watch, patch  (--namespace)
     apiextensions.k8s.io customresourcedefinitions list, watch  (kopf's resource discovery)
-    (no grant on namespaces: kopf observes them only for namespace patterns, which the
-     chart does not use; kopf/_core/reactor/observation.py)
+    ""                  namespaces                 list, watch  (kopf, for namespace patterns only:
+                                                         the chart uses none and grants none)
 
 Peering: install kopf's peering CRDs (clusterkopfpeerings.kopf.dev and kopfpeerings.kopf.dev,
 from kopf's `peering.yaml`) and a ClusterKopfPeering named `mfpo-operator` (or a KopfPeering of
