@@ -726,6 +726,22 @@ class MFPORunSpec(ApiModel):
                 raise ValueError(f"storage.endpoint is required: {field} is s3:// ({S3_INPUT_ENDPOINT_HINT})")
         return self
 
+    @model_validator(mode="after")
+    def _synthetic_benchmark_needs_a_world(self) -> MFPORunSpec:
+        """The synthetic benchmark without a uri evaluates on the run's own world, which only
+        synthetic training data has: refused here, not after every stage has trained."""
+        if self.data.format == DataFormat.synthetic.value:
+            return self
+        for i, bench in enumerate(self.evaluation.benchmarks):
+            if bench.name == BenchmarkName.synthetic.value and not bench.uri:
+                raise ValueError(
+                    f"evaluation.benchmarks[{i}]: the synthetic benchmark without a uri evaluates on the "
+                    f"run's own synthetic world, but data.format is {self.data.format} (evaluation.benchmarks "
+                    "defaults to it): give it a uri, or list the benchmarks to run (object-halbench, amber, "
+                    "pope, each with its uri)"
+                )
+        return self
+
     def input_uris(self) -> list[tuple[str, str]]:
         """(field, URI) of every input the stages read: model, data, segmenters, benchmarks."""
         grounding = self.image_preference.grounding

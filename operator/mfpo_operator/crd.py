@@ -170,7 +170,7 @@ def _storage_rules() -> list[dict[str, str]]:
 
 
 def _spec_rules() -> list[dict[str, str]]:
-    """The twin of MFPORunSpec._s3_inputs_need_the_endpoint."""
+    """The twins of MFPORunSpec._s3_inputs_need_the_endpoint and _synthetic_benchmark_needs_a_world."""
     s3 = "{0}.startsWith('s3://')"
     optional = "(has({0}) && {0}.startsWith('s3://'))"
     inputs = [
@@ -183,11 +183,22 @@ def _spec_rules() -> list[dict[str, str]]:
             "self.evaluation.benchmarks.exists(b, has(b.uri) && b.uri.startsWith('s3://')))"
         ),
     ]
+    data_format = f"(has(self.data.format) ? self.data.format : '{api.DataSpec.model_fields['format'].default.value}')"
+    # Absent benchmarks are the default, [{name: synthetic}]: the API server fills it in first.
+    named = "self.evaluation.benchmarks.all(b, b.name != 'synthetic' || has(b.uri))"
     return [
         {
             "rule": f"(has(self.storage.endpoint) && self.storage.endpoint != '') || !({' || '.join(inputs)})",
             "message": f"storage.endpoint is required when an input URI is s3:// ({api.S3_INPUT_ENDPOINT_HINT})",
-        }
+        },
+        {
+            "rule": f"{data_format} == 'synthetic' || (has(self.evaluation) && has(self.evaluation.benchmarks) && {named})",
+            "message": (
+                "evaluation.benchmarks: the synthetic benchmark without a uri (the default) evaluates on the run's "
+                "own synthetic world, which only data.format: synthetic has: give it a uri, or list the benchmarks "
+                "to run (object-halbench, amber, pope, each with its uri)"
+            ),
+        },
     ]
 
 

@@ -78,7 +78,7 @@ def operator_series_after_two_failures() -> list[tuple[str, dict[str, str], floa
     spec = MFPORunSpec.model_validate(
         {
             "model": {"uri": "s3://b/model"},
-            "data": {"uri": "s3://b/data"},
+            "data": {"uri": "s3://b/data", "format": "synthetic"},
             "storage": {"uri": "s3://b/runs", "endpoint": "minio:9000"},
             "retries": {"maxAttempts": 5, "backoffSeconds": 30},
         }

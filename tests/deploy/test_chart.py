@@ -554,7 +554,7 @@ def test_pod_monitor_and_network_policy_select_the_operators_stage_pods(stage: s
     spec = MFPORunSpec.model_validate(
         {
             "model": {"uri": "s3://b/model"},
-            "data": {"uri": "s3://b/data"},
+            "data": {"uri": "s3://b/data", "format": "synthetic"},
             "storage": {"uri": "s3://b/runs", "endpoint": "minio:9000"},
             "imagePreference": {"shards": 2},
             "resources": {"nodes": 2, "gpusPerNode": 8},

@@ -91,8 +91,8 @@ def test_every_rule_compiles() -> None:
     rules = all_rules()
     # 2 immutability + noise + 2 grounding + weights + storage endpoint + judge + 4 benchmark
     # options + the removed options map + a benchmark's data + 2 distinct benchmarks
-    # + 3 non-negative quantities + s3 inputs need the endpoint
-    assert len(rules) == 20
+    # + 3 non-negative quantities + s3 inputs need the endpoint + synthetic needs a world
+    assert len(rules) == 21
     for rule in rules:
         compiled(rule)
 
@@ -234,3 +234,27 @@ def test_s3_inputs_need_the_storage_endpoint_rule_agrees() -> None:
         expected = pydantic_accepts(api.MFPORunSpec, value)
         assert cel_accepts(with_defaults(value, schema), schema) == expected, value
     assert not pydantic_accepts(api.MFPORunSpec, {**base, "model": {"uri": "s3://b/m"}})
+
+
+def test_the_synthetic_benchmark_needs_a_world_rule_agrees() -> None:
+    """Without a uri the synthetic benchmark reads the run's own world: refused at apply for
+    any other data format (else every stage trains, then eval fails)."""
+    schema = schema_at("spec")
+    base = {"model": {"uri": "file:///m"}, "storage": {"uri": "file:///runs"}}
+    datas = [{"uri": "file:///d"}, {"uri": "file:///d", "format": "synthetic"}, {"uri": "file:///d", "format": "llava"}]
+    evaluations = [
+        ABSENT,
+        {},
+        {"benchmarks": [{"name": "synthetic"}]},
+        {"benchmarks": [{"name": "synthetic", "uri": "file:///world"}]},
+        {"benchmarks": [{"name": "pope", "uri": "file:///pope"}]},
+        {"benchmarks": [{"name": "pope", "uri": "file:///pope"}, {"name": "synthetic"}]},
+    ]
+    for data, evaluation in itertools.product(datas, evaluations):
+        value = {**base, "data": data, **({} if evaluation is ABSENT else {"evaluation": evaluation})}
+        expected = pydantic_accepts(api.MFPORunSpec, value)
+        assert cel_accepts(with_defaults(value, schema), schema) == expected, value
+    assert not pydantic_accepts(api.MFPORunSpec, {**base, "data": {"uri": "file:///d"}})
+    assert pydantic_accepts(api.MFPORunSpec, {**base, "data": datas[1]})
+    with pytest.raises(ValidationError, match=r"evaluation.benchmarks\[1\]: the synthetic benchmark without a uri"):
+        api.MFPORunSpec.model_validate({**base, "data": datas[0], "evaluation": evaluations[-1]})

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 SPEC = {
     "model": {"uri": "file:///models/tiny"},
-    "data": {"uri": "file:///data/train"},
+    "data": {"uri": "file:///data/train", "format": "synthetic"},
     "storage": {"uri": "file:///runs"},
 }
 

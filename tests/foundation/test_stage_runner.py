@@ -73,7 +73,7 @@ def write_config(
     run_uri = f"{runs_uri}/demo"
     spec = {
         "model": {"uri": "file:///models/tiny"},
-        "data": {"uri": "file:///data/train"},
+        "data": {"uri": "file:///data/train", "format": "synthetic"},
         "storage": {"uri": runs_uri},
         **spec_extra,
     }

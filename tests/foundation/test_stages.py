@@ -10,7 +10,7 @@ from mfpo_core.stages import STAGE_KINDS, kind_of, stage_names
 
 def spec(**overrides) -> MFPORunSpec:
     return MFPORunSpec.model_validate({
-        "model": {"uri": "file:///m"}, "data": {"uri": "file:///d"}, "storage": {"uri": "file:///s"}, **overrides,
+        "model": {"uri": "file:///m"}, "data": {"uri": "file:///d", "format": "synthetic"}, "storage": {"uri": "file:///s"}, **overrides,
     })
 
 

@@ -212,7 +212,7 @@ def test_mfpo_run_and_status_name_an_unreachable_endpoint_in_one_line(
     path = tmp_path / "run.yaml"
     path.write_text(
         "apiVersion: mfpo.dev/v1alpha1\nkind: MFPORun\nmetadata: {name: demo}\n"
-        "spec:\n  model: {uri: s3://mfpo/m}\n  data: {uri: s3://mfpo/d}\n  resources: {gpusPerNode: 0}\n"
+        "spec:\n  model: {uri: s3://mfpo/m}\n  data: {uri: s3://mfpo/d, format: synthetic}\n  resources: {gpusPerNode: 0}\n"
         f"  storage: {{uri: 's3://{moto_bucket}/runs', endpoint: '{dead}', secure: false}}\n"
     )
     assert cli.main([command, str(path)]) == 1

@@ -244,7 +244,7 @@ def test_load_manifest(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(
         "apiVersion: mfpo.dev/v1alpha1\nkind: MFPORun\nmetadata: {name: demo}\n"
-        "spec:\n  model: {uri: file:///m}\n  data: {uri: file:///d}\n  storage: {uri: file:///s}\n"
+        "spec:\n  model: {uri: file:///m}\n  data: {uri: file:///d, format: synthetic}\n  storage: {uri: file:///s}\n"
         "---\n"  # a trailing separator is not a second document
     )
     assert load_manifest(path).metadata.name == "demo"

@@ -33,7 +33,7 @@ def datagen_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: int
     monkeypatch.setenv("THREADS_TRACE", str(trace))
     run = MFPORun.model_validate({
         "apiVersion": "mfpo.dev/v1alpha1", "kind": "MFPORun", "metadata": {"name": "demo"},
-        "spec": {"model": {"uri": f"file://{tmp_path}/model"}, "data": {"uri": f"file://{tmp_path}/data"},
+        "spec": {"model": {"uri": f"file://{tmp_path}/model"}, "data": {"uri": f"file://{tmp_path}/data", "format": "synthetic"},
                  "storage": {"uri": f"file://{tmp_path}/artifacts"}, "imagePreference": {"shards": shards},
                  "resources": {"gpusPerNode": 0}},
     })  # fmt: skip

@@ -76,6 +76,9 @@ def spec(data_uri: str, data_format: str, storage_uri: str, **overrides) -> MFPO
         "data": {"uri": data_uri, "format": data_format, **overrides.pop("data", {})},
         # An s3:// run names its endpoint: the one the s3_bucket fixture points the stages at.
         "storage": {"uri": storage_uri, **({"endpoint": os.environ["MFPO_S3_ENDPOINT"]} if storage_uri.startswith("s3://") else {})},
+        # Only synthetic data brings its own evaluation world; other formats name a benchmark
+        # (never read here: these tests run datagen).
+        **({} if data_format == "synthetic" else {"evaluation": {"benchmarks": [{"name": "pope", "uri": "file:///unused-pope"}]}}),
         **overrides,
     }
     return MFPORunSpec.model_validate(body)

@@ -26,7 +26,7 @@ def test_spec_maps_onto_the_train_config():
     spec = MFPORunSpec.model_validate({
         "model": {"uri": "s3://models/llava", "family": "qwen2-vl", "finetune": "full", "mergeAdapters": True,
                   "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targetModules": ".*q_proj$"}},
-        "data": {"uri": "file:///unused"},
+        "data": {"uri": "file:///unused", "format": "synthetic"},
         "storage": {"uri": "file:///unused", "endpoint": "minio:9000"},
         "curriculum": {"reference": "previous"},
         "objective": {"beta": 0.2, "eta": 0.5, "weights": {"text": 1.0, "image": 2.0, "anchor": 0.0}},
