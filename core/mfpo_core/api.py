@@ -511,7 +511,8 @@ class BenchmarkSpec(ApiModel):
         pattern=STORAGE_URI_PATTERN,
         description=(
             "Storage URI of the benchmark's data; required except for synthetic, whose default is "
-            "the world the run's data comes from (written by `python -m mfpo_runtime.data.scenes`)."
+            "the world the run's data comes from (written by `python -m mfpo_runtime.data.scenes`; "
+            "so only with data.format synthetic)."
         ),
     )
     max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many questions (per split).")
@@ -791,8 +792,11 @@ class StageStatus(ApiModel):
     reason: str | None = Field(
         None,
         description=(
-            "Machine-readable cause of the phase: Started, Succeeded, BackOff, Disrupted, Vanished, "
-            "Suspended, BadInput, AttemptsExhausted (set by the planner)."
+            "Machine-readable cause of the phase (set by the planner): Started, Succeeded, BackOff, "
+            "Retried, Disrupted, Vanished, Suspended, Superseded, BadInput, AttemptsExhausted; while "
+            "an attempt cannot start or run: ServiceAccountMissing, SecretMissing, FailedCreate, "
+            "Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName, "
+            "CreateContainerConfigError, CreateContainerError."
         ),
     )
     disrupted_attempts: list[int] = Field(
@@ -810,7 +814,7 @@ class StageStatus(ApiModel):
 class Condition(ApiModel):
     """A Kubernetes-style condition (type, status, reason, message, lastTransitionTime)."""
 
-    type: str = Field(..., description="Kind of condition, e.g. Succeeded, Failed, Suspended.")
+    type: str = Field(..., description="Kind of condition: Ready, Progressing, Failed or Suspended.")
     status: Literal["True", "False", "Unknown"] = Field(..., description="Whether the condition holds.")
     reason: str = Field(..., description="Machine-readable cause in CamelCase.")
     message: str = Field("", description="Human-readable details.")
