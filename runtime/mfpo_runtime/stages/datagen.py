@@ -232,6 +232,21 @@ def _check_skipped(counts: ShardCounts, shard: tuple[int, int], ctx: StageContex
     )
 
 
+def _warn_if_every_region_fell_back(counts: ShardCounts, shard: tuple[int, int], ctx: StageContext) -> None:
+    """Grounding that found no region for any record makes every m' a whole-image noise: the
+    paper's global-noise ablation, not MFPO. Typical: `annotation` on records without object
+    masks (RLAIF-V, LLaVA). Said loudly; the run goes on, as fallbackWholeImage asks."""
+    method = ctx.config.spec.image_preference.grounding.method
+    if counts.records and counts.fallbacks == counts.records and method != "whole-image":
+        log.warning(
+            "datagen shard %d of %d: the %s grounder found no region in any of its %d records, so "
+            "every dispreferred image is the whole image noised (the paper's global-noise ablation, "
+            "not keyword-region noise); records of format %s carry no object masks for annotation: "
+            "set imagePreference.grounding.method to grounding-sam or clipseg",
+            *shard, method, counts.records, ctx.config.spec.data.format,
+        )
+
+
 def _tally(found, counts: ShardCounts, ctx: StageContext) -> None:
     counts.records += 1
     ctx.metrics.inc("mfpo_datagen_records_total")
@@ -270,6 +285,7 @@ def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> 
         records.append(record)
         _tally(found, counts, ctx)
     _check_skipped(counts, shard, ctx)
+    _warn_if_every_region_fell_back(counts, shard, ctx)
     write_records(
         records,
         out_dir,

@@ -56,7 +56,7 @@ def test_synthetic_world_two_shards_noise_only_the_object_regions(tmp_path: Path
     assert totals == 6
 
 
-def test_rlaif_v_parquet_with_a_bad_record_skipped_and_counted(tmp_path: Path):
+def test_rlaif_v_parquet_with_a_bad_record_skipped_and_counted(tmp_path: Path, caplog):
     rows = rlaif_v_rows(4)
     rows[1]["image"] = {"bytes": b"broken", "path": "x.png"}
     data = write_parquet(rows, tmp_path / "rlaif.parquet")
@@ -67,8 +67,11 @@ def test_rlaif_v_parquet_with_a_bad_record_skipped_and_counted(tmp_path: Path):
     )  # fmt: skip
     config = stage_config(tmp_path, run_spec, "datagen")
     result = run_stage(config, progress=False)
-    # RLAIF-V has no masks: every sample falls back to whole-image noise, and is counted.
+    # RLAIF-V has no masks: every sample falls back to whole-image noise, and is counted,
+    # and the log says that this is the global-noise ablation, not MFPO's regions.
     assert result.metrics == {"records": 3, "skipped": 1, "fallbacks": 3, "ungrounded": 0}
+    (warning,) = [r.getMessage() for r in caplog.records if "found no region in any" in r.getMessage()]
+    assert "annotation grounder" in warning and "grounding-sam or clipseg" in warning
     assert "RLAIF-V-1" in result.details["skips"][0]
     root = _published(config, (0, 1))
     records = read_records(root)
