@@ -141,7 +141,7 @@ def packed_triple_logps(lm: nn.Module, packed: dict[str, torch.Tensor], mm_encod
     sources = packed["answer_sources"]
     source_rows, source_columns = sources // width, sources % width
     hidden, targets, slots = [], [], []
-    for group in (range(0, rows // 2), range(rows // 2, rows)):
+    for group in (range(rows // 2), range(rows // 2, rows)):
         in_group = (source_rows >= group.start) & (source_rows < group.stop)
         group_hidden = _group_hidden(lm, packed, mm_encoder_outputs, group)  # (B, T_group, H)
         hidden.append(group_hidden[source_rows[in_group] - group.start, source_columns[in_group]])
