@@ -108,7 +108,9 @@ def matched(curves: dict, base_rates: dict, profile: Profile) -> dict:
                                               for r in range(recall.shape[1])])  # fmt: skip
     rows = []
     for name in paths:
-        row = {"variant": name, "points": len(paths[name]) - 1}
+        row = {"variant": name, "points": len(paths[name]) - 1,
+               # the share of bootstrap draws in which this path comes down to r* at all
+               "reached": float(np.isfinite(draws[(name, "chair_s")][1:]).mean())}  # fmt: skip
         for metric in ("chair_s", "chair_i"):
             row[metric] = float(draws[(name, metric)][0])
             row[metric + "_ci"] = stats.interval(draws[(name, metric)][1:])
@@ -147,13 +149,18 @@ def markdown_section(length: str, split: str, table: dict) -> str:
         lines += ["", "Matched recall: needs several learning rates per frontier variant (the full profile)."]
     if match:
         lines += ["", (f"At matched recall {match['recall']:.3f}, the lowest recall every traced frontier reaches "
-                       "(interpolated on each path base model -> rates; NaN: the path never reaches it):"),
+                       "(interpolated on each path base model -> rates; a one-rate variant whose recall stays "
+                       "above it is not comparable there; intervals over the draws that reach it):"),
                   "", "| variant | rates on path | CHAIRs [95% CI] | CHAIRi | Δ CHAIRs vs MFPO [95% CI] |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for row in match["rows"]:
+            if math.isnan(row["chair_s"]):
+                lines.append(f"| {row['variant']} | {row['points']} | not reached: recall stays above | - | - |")
+                continue
             ci = row["chair_s_ci"]
+            partly = f" (reached in {row['reached']:.0%} of draws)" if row.get("reached", 1.0) < 0.995 else ""
             lines.append(
-                f"| {row['variant']} | {row['points']} | {row['chair_s']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
+                f"| {row['variant']} | {row['points']} | {row['chair_s']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]{partly} | "
                 f"{row['chair_i']:.3f} | {_ci(row.get('delta_chair_s', math.nan), row.get('delta_chair_s_ci'))} |"
             )
     return "\n".join(lines) + "\n"
