@@ -17,11 +17,23 @@ Each is built once per test session into a temporary directory (a few seconds in
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 TINY_IMAGE_SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _stage_process_state_undone():
+    """A test that runs a stage's entry point in this process (`stage.main`) gets what a stage
+    process sets for itself -- deterministic kernels -- undone afterwards, so that no later test
+    sees it (torch's default is off)."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.fixture(scope="session")
