@@ -85,20 +85,31 @@ def analyse(runs, docs, base, split, prefix, profile: Profile, rounds: int) -> d
             "base": {k: float(v[0]) for k, v in base_rates.items()}, "images": len(base_counts.ids)}  # fmt: skip
 
 
-def matched(curves: dict, base_rates: dict, profile: Profile) -> dict:
-    """CHAIRs and CHAIRi of every variant where its frontier (base -> rates) reaches r*."""
+def matched(curves: dict, base_rates: dict, profile: Profile) -> list[dict]:
+    """CHAIRs and CHAIRi of every variant where its frontier (base -> rates) reaches r*, at two
+    recalls: the lowest every traced frontier reaches (the far end of one of them, which some
+    bootstrap draws do not reach) and midway between it and the base model's recall (inside
+    every traced frontier's range). Frontiers that cross differ in sign between the two."""
     paths: dict[str, list[dict]] = defaultdict(list)
     for (name, lr), curve in sorted(curves.items(), key=lambda item: item[0][1]):
         paths[name].append(curve)
     paths = {name: [base_rates, *points] for name, points in paths.items()}
     if not paths:
-        return {}
+        return []
     # r* comes from the traced frontiers (several rates); a one-rate variant whose single point
     # keeps the base recall would otherwise pin r* to the base model, where every CHAIR is equal.
     traced = {n: path for n, path in paths.items() if len(path) > 2}
     if not traced:  # one rate per variant (the quick profile): no frontier to match recall on
-        return {}
-    target = stats.common_recall({n: [float(p["recall"][0]) for p in path] for n, path in traced.items()})
+        return []
+    lowest = stats.common_recall({n: [float(p["recall"][0]) for p in path] for n, path in traced.items()})
+    midway = (lowest + float(base_rates["recall"][0])) / 2
+    return [
+        {"where": "lowest", **_at_recall(paths, lowest)},
+        {"where": "midway", **_at_recall(paths, midway)},
+    ]
+
+
+def _at_recall(paths: dict[str, list[dict]], target: float) -> dict:
     draws = {}
     for name, path in paths.items():
         for metric in ("chair_s", "chair_i"):
@@ -107,8 +118,8 @@ def matched(curves: dict, base_rates: dict, profile: Profile) -> dict:
             draws[(name, metric)] = np.array([stats.value_at_recall(recall[:, r], value[:, r], target)
                                               for r in range(recall.shape[1])])  # fmt: skip
     rows = []
-    for name in paths:
-        row = {"variant": name, "points": len(paths[name]) - 1,
+    for name, path in paths.items():
+        row = {"variant": name, "points": len(path) - 1,
                # the share of bootstrap draws in which this path comes down to r* at all
                "reached": float(np.isfinite(draws[(name, "chair_s")][1:]).mean())}  # fmt: skip
         for metric in ("chair_s", "chair_i"):
@@ -144,13 +155,15 @@ def markdown_section(length: str, split: str, table: dict) -> str:
             f"{_ci(row.get('delta_chair_s', math.nan), row.get('delta_chair_s_ci'))} | "
             f"{_ci(row.get('delta_recall', math.nan), row.get('delta_recall_ci'))} |"
         )
-    match = table["matched_recall"]
-    if not match:
+    matches = table["matched_recall"]
+    if not matches:
         lines += ["", "Matched recall: needs several learning rates per frontier variant (the full profile)."]
-    if match:
-        lines += ["", (f"At matched recall {match['recall']:.3f}, the lowest recall every traced frontier reaches "
-                       "(interpolated on each path base model -> rates; a one-rate variant whose recall stays "
-                       "above it is not comparable there; intervals over the draws that reach it):"),
+    for match in matches:
+        where = ("the lowest recall every traced frontier reaches (the far end of one of them)"
+                 if match["where"] == "lowest" else "midway between that and the base model's recall")
+        lines += ["", (f"At matched recall {match['recall']:.3f}, {where}; interpolated on each path base model -> "
+                       "rates; a one-rate variant whose recall stays above it is not comparable there; intervals "
+                       "over the bootstrap draws that reach it:"),
                   "", "| variant | rates on path | CHAIRs [95% CI] | CHAIRi | Δ CHAIRs vs MFPO [95% CI] |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for row in match["rows"]:
