@@ -118,3 +118,32 @@ def test_repeat_of_an_unfinished_run_is_refused(tmp_path, capsys):
     assert bench.repeat(run.name, bench.plan(profile), profile, bench.Layout(tmp_path)) == 2
     assert "has not finished" in capsys.readouterr().err
     assert bench.repeat("no-such-run", bench.plan(profile), profile, bench.Layout(tmp_path)) == 2
+
+
+def test_matched_recall_at_the_far_end_and_midway():
+    """Two traced frontiers from the base model (recall 0.9, CHAIRs 0.5): MFPO down to recall
+    0.5, text-only DPO only to 0.7. The far end is 0.7 (the lowest both reach), midway 0.8;
+    each value is the linear interpolation on the path, and draws that do not reach are counted."""
+    import numpy as np
+    from ablation_report import matched
+
+    def point(recall, chair):  # the point estimate and two bootstrap draws
+        return {"recall": np.array(recall), "chair_s": np.array(chair), "chair_i": np.array(chair) / 2}
+
+    base = point([0.9, 0.9, 0.9], [0.5, 0.5, 0.5])
+    curves = {
+        ("mfpo", 1e-4): point([0.7, 0.7, 0.7], [0.3, 0.3, 0.3]),
+        ("mfpo", 1e-3): point([0.5, 0.5, 0.5], [0.1, 0.1, 0.1]),
+        ("text-dpo", 1e-4): point([0.8, 0.8, 0.8], [0.45, 0.45, 0.45]),
+        ("text-dpo", 1e-3): point([0.7, 0.75, 0.7], [0.4, 0.4, 0.4]),  # one draw stops at 0.75
+    }
+    lowest, midway = matched(curves, base, bench.PROFILES["full"])
+    assert (lowest["where"], midway["where"]) == ("lowest", "midway")
+    assert lowest["recall"] == pytest.approx(0.7) and midway["recall"] == pytest.approx(0.8)
+    rows = {r["variant"]: r for r in lowest["rows"]}
+    assert rows["mfpo"]["chair_s"] == pytest.approx(0.3) and rows["text-dpo"]["chair_s"] == pytest.approx(0.4)
+    assert rows["text-dpo"]["delta_chair_s"] == pytest.approx(0.1)
+    assert rows["mfpo"]["reached"] == 1.0 and rows["text-dpo"]["reached"] == 0.5
+    rows = {r["variant"]: r for r in midway["rows"]}
+    assert rows["mfpo"]["chair_s"] == pytest.approx(0.4)  # halfway from (0.9, 0.5) to (0.7, 0.3)
+    assert rows["text-dpo"]["chair_s"] == pytest.approx(0.45)
