@@ -71,7 +71,7 @@ def analyse(runs, docs, base, split, prefix, profile: Profile, rounds: int) -> d
             continue
         metric_docs = [docs[r.name]["metrics"] for r in groups[key]]
         row = {"variant": variant.name, "label": variant.label, "lr": profile.mfpo_lr, "seeds": seeds}
-        for metric in ("chair_s", "chair_i", "recall", "well_formed", RELIANCE):
+        for metric in ("chair_s", "chair_s_all", "mentioning_rate", "chair_i", "recall", "well_formed", RELIANCE):
             values = [m.get(prefix + metric, math.nan) for m in metric_docs]
             row[metric] = fmean(values)
             row[metric + "_sd"] = pstdev(values) if len(values) > 1 else 0.0
@@ -144,13 +144,17 @@ def markdown_section(length: str, split: str, table: dict) -> str:
     lines = [
         (f"## {length} world, split `{split}` ({table['images']} images; base CHAIRs {base['chair_s']:.3f}, "
          f"CHAIRi {base['chair_i']:.3f}, recall {base['recall']:.3f})"), "",
-        "At equal steps and MFPO's learning rate (mean ± sd over seeds; Δ = variant − MFPO):", "",
-        "| variant | CHAIRs | CHAIRi | recall | well-formed | reliance excess | Δ CHAIRs [95% CI] | Δ recall [95% CI] |",
-        "|---|---|---|---|---|---|---|---|",
+        ("At equal steps and MFPO's learning rate (mean ± sd over seeds; Δ = variant − MFPO). CHAIRs: answers "
+         "with a hallucinated object / answers naming any object; 'CHAIRs all': the same / every answer "
+         "(Rohrbach et al.'s published definition, which an answer naming nothing lowers); 'names': the share "
+         "of answers naming an object:"), "",
+        "| variant | CHAIRs | CHAIRs all | names | CHAIRi | recall | well-formed | reliance excess | Δ CHAIRs [95% CI] | Δ recall [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in table["equal_steps"]:
         lines.append(
-            f"| {row['label']} | {row['chair_s']:.3f} ± {row['chair_s_sd']:.3f} | {row['chair_i']:.3f} | "
+            f"| {row['label']} | {row['chair_s']:.3f} ± {row['chair_s_sd']:.3f} | {row['chair_s_all']:.3f} | "
+            f"{row['mentioning_rate']:.2f} | {row['chair_i']:.3f} | "
             f"{row['recall']:.3f} ± {row['recall_sd']:.3f} | {row['well_formed']:.2f} | {row[RELIANCE]:.3f} | "
             f"{_ci(row.get('delta_chair_s', math.nan), row.get('delta_chair_s_ci'))} | "
             f"{_ci(row.get('delta_recall', math.nan), row.get('delta_recall_ci'))} |"
