@@ -1,7 +1,10 @@
 """`mfpo demo`: the quickstart on one machine, from nothing to hallucination scores.
 
 1. writes the synthetic scenes world (train / eval / counter-prior splits),
-2. bootstraps a tiny LLaVA captioner on it (a few minutes on 2 CPU cores),
+2. bootstraps a tiny LLaVA captioner on it (a few minutes on 2 CPU cores), on the CPUs idle
+   when it starts (as the local runner sizes its stages; MFPO_THREADS or OMP_NUM_THREADS
+   override), so that a busy machine does not make it many times slower. The same thread
+   count gives the same captioner (`mfpo_runtime.determinism`), recorded in bootstrap.json,
 3. runs examples/quickstart.yaml through the local runner: datagen, score, align-1..3, eval,
 4. spends the same budget on text-only DPO (the same manifest with the image and anchor
    weights at zero, on the very same datagen and score outputs) and prints both side by side,
@@ -19,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from mfpo_core import storage
+from mfpo_core import cpus, storage
 from mfpo_core.api import MFPORun
 from mfpo_core.contract import eval_results_uri
 
@@ -55,10 +58,12 @@ def _demo(compare: bool, progress: bool) -> int:
     world_uri = world_of(manifest)
     _step("synthetic world", manifest.spec.data.uri, [sys.executable, "-m", "mfpo_runtime.data.scenes", "--out", world_uri])
     model_uri = manifest.spec.model.uri
+    threads = cpus.local_threads_per_process()
     _step(
-        "tiny LLaVA captioner",
+        f"tiny LLaVA captioner ({threads} thread{'s' if threads > 1 else ''})",
         model_uri,
-        [sys.executable, "-m", "mfpo_runtime.bootstrap", "--world", world_uri, "--out", model_uri]
+        [sys.executable, "-m", "mfpo_runtime.bootstrap", "--world", world_uri, "--out", model_uri,
+         "--threads", str(threads)]
         + ([] if progress else ["--no-progress"]),
     )
     print("\n== MFPO (text + image + anchor terms) ==", flush=True)

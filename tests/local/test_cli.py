@@ -248,3 +248,29 @@ def test_a_failed_demo_step_is_one_error_line_not_a_traceback(tmp_path):
     assert "error: synthetic world failed (exit 1); its error is printed above" in result.stderr
     assert "CalledProcessError" not in result.stderr
     assert "mfpo_operator" not in result.stderr  # no frame of the demo's own: the generator's only
+
+
+@pytest.mark.parametrize(("override", "threads"), [({"MFPO_THREADS": "3"}, "3"), ({}, "1")])
+def test_the_demo_bootstraps_on_the_cpus_idle_now(monkeypatch, override, threads):
+    """Beside a busy process the bootstrap with a thread per CPU took 314 s instead of ~60:
+    it gets the CPUs idle now (here one, the machine's other CPU being busy; an override wins)
+    and says how many. Its subprocesses are recorded, not run (a test double), and the demo
+    stops after them."""
+    from mfpo_core import cpus
+    from mfpo_operator import demo
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # QUICKSTART is relative, as `make demo` runs it
+    for name in ("MFPO_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in override.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cpus, "idle_cpus", lambda *args, **kwargs: 1.0)
+    commands = []
+    monkeypatch.setattr(demo, "_call", lambda what, command: commands.append((what, command)))
+    monkeypatch.setattr(demo.storage, "exists", lambda uri: False)
+    monkeypatch.setattr(demo, "_run", lambda manifest, progress: 1)
+    assert demo.run_demo(compare=False, progress=False) == 1
+    ((what, command),) = [c for c in commands if "mfpo_runtime.bootstrap" in c[1]]
+    assert command[command.index("--threads") + 1] == threads
+    assert what == f"tiny LLaVA captioner ({threads} thread{'s' if threads != '1' else ''})"
