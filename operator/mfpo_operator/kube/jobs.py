@@ -179,7 +179,7 @@ def _command(spec: MFPORunSpec, stage: str) -> list[str]:
             "--master-port=$(MASTER_PORT)",
             "-m", "mfpo_runtime.stage", "--config", config, "--no-progress",
         ]  # fmt: skip
-    if kind_of(stage).distributed and gpus > 1:
+    if processes_per_pod(spec, stage) > 1:  # one process per GPU of the pod
         return [
             "torchrun", "--standalone", f"--nproc-per-node={gpus}",
             "-m", "mfpo_runtime.stage", "--config", config, "--no-progress",
