@@ -350,11 +350,16 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _metadata_schema() -> dict[str, Any]:
-    """Only metadata.name may be constrained in a CRD: the same rule as api.ObjectMeta."""
+    """metadata.name's rule, in the only form a CRD may state it.
+
+    apiextensions' structural-schema check (apiserver/schema/validation.go,
+    validateStructuralMetadataInvariants) refuses a root `metadata` with anything but `type:
+    object` and the properties `name`/`generateName`: a description there makes every API
+    server refuse the CRD. Under `name` it ignores the rest, so maxLength and pattern stay.
+    """
     name = api.ObjectMeta.model_fields["name"]
     constraints = {type(m).__name__: m for m in name.metadata}
     return {
-        "description": "Standard object metadata.",
         "type": "object",
         "properties": {
             "name": {
