@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 from mfpo_core import storage
-from PIL import Image
 from transformers import get_cosine_schedule_with_warmup
 
+from mfpo_runtime.data.images import decode as decode_image
 from mfpo_runtime.data.records import DatasetError, read_manifest, read_records
 from mfpo_runtime.data.scenes import PARTNERS, lonely_objects
 from mfpo_runtime.determinism import deterministic, environment
@@ -116,7 +116,7 @@ def load_split(world: str, split: str, limit: int | None = None):
     except (storage.StorageError, DatasetError) as err:
         raise ValueError(f"{uri}: not a split of a synthetic world ({err})") from err
     records = records[:limit] if limit else records
-    images = [Image.open(root / r.image).convert("RGB") for r in records]
+    images = [decode_image(root / r.image, f"{uri}/{r.image}") for r in records]
     return records, images, read_manifest(root)
 
 

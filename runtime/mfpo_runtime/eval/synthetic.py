@@ -28,6 +28,7 @@ from mfpo_core import storage
 from mfpo_core.contract import BadInput
 from PIL import Image
 
+from mfpo_runtime.data import images
 from mfpo_runtime.data.mentions import MentionExtractor, synthetic_extractor
 from mfpo_runtime.data.noise import seed_for
 from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records
@@ -60,8 +61,11 @@ def load_split(uri: str, work_dir: Path) -> tuple[Path, list[PreferenceRecord]]:
 
 
 def _open(root: Path, reference: str) -> Image.Image:
-    path = root / reference if "://" not in reference else storage.materialize(reference)
-    return Image.open(path).convert("RGB")
+    try:
+        path = root / reference if "://" not in reference else storage.materialize(reference)
+        return images.decode(path, f"image {reference} of the synthetic benchmark {root}")
+    except (storage.StorageError, images.ImageDecodeError) as err:
+        raise BadInput(str(err)) from err
 
 
 def object_mask(root: Path, record: PreferenceRecord, size: tuple[int, int]) -> np.ndarray:

@@ -19,6 +19,7 @@ from mfpo_core import storage
 from mfpo_core.contract import BadInput
 from PIL import Image
 
+from mfpo_runtime.data import images
 from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records
 from mfpo_runtime.train.logprobs import triple_texts_and_images
 from mfpo_runtime.train.packing import pack_triples
@@ -56,11 +57,10 @@ def load_bin(dataset_dir: str | Path, bin_index: int) -> TrainingSet:
 
 def open_image(root: Path, ref: str) -> Image.Image:
     """An image by path relative to the dataset root, or by storage URI."""
-    path = storage.materialize(ref) if "://" in ref else root / ref
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except OSError as err:
+        path = storage.materialize(ref) if "://" in ref else root / ref
+        return images.decode(path, f"image {ref} (dataset {root})")
+    except (storage.StorageError, images.ImageDecodeError) as err:
         raise BadInput(f"cannot open image {ref} (dataset {root}): {err}") from err
 
 
