@@ -68,8 +68,9 @@ def alpha_bar(
 
 
 def seed_for(base_seed: int, record_id: str) -> int:
-    """A per-record seed: the same record gets the same noise whatever shard it lands in."""
-    return (base_seed * 1_000_003 + zlib.crc32(record_id.encode())) % (2**32)
+    """A per-record seed: the same record gets the same noise whatever shard it lands in.
+    (surrogatepass: an id may hold a lone surrogate from a JSON escape; valid text encodes as UTF-8.)"""
+    return (base_seed * 1_000_003 + zlib.crc32(record_id.encode("utf-8", "surrogatepass"))) % (2**32)
 
 
 QUANTILE_BITS = 16

@@ -3,7 +3,7 @@
 A dataset is a directory (local or in storage); image paths in records are relative to it,
 or absolute storage URIs (a merged dataset points into its shards):
 
-    records.jsonl    one `PreferenceRecord` per line
+    records.jsonl    one `PreferenceRecord` per line (JSON Lines: `data.json_lines`)
     manifest.json    {"count": N, "kind": "...", "source": "...", ...}
     images/ ...      image files referenced by the records (relative paths)
 
@@ -18,7 +18,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mfpo_runtime.data import json_lines
 
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -33,9 +35,11 @@ class PreferenceRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(..., min_length=1)
-    question: str = Field(..., min_length=1)
-    image: str = Field(..., min_length=1, description="Image path relative to the dataset root, or a storage URI.")
+    # Non-empty by a validator, not min_length: pydantic-core copies a constrained str into Rust,
+    # which refuses a lone surrogate (a JSON "\ud800" escape), while a plain str is kept as is.
+    id: str
+    question: str
+    image: str = Field(..., description="Image path relative to the dataset root, or a storage URI.")
     chosen: str = Field("", description="Preferred answer (empty for evaluation-only records).")
     rejected: str = Field("", description="Dispreferred answer (text hallucination).")
     # Ground truth when the data has it (synthetic world, COCO): object names and per-object masks.
@@ -53,23 +57,42 @@ class PreferenceRecord(BaseModel):
     ref_logps: dict[str, float] | None = Field(None, description="chosen, rejected, perturbed")
     extra: dict[str, object] = Field(default_factory=dict, description="Format-specific fields kept as is.")
 
+    @field_validator("id", "question", "image")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must be a non-empty string")
+        return value
+
 
 def read_records(root: str | Path) -> list[PreferenceRecord]:
     """Read `records.jsonl` under a local dataset directory; errors name the line."""
     path = Path(root) / RECORDS_FILE
     if not path.is_file():
         raise DatasetError(f"{path}: no {RECORDS_FILE} in dataset directory {root}")
+    return parse_records(path.read_bytes(), str(path))
+
+
+def parse_records(data: bytes, where: str) -> list[PreferenceRecord]:
+    """The records of a `records.jsonl` file's bytes; DatasetError names `where` and the line."""
     records = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(PreferenceRecord.model_validate_json(line))
-            except ValidationError as err:
-                fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-                raise DatasetError(f"{path} line {number}: {fields}") from err
+    for number, raw in json_lines.lines(data):
+        try:
+            records.append(PreferenceRecord.model_validate(json_lines.parse(number, raw)))
+        except json_lines.LineError as err:
+            raise DatasetError(f"{where} {err}") from err
+        except ValidationError as err:
+            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise DatasetError(f"{where} line {number}: {fields}") from err
     return records
+
+
+def record_line(record: PreferenceRecord) -> str:
+    """One line of `records.jsonl` (ASCII JSON: any string round-trips, lone surrogates too)."""
+    try:
+        return json_lines.dumps(record.model_dump(mode="json", exclude_none=True))
+    except ValueError as err:  # NaN or infinity: not JSON
+        raise DatasetError(f"record {record.id!r}: {err}") from err
 
 
 def write_records(records: Iterable[PreferenceRecord], root: str | Path, **manifest: object) -> int:
@@ -77,9 +100,9 @@ def write_records(records: Iterable[PreferenceRecord], root: str | Path, **manif
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     count = 0
-    with (root / RECORDS_FILE).open("w") as handle:
+    with (root / RECORDS_FILE).open("w", encoding="ascii", newline="\n") as handle:
         for record in records:
-            handle.write(record.model_dump_json(exclude_none=True) + "\n")
+            handle.write(record_line(record) + "\n")
             count += 1
     (root / MANIFEST_FILE).write_text(json.dumps({"count": count, **manifest}, indent=2, sort_keys=True))
     return count

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,9 @@ from typing import Any
 
 from mfpo_core import storage
 from mfpo_core.contract import BadInput
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from mfpo_runtime.data import images, json_lines
 from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import GenerationSettings
 
@@ -69,21 +69,19 @@ def read_json(uri: str, what: str) -> Any:
 def read_json_lines(uri: str, what: str) -> list[dict[str, Any]]:
     """JSON lines, or a JSON list (both forms of these benchmarks' files are in use)."""
     try:
-        text = storage.read_text(uri)
+        data = storage.read_bytes(uri)
     except storage.StorageError as err:
         raise BadInput(f"cannot read the {what} {uri}: {err}") from err
-    if text.lstrip().startswith("["):
+    if data.removeprefix(json_lines.BOM).lstrip().startswith(b"["):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
+            return json.loads(data)  # bytes: json detects UTF-8/16/32 (RFC 8259 allows only 8)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise BadInput(f"the {what} {uri} is not valid JSON: {err}") from err
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise BadInput(f"the {what} {uri} line {number} is not valid JSON: {err}") from err
+    for number, row in json_lines.read(data):  # split on "\n" only: JSON Lines
+        if isinstance(row, json_lines.LineError):
+            raise BadInput(f"the {what} {uri}: {row}")
+        rows.append(row)
     return rows
 
 
@@ -102,9 +100,8 @@ def load_image(base: str, reference: str, where: str) -> Image.Image:
             data = base64.b64decode(reference, validate=True)  # Object HalBench inlines images
         else:
             data = storage.read_bytes(file_uri(base, reference))
-        image = Image.open(io.BytesIO(data))
-        return image.convert("RGB")
-    except (storage.StorageError, binascii.Error, UnidentifiedImageError, OSError) as err:
+        return images.decode(data, f"image {reference[:80]!r}")
+    except (storage.StorageError, binascii.Error, images.ImageDecodeError) as err:
         raise BadInput(f"{where}: cannot read image {reference[:80]!r} under {base}: {err}") from err
 
 

@@ -15,8 +15,6 @@ is reused; sampling is seeded, so a rerun gives the same bins.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from pathlib import Path
 from statistics import fmean
@@ -25,8 +23,15 @@ from mfpo_core import storage
 from mfpo_core.contract import BadInput, StageInterrupted, stage_uri
 from PIL import Image
 
-from mfpo_runtime.data import entropy
-from mfpo_runtime.data.records import MANIFEST_FILE, RECORDS_FILE, PreferenceRecord, write_records
+from mfpo_runtime.data import entropy, images, json_lines
+from mfpo_runtime.data.records import (
+    MANIFEST_FILE,
+    RECORDS_FILE,
+    DatasetError,
+    PreferenceRecord,
+    parse_records,
+    write_records,
+)
 from mfpo_runtime.progress import progress_bar
 from mfpo_runtime.stage import StageContext, StageOutcome
 from mfpo_runtime.stages.datagen import dataset_uri as shard_dataset_uri
@@ -57,10 +62,12 @@ def _absolute(reference: str | None, base_uri: str) -> str | None:
 def shard_records(uri: str) -> list[PreferenceRecord]:
     """One shard's records, image paths made absolute URIs into the shard."""
     records = []
-    for line in storage.read_text(storage.join(uri, RECORDS_FILE)).splitlines():
-        if not line.strip():
-            continue
-        record = PreferenceRecord.model_validate_json(line)
+    where = storage.join(uri, RECORDS_FILE)
+    try:
+        parsed = parse_records(storage.read_bytes(where), where)
+    except DatasetError as err:
+        raise BadInput(f"datagen's published dataset is not readable: {err}") from err
+    for record in parsed:
         update = {
             "image": _absolute(record.image, uri),
             "perturbed_image": _absolute(record.perturbed_image, uri),
@@ -84,7 +91,10 @@ def merge_shards(run_uri: str, count: int) -> list[PreferenceRecord]:
 
 
 def _image(uri: str) -> Image.Image:
-    return Image.open(io.BytesIO(storage.read_bytes(uri))).convert("RGB")
+    try:
+        return images.decode(storage.read_bytes(uri), uri)
+    except images.ImageDecodeError as err:
+        raise BadInput(f"an image of datagen's published dataset: {err}") from err
 
 
 def _load_reference(ctx: StageContext):
@@ -160,7 +170,7 @@ def build_curriculum(ctx: StageContext, out_dir: Path) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / SAMPLES_FILE).open("w") as handle:
         for record, group in zip(scored, answers):
-            handle.write(json.dumps({"id": record.id, "answers": group}) + "\n")
+            handle.write(json_lines.dumps({"id": record.id, "answers": group}) + "\n")
     write_records(
         scored,
         out_dir,
