@@ -20,16 +20,17 @@ Relative image paths resolve against the dataset file's directory. Called by the
 
 from __future__ import annotations
 
-import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from mfpo_core import storage
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import ValidationError
 
+from mfpo_runtime.data import images, json_lines
 from mfpo_runtime.data.records import RECORDS_FILE, PreferenceRecord
 
 FORMATS = ("rlaif-v", "llava", "synthetic")
@@ -62,18 +63,23 @@ class RecordError(Exception):
     """Raised inside a reader for one record; turned into a BadRecord."""
 
 
+class DatasetFileError(ValueError):
+    """A file of the dataset cannot be read at all; the message names the file and why."""
+
+
+class EmptyDataset(ValueError):
+    """The dataset's files hold no record; the message names each file and what it holds."""
+
+
 # ------------------------------------------------------------------ images
 
 
 def decode_image(data: bytes, what: str) -> Image.Image:
+    """The upright RGB image (`data.images.decode`); any failure is this record's RecordError."""
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.mode == "RGB":  # most JPEGs: decode in place, without convert's full copy
-            image.load()
-            return image
-        return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise RecordError(f"unreadable image {what}: {err}") from err
+        return images.decode(data, what)
+    except images.ImageDecodeError as err:
+        raise RecordError(f"unreadable image: {err}") from err
 
 
 def resolve(reference: str, base_uri: str) -> str:
@@ -87,8 +93,8 @@ def load_image(reference: str, base_uri: str) -> Image.Image:
     uri = resolve(reference, base_uri)
     try:
         data = storage.read_bytes(uri)
-    except (storage.StorageError, OSError) as err:
-        raise RecordError(f"cannot read image {uri}: {err}") from err
+    except (storage.StorageError, OSError, ValueError) as err:  # ValueError: a path no file can have
+        raise RecordError(f"cannot read image {uri!r}: {err}") from err
     return decode_image(data, uri)
 
 
@@ -137,42 +143,63 @@ def _parent(uri: str) -> str:
 
 
 def _jsonl_rows(uri: str) -> Iterator[dict[str, Any] | RecordError]:
-    # Decoded line by line: one bad byte makes that line a bad record, not the whole file.
-    for number, raw in enumerate(storage.read_bytes(uri).splitlines(), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield RecordError(f"{uri} line {number} is not UTF-8: {err}")
-            continue
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            yield RecordError(f"{uri} line {number} is not JSON: {err}")
-            continue
-        yield row if isinstance(row, dict) else RecordError(f"{uri} line {number} is not an object")
+    # Split on "\n" alone (`data.json_lines`); one bad byte spoils only its own line.
+    for number, row in json_lines.read(storage.read_bytes(uri)):
+        if isinstance(row, json_lines.LineError):
+            yield RecordError(f"{uri} {row}")
+        else:
+            yield row if isinstance(row, dict) else RecordError(f"{uri} line {number} is not an object")
 
 
 def _parquet_rows(uri: str) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq  # imported late: only parquet sources need it
+    """The rows of one parquet file; a file pyarrow cannot read is a DatasetFileError naming it
+    (the rows before the damage have been yielded; how many follow it cannot be known). Pages
+    written with CRC checksums are verified; damage inside a page without one goes unseen."""
+    import pyarrow as pa  # imported late: only parquet sources need it
+    import pyarrow.parquet as pq
 
-    with pq.ParquetFile(storage.materialize(uri)) as handle:
-        for batch in handle.iter_batches(batch_size=64):
-            yield from batch.to_pylist()
+    read = 0
+    try:
+        with pq.ParquetFile(storage.materialize(uri), page_checksum_verification=True) as handle:
+            for batch in handle.iter_batches(batch_size=64):
+                rows = batch.to_pylist()
+                read += len(rows)
+                yield from rows
+    except (pa.ArrowException, OSError) as err:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
+        after = f" after {read} rows" if read else ""
+        raise DatasetFileError(
+            f"{uri} is not a readable parquet file{after}: {type(err).__name__}: {err}"
+        ) from err
 
 
-def _rlaif_v_rows(uri: str) -> Iterator[tuple[dict[str, Any] | RecordError, str]]:
-    # A directory's .json files may be metadata: only a .json named directly is read as rows.
-    for file in _source_files(uri, (".parquet", ".jsonl", ".json"), (".parquet", ".jsonl")):
-        if file.endswith(".parquet"):
-            rows: Iterable[Any] = _parquet_rows(file)
-        elif file.endswith(".jsonl"):
-            rows = _jsonl_rows(file)
-        else:
-            rows = _json_list(file)
-        for row in rows:
-            yield row, _parent(file)
+def dataset_files(uri: str, data_format: str) -> list[str]:
+    """The files a dataset URI stands for, in reading order."""
+    if data_format == "rlaif-v":
+        # A directory's .json files may be metadata: only a .json named directly is read as rows.
+        return _source_files(uri, (".parquet", ".jsonl", ".json"), (".parquet", ".jsonl"))
+    if data_format == "llava":
+        return _source_files(uri, (".json",))[:1]
+    if data_format == "synthetic":
+        return [storage.join(uri, RECORDS_FILE)]
+    raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
+
+
+def _file_rows(file: str) -> Iterable[dict[str, Any] | RecordError]:
+    if file.endswith(".parquet"):
+        return _parquet_rows(file)
+    if file.endswith(".jsonl"):
+        return _jsonl_rows(file)
+    return _json_list(file)
+
+
+def _why_empty(file: str) -> str:
+    """What a data file that gave no row holds (read again only when every file gave none)."""
+    if file.endswith(".parquet"):
+        return "0 rows"
+    size = len(storage.read_bytes(file))
+    if not size:
+        return "0 bytes"
+    return f"{size} bytes, no record" if file.endswith(".jsonl") else "an empty JSON list"
 
 
 def _json_list(uri: str) -> list[Any]:
@@ -201,19 +228,22 @@ def rlaif_v_sample(row: dict[str, Any], index: int, base_uri: str) -> Sample:
     fields = dict(row)
     if "question" not in fields and isinstance(fields.get("text"), str):
         try:
-            fields.update(json.loads(fields["text"]))
+            text = json.loads(fields["text"])
         except json.JSONDecodeError as err:
+            text = err
+        if not isinstance(text, dict):
             raise RecordError(
-                f"field 'text' is not the RLHF-V JSON of question/chosen/rejected: {err}"
-            ) from err
-    record = PreferenceRecord(
+                f"field 'text' is not the RLHF-V JSON object of question/chosen/rejected ({text})"
+            )
+        fields.update(text)
+    record = _preference(PreferenceRecord(
         id=_row_id(fields, index),
         question=_text_field(fields, "question"),
         chosen=_text_field(fields, "chosen"),
         rejected=_text_field(fields, "rejected"),
         image=str(fields.get("image_path") or f"row-{index}"),
         extra={k: fields[k] for k in RLAIF_V_EXTRA if fields.get(k) is not None},
-    )
+    ))
     return Sample(
         index, record, _image_from_cell(fields.get("image"), fields.get("image_path"), base_uri)
     )
@@ -255,13 +285,13 @@ def llava_sample(row: dict[str, Any], index: int, base_uri: str) -> Sample:
         raise RecordError(
             "missing field 'image' (expected a path relative to the JSON file, or a URI)"
         )
-    record = PreferenceRecord(
+    record = _preference(PreferenceRecord(
         id=_row_id(row, index),
         question=_question(row),
         chosen=_last_turn(row.get("chosen"), "gpt", "chosen"),
         rejected=_last_turn(row.get("rejected"), "gpt", "rejected"),
         image=image_ref,
-    )
+    ))
     return Sample(index, record, load_image(image_ref, base_uri))
 
 
@@ -275,35 +305,63 @@ def synthetic_sample(row: dict[str, Any], index: int, base_uri: str) -> Sample:
         ) from err
     if not record.chosen or not record.rejected:
         raise RecordError("missing field 'chosen' or 'rejected' (a training record needs both)")
-    masks = {
-        name: load_image(path, base_uri).convert("L") for name, path in (record.masks or {}).items()
-    }
-    return Sample(index, record, load_image(record.image, base_uri), masks)
+    _preference(record)
+    image = load_image(record.image, base_uri)
+    masks = {}
+    for name, path in (record.masks or {}).items():
+        mask = load_image(path, base_uri)  # its own EXIF orientation applied, as the image's
+        if mask.size != image.size:
+            raise RecordError(
+                f"mask {name!r} ({path}) is {mask.width}x{mask.height} pixels but its image "
+                f"{record.image} is {image.width}x{image.height} (both after EXIF orientation): "
+                "a mask covers its image pixel for pixel"
+            )
+        masks[name] = mask.convert("L")
+    return Sample(index, record, image, masks)
+
+
+# A UTF-16 surrogate code point left alone in a str (a JSON "\ud800" escape with no partner):
+# not a Unicode scalar value, so it has no UTF-8 form and no tokenizer can encode it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+MODEL_TEXT_FIELDS = ("question", "chosen", "rejected")
+
+
+def _preference(record: PreferenceRecord) -> PreferenceRecord:
+    """The record, if its texts can be given to a model and its answers make a preference."""
+    for name in MODEL_TEXT_FIELDS:
+        found = LONE_SURROGATE.search(getattr(record, name))
+        if found:
+            raise RecordError(
+                f"field {name!r} holds the lone surrogate U+{ord(found.group()):04X} at character "
+                f"{found.start()}: JSON can carry it as an escape (RFC 8259 section 8.2), but it is "
+                "not Unicode text and no tokenizer can encode it"
+            )
+    if record.chosen.strip() == record.rejected.strip():
+        raise RecordError(
+            "fields 'chosen' and 'rejected' hold the same answer: the pair carries no preference"
+        )
+    return record
 
 
 def _file_row_count(uri: str) -> int:
     if uri.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(storage.materialize(uri)) as handle:
-            return handle.metadata.num_rows  # the footer alone: no row is decoded
+        try:
+            with pq.ParquetFile(storage.materialize(uri)) as handle:
+                return handle.metadata.num_rows  # the footer alone: no row is decoded
+        except (pa.ArrowException, OSError) as err:
+            raise DatasetFileError(f"{uri} is not a readable parquet file: {err}") from err
     if uri.endswith(".jsonl"):
-        return sum(1 for line in storage.read_text(uri).splitlines() if line.strip())
+        return json_lines.count(storage.read_bytes(uri))
     return len(_json_list(uri))
 
 
 def count_rows(uri: str, data_format: str) -> int:
     """How many records the dataset holds, bad ones included, without decoding an image: the
     total of datagen's progress bar. Same errors as iter_samples for a missing dataset."""
-    if data_format == "rlaif-v":
-        files = _source_files(uri, (".parquet", ".jsonl", ".json"), (".parquet", ".jsonl"))
-    elif data_format == "llava":
-        files = _source_files(uri, (".json",))[:1]
-    elif data_format == "synthetic":
-        files = [storage.join(uri, RECORDS_FILE)]
-    else:
-        raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
-    return sum(_file_row_count(file) for file in files)
+    return sum(_file_row_count(file) for file in dataset_files(uri, data_format))
 
 
 def shard_size(rows: int, shard: tuple[int, int], max_samples: int | None = None) -> int:
@@ -316,16 +374,12 @@ def shard_size(rows: int, shard: tuple[int, int], max_samples: int | None = None
 # ------------------------------------------------------------------ entry point
 
 
-def _rows(uri: str, data_format: str) -> Iterator[tuple[dict[str, Any] | RecordError, str]]:
-    if data_format == "rlaif-v":
-        yield from _rlaif_v_rows(uri)
-    elif data_format == "llava":
-        file = _source_files(uri, (".json",))[0]
-        yield from ((row, _parent(file)) for row in _json_list(file))
-    elif data_format == "synthetic":
-        yield from ((row, uri) for row in _jsonl_rows(storage.join(uri, RECORDS_FILE)))
-    else:
-        raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
+def _rows(files: list[str], uri: str, data_format: str) -> Iterator[tuple[dict[str, Any] | RecordError, str]]:
+    """(row, the URI its relative image paths resolve against) of every file in order."""
+    for file in files:
+        base_uri = uri if data_format == "synthetic" else _parent(file)
+        for row in _file_rows(file):
+            yield row, base_uri
 
 
 _READERS = {"rlaif-v": rlaif_v_sample, "llava": llava_sample, "synthetic": synthetic_sample}
@@ -341,13 +395,16 @@ def iter_samples(
     """Samples of one shard (records whose index % count == shard index), in source order.
 
     Raises FileNotFoundError / ValueError / StorageError when the dataset itself is missing or
-    unreadable; a bad record is yielded as a BadRecord. Images are decoded only for this shard.
+    unreadable (DatasetFileError names a broken file, EmptyDataset says that no file holds a
+    record); a bad record is yielded as a BadRecord. Images are decoded only for this shard.
     """
     shard_index, shard_count = shard
     reader = _READERS.get(data_format)
     if reader is None:
         raise ValueError(f"unknown data format {data_format!r}: expected one of {FORMATS}")
-    for index, (row, base_uri) in enumerate(_rows(uri, data_format)):
+    files = dataset_files(uri, data_format)
+    index = -1
+    for index, (row, base_uri) in enumerate(_rows(files, uri, data_format)):
         if max_samples is not None and index >= max_samples:
             return
         if index % shard_count != shard_index:
@@ -359,3 +416,6 @@ def iter_samples(
             yield reader(row, index, base_uri)
         except (RecordError, ValidationError) as err:
             yield BadRecord(index, _row_id(row, index), str(err))
+    if index < 0:
+        found = "; ".join(f"{file.rsplit('/', 1)[-1]}: {_why_empty(file)}" for file in files)
+        raise EmptyDataset(f"{uri} holds no record ({found})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class Enricher:
     fallback_whole_image: bool
     image_size: int | None
     seed: int
+    answer_words: int  # keyword ranking reads the chosen answer up to this many words
     vectors: keywords.WordVectors | None = None  # None: rank_keywords' hashed n-gram default
 
     def enrich(self, sample: formats.Sample, out_dir: Path):
@@ -73,7 +75,7 @@ class Enricher:
             image = image.resize((self.image_size, self.image_size), _bicubic())
         ks = self.keyword_spec
         words = keywords.rank_keywords(
-            sample.record.chosen,
+            answer_head(sample.record.chosen, self.answer_words),
             top_k=ks.top_k,
             phi=ks.phi,
             gamma=ks.gamma,
@@ -176,8 +178,29 @@ def enricher_for(ctx: StageContext) -> Enricher:
         fallback_whole_image=pref.grounding.fallback_whole_image,
         image_size=pref.image_size,
         seed=pref.seed,
+        answer_words=spec.training.max_length,
         vectors=_word_vectors(spec) if pref.keywords.word_vectors == "model" else None,
     )
+
+
+# A run of letters: the ranker's words (keywords.WORD, ASCII letters joined by ' or -) are made
+# of these, so cutting after N runs leaves it at most N words, whatever else the text holds.
+LETTER_RUN = re.compile(r"[A-Za-z]+")
+
+
+def answer_head(answer: str, max_words: int) -> str:
+    """The answer up to the end of its `max_words`-th run of letters (all of it if shorter).
+
+    Keyword ranking is quadratic in the answer's words; this bounds it whatever the answer's
+    length. The bound is training.maxLength: the model reads at most that many tokens of prompt,
+    image and answer together (the image alone takes hundreds), and a run of letters takes a
+    token of its own but for rare tokens that span punctuation, so the words cut are words the
+    model does not read. Stops at the cut: a 1 MB answer is not scanned whole.
+    """
+    for count, match in enumerate(LETTER_RUN.finditer(answer), start=1):
+        if count == max_words:
+            return answer[: match.end()]
+    return answer
 
 
 def _word_vectors(spec) -> keywords.EmbeddingVectors:

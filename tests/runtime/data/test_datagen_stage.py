@@ -1,6 +1,7 @@
 """The datagen stage through the stage contract: synthetic world, RLAIF-V sample, bad records."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,183 @@ def test_keywords_can_use_the_base_models_own_embeddings(tmp_path: Path, tiny_ll
     records = read_records(_published(config, (0, 1)))
     assert result.metrics["records"] == len(records) == 2
     assert all(r.keywords and set(r.keywords) <= set(r.objects) for r in records)
+
+
+# ------------------------------------------------------------------ real files and real strings
+
+
+def _real_files_dataset(root: Path) -> tuple[Path, dict[int, dict], dict[int, bytes]]:
+    """An RLAIF-V JSONL dataset with image files beside it: five records datagen must keep
+    exactly and five it must name as bad, one of each kind."""
+    from image_files import (
+        GRAY,
+        PALETTE,
+        RGB,
+        encoded,
+        exif_orientation,
+        huge_png_header,
+        noise_rgb,
+        png,
+    )
+    from test_images import _two_idat_png_with_a_broken_second_chunk
+
+    jpeg = encoded(Image.fromarray(noise_rgb(3)), "JPEG", quality=90)
+    files = {
+        0: png(noise_rgb(0), RGB),
+        1: png(noise_rgb(1), RGB),
+        2: png(noise_rgb(2), RGB),
+        3: jpeg[: len(jpeg) // 2],  # truncated
+        4: png(np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64), GRAY, bit_depth=16),
+        5: huge_png_header(9000, 9000),  # over the pixel limit
+        6: png(noise_rgb(6, size=(48, 40)), RGB, exif=exif_orientation(6)),
+        7: _two_idat_png_with_a_broken_second_chunk(),
+        8: png(np.array([[0, 1], [2, 0]], dtype=np.uint8), PALETTE, palette=[(9, 9, 9), (250, 0, 0), (0, 0, 250)], trns=b"\x80"),
+        9: png(noise_rgb(9), RGB),
+    }  # fmt: skip
+    rows = {
+        i: {"ds_name": "mine", "idx": i, "image": f"images/{i}.png", "question": "Describe the image.",
+            "chosen": f"A red apple next to a banana ({i}).", "rejected": f"A pear and a knife ({i}).",
+            "origin_dataset": "phone camera"}
+        for i in files
+    }  # fmt: skip
+    rows[0].update(ds_name="mine\ud800", chosen="An apple\u2028next to\u2029a banana\u0085 and a\x00 cup\x1c\x1d\x1e.")
+    rows[1]["chosen"] = "An apple \udc00 on a plate."  # a lone surrogate in the model's text
+    rows[2]["rejected"] = rows[2]["chosen"]  # no preference
+    rows[4].update(question="What is\u2028shown?", rejected="Two\u2029pears.")
+    rows[9].update(question="nul\x00 and \r\n inside", origin_dataset="\ufeffbom \U0001f600")
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for i, row in rows.items():
+        (root / row["image"]).write_bytes(files[i])
+        ascii_only = i in (0, 1)  # a lone surrogate can only travel escaped
+        lines.append(json.dumps(row, ensure_ascii=ascii_only).encode("utf-8"))
+    (root / "train.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return root / "train.jsonl", rows, files
+
+
+def test_datagen_names_every_bad_file_and_string_and_keeps_the_good_ones_exactly(tmp_path: Path):
+    from mfpo_runtime.data.images import decode
+    from mfpo_runtime.stages.score import shard_records
+
+    data, rows, files = _real_files_dataset(tmp_path / "data")
+    run_spec = spec(
+        str(data), "rlaif-v", f"file://{tmp_path}/runs", data={"onBadRecord": "skip", "maxSkippedFraction": 0.5}
+    )  # fmt: skip
+    config = stage_config(tmp_path, run_spec, "datagen")
+    result = run_stage(config, progress=False)
+    assert result.metrics == {"records": 5, "skipped": 5, "fallbacks": 5, "ungrounded": 0}
+    skips = result.details["skips"]
+    expected = {
+        1: "field 'chosen' holds the lone surrogate U+DC00 at character 9",
+        2: "fields 'chosen' and 'rejected' hold the same answer",
+        3: "image file is truncated",
+        5: "DecompressionBombWarning",
+        7: "SyntaxError: broken PNG file",
+    }
+    assert len(skips) == len(expected)
+    for skip, (index, reason) in zip(skips, expected.items()):
+        assert f"record 'mine-{index}' (#{index})" in skip and reason in skip, skip
+        if index != 1 and index != 2:
+            assert f"images/{index}.png" in skip
+    root = _published(config, (0, 1))
+    assert (root / "records.jsonl").read_bytes().isascii()
+    published = read_records(root)
+    assert [r.id for r in published] == ["mine\ud800-0", "mine-4", "mine-6", "mine-8", "mine-9"]
+    for record in published:
+        index = int(record.id.rsplit("-", 1)[1])
+        source = rows[index]
+        assert (record.question, record.chosen, record.rejected) == (source["question"], source["chosen"], source["rejected"])
+        assert record.extra["origin_dataset"] == source["origin_dataset"]
+        stored = np.asarray(Image.open(root / record.image))
+        np.testing.assert_array_equal(stored, np.asarray(decode(files[index], "x")))
+    assert Image.open(root / published[2].image).size == (40, 48)  # upright: EXIF orientation 6
+    sixteen_bit = np.asarray(Image.open(root / published[1].image))  # v / 257, not clipped at 255
+    assert sixteen_bit[0, 16].tolist() == [1, 1, 1] and sixteen_bit[32, 0].tolist() == [128] * 3
+    scored_input = shard_records(dataset_uri(config.run_uri, (0, 1)))
+    assert [(r.id, r.question, r.chosen, r.rejected) for r in scored_input] == [
+        (r.id, r.question, r.chosen, r.rejected) for r in published
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("syntax-error-image", r"record 'mine\\ud800-0'.*images/0.png.*SyntaxError: broken PNG file"),
+        ("empty-file", r"holds no record \(train.jsonl: 0 bytes\)"),
+        ("broken-part-file", r"data/part-001.parquet is not a readable parquet file: OSError: .*thrift"),
+    ],
+)
+def test_bad_files_exit_65_with_the_reason(tmp_path: Path, monkeypatch, case, message):
+    from mfpo_core.contract import ExitCode, TerminationSummary
+    from mfpo_runtime.stage import main
+    from test_images import _two_idat_png_with_a_broken_second_chunk
+
+    root = tmp_path / "data"
+    if case == "syntax-error-image":
+        data, _, _ = _real_files_dataset(root)
+        (root / "images" / "0.png").write_bytes(_two_idat_png_with_a_broken_second_chunk())
+    elif case == "empty-file":
+        root.mkdir()
+        data = root / "train.jsonl"
+        data.write_bytes(b"")
+    else:
+        import pyarrow.parquet as pq
+
+        write_parquet(rlaif_v_rows(2), root / "part-000.parquet")
+        good = write_parquet(rlaif_v_rows(300), tmp_path / "scratch.parquet").read_bytes()
+        with pq.ParquetFile(tmp_path / "scratch.parquet") as handle:
+            start = handle.metadata.row_group(0).column(0).data_page_offset
+        (root / "part-001.parquet").write_bytes(good[:start] + b"\xff" * 16 + good[start + 16 :])
+        data = root
+    config = stage_config(tmp_path, spec(str(data), "rlaif-v", f"file://{tmp_path}/runs"), "datagen")
+    (tmp_path / "config.json").write_text(config.to_json())
+    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    codes = []
+    main(["--config", str(tmp_path / "config.json"), "--no-progress"], exit=codes.append)
+    assert codes == [ExitCode.BAD_INPUT]
+    summary = TerminationSummary.decode((tmp_path / "termination-log").read_text())
+    assert summary.status == "bad-input"
+    assert re.search(message, summary.message), summary.message
+    assert not storage.is_complete(dataset_uri(config.run_uri, (0, 1)))
+
+
+def test_a_one_megabyte_answer_is_cut_at_the_models_length_before_keyword_ranking(tmp_path, monkeypatch):
+    from mfpo_runtime.data import keywords
+    from mfpo_runtime.stages.datagen import LETTER_RUN
+
+    rng = np.random.default_rng(0)
+    filler = " ".join("".join(chr(97 + c) for c in rng.integers(0, 26, 6)) for _ in range(150_000))
+    answer = "A red apple next to a banana. " + filler
+    assert len(answer) > 1_000_000
+    rows = rlaif_v_rows(1)
+    rows[0]["chosen"] = answer
+    data = write_parquet(rows, tmp_path / "long.parquet")
+    max_length = 64
+    seen = []
+    rank = keywords.rank_keywords
+
+    def counting(text, **options):
+        words = len(LETTER_RUN.findall(text))
+        assert words <= max_length, f"keyword ranking was given {words} words"
+        seen.append((text, len(keywords.candidates(text))))
+        return rank(text, **options)
+
+    monkeypatch.setattr(keywords, "rank_keywords", counting)
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs", training={"maxLength": max_length})
+    config = stage_config(tmp_path, run_spec, "datagen")
+    assert run_stage(config, progress=False).metrics["records"] == 1
+    ((text, candidates),) = seen
+    assert answer.startswith(text) and len(LETTER_RUN.findall(text)) == max_length
+    assert candidates <= max_length
+    (record,) = read_records(_published(config, (0, 1)))
+    assert record.chosen == answer  # the record itself keeps the whole answer
+    assert set(record.keywords) <= set(keywords.candidates(text))
+
+
+def test_answer_head_counts_runs_of_letters():
+    from mfpo_runtime.stages.datagen import answer_head
+
+    assert answer_head("a1b2c3d", 2) == "a1b"
+    assert answer_head("it's a cat-dog", 3) == "it's a"
+    assert answer_head("short one", 10) == "short one"
+    assert answer_head("", 5) == ""
