@@ -183,21 +183,22 @@ def enricher_for(ctx: StageContext) -> Enricher:
     )
 
 
-# A run of letters: the ranker's words (keywords.WORD, ASCII letters joined by ' or -) are made
-# of these, so cutting after N runs leaves it at most N words, whatever else the text holds.
-LETTER_RUN = re.compile(r"[A-Za-z]+")
+# The words a cut counts: runs of ASCII letters, of other letters, of digits. The ranker's
+# words (keywords.WORD: ASCII letters joined by ' or -; noun phrases of letter words) each hold
+# one of these at least, so after N runs it has at most N words, whatever else the text holds.
+WORD_RUN = re.compile(r"[A-Za-z]+|[^\W\d_A-Za-z]+|\d+")
 
 
 def answer_head(answer: str, max_words: int) -> str:
-    """The answer up to the end of its `max_words`-th run of letters (all of it if shorter).
+    """The answer up to the end of its `max_words`-th word run (all of it if shorter).
 
     Keyword ranking is quadratic in the answer's words; this bounds it whatever the answer's
     length. The bound is training.maxLength: the model reads at most that many tokens of prompt,
-    image and answer together (the image alone takes hundreds), and a run of letters takes a
-    token of its own but for rare tokens that span punctuation, so the words cut are words the
-    model does not read. Stops at the cut: a 1 MB answer is not scanned whole.
+    image and answer together (the image alone takes hundreds), and a run of letters or digits
+    takes a token of its own but for rare tokens that span punctuation, so the words cut are
+    words the model does not read. Stops at the cut: a 1 MB answer is not scanned whole.
     """
-    for count, match in enumerate(LETTER_RUN.finditer(answer), start=1):
+    for count, match in enumerate(WORD_RUN.finditer(answer), start=1):
         if count == max_words:
             return answer[: match.end()]
     return answer

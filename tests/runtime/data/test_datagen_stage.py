@@ -363,7 +363,7 @@ def test_bad_files_exit_65_with_the_reason(tmp_path: Path, monkeypatch, case, me
 
 def test_a_one_megabyte_answer_is_cut_at_the_models_length_before_keyword_ranking(tmp_path, monkeypatch):
     from mfpo_runtime.data import keywords
-    from mfpo_runtime.stages.datagen import LETTER_RUN
+    from mfpo_runtime.stages.datagen import WORD_RUN
 
     rng = np.random.default_rng(0)
     filler = " ".join("".join(chr(97 + c) for c in rng.integers(0, 26, 6)) for _ in range(150_000))
@@ -377,7 +377,7 @@ def test_a_one_megabyte_answer_is_cut_at_the_models_length_before_keyword_rankin
     rank = keywords.rank_keywords
 
     def counting(text, **options):
-        words = len(LETTER_RUN.findall(text))
+        words = len(WORD_RUN.findall(text))
         assert words <= max_length, f"keyword ranking was given {words} words"
         seen.append((text, len(keywords.candidates(text))))
         return rank(text, **options)
@@ -387,17 +387,19 @@ def test_a_one_megabyte_answer_is_cut_at_the_models_length_before_keyword_rankin
     config = stage_config(tmp_path, run_spec, "datagen")
     assert run_stage(config, progress=False).metrics["records"] == 1
     ((text, candidates),) = seen
-    assert answer.startswith(text) and len(LETTER_RUN.findall(text)) == max_length
+    assert answer.startswith(text) and len(WORD_RUN.findall(text)) == max_length
     assert candidates <= max_length
     (record,) = read_records(_published(config, (0, 1)))
     assert record.chosen == answer  # the record itself keeps the whole answer
     assert set(record.keywords) <= set(keywords.candidates(text))
 
 
-def test_answer_head_counts_runs_of_letters():
+def test_answer_head_counts_runs_of_letters_or_digits():
     from mfpo_runtime.stages.datagen import answer_head
 
-    assert answer_head("a1b2c3d", 2) == "a1b"
+    assert answer_head("a1b2c3d", 3) == "a1b"  # digits count: a 1 MB number is cut too
+    assert answer_head("abécd efg", 3) == "abécd"  # letters of any script count
     assert answer_head("it's a cat-dog", 3) == "it's a"
+    assert answer_head("猫が座っている。 Кошка сидит", 2) == "猫が座っている。 Кошка"
     assert answer_head("short one", 10) == "short one"
     assert answer_head("", 5) == ""
