@@ -13,6 +13,11 @@ status subresource, printer columns and short names.
 
 Called by `make crds`/`make test`, by `validation` (which validates manifests against the very
 same schema) and by the tests. Pure apart from `main`'s file I/O.
+
+What the API server refuses in a CRD (a root `metadata` with more than a name, a default under
+it, a CEL rule whose estimated cost is over budget because a list or string it reads has no
+maxItems/maxLength...) is held by tests/foundation/test_crd_apiserver_rules.py, which lists the
+rules it covers.
 """
 
 from __future__ import annotations
