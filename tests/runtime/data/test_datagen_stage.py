@@ -239,7 +239,7 @@ def _real_files_dataset(root: Path) -> tuple[Path, dict[int, dict], dict[int, by
         noise_rgb,
         png,
     )
-    from test_images import _two_idat_png_with_a_broken_second_chunk
+    from test_image_decoding import _two_idat_png_with_a_broken_second_chunk
 
     jpeg = encoded(Image.fromarray(noise_rgb(3)), "JPEG", quality=90)
     files = {
@@ -330,7 +330,7 @@ def test_datagen_names_every_bad_file_and_string_and_keeps_the_good_ones_exactly
 def test_bad_files_exit_65_with_the_reason(tmp_path: Path, monkeypatch, case, message):
     from mfpo_core.contract import ExitCode, TerminationSummary
     from mfpo_runtime.stage import main
-    from test_images import _two_idat_png_with_a_broken_second_chunk
+    from test_image_decoding import _two_idat_png_with_a_broken_second_chunk
 
     root = tmp_path / "data"
     if case == "syntax-error-image":

@@ -199,7 +199,7 @@ def test_a_lone_surrogate_in_model_text_is_a_bad_record_naming_field_and_positio
 
 def test_image_decode_failures_of_every_class_are_bad_records(tmp_path: Path):
     from image_files import huge_png_header
-    from test_images import _text_bomb_png, _two_idat_png_with_a_broken_second_chunk
+    from test_image_decoding import _text_bomb_png, _two_idat_png_with_a_broken_second_chunk
 
     good = png_bytes(1)
     broken = {
