@@ -16,6 +16,10 @@ machine may be shared: the load average (os.getloadavg) is printed beside every 
 the region's pixels, Pillow's PNG encoder, glibc's default heap trimming) side by side in
 the same run, before the current one.
 
+Then the keyword ranker alone, before issue 25 (every content word a candidate: a frozen copy
+in keywords_before_issue25.py) and now (object noun phrases, tagged), side by side in CPU
+milliseconds per answer, on the free-form answers above and on synthetic-world captions.
+
 Then grounding, not part of the goal: the tiny random-weight CLIPSeg (the segmenter's cost
 per image with three keywords) and annotation masks. torch is held to one thread.
 """
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mfpo_runtime.data import formats, grounding, keywords, noise
+from mfpo_runtime.data import formats, grounding, keywords, noise, scenes
 from mfpo_runtime.stages.datagen import keep_freed_memory, write_png
 from PIL import Image
 
@@ -179,6 +183,7 @@ def main() -> None:
         rate = report(f"keywords+noise {label}", spent, load, args.images)
         if label in previous_rates:
             print(f"{'':<26} speed-up x{rate / previous_rates[label]:.2f} over the previous")
+    bench_keywords(args.rounds)
     if args.grounding_images:
         bench_grounding(args.size, args.images, args.grounding_images)
 
@@ -190,6 +195,32 @@ def rate(work: Callable[[int], object], count: int) -> float:
     for i in range(count):
         work(i)
     return count / (time.process_time() - start)
+
+
+def bench_keywords(rounds: int) -> None:
+    """CPU ms per answer of the ranker before issue 25 and of the current one, best of rounds."""
+    import keywords_before_issue25 as before  # beside this script
+
+    captions = [scenes.caption(scenes.OBJECTS[i : i + 1 + i % 4], i % 4) for i in range(12)]
+    for label, answers in (("free-form", ANSWERS), ("synthetic", captions)):
+        times = {}
+        for name, rank in (("before", before.rank_keywords), ("current", keywords.rank_keywords)):
+            rank(answers[0], top_k=3)  # warm-up: the tagger's lexicon loads on first use
+            best = min(_cpu_seconds(rank, answers) for _ in range(rounds))
+            times[name] = 1000 * best / len(answers)
+        print(
+            f"keywords {label:<17} before {times['before']:5.2f} ms/answer  current "
+            f"{times['current']:5.2f} ms/answer  ratio current/before "
+            f"{times['current'] / times['before']:4.2f}  load {os.getloadavg()[0]:.2f}"
+        )
+
+
+def _cpu_seconds(rank, answers, repeats: int = 20) -> float:
+    start = time.process_time()
+    for _ in range(repeats):
+        for answer in answers:
+            rank(answer, top_k=3)
+    return (time.process_time() - start) / repeats
 
 
 def bench_grounding(size: int, count: int, segmenter_count: int) -> None:

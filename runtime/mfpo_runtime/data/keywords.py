@@ -1,22 +1,57 @@
-"""Keyword ranking of a chosen answer: the multipartite-graph PageRank of MFPO (paper, Sec. 3.1).
+"""Keyword ranking of a chosen answer: the multipartite-graph PageRank of MFPO (paper, Sec. 3.1),
+over the object noun phrases of the answer.
 
-The answer's content words (function words excluded) are the candidates. Candidates whose
-word vectors are nearly the same (cat / cats) form one topic; the graph is multipartite over
-topics (MultipartiteRank, Boudin 2018): edges join candidates of different topics only, with
+The keywords are what the grounder is asked to find and the noise then covers, so each must name
+an object of the picture. The method is MultipartiteRank (Boudin 2018, "Unsupervised Keyphrase
+Extraction with Multipartite Graphs", NAACL; pke's `unsupervised/graph_based/multipartiterank.py`)
+with MFPO's edge weights:
 
-    w_ij = sum_{l_i, l_j} 1 / (1 + |l_i - l_j|^phi)  +  gamma * max(cos(v_i, v_j), 0)
+1. Candidates (Boudin: the longest sequences of adjectives and nouns, by part of speech). The
+   answer is tagged by TextBlob's Pattern tagger (the one AMBER uses here: its lexicon ships in
+   the wheel), then a few contextual repairs fix its known misreadings of caption text
+   (`repair_tags`). A candidate is the noun sequence of a noun phrase: compounds stay whole
+   ("fire truck", "coffee table", "traffic light"); adjectives, participles and numbers are
+   left out of the keyword ("a brown horse" -> "horse": see below). Left out entirely: noun
+   phrases whose head noun names the picture or a place in it (`PICTURE_WORDS`: "image",
+   "background", "left", "objects"), the place the whole picture shows (`SETTING_WORDS`:
+   "kitchen", "city"; grounding it noises the whole image, the paper's global-noise ablation),
+   no thing at all (`ABSTRACT_WORDS`: "atmosphere", "day", "color", "picnic"), a quantity
+   before "of" (`PARTITIVE_WORDS`: "a herd of cows" -> "cows"), or an object said to be absent
+   ("no people", "without a hat"). A candidate is identified by its nouns with the head noun
+   singular ("horses" and "horse" are one candidate); its keyword is its singular surface form
+   if the answer uses one, else its first surface form ("cows").
+2. Topics (Boudin: hierarchical clustering of candidates by word overlap). Candidates with the
+   same head noun are one topic ("fire truck", "truck"): one object kind, however modified.
+3. The graph (Boudin: a complete multipartite graph, edges only between candidates of different
+   topics, weighted by the inverse distance of their occurrences). Edge weights are MFPO's:
 
-over every pair of occurrence positions (positional influence plus semantic similarity), and
-the random-surfer prior is the positional decay sum_{l_i} exp(-lambda * l_i) (words met early
-and often matter more). networkx's PageRank ranks the candidates; the best of each topic is
-kept, top-K overall.
+       w_ij = sum_{l_i, l_j} 1 / (1 + |l_i - l_j|^phi)  +  gamma * max(cos(v_i, v_j), 0)
 
-Word vectors: `HashingVectors` (default) needs no model: character n-grams hashed into a fixed
-space (fastText's subword idea) make surface forms of one word similar and unrelated words
-near-orthogonal, deterministically, with nothing to download. `EmbeddingVectors` uses a
-model's own input embeddings (tokenizer + embedding matrix) for semantic similarity.
+   over every pair of occurrence positions (l = word index of the phrase's first noun, as
+   Boudin's offsets) plus the semantic similarity of the candidates' vectors.
+4. Boudin's weight adjustment: within a topic of several candidates, edges into its first
+   occurring candidate gain alpha * exp(1 / (1 + l_first)) times the weights of the topic's
+   other candidates to the same node (so "fire truck" said first outranks a later "truck").
+5. PageRank with MFPO's positional decay as the random surfer's prior: sum_l exp(-lambda * l)
+   over a candidate's occurrences (early and frequent mentions matter more; Boudin's PageRank
+   is uniform). The best candidate of each topic is kept, top-K overall.
 
-Called by the datagen stage and the benchmark. Pure: numpy and networkx.
+Adjectives: the keyword is the object's nouns ("horse", not "brown horse"). A text-prompted
+segmenter grounds the object class either way, and an adjective can only cost a match: the
+Grounding-DINO grounder (`grounding.GroundingSamGrounder.detect`) assigns a box to a keyword only
+when every keyword word is in the box's label, and DINO often labels a box with the noun alone;
+a colour word the tagger misreads, or one that describes the wrong instance, loses the object;
+size words ("small", "tall") are relative. Annotations resolve either form.
+
+Word vectors (the semantic term): `HashingVectors` (default) needs no model: character n-grams
+hashed into a fixed space (fastText's subword idea) make surface forms of one word similar and
+unrelated words near-orthogonal, deterministically. `EmbeddingVectors` uses a model's own input
+embeddings (tokenizer + embedding matrix). A multi-word candidate is embedded as one string.
+
+Cost: tagging is linear in the answer; the graph is quadratic in the candidates (the edge sums
+are over occurrence pairs), PageRank a fixed number of matrix-vector products on it.
+
+Called by the datagen stage and the benchmarks. Pure text code: numpy and textblob.
 """
 
 from __future__ import annotations
@@ -25,256 +60,267 @@ import functools
 import math
 import re
 import zlib
-from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-import networkx as nx
 import numpy as np
 
-WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
+# ------------------------------------------------------------------ word lists
 
-# Function words and answer scaffolding never name an image region. Hand-written (a short
-# English list) rather than NLTK's corpus: no download at run time.
-FUNCTION_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "this",
-        "that",
-        "these",
-        "those",
-        "there",
-        "here",
-        "it",
-        "its",
-        "it's",
-        "they",
-        "them",
-        "their",
-        "theirs",
-        "he",
-        "him",
-        "his",
-        "she",
-        "her",
-        "hers",
-        "we",
-        "us",
-        "our",
-        "ours",
-        "you",
-        "your",
-        "yours",
-        "i",
-        "me",
-        "my",
-        "mine",
-        "one",
-        "ones",
-        "some",
-        "any",
-        "each",
-        "every",
-        "all",
-        "both",
-        "either",
-        "neither",
-        "no",
-        "none",
-        "not",
-        "nor",
-        "and",
-        "or",
-        "but",
-        "so",
-        "yet",
-        "if",
-        "then",
-        "than",
-        "as",
-        "of",
-        "in",
-        "on",
-        "at",
-        "by",
-        "for",
-        "from",
-        "to",
-        "into",
-        "onto",
-        "upon",
-        "over",
-        "under",
-        "above",
-        "below",
-        "between",
-        "among",
-        "through",
-        "during",
-        "before",
-        "after",
-        "about",
-        "against",
-        "with",
-        "within",
-        "without",
-        "along",
-        "across",
-        "around",
-        "behind",
-        "beside",
-        "besides",
-        "near",
-        "off",
-        "out",
-        "up",
-        "down",
-        "toward",
-        "towards",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "am",
-        "do",
-        "does",
-        "did",
-        "doing",
-        "have",
-        "has",
-        "had",
-        "having",
-        "can",
-        "could",
-        "will",
-        "would",
-        "shall",
-        "should",
-        "may",
-        "might",
-        "must",
-        "also",
-        "too",
-        "very",
-        "just",
-        "only",
-        "quite",
-        "rather",
-        "really",
-        "more",
-        "most",
-        "much",
-        "many",
-        "few",
-        "less",
-        "least",
-        "other",
-        "another",
-        "such",
-        "same",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
-        "while",
-        "because",
-        "although",
-        "though",
-        "whether",
-        "again",
-        "still",
-        "even",
-        "ever",
-        "never",
-        "always",
-        "often",
-        "sometimes",
-        "s",
-        "t",
-        "can't",
-        "don't",
-        "isn't",
-        "aren't",
-        "wasn't",
-        "weren't",
-        "there's",
-        "here's",
-        "what's",
-        "image",
-        "picture",
-        "photo",
-        "photograph",
-        "scene",
-        "shows",
-        "show",
-        "shown",
-        "showing",
-        "see",
-        "seen",
-        "seeing",
-        "visible",
-        "appears",
-        "appear",
-        "appearing",
-        "looks",
-        "look",
-        "looking",
-        "depicts",
-        "depicted",
-        "features",
-        "featuring",
-        "contains",
-        "containing",
-        "located",
-        "placed",
-        "sitting",
-        "standing",
-        "lying",
-        "seems",
-        "seem",
-        "something",
-        "thing",
-        "things",
-        "overall",
-        "likely",
-        "possibly",
-        "perhaps",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "several",
-        "next",
-        "front",
-        "top",
-        "bottom",
-        "left",
-        "right",
-        "side",
-        "middle",
-        "center",
-        "centre",
-        "background",
-        "foreground",
-        "part",
-    ]
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Head nouns that never name a groundable object. Each list is closed and short; a word is in it
+# because, as the head of a noun phrase in a description of a picture, it names:
+
+# the picture itself, its parts and directions in it ("on the left side of the image", "in the
+# background", "the objects are ..."): grounding them finds nothing or everything.
+PICTURE_WORDS = _words(
+    "image images picture pictures photo photos photograph photography pic snapshot shot frame "
+    "scene scenery view object objects item items thing things background foreground side sides "
+    "left right top bottom center centre middle front back rear corner corners edge edges border "
+    "area areas part parts portion section region spot distance horizon surroundings space "
+    "position location place direction perspective angle focus composition close-up closeup "
+    "detail details"
 )
+# a place the whole picture shows: the grounder's region would be the whole image (the paper's
+# global-noise ablation, not a keyword region). Surfaces inside a picture (road, street, field,
+# beach, grass, sky, water) are not here: they are bounded regions.
+SETTING_WORDS = _words(
+    "room kitchen bedroom bathroom office restaurant cafe market supermarket mall city town "
+    "village downtown neighborhood neighbourhood countryside landscape park zoo farm airport "
+    "campsite savanna harbor harbour site setting environment interior exterior outdoors "
+    "indoors"
+)
+# no thing at all: qualities, colours as nouns, moods, times, weather, events and activities.
+ABSTRACT_WORDS = _words(
+    "color colour colors colours shade shades hue tone tint atmosphere ambiance ambience mood "
+    "vibe feel feeling sense style design texture appearance look variety moment time day "
+    "night morning afternoon evening sunset sunrise dusk dawn daytime nighttime season summer "
+    "winter autumn weather rain sunshine sunlight daylight event party celebration ceremony "
+    "festival picnic performance concert game match race competition trick ride trip journey "
+    "activity activities action meal breakfast brunch lunch dinner supper traffic attention "
+    "interest purpose idea life beauty quality condition state size shape height amount "
+    "number presence absence red blue green yellow white black brown gray grey pink purple "
+    "one ones other others something anything everything nothing someone anyone everyone "
+    "somebody anybody everybody nobody rest kind type sort way lot lots first last few many "
+    "several all none"
+)
+# quantities and groups: in "a herd of cows", "a pair of scissors", "a stack of papers" the
+# object is what follows "of". (Containers are objects: "a bowl of apples" keeps the bowl.)
+PARTITIVE_WORDS = _words(
+    "group groups herd herds flock flocks pack swarm school bunch bunches bundle cluster pair "
+    "pairs couple set stack stacks pile piles heap row rows line lines column number variety "
+    "assortment collection array selection range series lot lots plenty dozen dozens handful "
+    "piece pieces slice slices sprig mound roll bit part portion kind type sort amount layer "
+    "strip"
+)
+NOT_OBJECTS = PICTURE_WORDS | SETTING_WORDS | ABSTRACT_WORDS
+NEGATIONS = frozenset({"no", "not", "without", "nor", "never"})
+
+# ------------------------------------------------------------------ part of speech
+
+NOUN = {"NN", "NNS", "NNP", "NNPS"}
+# Tags that may stand between a determiner and its head noun.
+MODIFIER = {"JJ", "JJR", "JJS", "VBN", "VBG", "RB", "CD"}
+DETERMINERS = {"a", "an", "the", "this", "these", "those", "each", "every", "another", "both"}
+DETERMINERS |= {"some", "any", "no", "all", "my", "your", "his", "her", "its", "our", "their"}
+BE = frozenset({"be", "is", "are", "was", "were", "been", "being", "am"})
+SINGULAR_DETERMINERS = {"a", "an", "one", "this", "each", "every", "another"}
+AUXILIARIES = _words(
+    "be is are was were been being am have has had having do does did can could will would "
+    "shall should may might must"
+)
+_SENTENCE_START = re.compile(r"(^|[.!?]\s+)([A-Z])(?=[a-z])")
+
+
+@dataclass(frozen=True)
+class Token:
+    word: str  # lower-cased
+    tag: str  # Penn Treebank tag, after `repair_tags`
+    position: int  # index among the answer's words (punctuation not counted)
+
+
+def tag_words(answer: str) -> list[tuple[str, str]]:
+    """(word, tag) pairs by TextBlob's Pattern tagger (imported on first use: it loads nltk).
+
+    Sentence-initial capitals are lowered first: the tagger reads an unknown capitalised word
+    as a proper noun ("Blue towels" -> NNP NNS)."""
+    from textblob.en import tag  # the PatternTagger's own function, without the nltk taggers
+
+    text = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).lower(), answer)
+    return [(word, pos) for word, pos in tag(text)]
+
+
+def repair_tags(tagged: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Contextual repairs of the Pattern tagger's misreadings in descriptions of pictures.
+
+    The tagger gives every known word its most frequent tag (a newswire lexicon: "sink", "shed",
+    "monitor" VB; "net", "platter" JJ) and its context rules miss these, which English grammar
+    settles (Brill-style rules, written by hand because no tagger with a better model ships
+    without a download):
+
+    1. A word tagged VB/VBP/VBZ/JJ/MD that ends a determiner phrase whose other words are only
+       modifiers is its head noun: "the sink .", "a net .", "the stands behind", "a watering
+       can has" (a modal only when no verb follows: "a bee can be seen" keeps its modal); a
+       VB/VBP/MD there before a noun is a compound's first noun: "the lead singer".
+    2. A VB/VBP/MD right after a singular noun that a determiner introduces cannot be that
+       noun's verb (no agreement; unless the noun ends a coordination, "a man and a woman
+       walk"): it is a compound's noun, "a teddy bear ,", "a fruit stand at", "a trash can
+       sits", "a concrete skate park".
+    3. A noun followed by a determiner or an object pronoun, right after a noun, verb, modal,
+       "to" or adverb, is a verb: "the image features a", "buildings line both", "to kick the".
+    4. A plural noun ending a phrase that a singular determiner opens, after a noun, is a verb:
+       "a zebra grazes on".
+    5. An -ing word tagged noun after a form of "be", or after a plural noun and followed by a
+       preposition or determiner, is a participle: "a woman is cooking", "zebras drinking from".
+    """
+    words = [w.lower() for w, _ in tagged]
+    tags = [t for _, t in tagged]
+    n = len(tags)
+
+    def ends_phrase(i: int) -> bool:
+        return i + 1 >= n or not (
+            tags[i + 1] in NOUN or tags[i + 1] in MODIFIER or tags[i + 1] == "POS"
+        )
+
+    def opener(i: int, passable: set[str]) -> int | None:
+        """Index of the determiner that opens the phrase ending at i (`passable` tags between)."""
+        j = i - 1
+        while j >= 0 and tags[j] in passable and words[j] not in DETERMINERS:
+            j -= 1
+        return j if j >= 0 and (words[j] in DETERMINERS or tags[j] == "PRP$") else None
+
+    for i in range(n):
+        word, pos = words[i], tags[i]
+        if word in AUXILIARIES and pos != "MD" or not word.isalpha():
+            continue
+        modal_then_verb = pos == "MD" and i + 1 < n and tags[i + 1] in {"VB", "RB"}
+        verb_like = pos in {"VB", "VBP", "MD"} and not modal_then_verb
+        before_noun = i + 1 < n and tags[i + 1] in NOUN
+        if (pos in {"VB", "VBZ", "JJ"} or verb_like) and (
+            ends_phrase(i) or verb_like and before_noun
+        ):
+            if opener(i, MODIFIER) is not None and i > 0 and tags[i - 1] not in NOUN:  # rule 1
+                tags[i] = "NNS" if pos == "VBZ" else "NN"
+                continue
+            if verb_like and i > 0 and tags[i - 1] == "NN":  # rule 2
+                start = opener(i - 1, MODIFIER | NOUN)
+                coordinated = start is not None and start > 0 and tags[start - 1] == "CC"
+                if start is not None and not coordinated:
+                    tags[i] = "NN"
+                    continue
+        if pos in NOUN and i > 0 and i + 1 < n:
+            after = words[i + 1] in DETERMINERS or tags[i + 1] in {"PRP", "PRP$"}
+            before = tags[i - 1] in NOUN or tags[i - 1][:2] in {"VB", "MD", "TO", "RB"}
+            if after and words[i + 1] != "that" and before:  # rule 3
+                tags[i] = "VBZ" if pos == "NNS" else "VB"
+                continue
+        if pos == "NNS" and i > 0 and tags[i - 1] == "NN" and ends_phrase(i):  # rule 4
+            start = opener(i, MODIFIER | NOUN)
+            singular_opener = start is not None and words[start] in SINGULAR_DETERMINERS
+            if singular_opener and words[i - 1] not in PARTITIVE_WORDS:
+                tags[i] = "VBZ"
+                continue
+        if pos == "NN" and word.endswith("ing") and i > 0:  # rule 5
+            progressive = words[i - 1] in BE
+            after_plural = (
+                tags[i - 1] == "NNS" and i + 1 < n and tags[i + 1] in {"IN", "DT", "PRP", "PRP$"}
+            )
+            if progressive or after_plural:
+                tags[i] = "VBG"
+    return list(zip([w for w, _ in tagged], tags))
+
+
+def tokens(answer: str) -> list[Token]:
+    """The answer's tagged words (repaired), lower-cased, with their word positions."""
+    out, position = [], 0
+    for word, pos in repair_tags(tag_words(answer)):
+        is_word = any(c.isalnum() for c in word)
+        out.append(Token(word.lower(), pos, position if is_word else -1))
+        position += is_word
+    return out
+
+
+# ------------------------------------------------------------------ candidates
+
+
+def singular(word: str, tag: str = "NNS") -> str:
+    """The singular of a plural noun (TextBlob's inflection rules); other words unchanged."""
+    return _singularize(word) if tag in {"NNS", "NNPS"} else word
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _singularize(word: str) -> str:
+    from textblob.en.inflect import singularize
+
+    return singularize(word)
+
+
+@dataclass
+class Candidate:
+    """An object noun phrase: its nouns, where it occurs, and the form a grounder is given."""
+
+    key: tuple[str, ...]  # its nouns, the head singular: ("fire", "truck")
+    positions: list[int] = field(default_factory=list)  # word index of each occurrence's first noun
+    forms: list[str] = field(default_factory=list)  # surface forms, in order
+
+    @property
+    def head(self) -> str:
+        return self.key[-1]
+
+    @property
+    def keyword(self) -> str:
+        """The singular form if the answer uses one, else the first form."""
+        singular_form = " ".join(self.key)
+        return singular_form if singular_form in self.forms else self.forms[0]
+
+
+def noun_phrases(toks: Sequence[Token]) -> list[tuple[int, int, bool]]:
+    """Every maximal run of nouns, as (start, end) indices into `toks`, with whether the phrase
+    it heads is negated ("no other surfers", "without a hat")."""
+    runs: list[tuple[int, int, bool]] = []
+    i = 0
+    while i < len(toks):
+        if toks[i].tag not in NOUN or toks[i].position < 0:
+            i += 1
+            continue
+        end = i
+        while end < len(toks) and toks[end].tag in NOUN and toks[end].position >= 0:
+            end += 1
+        k = i - 1  # back over the phrase's modifiers and determiner
+        while k >= 0 and toks[k].word not in NEGATIONS:
+            if toks[k].tag not in MODIFIER and toks[k].word not in DETERMINERS:
+                break
+            k -= 1
+        runs.append((i, end, k >= 0 and toks[k].word in NEGATIONS))
+        i = end
+    return runs
+
+
+def candidates(answer: str) -> dict[tuple[str, ...], Candidate]:
+    """The answer's object noun phrases, keyed by their nouns (head singular), in order."""
+    toks = tokens(answer)
+    found: dict[tuple[str, ...], Candidate] = {}
+    for start, end, negated in noun_phrases(toks):
+        run, head = toks[start:end], toks[end - 1]
+        lemma = singular(head.word, head.tag)
+        partitive = lemma in PARTITIVE_WORDS and end < len(toks) and toks[end].word == "of"
+        if negated or partitive or lemma in NOT_OBJECTS or head.word in NOT_OBJECTS:
+            continue
+        if not any(c.isalpha() for c in lemma):
+            continue
+        key = (*(t.word for t in run[:-1]), lemma)
+        candidate = found.setdefault(key, Candidate(key))
+        candidate.positions.append(run[0].position)
+        candidate.forms.append(" ".join(t.word for t in run))
+    return found
+
+
+# ------------------------------------------------------------------ word vectors
 
 
 class WordVectors(Protocol):
@@ -334,59 +380,19 @@ class EmbeddingVectors:
         return _normalise(np.asarray(rows, dtype=np.float32))
 
 
+# ------------------------------------------------------------------ the graph
+
+
 @dataclass(frozen=True)
 class KeywordParams:
-    """The paper's hyper-parameters (mirrors api.KeywordSpec)."""
+    """The paper's hyper-parameters (mirrors api.KeywordSpec), and Boudin's alpha."""
 
     top_k: int = 3
     phi: float = 1.0
     gamma: float = 0.5
     decay: float = 0.05
     damping: float = 0.85
-    topic_similarity: float = 0.6  # cosine above which two candidates are one topic
-
-
-def singular(word: str) -> str:
-    """A naive English singular (cats -> cat, boxes -> box, berries -> berry)."""
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith(("ches", "shes", "xes", "sses")):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3:
-        return word[:-1]
-    return word
-
-
-def candidates(answer: str) -> dict[str, list[int]]:
-    """Content words of the answer (lower-cased) -> their word positions (0-based).
-
-    A plural is folded into its singular when both occur ("cat ... cats" is one candidate);
-    a plural alone stays as written, since it is the surface form a grounder will see.
-    """
-    positions: dict[str, list[int]] = defaultdict(list)
-    for index, match in enumerate(WORD.finditer(answer)):
-        word = match.group(0).lower()
-        if word not in FUNCTION_WORDS and len(word) > 1:
-            positions[word].append(index)
-    for word in [w for w in positions if singular(w) != w and singular(w) in positions]:
-        positions[singular(word)] = sorted(positions[singular(word)] + positions.pop(word))
-    return dict(positions)
-
-
-def topics(words: Sequence[str], vectors: np.ndarray, threshold: float) -> list[int]:
-    """Topic id per candidate: connected components of the cosine > threshold graph."""
-    similar = nx.Graph()
-    similar.add_nodes_from(range(len(words)))
-    cosine = vectors @ vectors.T  # (W, W)
-    for i in range(len(words)):
-        for j in range(i + 1, len(words)):
-            if cosine[i, j] > threshold:
-                similar.add_edge(i, j)
-    topic = [0] * len(words)
-    for label, component in enumerate(nx.connected_components(similar)):
-        for node in component:
-            topic[node] = label
-    return topic
+    alpha: float = 1.1  # Boudin's weight adjustment (pke's default); 0 switches it off
 
 
 def positional_influence(left: Sequence[int], right: Sequence[int], phi: float) -> float:
@@ -394,68 +400,90 @@ def positional_influence(left: Sequence[int], right: Sequence[int], phi: float) 
     return sum(1.0 / (1.0 + abs(a - b) ** phi) for a in left for b in right)
 
 
-def keyword_graph(
-    positions: dict[str, list[int]], vectors: np.ndarray, topic: list[int], params: KeywordParams
-) -> nx.Graph:
-    """The weighted multipartite graph: no edge inside a topic."""
-    words = list(positions)
-    cosine = vectors @ vectors.T  # (W, W)
-    graph = nx.Graph()
-    graph.add_nodes_from(words)
-    for i, a in enumerate(words):
-        for j in range(i + 1, len(words)):
-            if topic[i] == topic[j]:
-                continue
-            b = words[j]
-            weight = positional_influence(positions[a], positions[b], params.phi)
-            weight += params.gamma * max(float(cosine[i, j]), 0.0)
-            graph.add_edge(a, b, weight=weight)
-    return graph
+def edge_weights(
+    found: Sequence[Candidate], vectors: np.ndarray, topic: Sequence[int], params: KeywordParams
+) -> np.ndarray:
+    """(C, C) weights w[i, j] of the edge i -> j: MFPO's weight between candidates of different
+    topics, 0 inside a topic, then Boudin's adjustment towards each topic's first candidate."""
+    count = len(found)
+    cosine = vectors @ vectors.T  # (C, C)
+    weights = np.zeros((count, count))
+    for i in range(count):
+        for j in range(i + 1, count):
+            if topic[i] != topic[j]:
+                w = positional_influence(found[i].positions, found[j].positions, params.phi)
+                weights[i, j] = weights[j, i] = w + params.gamma * max(float(cosine[i, j]), 0.0)
+    if params.alpha > 0:
+        weights = boost_first_candidates(weights, found, topic, params.alpha)
+    return weights
 
 
-def positional_prior(positions: dict[str, list[int]], decay: float) -> dict[str, float]:
-    """sum over occurrences of exp(-lambda * l), normalised to a distribution."""
-    raw = {word: sum(math.exp(-decay * p) for p in where) for word, where in positions.items()}
-    total = sum(raw.values())
-    return {word: value / total for word, value in raw.items()}
+def boost_first_candidates(
+    weights: np.ndarray, found: Sequence[Candidate], topic: Sequence[int], alpha: float
+) -> np.ndarray:
+    """Boudin's weight adjustment (pke `MultipartiteRank.weight_adjustment`): for a topic of
+    several candidates, every edge end -> first gains alpha * exp(1 / (1 + l_first)) times the
+    summed weights from the topic's other candidates to `end`."""
+    adjusted = weights.copy()
+    members: dict[int, list[int]] = {}
+    for index, label in enumerate(topic):
+        members.setdefault(label, []).append(index)
+    for variants in members.values():
+        if len(variants) < 2:
+            continue
+        first = min(variants, key=lambda v: found[v].positions[0])
+        others = [v for v in variants if v != first]
+        position = math.exp(1.0 / (1.0 + found[first].positions[0]))
+        boosters = weights[others].sum(axis=0)  # (C,) from the other variants to each node
+        for end in np.flatnonzero(weights[first] > 0):
+            if boosters[end] > 0:
+                adjusted[end, first] += alpha * position * boosters[end]
+    return adjusted
 
 
-def pagerank(graph: nx.Graph, *, damping: float, prior: dict[str, float]) -> dict[str, float]:
-    """Personalised PageRank: networkx builds the Google matrix, numpy finds its stationary
-    distribution (nx.pagerank itself needs scipy, which the runtime image does not carry)."""
-    nodes = list(graph)
-    google = nx.google_matrix(
-        graph, alpha=damping, personalization=prior, nodelist=nodes, weight="weight"
-    )
-    rank = np.full(len(nodes), 1.0 / len(nodes))  # (W,)
+def positional_prior(found: Sequence[Candidate], decay: float) -> np.ndarray:
+    """sum over occurrences of exp(-lambda * l), normalised to a distribution: (C,)."""
+    raw = np.array([sum(math.exp(-decay * p) for p in c.positions) for c in found])
+    return raw / raw.sum()
+
+
+def pagerank(weights: np.ndarray, *, damping: float, prior: np.ndarray) -> np.ndarray:
+    """Personalised PageRank of the weighted directed graph `weights` (C, C): the stationary
+    distribution of the Google matrix G = d * P + (1 - d) * 1 prior^T, where P is `weights`
+    row-normalised and a node without out-edges jumps by the prior (networkx's `google_matrix`
+    rules; written out in numpy because building a networkx graph per answer cost more than
+    the whole ranking, and nx.pagerank needs scipy, which the runtime image does not carry)."""
+    out = weights.sum(axis=1, keepdims=True)  # (C, 1)
+    transition = np.where(out > 0, weights / np.where(out > 0, out, 1.0), prior[None, :])  # (C, C)
+    google = damping * transition + (1.0 - damping) * prior[None, :]  # (C, C)
+    rank = np.full(len(prior), 1.0 / len(prior))  # (C,)
     for _ in range(200):
         updated = rank @ google
         if np.abs(updated - rank).sum() < 1e-12:
             break
         rank = updated
-    return dict(zip(nodes, (updated / updated.sum()).tolist()))
+    return updated / updated.sum()
 
 
 def score_keywords(
     answer: str, *, params: KeywordParams = KeywordParams(), vectors: WordVectors | None = None
 ) -> list[tuple[str, float]]:
-    """Every topic's best candidate with its PageRank score, best first."""
-    positions = candidates(answer)
-    if not positions:
+    """Every topic's best candidate (its keyword) with its PageRank score, best first."""
+    found = list(candidates(answer).values())
+    if not found:
         return []
-    words = list(positions)
-    vecs = (vectors or HashingVectors())(words)  # (W, D)
-    topic = topics(words, vecs, params.topic_similarity)
-    graph = keyword_graph(positions, vecs, topic, params)
-    prior = positional_prior(positions, params.decay)
-    rank = pagerank(graph, damping=params.damping, prior=prior)
+    vecs = (vectors or HashingVectors())([c.keyword for c in found])  # (C, D)
+    heads = {head: label for label, head in enumerate(dict.fromkeys(c.head for c in found))}
+    topic = [heads[c.head] for c in found]
+    weights = edge_weights(found, vecs, topic, params)
+    rank = pagerank(weights, damping=params.damping, prior=positional_prior(found, params.decay))
     # Ties broken by first position: earlier mention first, deterministic.
-    order = sorted(words, key=lambda w: (-rank[w], positions[w][0]))
+    order = sorted(range(len(found)), key=lambda i: (-rank[i], found[i].positions[0]))
     best, seen = [], set()
-    for word in order:
-        if topic[words.index(word)] not in seen:
-            seen.add(topic[words.index(word)])
-            best.append((word, rank[word]))
+    for i in order:
+        if topic[i] not in seen:
+            seen.add(topic[i])
+            best.append((found[i].keyword, float(rank[i])))
     return best
 
 
@@ -469,7 +497,7 @@ def rank_keywords(
     damping: float = 0.85,
     vectors: WordVectors | None = None,
 ) -> list[str]:
-    """The top-K keywords of an answer, best first (at most one per topic)."""
+    """The top-K keywords of an answer, best first (at most one per object kind)."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     params = KeywordParams(top_k=top_k, phi=phi, gamma=gamma, decay=decay, damping=damping)
