@@ -190,42 +190,54 @@ def repair_tags(tagged: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     def opener(i: int, passable: set[str]) -> int | None:
         """Index of the determiner that opens the phrase ending at i (`passable` tags between)."""
         j = i - 1
-        while j >= 0 and tags[j] in passable and words[j] not in DETERMINERS:
+        while j >= 0 and tags[j] in passable and not is_opener(j):
             j -= 1
-        return j if j >= 0 and (words[j] in DETERMINERS or tags[j] == "PRP$") else None
+        return j if j >= 0 and is_opener(j) else None
 
-    for i in range(n):
+    def is_opener(j: int) -> bool:  # a determiner, a possessive or a number ("two bears")
+        return words[j] in DETERMINERS or tags[j] in {"PRP$", "CD"}
+
+    repaired: set[int] = set()
+    # Rules 1 and 2 right to left: a phrase's head is settled before the words before it
+    # ("two brown bears are": "bears" becomes the head, so "brown" stays its adjective).
+    for i in reversed(range(n)):
         word, pos = words[i], tags[i]
         if word in AUXILIARIES and pos != "MD" or not word.isalpha():
             continue
         modal_then_verb = pos == "MD" and i + 1 < n and tags[i + 1] in {"VB", "RB"}
         verb_like = pos in {"VB", "VBP", "MD"} and not modal_then_verb
         before_noun = i + 1 < n and tags[i + 1] in NOUN
-        if (pos in {"VB", "VBZ", "JJ"} or verb_like) and (
-            ends_phrase(i) or verb_like and before_noun
-        ):
-            if opener(i, MODIFIER) is not None and i > 0 and tags[i - 1] not in NOUN:  # rule 1
-                tags[i] = "NNS" if pos == "VBZ" else "NN"
-                continue
-            if verb_like and i > 0 and tags[i - 1] == "NN":  # rule 2
-                start = opener(i - 1, MODIFIER | NOUN)
-                coordinated = start is not None and start > 0 and tags[start - 1] == "CC"
-                if start is not None and not coordinated:
-                    tags[i] = "NN"
-                    continue
-        if pos in NOUN and i > 0 and i + 1 < n:
+        if not (pos in {"VB", "VBZ", "JJ"} or verb_like):
+            continue
+        if not (ends_phrase(i) or verb_like and before_noun):
+            continue
+        if opener(i, MODIFIER) is not None and i > 0 and tags[i - 1] not in NOUN:  # rule 1
+            tags[i] = "NNS" if pos == "VBZ" else "NN"
+            repaired.add(i)
+        elif verb_like and i > 0 and tags[i - 1] == "NN":  # rule 2
+            start = opener(i - 1, MODIFIER | NOUN)
+            coordinated = start is not None and start > 0 and tags[start - 1] == "CC"
+            if start is not None and not coordinated:
+                tags[i] = "NN"
+                repaired.add(i)
+    # Rules 3 to 5 left to right, on the nouns the tagger gave.
+    for i in range(1, n):
+        word, pos = words[i], tags[i]
+        if i in repaired:
+            continue
+        if pos in NOUN and i + 1 < n:
             after = words[i + 1] in DETERMINERS or tags[i + 1] in {"PRP", "PRP$"}
             before = tags[i - 1] in NOUN or tags[i - 1][:2] in {"VB", "MD", "TO", "RB"}
             if after and words[i + 1] != "that" and before:  # rule 3
                 tags[i] = "VBZ" if pos == "NNS" else "VB"
                 continue
-        if pos == "NNS" and i > 0 and tags[i - 1] == "NN" and ends_phrase(i):  # rule 4
+        if pos == "NNS" and tags[i - 1] == "NN" and ends_phrase(i):  # rule 4
             start = opener(i, MODIFIER | NOUN)
             singular_opener = start is not None and words[start] in SINGULAR_DETERMINERS
             if singular_opener and words[i - 1] not in PARTITIVE_WORDS:
                 tags[i] = "VBZ"
                 continue
-        if pos == "NN" and word.endswith("ing") and i > 0:  # rule 5
+        if pos == "NN" and word.endswith("ing"):  # rule 5
             progressive = words[i - 1] in BE
             after_plural = (
                 tags[i - 1] == "NNS" and i + 1 < n and tags[i + 1] in {"IN", "DT", "PRP", "PRP$"}

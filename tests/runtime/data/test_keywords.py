@@ -119,6 +119,8 @@ def test_top_k_is_validated():
         ("A watering can has been left.", "can", "NN"),  # rule 1: a modal with no verb after
         ("A bee can be seen.", "can", "MD"),  # ... and a modal before a verb
         ("The lead singer is holding a microphone.", "lead", "NN"),  # rule 1: compound's noun
+        ("One bear has a fish in its mouth.", "bear", "NN"),  # rule 1: a number opens it
+        ("Two brown bears are standing in a river.", "bears", "NNS"),  # rule 1: VBZ
         ("A teddy bear, a fruit stand at the corner.", "stand", "NN"),  # rule 2
         ("A man and a woman walk on the beach.", "walk", "VB"),  # rule 2: coordination
         ("The image features a boat.", "features", "VBZ"),  # rule 3
