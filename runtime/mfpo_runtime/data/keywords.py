@@ -23,25 +23,36 @@ with MFPO's edge weights:
 2. Topics (Boudin: hierarchical clustering of candidates by word overlap). Candidates with the
    same head noun are one topic ("fire truck", "truck"): one object kind, however modified.
 3. The graph (Boudin: a complete multipartite graph, edges only between candidates of different
-   topics, weighted by the inverse distance of their occurrences). Edge weights are MFPO's:
+   topics, weight sum 1/gap over occurrence pairs, gap the word distance less the earlier
+   phrase's extra length). The weights here are MFPO's:
 
        w_ij = sum_{l_i, l_j} 1 / (1 + |l_i - l_j|^phi)  +  gamma * max(cos(v_i, v_j), 0)
 
-   over every pair of occurrence positions (l = word index of the phrase's first noun, as
-   Boudin's offsets) plus the semantic similarity of the candidates' vectors.
+   over every pair of occurrence positions (l = word index of the phrase's first noun, Boudin's
+   offset) plus gamma times the cosine of the candidates' vectors: with phi = 1 and gamma = 0
+   this is Boudin's weight with 1 + distance for his gap.
 4. Boudin's weight adjustment: within a topic of several candidates, edges into its first
    occurring candidate gain alpha * exp(1 / (1 + l_first)) times the weights of the topic's
-   other candidates to the same node (so "fire truck" said first outranks a later "truck").
-5. PageRank with MFPO's positional decay as the random surfer's prior: sum_l exp(-lambda * l)
-   over a candidate's occurrences (early and frequent mentions matter more; Boudin's PageRank
-   is uniform). The best candidate of each topic is kept, top-K overall.
+   other candidates to the same node (so "fire truck" said first outranks a later "truck");
+   alpha = 1.1, pke's default (`KeywordParams.alpha`, not an API field).
+5. PageRank (damping d), with MFPO's positional decay as the random surfer's prior: a
+   candidate's share is sum_l exp(-lambda * l) over its occurrences, normalised (early and
+   frequent mentions matter more; Boudin's surfer jumps uniformly). Boudin returns the n best
+   candidates; here the best candidate of each topic, top-K overall (TopicRank's rule), so two
+   forms of one object never take two of the K regions.
+
+The paper's hyper-parameters keep their meaning: `phi`, `gamma`, `decay` (lambda), `damping`
+and `top_k` of `api.KeywordSpec`. Measured (benchmarks/keyword_precision.py): 0.977 of the top
+3 name a hand-labelled object on 57 free-form answers, against 0.509 for the ranker before,
+whose candidates were every content word.
 
 Adjectives: the keyword is the object's nouns ("horse", not "brown horse"). A text-prompted
 segmenter grounds the object class either way, and an adjective can only cost a match: the
-Grounding-DINO grounder (`grounding.GroundingSamGrounder.detect`) assigns a box to a keyword only
-when every keyword word is in the box's label, and DINO often labels a box with the noun alone;
-a colour word the tagger misreads, or one that describes the wrong instance, loses the object;
-size words ("small", "tall") are relative. Annotations resolve either form.
+Grounding-DINO grounder (`grounding.GroundingSamGrounder.detect`) keeps a box for a keyword only
+when every keyword word is in the box's label, which holds only the prompt words whose scores
+pass the text threshold; a colour word the tagger misreads, or one that describes another
+instance, loses the object; size words ("small", "tall") are relative. Annotations resolve
+either form.
 
 Word vectors (the semantic term): `HashingVectors` (default) needs no model: character n-grams
 hashed into a fixed space (fastText's subword idea) make surface forms of one word similar and
