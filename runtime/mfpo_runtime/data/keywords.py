@@ -9,9 +9,10 @@ with MFPO's edge weights:
 1. Candidates (Boudin: the longest sequences of adjectives and nouns, by part of speech). The
    answer is tagged by TextBlob's Pattern tagger (the one AMBER uses here: its lexicon ships in
    the wheel), then a few contextual repairs fix its known misreadings of caption text
-   (`repair_tags`). A candidate is the noun sequence of a noun phrase: compounds stay whole
-   ("fire truck", "coffee table", "traffic light"); adjectives, participles and numbers are
-   left out of the keyword ("a brown horse" -> "horse": see below). Left out entirely: noun
+   (`repair_tags`). A candidate is the noun sequence of a noun phrase (its last `MAX_COMPOUND`
+   nouns): compounds stay whole ("fire truck", "coffee table", "traffic light"); adjectives,
+   participles and numbers are left out of the keyword ("a brown horse" -> "horse": see
+   below). Left out entirely: noun
    phrases whose head noun names the picture or a place in it (`PICTURE_WORDS`: "image",
    "background", "left", "objects"), the place the whole picture shows (`SETTING_WORDS`:
    "kitchen", "city"; grounding it noises the whole image, the paper's global-noise ablation),
@@ -130,6 +131,9 @@ PARTITIVE_WORDS = _words(
     "strip"
 )
 NOT_OBJECTS = PICTURE_WORDS | SETTING_WORDS | ABSTRACT_WORDS
+# A compound keeps its last nouns up to this many ("chocolate birthday cake" is 3): a longer
+# run of nouns is unknown words the tagger defaulted to nouns, and a grounder's prompt is short.
+MAX_COMPOUND = 4
 NEGATIONS = frozenset({"no", "not", "without", "nor", "never"})
 
 # ------------------------------------------------------------------ part of speech
@@ -329,7 +333,7 @@ def candidates(answer: str) -> dict[tuple[str, ...], Candidate]:
     toks = tokens(answer)
     found: dict[tuple[str, ...], Candidate] = {}
     for start, end, negated in noun_phrases(toks):
-        run, head = toks[start:end], toks[end - 1]
+        run, head = toks[max(start, end - MAX_COMPOUND) : end], toks[end - 1]
         lemma = singular(head.word, head.tag)
         partitive = lemma in PARTITIVE_WORDS and end < len(toks) and toks[end].word == "of"
         if negated or partitive or lemma in NOT_OBJECTS or head.word in NOT_OBJECTS:

@@ -184,8 +184,9 @@ def enricher_for(ctx: StageContext) -> Enricher:
 
 
 # The words a cut counts: runs of ASCII letters, of other letters, of digits. The ranker's
-# words (keywords.WORD: ASCII letters joined by ' or -; noun phrases of letter words) each hold
-# one of these at least, so after N runs it has at most N words, whatever else the text holds.
+# words (`keywords.tokens` with a position: the tagger's tokens that hold a letter or a digit)
+# each hold one of these at least, so after N runs it has at most N words, and at most N
+# candidates, whatever else the text holds.
 WORD_RUN = re.compile(r"[A-Za-z]+|[^\W\d_A-Za-z]+|\d+")
 
 
