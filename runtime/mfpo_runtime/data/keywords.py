@@ -152,6 +152,14 @@ AUXILIARIES = _words(
 _SENTENCE_START = re.compile(r"(^|[.!?]\s+)([A-Z])(?=[a-z])")
 
 
+def is_letter_word(word: str) -> bool:
+    """Letters, maybe joined by - or ' ("t-shirt"), at least one of them ASCII: a word of a
+    language written in Latin letters ("crème brûlée"). The grounders are prompted in English;
+    a token of another script (the tagger does not split unspaced scripts) is never a keyword."""
+    parts = word.replace("'", "-").split("-")
+    return all(p.isalpha() for p in parts) and any(c.isascii() for c in word)
+
+
 @dataclass(frozen=True)
 class Token:
     word: str  # lower-cased
@@ -181,7 +189,8 @@ def repair_tags(tagged: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     1. A word tagged VB/VBP/VBZ/JJ/MD that ends a determiner phrase whose other words are only
        modifiers is its head noun: "the sink .", "a net .", "the stands behind", "a watering
        can has" (a modal only when no verb follows: "a bee can be seen" keeps its modal); a
-       VB/VBP/MD there before a noun is a compound's first noun: "the lead singer".
+       VB/VBP/MD there before a noun is a compound's first noun: "the lead singer". (Not an
+       adjective before "to": "a cat next to".)
     2. A VB/VBP/MD right after a singular noun that a determiner introduces cannot be that
        noun's verb (no agreement; unless the noun ends a coordination, "a man and a woman
        walk"): it is a compound's noun, "a teddy bear ,", "a fruit stand at", "a trash can
@@ -217,7 +226,7 @@ def repair_tags(tagged: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     # ("two brown bears are": "bears" becomes the head, so "brown" stays its adjective).
     for i in reversed(range(n)):
         word, pos = words[i], tags[i]
-        if word in AUXILIARIES and pos != "MD" or not word.isalpha():
+        if word in AUXILIARIES and pos != "MD" or not is_letter_word(word):
             continue
         modal_then_verb = pos == "MD" and i + 1 < n and tags[i + 1] in {"VB", "RB"}
         verb_like = pos in {"VB", "VBP", "MD"} and not modal_then_verb
@@ -225,6 +234,8 @@ def repair_tags(tagged: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         if not (pos in {"VB", "VBZ", "JJ"} or verb_like):
             continue
         if not (ends_phrase(i) or verb_like and before_noun):
+            continue
+        if pos == "JJ" and i + 1 < n and words[i + 1] == "to":  # "next to", "close to"
             continue
         if opener(i, MODIFIER) is not None and i > 0 and tags[i - 1] not in NOUN:  # rule 1
             tags[i] = "NNS" if pos == "VBZ" else "NN"
@@ -338,7 +349,7 @@ def candidates(answer: str) -> dict[tuple[str, ...], Candidate]:
         partitive = lemma in PARTITIVE_WORDS and end < len(toks) and toks[end].word == "of"
         if negated or partitive or lemma in NOT_OBJECTS or head.word in NOT_OBJECTS:
             continue
-        if not any(c.isalpha() for c in lemma):
+        if not all(is_letter_word(t.word) for t in run):
             continue
         key = (*(t.word for t in run[:-1]), lemma)
         candidate = found.setdefault(key, Candidate(key))

@@ -102,6 +102,23 @@ def test_no_object_gives_no_keywords():
     assert rank_keywords("", top_k=3) == []
 
 
+def test_only_words_of_latin_letters_are_keywords():
+    # The grounders are prompted in English; the tagger leaves an unspaced script in one token.
+    assert rank_keywords("一只猫坐在沙发上。", top_k=3) == []
+    assert rank_keywords("Кот и собака. A cat.", top_k=3) == ["cat"]
+    # (The tagger reads an unknown hyphenated word as an adjective; rule 1 recovers the noun
+    # where it ends its phrase.)
+    assert set(rank_keywords("A t-shirt and a crème brûlée.", top_k=3)) == {
+        "t-shirt",
+        "crème brûlée",
+    }
+
+
+def test_a_run_of_unknown_words_keeps_its_last_nouns():
+    words = rank_keywords("A cat near " + " ".join(["qzxv"] * 40) + ".", top_k=3)
+    assert "cat" in words and all(len(w.split()) <= keywords.MAX_COMPOUND for w in words)
+
+
 def test_top_k_is_validated():
     with pytest.raises(ValueError, match="top_k"):
         rank_keywords("a cat", top_k=0)
