@@ -168,11 +168,12 @@ class Token:
 
 
 def tag_words(answer: str) -> list[tuple[str, str]]:
-    """(word, tag) pairs by TextBlob's Pattern tagger (imported on first use: it loads nltk).
+    """(word, tag) pairs by TextBlob's Pattern tagger (imported on first use: importing textblob
+    loads nltk, about half a second; the lexicon loads on the first answer).
 
     Sentence-initial capitals are lowered first: the tagger reads an unknown capitalised word
     as a proper noun ("Blue towels" -> NNP NNS)."""
-    from textblob.en import tag  # the PatternTagger's own function, without the nltk taggers
+    from textblob.en import tag  # what textblob's PatternTagger.tag calls
 
     text = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).lower(), answer)
     return [(word, pos) for word, pos in tag(text)]
