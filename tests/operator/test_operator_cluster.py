@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -230,11 +231,19 @@ async def _http_status(url: str) -> int:
     import asyncio
 
     def get() -> int:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                json.load(response)
-                return response.status
-        except urllib.error.HTTPError as err:
-            return err.code
+        # kopf sets its ready flag before its liveness server task has bound the port: on a
+        # busy machine the first connection can be refused. The status is what is tested.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    json.load(response)
+                    return response.status
+            except urllib.error.HTTPError as err:
+                return err.code
+            except urllib.error.URLError as err:
+                if not isinstance(err.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     return await asyncio.to_thread(get)
