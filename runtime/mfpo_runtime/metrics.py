@@ -45,6 +45,7 @@ RUNTIME_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "mfpo_datagen_records_total": ("counter", "Records turned into image-preference samples", ()),
     "mfpo_datagen_skipped_records_total": ("counter", "Bad records skipped (onBadRecord: skip)", ()),
     "mfpo_datagen_grounding_fallbacks_total": ("counter", "Samples whose keywords found no region: whole image noised", ()),
+    "mfpo_datagen_regions_lost_total": ("counter", "Keyword regions found but cut off by the model's view (center crop): not noised", ()),
     "mfpo_score_records_total": ("counter", "Records scored by semantic entropy", ()),
     "mfpo_score_semantic_entropy_mean": ("gauge", "Mean semantic entropy of the scored records", ()),
     # evaluation

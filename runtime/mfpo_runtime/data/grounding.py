@@ -10,12 +10,17 @@ keyword was not found). Implementations:
 - `GroundingSamGrounder`: Grounding-DINO boxes refined into masks by SAM (transformers),
   both loaded from storage URIs.
 - `WholeImageGrounder`: the paper's global-noise ablation: always the whole image.
-- `RandomRegionGrounder`: the paper's random-region ablation: another grounder's regions moved
-  to a random place of the image (same shapes, so the same area).
+- `RandomRegionGrounder`: the paper's random-region ablation: noise of the keyword regions'
+  area placed where the grounded objects are not (`place`).
 
-`ground(...)` unions the keyword masks, derives one box per grounded keyword, and applies the
-paper's fallback: no region found -> the whole image, marked `fallback-whole-image` and counted
-by the caller. Called by the datagen stage and the benchmark.
+`ground(...)` grounds on the image as given (a segmenter sees every pixel the user supplied),
+maps each keyword's mask into the model's view of the image (a `View`: what the model's image
+processor makes of it, `models.image_view`), unions them there, derives one box per grounded
+keyword, and applies the paper's fallback: no region found -> the whole image, marked
+`fallback-whole-image` and counted by the caller. A region the view cuts off entirely (a center
+crop) is not noised and is listed as lost. `SameView` keeps the image as it is and
+`SquareView` is imagePreference.imageSize's plain square. Called by the datagen stage and the
+benchmark.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -46,14 +51,60 @@ class Grounder(Protocol):
         """One (H, W) bool mask per keyword, in order; all False when not found."""
 
 
+class View(Protocol):
+    """An image's geometry at the model's input (`models.image_view.ModelView`, `SquareView`)."""
+
+    def image(self, image: Image.Image) -> Image.Image:
+        """The image as the model sees it."""
+
+    def mask(self, mask: np.ndarray) -> tuple[np.ndarray, float]:
+        """A (H, W) bool mask of the image in the view, and the share of its area kept."""
+
+
+class SameView:
+    """The image as it is: grounding and noise in the image's own pixels."""
+
+    def image(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def mask(self, mask: np.ndarray) -> tuple[np.ndarray, float]:
+        return mask, 1.0 if mask.any() else 0.0
+
+
+class SquareView:
+    """imagePreference.imageSize: every image resized (bicubic) to a size x size square."""
+
+    def __init__(self, size: int) -> None:
+        self.side = size
+
+    def __repr__(self) -> str:
+        return f"SquareView({self.side})"
+
+    def image(self, image: Image.Image) -> Image.Image:
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        if rgb.size == (self.side, self.side):
+            return rgb
+        return rgb.resize((self.side, self.side), Image.BICUBIC)
+
+    def mask(self, mask: np.ndarray) -> tuple[np.ndarray, float]:
+        square = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+        seen = np.asarray(square.resize((self.side, self.side), Image.NEAREST)) > 127
+        return seen, 1.0 if seen.any() else 0.0
+
+
 @dataclass(frozen=True)
 class Grounding:
-    """Where to noise: the union mask and what produced it."""
+    """Where to noise, in the model's view of the image, and what produced it."""
 
-    mask: np.ndarray  # (H, W) bool
-    boxes: list[list[int]]  # [x0, y0, x1, y1] per grounded keyword (x1, y1 exclusive)
-    grounded: list[str]  # keywords that found a region
+    image: Image.Image  # the image in the view: what is noised and stored
+    mask: np.ndarray  # (H, W) bool, in the view
+    boxes: list[list[int]]  # [x0, y0, x1, y1] per grounded keyword, in the view (x1/y1 exclusive)
+    grounded: list[str]  # keywords whose region the model sees (and that get noise)
     method: str  # the grounder's name, or FALLBACK
+    # Per keyword found (in the image as given): share of its region inside the view.
+    kept: dict[str, float] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)  # found, but the view cuts it off entirely
+    overlap: float | None = None  # random-region: share of the noised region on the objects
 
     @property
     def fallback(self) -> bool:
@@ -74,21 +125,38 @@ def ground(
     keywords: Sequence[str],
     sample_masks: dict[str, Image.Image] | None = None,
     *,
+    view: View | None = None,
     fallback_whole_image: bool = True,
 ) -> Grounding | None:
-    """Union of the keywords' regions; the whole image when none is found (None if no fallback)."""
-    width, height = image.size
+    """Union of the keywords' regions in the view; the whole view when none is found there
+    (None if no fallback). Grounding itself runs on `image` as given."""
+    view = view or SameView()
+    seen = view.image(image)
+    width, height = seen.size
     per_keyword = grounder.masks(image, keywords, sample_masks or {}) if keywords else []
-    found = [(k, m) for k, m in zip(keywords, per_keyword) if m.any()]
+    found, kept, lost = [], {}, []
+    for keyword, mask in zip(keywords, per_keyword):
+        if not mask.any():
+            continue
+        viewed, share = view.mask(mask)
+        kept[keyword] = round(share, 4)
+        if viewed.any():
+            found.append((keyword, viewed))
+        else:
+            lost.append(keyword)
     if found:
         union = np.logical_or.reduce([m for _, m in found])
-        return Grounding(
-            union, [bounding_box(m) for _, m in found], [k for k, _ in found], grounder.name
-        )
+        boxes = [bounding_box(m) for _, m in found]
+        overlap = None
+        if isinstance(grounder, RandomRegionGrounder):
+            placed = grounder.place(seen, union)
+            union, boxes, overlap = placed.mask, placed.moved(boxes), placed.overlap
+        grounded = [k for k, _ in found]
+        return Grounding(seen, union, boxes, grounded, grounder.name, kept, lost, overlap)
     if not fallback_whole_image:
         return None
     whole = np.ones((height, width), dtype=bool)
-    return Grounding(whole, [[0, 0, width, height]], [], FALLBACK)
+    return Grounding(seen, whole, [[0, 0, width, height]], [], FALLBACK, kept, lost)
 
 
 # ------------------------------------------------------------------ annotation
@@ -148,14 +216,38 @@ class WholeImageGrounder:
         return [np.ones((height, width), dtype=bool) for _ in keywords]
 
 
-class RandomRegionGrounder:
-    """The random-region ablation: the inner grounder's keyword masks, all shifted by one random
-    offset (cyclically, `np.roll`), so the noise covers a region of exactly the keyword
-    regions' area and shape that is unrelated to where the objects are.
+@dataclass(frozen=True)
+class Placement:
+    """Where the random-region ablation puts its noise."""
 
-    The offset is drawn from the image's pixels and `seed` alone: the same sample always gets
-    the same region, in any process. A keyword the inner grounder did not find stays empty, so
-    `ground`'s whole-image fallback applies exactly as it would to the inner grounder.
+    mask: np.ndarray  # (H, W) bool, as many pixels as the grounded objects' union
+    offset: tuple[int, int] | None  # (dx, dy) when the objects' union shape was moved whole
+    overlap: float  # share of the region's pixels on the grounded objects
+
+    def moved(self, boxes: list[list[int]]) -> list[list[int]]:
+        """The keyword boxes where the noise went: moved by the offset, or the region's box."""
+        if self.offset is None:
+            return [bounding_box(self.mask)]
+        dx, dy = self.offset
+        return [[x0 + dx, y0 + dy, x1 + dx, y1 + dy] for x0, y0, x1, y1 in boxes]
+
+
+class RandomRegionGrounder:
+    """The random-region ablation (the paper's ablations): noise of exactly the grounded objects'
+    area, placed where those objects are not, so that it says nothing about them.
+
+    `masks` are the inner grounder's (where the objects are: the fallback and the lost regions
+    follow them as for the inner grounder); `place` picks the region in the model's view:
+
+    1. the union of the objects' regions, moved whole (same shape) to a place where it touches
+       none of them, inside the image (no wrap-around), drawn uniformly among all such places;
+    2. if no such place exists (large objects): the `area` object-free pixels nearest to a
+       random object-free pixel (a compact blob around the objects); if the objects leave fewer
+       free pixels than their own area, all of them plus the nearest object pixels, and the
+       share on the objects is the record's `region_overlap`.
+
+    Draws come from `seed` and the view's pixels alone: the same sample always gets the same
+    region, in any process and shard.
     """
 
     name = "random-region"
@@ -167,11 +259,53 @@ class RandomRegionGrounder:
     def masks(
         self, image: Image.Image, keywords: Sequence[str], sample_masks: dict[str, Image.Image]
     ) -> list[np.ndarray]:
-        width, height = image.size
+        return self.inner.masks(image, keywords, sample_masks)
+
+    def place(self, image: Image.Image, objects: np.ndarray) -> Placement:
+        """A region of objects.sum() pixels of `image`'s (H, W) grid, off the objects."""
         digest = hashlib.sha256(image.tobytes()).digest()
         rng = np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
-        dy, dx = int(rng.integers(height)), int(rng.integers(width))
-        return [np.roll(m, (dy, dx), axis=(0, 1)) for m in self.inner.masks(image, keywords, sample_masks)]
+        x0, y0, x1, y1 = bounding_box(objects)
+        shape = objects[y0:y1, x0:x1]
+        clear = np.argwhere(_overlaps(objects, shape) == 0)  # (N, 2) top-left (y, x)
+        if len(clear):
+            top, left = (int(v) for v in clear[rng.integers(len(clear))])
+            region = np.zeros_like(objects)
+            region[top : top + shape.shape[0], left : left + shape.shape[1]] = shape
+            return Placement(region, (left - x0, top - y0), 0.0)
+        return _nearest_free_blob(objects, rng)
+
+
+def _overlaps(objects: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """Pixels shared by `objects` (H, W) and `shape` (h, w) put with its top-left corner at
+    each (y, x) that keeps it inside: shape (H - h + 1, W - w + 1), integers.
+
+    A cross-correlation by FFT (numpy's; scipy is not a runtime dependency): with `shape`
+    zero-padded to (H, W), the circular correlation at (y, x) <= (H - h, W - w) never wraps.
+    """
+    height, width = objects.shape
+    h, w = shape.shape
+    spectrum = np.fft.rfft2(objects.astype(np.float64)) * np.conj(
+        np.fft.rfft2(shape.astype(np.float64), s=(height, width))
+    )
+    counts = np.fft.irfft2(spectrum, s=(height, width))[: height - h + 1, : width - w + 1]
+    return np.rint(counts).astype(np.int64)
+
+
+def _nearest_free_blob(objects: np.ndarray, rng: np.random.Generator) -> Placement:
+    """objects.sum() pixels nearest to a random free pixel, free pixels first."""
+    height, width = objects.shape
+    area, flat = int(objects.sum()), objects.ravel()
+    free = np.flatnonzero(~flat)
+    start = int(free[rng.integers(len(free))]) if len(free) else int(rng.integers(flat.size))
+    ys, xs = np.divmod(np.arange(flat.size), width)
+    sy, sx = divmod(start, width)
+    distance = (ys - sy) ** 2 + (xs - sx) ** 2 + flat * (height * height + width * width + 1)
+    chosen = np.argsort(distance, kind="stable")[:area]
+    region = np.zeros(flat.size, dtype=bool)
+    region[chosen] = True
+    on_objects = int(flat[chosen].sum())
+    return Placement(region.reshape(height, width), None, on_objects / area)
 
 
 # ------------------------------------------------------------------ CLIPSeg

@@ -50,6 +50,15 @@ class PreferenceRecord(BaseModel):
     keywords: list[str] | None = None
     regions: list[list[int]] | None = Field(None, description="Noised boxes [x0, y0, x1, y1] per grounded keyword.")
     grounding: str | None = Field(None, description="How the regions were found, or 'fallback-whole-image'.")
+    regions_kept: dict[str, float] | None = Field(
+        None, description="Per keyword the grounder found: share of its region inside the model's view (a center crop can cut regions off)."
+    )
+    regions_lost: list[str] | None = Field(
+        None, description="Keywords found whose region the model's view cuts off entirely: not noised."
+    )
+    region_overlap: float | None = Field(
+        None, ge=0.0, le=1.0, description="random-region grounding: share of the noised region on the grounded objects."
+    )
     # Added by score.
     entropy: float | None = None
     bin: int | None = Field(None, ge=1, description="Curriculum stage (1 = easiest).")

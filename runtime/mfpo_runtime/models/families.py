@@ -237,13 +237,15 @@ def _qwen2_vl_processor(size: TinySize, tok: PreTrainedTokenizerFast) -> ImageOn
         raise ValueError(
             f"qwen2-vl: image_size must be a multiple of {factor}, got {size.image_size}"
         )
-    pixels = size.image_size * size.image_size
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=size.patch_size,
         merge_size=QWEN_MERGE,
         temporal_patch_size=2,
-        min_pixels=pixels,  # keep the native size: smart_resize then leaves it alone
-        max_pixels=pixels,
+        # At most the native size's pixels (a square of it is left alone), as few as one merged
+        # token: a resized image is then resized no further (smart_resize is idempotent), which
+        # min_pixels == max_pixels is not (a 640x427 photo went 32x48 -> 48x64 -> 32x48 ...).
+        min_pixels=factor * factor,
+        max_pixels=size.image_size * size.image_size,
         image_mean=CLIP_MEAN,
         image_std=CLIP_STD,
     )

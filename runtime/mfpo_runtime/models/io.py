@@ -8,6 +8,7 @@ with `storage.materialize`, so file:// and s3:// both work. Called by every runt
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +57,19 @@ def _load_hf_dir(uri: str, path: Path, *, dtype: torch.dtype, device: str) -> Lo
     return LoadedVLM(model, processor, fam.name)
 
 
-def _load_policy(uri: str, manifest: Path, *, dtype: torch.dtype, device: str) -> LoadedVLM:
-    from peft import PeftModel  # imported here: plain model directories do not need peft
-
+def _policy(uri: str, manifest: Path) -> dict:
     doc = json.loads(manifest.read_text())
     if not isinstance(doc, dict) or not isinstance(doc.get("base"), str):
         raise ModelLoadError(
             f"{uri}/{POLICY_FILE}: expected {{'family', 'base', 'adapters'}}, got {doc!r}"
         )
+    return doc
+
+
+def _load_policy(uri: str, manifest: Path, *, dtype: torch.dtype, device: str) -> LoadedVLM:
+    from peft import PeftModel  # imported here: plain model directories do not need peft
+
+    doc = _policy(uri, manifest)
     vlm = load_vlm(doc["base"], dtype=dtype, device=device)
     if doc.get("family") and doc["family"] != vlm.family:
         raise ModelLoadError(
@@ -73,6 +79,46 @@ def _load_policy(uri: str, manifest: Path, *, dtype: torch.dtype, device: str) -
         peft_model = PeftModel.from_pretrained(vlm.model, storage.materialize(adapter))
         vlm.model = peft_model.merge_and_unload().eval()
     return vlm
+
+
+# What a model directory holds besides its configuration and processor files.
+WEIGHT_SUFFIXES = (
+    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx"
+)  # fmt: skip
+
+
+def load_image_processor(uri: str, *, cache_dir: str | Path) -> tuple[str, object]:
+    """(family, image processor) of a model directory or policy, as `load_vlm` would load
+    them, read without the weights (a 7B model's datagen shard fetches a few kilobytes);
+    a remote directory's files are copied under cache_dir."""
+    path = _without_weights(uri, cache_dir)
+    if (path / POLICY_FILE).is_file():
+        return load_image_processor(_policy(uri, path / POLICY_FILE)["base"], cache_dir=cache_dir)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"{uri}: not a model directory: expected a Hugging Face config.json or {POLICY_FILE}"
+        )
+    try:
+        fam = family_of_config(AutoConfig.from_pretrained(path))
+    except ValueError as err:
+        raise ModelLoadError(f"{uri}: {err}") from err
+    return fam.name, fam.processor_class.from_pretrained(path).image_processor
+
+
+def _without_weights(uri: str, cache_dir: str | Path) -> Path:
+    """The directory itself for a local URI, else a copy of its files but the weights."""
+    local = storage.local_path(uri)
+    if local is not None:
+        if not local.is_dir():
+            raise ModelLoadError(f"{uri}: no such model directory")
+        return local
+    rels = [rel for rel in storage.list_files(uri) if rel and not rel.endswith(WEIGHT_SUFFIXES)]
+    if not rels:
+        raise ModelLoadError(f"{uri}: no such model directory (no files besides weights)")
+    target = Path(cache_dir) / f"processor-{hashlib.sha256(uri.encode()).hexdigest()[:16]}"
+    for rel in rels:
+        storage.get_file(storage.join(uri, rel), target / rel)
+    return target
 
 
 def write_policy_manifest(

@@ -6,6 +6,12 @@ paper's whole-image fallback), noises those regions (`data.noise`), and publishe
 dataset (original and perturbed images, keywords, regions, grounding) with a manifest to
 `<shard_uri(run_uri, i, n)>/dataset` through `storage.publish_dir`.
 
+Images are noised and stored in the model's view (`models.image_view`): the geometry its
+image processor gives them (resize, crop or pad, any-res grid, dynamic resolution), read from
+`model.uri` without the weights; `imagePreference.imageSize` replaces it by a plain square.
+The processor then has nothing left to resample, so the noise reaches the model at the step
+the user set; grounded regions a center crop cuts off are recorded per record.
+
 Called by `mfpo_runtime.stage.run_stage` (the `mfpo-stage` command). Checkpoint-free: a
 preempted shard starts over; a shard whose dataset is already published returns its counts.
 """
@@ -44,6 +50,7 @@ class ShardCounts:
     skipped: int = 0
     fallbacks: int = 0
     ungrounded: int = 0  # no region and fallbackWholeImage false: left out, counted
+    regions_lost: int = 0  # keyword regions found but cut off by the model's view (not noised)
     skips: list[str] = field(default_factory=list)
 
     def outcome_metrics(self) -> dict[str, float]:
@@ -52,6 +59,7 @@ class ShardCounts:
             "skipped": self.skipped,
             "fallbacks": self.fallbacks,
             "ungrounded": self.ungrounded,
+            "regions_lost": self.regions_lost,
         }
 
 
@@ -63,16 +71,13 @@ class Enricher:
     keyword_spec: object  # api.KeywordSpec
     noise_spec: object  # api.NoiseSpec
     fallback_whole_image: bool
-    image_size: int | None
+    view: grounding.View  # the model's view of an image (ModelView), or imageSize's SquareView
     seed: int
     answer_words: int  # keyword ranking reads the chosen answer up to this many words
     vectors: keywords.WordVectors | None = None  # None: rank_keywords' hashed n-gram default
 
     def enrich(self, sample: formats.Sample, out_dir: Path):
         """The enriched record (images written under out_dir/images), or None if ungrounded."""
-        image = sample.image
-        if self.image_size:
-            image = image.resize((self.image_size, self.image_size), _bicubic())
         ks = self.keyword_spec
         words = keywords.rank_keywords(
             answer_head(sample.record.chosen, self.answer_words),
@@ -83,18 +88,24 @@ class Enricher:
             damping=ks.damping,
             vectors=self.vectors,
         )
-        found = grounding.ground(
-            self.grounder,
-            image,
-            words,
-            sample.masks,
-            fallback_whole_image=self.fallback_whole_image,
-        )
+        try:
+            found = grounding.ground(
+                self.grounder,
+                sample.image,
+                words,
+                sample.masks,
+                view=self.view,
+                fallback_whole_image=self.fallback_whole_image,
+            )
+        except ValueError as err:  # e.g. the model's processor has no fixed point for its size
+            raise BadInput(
+                f"record {sample.record.id!r} ({sample.image.width}x{sample.image.height}): {err}"
+            ) from err
         if found is None:
             return None, None
         ns = self.noise_spec
         perturbed = noise.region_noise(
-            image,
+            found.image,
             found.mask,
             step=ns.step,
             schedule=ns.schedule,
@@ -104,7 +115,7 @@ class Enricher:
             seed=noise.seed_for(self.seed, sample.record.id),
         )
         stem = f"images/{sample.index:08d}"
-        write_png(image, out_dir / f"{stem}.png")
+        write_png(found.image, out_dir / f"{stem}.png")
         write_png(perturbed, out_dir / f"{stem}-perturbed.png")
         record = sample.record.model_copy(
             update={
@@ -114,9 +125,13 @@ class Enricher:
                 "keywords": words,
                 "regions": found.boxes,
                 "grounding": found.method,
+                "regions_kept": found.kept or None,
+                "regions_lost": found.lost or None,
+                "region_overlap": found.overlap,
                 "extra": {
                     **sample.record.extra,
                     "source_image": sample.record.image,
+                    "source_size": list(sample.image.size),
                     "grounded": found.grounded,
                 },
             }
@@ -154,12 +169,6 @@ def write_png(image, path: Path) -> None:
     path.write_bytes(fpng.from_ndarray(np.asarray(rgb)))
 
 
-def _bicubic():
-    from PIL import Image
-
-    return Image.BICUBIC
-
-
 def enricher_for(ctx: StageContext) -> Enricher:
     spec = ctx.config.spec
     pref = spec.image_preference
@@ -176,7 +185,7 @@ def enricher_for(ctx: StageContext) -> Enricher:
         keyword_spec=pref.keywords,
         noise_spec=pref.noise,
         fallback_whole_image=pref.grounding.fallback_whole_image,
-        image_size=pref.image_size,
+        view=_view(ctx),
         seed=pref.seed,
         answer_words=spec.training.max_length,
         vectors=_word_vectors(spec) if pref.keywords.word_vectors == "model" else None,
@@ -203,6 +212,29 @@ def answer_head(answer: str, max_words: int) -> str:
         if count == max_words:
             return answer[: match.end()]
     return answer
+
+
+def _view(ctx: StageContext) -> grounding.View:
+    """imagePreference.imageSize's square, else the model's own view of an image."""
+    spec = ctx.config.spec
+    if spec.image_preference.image_size:
+        return grounding.SquareView(spec.image_preference.image_size)
+    # transformers (and torch with it) only here: the module itself stays light to import
+    from mfpo_runtime.models.image_view import ModelView
+    from mfpo_runtime.models.io import load_image_processor
+
+    try:
+        family, image_processor = load_image_processor(
+            spec.model.uri, cache_dir=ctx.work_dir / "models"
+        )
+        view = ModelView(family, image_processor)
+    except (BadInput, storage.StorageError, OSError, ValueError, TypeError) as err:
+        raise BadInput(
+            f"model.uri {spec.model.uri}: datagen noises images as the model sees them and "
+            f"reads the model's image processor for that: {err} (or set imagePreference.imageSize)"
+        ) from err
+    log.info("datagen: images noised in the view of %s", view)
+    return view
 
 
 def _word_vectors(spec) -> keywords.EmbeddingVectors:
@@ -278,6 +310,9 @@ def _tally(found, counts: ShardCounts, ctx: StageContext) -> None:
     if found.fallback:
         counts.fallbacks += 1
         ctx.metrics.inc("mfpo_datagen_grounding_fallbacks_total")
+    if found.lost:
+        counts.regions_lost += len(found.lost)
+        ctx.metrics.inc("mfpo_datagen_regions_lost_total", len(found.lost))
 
 
 def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> ShardCounts:

@@ -29,10 +29,12 @@ def _published(config, shard) -> Path:
     return storage.local_path(uri)
 
 
-def test_synthetic_world_two_shards_noise_only_the_object_regions(tmp_path: Path):
+def test_synthetic_world_two_shards_noise_only_the_object_regions(tmp_path: Path, tiny_llava_dir):
+    # 48 px scenes, a 32 px model: regions and noise in the model's view of each scene
     run_spec = spec(
-        _world(tmp_path), "synthetic", f"file://{tmp_path}/runs", image_preference={"shards": 2}
-    )
+        _world(tmp_path), "synthetic", f"file://{tmp_path}/runs",
+        model_uri=str(tiny_llava_dir), image_preference={"shards": 2},
+    )  # fmt: skip
     totals = 0
     for index in (0, 1):
         config = stage_config(tmp_path, run_spec, "datagen", shard=index)
@@ -70,7 +72,9 @@ def test_rlaif_v_parquet_with_a_bad_record_skipped_and_counted(tmp_path: Path, c
     result = run_stage(config, progress=False)
     # RLAIF-V has no masks: every sample falls back to whole-image noise, and is counted,
     # and the log says that this is the global-noise ablation, not MFPO's regions.
-    assert result.metrics == {"records": 3, "skipped": 1, "fallbacks": 3, "ungrounded": 0}
+    assert result.metrics == {
+        "records": 3, "skipped": 1, "fallbacks": 3, "ungrounded": 0, "regions_lost": 0
+    }  # fmt: skip
     (warning,) = [r.getMessage() for r in caplog.records if "found no region in any" in r.getMessage()]
     assert "annotation grounder" in warning and "grounding-sam or clipseg" in warning
     assert "RLAIF-V-1" in result.details["skips"][0]
@@ -116,17 +120,29 @@ def test_bad_record_fails_the_stage_by_default_naming_it(tmp_path: Path):
     rows[1]["question"] = ""
     data = write_parquet(rows, tmp_path / "rlaif.parquet")
     config = stage_config(
-        tmp_path, spec(str(data), "rlaif-v", f"file://{tmp_path}/runs"), "datagen"
+        tmp_path,
+        spec(str(data), "rlaif-v", f"file://{tmp_path}/runs", image_preference={"imageSize": 32}),
+        "datagen",
     )
     with pytest.raises(BadInput, match=r"RLAIF-V-1.*'question'"):
         run_stage(config, progress=False)
 
 
 def test_missing_dataset_is_bad_input(tmp_path: Path):
-    config = stage_config(
-        tmp_path, spec(str(tmp_path / "none"), "synthetic", f"file://{tmp_path}/runs"), "datagen"
-    )
+    run_spec = spec(
+        str(tmp_path / "none"), "synthetic", f"file://{tmp_path}/runs",
+        image_preference={"imageSize": 32},
+    )  # fmt: skip
     with pytest.raises(BadInput, match="data.uri"):
+        run_stage(stage_config(tmp_path, run_spec, "datagen"), progress=False)
+
+
+def test_missing_model_is_bad_input_naming_model_uri_and_image_size(tmp_path: Path):
+    """Without imageSize, datagen reads the model's image processor: no model, no view."""
+    config = stage_config(
+        tmp_path, spec(_world(tmp_path, 2), "synthetic", f"file://{tmp_path}/runs"), "datagen"
+    )
+    with pytest.raises(BadInput, match="model.uri file:///nonexistent-model.*imagePreference.imageSize"):
         run_stage(config, progress=False)
 
 
@@ -134,14 +150,16 @@ def test_without_fallback_ungrounded_samples_are_left_out_and_counted(tmp_path: 
     data = write_parquet(rlaif_v_rows(2), tmp_path / "rlaif.parquet")
     run_spec = spec(
         str(data), "rlaif-v", f"file://{tmp_path}/runs",
-        image_preference={"grounding": {"fallbackWholeImage": False}},
+        image_preference={"grounding": {"fallbackWholeImage": False}, "imageSize": 32},
     )  # fmt: skip
     result = run_stage(stage_config(tmp_path, run_spec, "datagen"), progress=False)
     assert result.metrics["records"] == 0 and result.metrics["ungrounded"] == 2
 
 
-def test_rerun_after_publish_reuses_the_shard(tmp_path: Path):
-    run_spec = spec(_world(tmp_path, 2), "synthetic", f"file://{tmp_path}/runs")
+def test_rerun_after_publish_reuses_the_shard(tmp_path: Path, tiny_llava_dir):
+    run_spec = spec(
+        _world(tmp_path, 2), "synthetic", f"file://{tmp_path}/runs", model_uri=str(tiny_llava_dir)
+    )
     config = stage_config(tmp_path, run_spec, "datagen")
     first = run_stage(config, progress=False)
     storage.delete(result_uri(config.run_uri, "datagen", (0, 1)))  # crash before the result doc
@@ -152,10 +170,12 @@ def test_rerun_after_publish_reuses_the_shard(tmp_path: Path):
     assert (root / "records.jsonl").stat().st_mtime_ns == before
 
 
-def test_noise_is_deterministic_across_shardings(tmp_path: Path):
-    world = _world(tmp_path, 4)
-    one = spec(world, "synthetic", f"file://{tmp_path}/one")
-    two = spec(world, "synthetic", f"file://{tmp_path}/two", image_preference={"shards": 2})
+def test_noise_is_deterministic_across_shardings(tmp_path: Path, tiny_llava_dir):
+    world, model = _world(tmp_path, 4), str(tiny_llava_dir)
+    one = spec(world, "synthetic", f"file://{tmp_path}/one", model_uri=model)
+    two = spec(
+        world, "synthetic", f"file://{tmp_path}/two", model_uri=model, image_preference={"shards": 2}
+    )
     a = stage_config(tmp_path / "a", one, "datagen")
     run_stage(a, progress=False)
     b = stage_config(tmp_path / "b", two, "datagen", shard=1)
@@ -180,10 +200,8 @@ def test_outcome_counters_reach_prometheus(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(StageMetrics, "for_config", staticmethod(capture))
     data = write_parquet(rlaif_v_rows(2), tmp_path / "rlaif.parquet")
-    run_stage(
-        stage_config(tmp_path, spec(str(data), "rlaif-v", f"file://{tmp_path}/runs"), "datagen"),
-        progress=False,
-    )
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs", image_preference={"imageSize": 32})
+    run_stage(stage_config(tmp_path, run_spec, "datagen"), progress=False)
     registry = seen["metrics"].registry
     labels = {"namespace": "default", "run": "demo", "stage": "datagen", "attempt": "1"}
     assert registry.get_sample_value("mfpo_datagen_records_total", labels) == 2
@@ -198,9 +216,8 @@ def test_mfpo_stage_command_exits_65_on_a_bad_record(tmp_path: Path, monkeypatch
     rows = rlaif_v_rows(2)
     rows[0]["rejected"] = None
     data = write_parquet(rows, tmp_path / "rlaif.parquet")
-    config = stage_config(
-        tmp_path, spec(str(data), "rlaif-v", f"file://{tmp_path}/runs"), "datagen"
-    )
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs", image_preference={"imageSize": 32})
+    config = stage_config(tmp_path, run_spec, "datagen")
     (tmp_path / "config.json").write_text(config.to_json())
     monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
     codes = []

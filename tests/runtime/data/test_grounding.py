@@ -138,22 +138,59 @@ def test_grounding_sam_without_detections_falls_back(tiny_grounding_sam):
     assert ground(grounder, image, ["cat"]).fallback
 
 
-def test_random_region_is_the_keyword_region_moved_elsewhere_with_equal_area():
-    """The paper's random-region ablation: noise of the keyword region's size, not on it."""
+def test_random_region_is_the_objects_shape_moved_off_them_without_wrapping():
+    """The paper's random-region ablation: noise of the keyword regions' area, not on them.
+
+    Main's np.roll put it anywhere, the objects included, and split it across the edges."""
     grounder = grounding.RandomRegionGrounder(AnnotationGrounder())
     keyword = ground(AnnotationGrounder(), IMAGE, ["cat", "sofa"], MASKS)
     moved = ground(grounder, IMAGE, ["cat", "sofa"], MASKS)
     assert moved.method == "random-region" and moved.grounded == ["cat", "sofa"]
     assert moved.mask.sum() == keyword.mask.sum() == 4 * 4 + 8 * 6
-    assert not np.array_equal(moved.mask, keyword.mask)
+    assert not (moved.mask & keyword.mask).any()
     again = ground(grounding.RandomRegionGrounder(AnnotationGrounder()), IMAGE, ["cat", "sofa"], MASKS)
     assert np.array_equal(again.mask, moved.mask)  # the image alone places the region
-    # Over many images the region lands anywhere: every pixel is covered by some draw.
-    covered = np.zeros((10, 20), bool)
-    for shade in range(60):
-        image = Image.new("RGB", (20, 10), (shade, 90, 90))
-        covered |= ground(grounder, image, ["cat"], MASKS).mask
-    assert covered.all()
+    cat = keyword.mask.copy()
+    cat[:, 10:] = False
+    # Every place of a 4 x 4 square inside the 20 x 10 image that misses the cat, by brute force.
+    clear = {(x, y) for y in range(7) for x in range(17) if not cat[y : y + 4, x : x + 4].any()}
+    seen = set()
+    for shade in range(300):
+        image = Image.new("RGB", (20, 10), (shade % 256, shade // 256, 90))
+        found = ground(grounder, image, ["cat"], MASKS)
+        # one 4 x 4 square, whole: the cat's shape moved, never cut by an edge
+        (x0, y0, x1, y1), = found.boxes
+        assert (x1 - x0, y1 - y0) == (4, 4) and found.mask[y0:y1, x0:x1].all()
+        assert found.mask.sum() == 16 and not (found.mask & cat).any()
+        seen.add((x0, y0))
+    assert seen <= clear and len(seen) > 0.9 * len(clear)  # drawn among all the clear places
+    assert moved.overlap == 0.0  # recorded per record: none here
+
+
+def test_random_region_around_large_objects_is_an_equal_area_blob_off_them():
+    """No place for the objects' shape: the free pixels nearest a random free pixel."""
+    image = Image.new("RGB", (20, 10), (10, 20, 30))
+    band = np.zeros((10, 20), np.uint8)
+    band[2:8, 3:17] = 255  # 84 pixels; every shift of the 6 x 14 band overlaps it
+    found = ground(
+        grounding.RandomRegionGrounder(AnnotationGrounder()), image, ["table"],
+        {"table": Image.fromarray(band, mode="L")},
+    )  # fmt: skip
+    assert found.mask.sum() == 84 and not (found.mask & (band > 0)).any()
+    assert found.overlap == 0.0
+
+
+def test_random_region_records_the_overlap_the_image_forces():
+    """Objects on 3/4 of the image leave 50 free pixels for a region of 150: 100 on them."""
+    image = Image.new("RGB", (20, 10), (10, 20, 30))
+    big = np.zeros((10, 20), np.uint8)
+    big[:, 5:] = 255
+    found = ground(
+        grounding.RandomRegionGrounder(AnnotationGrounder()), image, ["sofa"],
+        {"sofa": Image.fromarray(big, mode="L")},
+    )  # fmt: skip
+    assert found.mask.sum() == 150 and found.mask[:, :5].all()
+    assert found.overlap == pytest.approx(100 / 150)
 
 
 def test_random_region_keeps_the_whole_image_fallback():
@@ -179,6 +216,6 @@ def test_grounder_for_random_region_places_regions_by_the_spec_seed():
     first = grounding.grounder_for(Spec(), "synthetic", seed=1)
     second = grounding.grounder_for(Spec(), "synthetic", seed=2)
     assert first.seed == 1 and second.seed == 2
-    placed = [g.masks(IMAGE, ["cat"], MASKS)[0] for g in (first, second)]
+    placed = [ground(g, IMAGE, ["cat"], MASKS).mask for g in (first, second)]
     assert placed[0].sum() == placed[1].sum()
     assert not np.array_equal(placed[0], placed[1])

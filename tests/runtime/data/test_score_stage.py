@@ -40,14 +40,16 @@ def scripted_sampler(monkeypatch):
     return scripts
 
 
-def test_missing_shard_is_a_retryable_error_naming_it(tmp_path: Path):
-    run_spec = _world_spec(tmp_path, 4, image_preference={"shards": 2})
+def test_missing_shard_is_a_retryable_error_naming_it(tmp_path: Path, tiny_llava_dir: Path):
+    run_spec = _world_spec(
+        tmp_path, 4, model_uri=f"file://{tiny_llava_dir}", image_preference={"shards": 2}
+    )
     run_stage(stage_config(tmp_path, run_spec, "datagen", shard=0), progress=False)
     with pytest.raises(MissingShard, match=r"shard 1 of 2 .*00001-of-00002/dataset"):
         run_stage(stage_config(tmp_path, run_spec, "score"), progress=False)
 
 
-def test_bins_from_scripted_answers(tmp_path: Path, scripted_sampler):
+def test_bins_from_scripted_answers(tmp_path: Path, scripted_sampler, tiny_llava_dir: Path):
     # Three questions (RLAIF-V rows cycle over them): entropies 0, ln 2 and h3 by hand.
 
     scripted_sampler.update(
@@ -60,6 +62,7 @@ def test_bins_from_scripted_answers(tmp_path: Path, scripted_sampler):
     data = write_parquet(rlaif_v_rows(6), tmp_path / "rlaif.parquet")
     run_spec = spec(
         str(data), "rlaif-v", f"file://{tmp_path}/runs",
+        model_uri=f"file://{tiny_llava_dir}",
         image_preference={"shards": 2},
         curriculum={"stages": 3, "entropySamples": 4, "equivalence": "exact"},
     )  # fmt: skip
@@ -86,13 +89,14 @@ def test_bins_from_scripted_answers(tmp_path: Path, scripted_sampler):
     assert storage.exists(result_uri(config.run_uri, "score"))
 
 
-def test_republish_is_reused(tmp_path: Path, scripted_sampler):
+def test_republish_is_reused(tmp_path: Path, scripted_sampler, tiny_llava_dir: Path):
     scripted_sampler.update({q: ["x", "y"] for q in QUESTIONS})
     data = write_parquet(rlaif_v_rows(3), tmp_path / "rlaif.parquet")
     run_spec = spec(
         str(data),
         "rlaif-v",
         f"file://{tmp_path}/runs",
+        model_uri=f"file://{tiny_llava_dir}",
         curriculum={"entropySamples": 2, "equivalence": "exact"},
     )
     _datagen(tmp_path, run_spec, 1)

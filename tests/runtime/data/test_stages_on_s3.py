@@ -17,13 +17,16 @@ def _config(run_spec, run_uri: str, stage: str, shard: int | None = None) -> Sta
     return StageConfig(run="demo", stage=stage, run_uri=run_uri, spec=run_spec, shard_index=shard)
 
 
-def test_synthetic_world_in_s3_two_shards(tmp_path: Path, s3_bucket: str):
+def test_synthetic_world_in_s3_two_shards(tmp_path: Path, s3_bucket: str, tiny_llava_dir: Path):
     world = f"s3://{s3_bucket}/world/train"
     scenes.write_split(
         scenes.WorldConfig(seed=1, train=4, eval=0, counterprior=0, image_size=32), "train", world
     )
     run_uri = f"s3://{s3_bucket}/runs/demo"
-    run_spec = spec(world, "synthetic", f"s3://{s3_bucket}/runs", image_preference={"shards": 2})
+    run_spec = spec(
+        world, "synthetic", f"s3://{s3_bucket}/runs",
+        model_uri=f"file://{tiny_llava_dir}", image_preference={"shards": 2},
+    )  # fmt: skip
     for index in (0, 1):
         result = run_stage(_config(run_spec, run_uri, "datagen", index), progress=False)
         assert result.metrics["records"] == 2 and result.metrics["fallbacks"] == 0
@@ -31,13 +34,16 @@ def test_synthetic_world_in_s3_two_shards(tmp_path: Path, s3_bucket: str):
 
 
 def test_rlaif_v_parquet_in_s3_through_datagen_and_score(
-    tmp_path: Path, s3_bucket: str, monkeypatch
+    tmp_path: Path, s3_bucket: str, monkeypatch, tiny_llava_dir: Path
 ):
     local = write_parquet(rlaif_v_rows(3), tmp_path / "train.parquet")
     storage.put_file(local, f"s3://{s3_bucket}/rlaif/train.parquet")
     run_uri = f"s3://{s3_bucket}/runs/demo"
+    # The model in S3 as well: datagen reads its image processor without the weights.
+    storage.put_dir(tiny_llava_dir, f"s3://{s3_bucket}/models/tiny-llava")
     run_spec = spec(
         f"s3://{s3_bucket}/rlaif", "rlaif-v", f"s3://{s3_bucket}/runs",
+        model_uri=f"s3://{s3_bucket}/models/tiny-llava",
         curriculum={"stages": 3, "entropySamples": 2, "equivalence": "exact"},
     )  # fmt: skip
     assert (
