@@ -279,7 +279,14 @@ class ImagePreferenceSpec(ApiModel):
     grounding: GroundingSpec = Field(default_factory=GroundingSpec)
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     shards: int = Field(1, ge=1, le=1024, description="Parallel datagen shards (one Indexed Job).")
-    image_size: int | None = Field(None, ge=16, description="Resize images to this square size (model's if unset).")
+    image_size: int | None = Field(
+        None, ge=16,
+        description=(
+            "Resize every image to this square before noising. Unset (recommended): the model's own view of "
+            "each image (its image processor's resize and crop or pad, any-res grid, dynamic resolution), so "
+            "the noise reaches the model at the step set; see docs/own-data.md."
+        ),
+    )  # fmt: skip
     seed: int = Field(0, ge=0, description="Seed of the noise.")
 
 
