@@ -8,6 +8,23 @@ regions R of the image:
 with pixels scaled to [-1, 1] as in DDPM, and every pixel outside the regions left exactly as
 it was. The paper's best setting is t = 500 of a 1000-step linear schedule.
 
+Where the noise is added. On 8-bit pixels scaled linearly to [-1, 1], DDPM's own convention
+(Ho et al. 2020, Sec. 3.3), in the model's view of the image (`models.image_view`: the
+geometry its image processor gives it), so before the processor rescales and normalises. The
+model's normalised input therefore sees eps scaled by 1 / (2 std_c): with CLIP's std (0.27)
+the formula's sqrt(1 - abar_500) = 0.96 becomes about 1.8 per channel (before clipping).
+Noise added after normalisation could not be stored as an image, and would tie m' to one
+model's mean and std.
+
+What an image file does to the formula. m' is a PNG: `from_unit` clips x_t to [-1, 1] and
+rounds it to 8 bits. Rounding costs nothing measurable (noise std 0.999 of the formula's at
+t = 500). Clipping does: at t = 500 (sqrt(abar) 0.279, sqrt(1 - abar) 0.960) 30% of the
+values fall outside [-1, 1], the effective noise std is 0.73 of sqrt(1 - abar_t) and the
+signal's scale 0.70 of sqrt(abar_t); at t = 50, 0.96 and 0.98; at t = 900, 0.72 and 0.78
+(2.0 M values of six real photographs in LLaVA-1.5's view, `benchmarks/model_input_noise.py`,
+table 3). So the step t names the formula an image file can hold, not a Gaussian of
+std sqrt(1 - abar_t); datagen's tests hold the model's input to that clipped formula.
+
 Called by the datagen stage (`mfpo_runtime.stages.datagen`) and the benchmark. Pure numpy;
 deterministic for a seed. Hand-written rather than taken from diffusers: diffusers is not a
 dependency of the runtime image and the schedule is three lines.

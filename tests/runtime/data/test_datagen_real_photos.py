@@ -22,7 +22,7 @@ from mfpo_runtime.data import grounding, noise
 from mfpo_runtime.data.records import PreferenceRecord, read_records, write_records
 from mfpo_runtime.models import build_tiny_model, load_vlm
 from mfpo_runtime.models.families import TinySize
-from mfpo_runtime.models.inputs import encode
+from mfpo_runtime.models.inputs import encode, encode_prompts
 from mfpo_runtime.models.logprobs import sequence_logps
 from mfpo_runtime.stage import run_stage
 from mfpo_runtime.stages.datagen import dataset_uri
@@ -36,7 +36,7 @@ PHOTOS = {photo.file: photo for photo in photos()}
 @pytest.fixture(scope="module")
 def real_photo_dataset(tmp_path_factory) -> Path:
     """The photographs as a records.jsonl dataset with their object masks (the layout the
-    `synthetic` format reads: the one a user's own masks come in)."""
+    `synthetic` format reads, the one layout that carries masks for the annotation grounder)."""
     root = tmp_path_factory.mktemp("photos")
     (root / "images").mkdir()
     (root / "masks").mkdir()
@@ -133,7 +133,8 @@ def test_real_photos_reach_the_model_noised_at_the_step_set(
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_model_reads_the_stored_pair(family, real_photo_dataset, tiny_336, tmp_path):
     """The stored original and perturbed photograph, through the family's processor and tiny
-    model: the chosen answer's log-likelihood is finite on both and differs between them."""
+    model: as many image tokens as the photograph itself gets, and the chosen answer's
+    log-likelihood finite on both and different between them."""
     run_spec = spec(
         f"file://{real_photo_dataset}", "synthetic", f"file://{tmp_path}/runs",
         model_uri=f"file://{tiny_336[family]}", data={"maxSamples": 1},
@@ -144,6 +145,12 @@ def test_the_model_reads_the_stored_pair(family, real_photo_dataset, tiny_336, t
     (record,) = read_records(root)
     vlm = load_vlm(str(tiny_336[family]))
     images = [Image.open(root / record.image), Image.open(root / record.perturbed_image)]
+    photo = PHOTOS[Path(record.extra["source_image"]).name].image()
+    tokens = [
+        encode_prompts(vlm.processor, family, [record.question], [image])["input_ids"].shape[1]
+        for image in (photo, images[0])
+    ]
+    assert tokens[0] == tokens[1]
     batch = encode(vlm.processor, family, [record.question] * 2, images, [record.chosen] * 2)
     with torch.inference_mode():
         logps = sequence_logps(vlm.model, batch)
