@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime" / "data"))
 
-from mfpo_runtime.data import grounding, noise  # noqa: E402
-from mfpo_runtime.models.image_view import ModelView  # noqa: E402
-from real_photos import (  # noqa: E402
+from mfpo_runtime.data import noise
+from mfpo_runtime.models.image_view import ModelView
+from real_photos import (
     checkpoint_image_processors,
     ddpm_as_an_image_holds_it,
     model_input,
@@ -58,7 +58,7 @@ def noise_at_model_input(step: int) -> None:
     abar = noise.alpha_bar(step)
     print(f"1. noise inside the object regions at the model input, t = {step}, over the formula")
     print("   (with clip + 8-bit rounding; 1.00 = the formula); before: noised at the photo's size\n")
-    print(f"| processor | photo | photo size | view | values | std now | scale now | std before | scale before |")
+    print("| processor | photo | photo size | view | values | std now | scale now | std before | scale before |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, (family, image_processor) in checkpoint_image_processors().items():
         view = ModelView(family, image_processor)
