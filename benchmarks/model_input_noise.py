@@ -113,14 +113,10 @@ def clip_and_round() -> None:
         centred = x0 - x0.mean()
         scale = centred @ (both - both.mean()) / (centred @ centred)
         noise_std = np.sqrt(1 - abar)
-
-        def ratio(x1):
-            return np.std(x1 - np.sqrt(abar) * x0) / noise_std
-
+        ratios = [np.std(x1 - np.sqrt(abar) * x0) / noise_std for x1 in (both, clipped, rounded)]
         print(
             f"| {step} | {np.sqrt(abar):.4f} | {noise_std:.4f} | {np.mean(np.abs(raw) > 1):.3f} | "
-            f"{ratio(both):.3f} | {scale / np.sqrt(abar):.3f} | {ratio(clipped):.3f} | "
-            f"{ratio(rounded):.4f} |"
+            f"{ratios[0]:.3f} | {scale / np.sqrt(abar):.3f} | {ratios[1]:.3f} | {ratios[2]:.4f} |"
         )
 
 
