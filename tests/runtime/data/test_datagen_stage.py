@@ -294,15 +294,22 @@ def _real_files_dataset(root: Path) -> tuple[Path, dict[int, dict], dict[int, by
 
 def test_datagen_names_every_bad_file_and_string_and_keeps_the_good_ones_exactly(tmp_path: Path):
     from mfpo_runtime.data.images import decode
+    from mfpo_runtime.models import build_tiny_model, load_vlm
     from mfpo_runtime.stages.score import shard_records
+    from real_photos import model_input
 
     data, rows, files = _real_files_dataset(tmp_path / "data")
+    # A 64 px model: the 64 x 64 16-bit image is its own view; the others are resized into it.
+    model = build_tiny_model("llava", tmp_path / "model", image_size=64)
     run_spec = spec(
-        str(data), "rlaif-v", f"file://{tmp_path}/runs", data={"onBadRecord": "skip", "maxSkippedFraction": 0.5}
+        str(data), "rlaif-v", f"file://{tmp_path}/runs", model_uri=str(model),
+        data={"onBadRecord": "skip", "maxSkippedFraction": 0.5},
     )  # fmt: skip
     config = stage_config(tmp_path, run_spec, "datagen")
     result = run_stage(config, progress=False)
-    assert result.metrics == {"records": 5, "skipped": 5, "fallbacks": 5, "ungrounded": 0}
+    assert result.metrics == {
+        "records": 5, "skipped": 5, "fallbacks": 5, "ungrounded": 0, "regions_lost": 0
+    }  # fmt: skip
     skips = result.details["skips"]
     expected = {
         1: "field 'chosen' holds the lone surrogate U+DC00 at character 9",
@@ -320,14 +327,18 @@ def test_datagen_names_every_bad_file_and_string_and_keeps_the_good_ones_exactly
     assert (root / "records.jsonl").read_bytes().isascii()
     published = read_records(root)
     assert [r.id for r in published] == ["mine\ud800-0", "mine-4", "mine-6", "mine-8", "mine-9"]
+    image_processor = load_vlm(str(model)).processor.image_processor
     for record in published:
         index = int(record.id.rsplit("-", 1)[1])
         source = rows[index]
         assert (record.question, record.chosen, record.rejected) == (source["question"], source["chosen"], source["rejected"])
         assert record.extra["origin_dataset"] == source["origin_dataset"]
-        stored = np.asarray(Image.open(root / record.image))
-        np.testing.assert_array_equal(stored, np.asarray(decode(files[index], "x")))
-    assert Image.open(root / published[2].image).size == (40, 48)  # upright: EXIF orientation 6
+        # Stored in the model's view: the model gets from it what it gets from the decoded file.
+        stored = Image.open(root / record.image)
+        decoded = decode(files[index], "x")
+        np.testing.assert_array_equal(model_input(image_processor, stored), model_input(image_processor, decoded))
+        assert record.extra["source_size"] == list(decoded.size)
+    assert published[2].extra["source_size"] == [40, 48]  # upright: EXIF orientation 6
     sixteen_bit = np.asarray(Image.open(root / published[1].image))  # v / 257, not clipped at 255
     assert sixteen_bit[0, 16].tolist() == [1, 1, 1] and sixteen_bit[32, 0].tolist() == [128] * 3
     scored_input = shard_records(dataset_uri(config.run_uri, (0, 1)))
@@ -366,7 +377,8 @@ def test_bad_files_exit_65_with_the_reason(tmp_path: Path, monkeypatch, case, me
             start = handle.metadata.row_group(0).column(0).data_page_offset
         (root / "part-001.parquet").write_bytes(good[:start] + b"\xff" * 16 + good[start + 16 :])
         data = root
-    config = stage_config(tmp_path, spec(str(data), "rlaif-v", f"file://{tmp_path}/runs"), "datagen")
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs", image_preference={"imageSize": 32})
+    config = stage_config(tmp_path, run_spec, "datagen")
     (tmp_path / "config.json").write_text(config.to_json())
     monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
     codes = []
@@ -400,7 +412,10 @@ def test_a_one_megabyte_answer_is_cut_at_the_models_length_before_keyword_rankin
         return rank(text, **options)
 
     monkeypatch.setattr(keywords, "rank_keywords", counting)
-    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs", training={"maxLength": max_length})
+    run_spec = spec(
+        str(data), "rlaif-v", f"file://{tmp_path}/runs",
+        training={"maxLength": max_length}, image_preference={"imageSize": 32},
+    )  # fmt: skip
     config = stage_config(tmp_path, run_spec, "datagen")
     assert run_stage(config, progress=False).metrics["records"] == 1
     ((text, candidates),) = seen
