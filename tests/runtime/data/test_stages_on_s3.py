@@ -64,3 +64,25 @@ def test_rlaif_v_parquet_in_s3_through_datagen_and_score(
         r.perturbed_image.startswith(f"s3://{s3_bucket}/runs/demo/datagen/shards/") for r in records
     )
     assert storage.read_bytes(records[1].perturbed_image)[:4] == b"\x89PNG"
+
+
+def test_datagen_reads_the_image_processor_from_s3_without_the_weights(
+    tmp_path: Path, s3_bucket: str, tiny_llava_dir: Path
+):
+    """A policy in S3 naming a base model in S3: datagen fetches the base's configuration and
+    processor files, never its weights (a 7B model's shard would otherwise download 14 GB)."""
+    from mfpo_runtime.models.io import load_image_processor, write_policy_manifest
+
+    base = f"s3://{s3_bucket}/models/tiny-llava"
+    storage.put_dir(tiny_llava_dir, base)
+    write_policy_manifest(tmp_path / "policy", family="llava", base=base, adapters=[])
+    storage.put_dir(tmp_path / "policy", f"s3://{s3_bucket}/runs/demo/align-1/policy")
+    cache = tmp_path / "cache"
+    family, image_processor = load_image_processor(
+        f"s3://{s3_bucket}/runs/demo/align-1/policy", cache_dir=cache
+    )
+    assert family == "llava" and type(image_processor).__name__ == "CLIPImageProcessorPil"
+    assert image_processor.crop_size["height"] == 32
+    fetched = {p.name for p in cache.rglob("*") if p.is_file()}
+    assert "processor_config.json" in fetched and "config.json" in fetched
+    assert not any(name.endswith(".safetensors") for name in fetched)
