@@ -242,9 +242,9 @@ class RandomRegionGrounder:
     1. the union of the objects' regions, moved whole (same shape) to a place where it touches
        none of them, inside the image (no wrap-around), drawn uniformly among all such places;
     2. if no such place exists (large objects): the `area` object-free pixels nearest to a
-       random object-free pixel (a compact blob around the objects); if the objects leave fewer
-       free pixels than their own area, all of them plus the nearest object pixels, and the
-       share on the objects is the record's `region_overlap`.
+       random object-free pixel (a compact blob, bent around the objects where it meets them);
+       if the objects leave fewer free pixels than their own area, all of them plus the nearest
+       object pixels, and the share on the objects is the record's `region_overlap`.
 
     Draws come from `seed` and the view's pixels alone: the same sample always gets the same
     region, in any process and shard.
