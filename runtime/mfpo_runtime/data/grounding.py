@@ -264,16 +264,24 @@ class RandomRegionGrounder:
     def place(self, image: Image.Image, objects: np.ndarray) -> Placement:
         """A region of objects.sum() pixels of `image`'s (H, W) grid, off the objects."""
         digest = hashlib.sha256(image.tobytes()).digest()
-        rng = np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
-        x0, y0, x1, y1 = bounding_box(objects)
-        shape = objects[y0:y1, x0:x1]
-        clear = np.argwhere(_overlaps(objects, shape) == 0)  # (N, 2) top-left (y, x)
-        if len(clear):
-            top, left = (int(v) for v in clear[rng.integers(len(clear))])
-            region = np.zeros_like(objects)
-            region[top : top + shape.shape[0], left : left + shape.shape[1]] = shape
-            return Placement(region, (left - x0, top - y0), 0.0)
-        return _nearest_free_blob(objects, rng)
+        return place_off_objects(objects, [self.seed, int.from_bytes(digest[:8], "little")])
+
+
+def place_off_objects(objects: np.ndarray, seed: int | list[int]) -> Placement:
+    """A region of the objects' (H, W) area that avoids them (RandomRegionGrounder's steps 1-2).
+
+    Also the equal-area background of the image-reliance measure (eval.reliance).
+    """
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = bounding_box(objects)
+    shape = objects[y0:y1, x0:x1]
+    clear = np.argwhere(_overlaps(objects, shape) == 0)  # (N, 2) top-left (y, x)
+    if len(clear):
+        top, left = (int(v) for v in clear[rng.integers(len(clear))])
+        region = np.zeros_like(objects)
+        region[top : top + shape.shape[0], left : left + shape.shape[1]] = shape
+        return Placement(region, (left - x0, top - y0), 0.0)
+    return _nearest_free_blob(objects, rng)
 
 
 def _overlaps(objects: np.ndarray, shape: np.ndarray) -> np.ndarray:

@@ -24,45 +24,29 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from mfpo_runtime.data.grounding import place_off_objects
 from mfpo_runtime.data.noise import region_noise
 from mfpo_runtime.eval.generation import AnswerLogp
 from mfpo_runtime.eval.scores import ratio
-
-# Shifts tried for the background region, as fractions of the image side.
-_SHIFT_STEPS = 8
 
 
 def background_region(objects: np.ndarray, seed: int) -> np.ndarray:
     """A (H, W) bool region outside every object with the same area as `objects` (H, W).
 
-    The object mask is moved to the place where it overlaps the objects least (a shape of the
-    same kind, so edge content is comparable); pixels still on objects are replaced by random
-    background pixels. When the background is smaller than the objects, all of it is used.
+    The objects' union shape moved whole to a place inside the image that touches none of them
+    (no wrap-around: a shape of the same kind, so edge content is comparable), else the
+    object-free pixels nearest a random free pixel: the random-region ablation's placement
+    (data.grounding.place_off_objects). When the background is smaller than the objects, all
+    of it is used.
     """
     if objects.ndim != 2:
         raise ValueError(f"object mask must be (H, W), got shape {objects.shape}")
-    height, width = objects.shape
-    area = int(objects.sum())
     background = ~objects
-    if area == 0:
+    if not objects.any():
         return np.zeros_like(objects)
-    if background.sum() <= area:
+    if background.sum() <= objects.sum():
         return background.copy()
-    best = objects
-    best_overlap = area + 1
-    for dy in range(0, height, max(1, height // _SHIFT_STEPS)):
-        for dx in range(0, width, max(1, width // _SHIFT_STEPS)):
-            moved = np.roll(objects, (dy, dx), axis=(0, 1))
-            overlap = int((moved & objects).sum())
-            if overlap < best_overlap:
-                best, best_overlap = moved, overlap
-    region = best & background
-    missing = area - int(region.sum())
-    if missing > 0:
-        free = np.flatnonzero(background & ~region)
-        extra = np.random.default_rng(seed).choice(free, size=missing, replace=False)
-        region.flat[extra] = True
-    return region
+    return place_off_objects(objects, seed).mask
 
 
 def noised_pair(

@@ -29,6 +29,21 @@ def test_background_region_has_equal_area_and_avoids_objects():
     assert not (region & objects).any()
 
 
+def test_background_region_is_the_objects_shape_moved_inside_the_image():
+    # Two 3x3 objects; their union's shape fits off them, so the region is that shape moved
+    # whole, never wrapped around an edge (np.roll split it across the right edge here).
+    objects = square_mask(16, (10, 2, 13, 5)) | square_mask(16, (7, 6, 10, 9))
+
+    def crop(mask):
+        ys, xs = np.nonzero(mask)
+        return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+    for seed in range(5):
+        region = background_region(objects, seed=seed)
+        assert not (region & objects).any()
+        assert np.array_equal(crop(region), crop(objects))
+
+
 def test_background_region_tops_up_when_no_shift_is_free():
     objects = np.zeros((8, 8), dtype=bool)
     objects[:, :5] = True  # 40 object pixels, 24 background: every shift overlaps
