@@ -369,6 +369,19 @@ class CLIPSegGrounder:
 # ------------------------------------------------------------------ Grounding-DINO + SAM
 
 
+def keywords_in_label(label: str, keywords: Sequence[str]) -> list[int]:
+    """Indices of the keywords a Grounding-DINO box label names: those whose head noun (last
+    word) is in the label.
+
+    The label is the prompt's tokens whose score passed text_threshold, so a compound keyword
+    can come back in part: "fire truck" as "truck". Its head noun names the object; a modifier
+    alone ("fire") does not. The ranker gives each top-K keyword its own head noun.
+    """
+    words = set(label.lower().replace(".", " ").split())
+    heads = [keyword.lower().split()[-1:] for keyword in keywords]
+    return [i for i, head in enumerate(heads) if head and head[0] in words]
+
+
 class GroundingSamGrounder:
     """Grounded-SAM: Grounding-DINO boxes for the keywords, refined into masks by SAM.
 
@@ -426,10 +439,8 @@ class GroundingSamGrounder:
         )
         per_keyword: list[list[list[float]]] = [[] for _ in keywords]
         for box, label in zip(found["boxes"].tolist(), found["text_labels"]):
-            words = set(label.lower().replace(".", " ").split())
-            for i, keyword in enumerate(keywords):
-                if set(keyword.lower().split()) <= words:
-                    per_keyword[i].append(box)
+            for i in keywords_in_label(label, keywords):
+                per_keyword[i].append(box)
         return per_keyword
 
     def segment(self, image: Image.Image, boxes: list[list[float]]) -> np.ndarray:

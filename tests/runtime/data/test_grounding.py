@@ -107,6 +107,17 @@ def test_grounder_for_unknown_method_is_named():
         grounding.grounder_for(Spec(), "rlaif-v")
 
 
+def test_a_box_label_names_the_keywords_whose_head_noun_it_holds():
+    # Grounding DINO labels a box with the prompt tokens over text_threshold: a compound can
+    # come back in part ("truck" for "fire truck"); a modifier alone is not the object.
+    keywords = ["fire truck", "dog", "coffee table"]
+    assert grounding.keywords_in_label("truck", keywords) == [0]
+    assert grounding.keywords_in_label("fire truck", keywords) == [0]
+    assert grounding.keywords_in_label("fire", keywords) == []
+    assert grounding.keywords_in_label("dog table.", keywords) == [1, 2]
+    assert grounding.keywords_in_label("", keywords) == []
+
+
 @pytest.fixture(scope="module")
 def tiny_grounding_sam(tmp_path_factory) -> tuple[Path, Path]:
     return grounding.build_tiny_grounding_sam(tmp_path_factory.mktemp("gsam"), image_size=64)
