@@ -13,11 +13,13 @@ Pure: pydantic only, no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +30,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from mfpo_core import k8s
+from mfpo_core.k8s import Toleration  # noqa: F401 (api.Toleration: the type of resources.tolerations)
 from mfpo_core.stages import stage_names
 
 GROUP = "mfpo.dev"
@@ -55,9 +59,15 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def immutable(message: str) -> dict[str, Any]:
-    """CEL rule for a field that must not change once set (KubeRay's `self == oldSelf`)."""
-    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": message}]}
+def immutable(message: str) -> Callable[[dict[str, Any]], None]:
+    """CEL rule for a field that must not change once set (KubeRay's `self == oldSelf`), added
+    to the rules its type already states."""
+
+    def add_rule(schema: dict[str, Any]) -> None:
+        rules = schema.get("x-kubernetes-validations", [])
+        schema["x-kubernetes-validations"] = [*rules, {"rule": "self == oldSelf", "message": message}]
+
+    return add_rule
 
 
 # The API server's quantity grammar (k8s.io/apimachinery/pkg/api/resource/quantity.go):
@@ -98,11 +108,59 @@ Quantity = Annotated[
 
 
 # A Secret's name, as the API server checks it (IsDNS1123Subdomain, at most 253 characters).
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# What `storage` reads: file://, s3:// or a plain local path (no other scheme: nothing is fetched
-# from a hub or over HTTP at run time).
-STORAGE_URI_PATTERN = r"^((s3|file)://.+|[^:]*)$"
+DNS_SUBDOMAIN_PATTERN = k8s.DNS1123_SUBDOMAIN_PATTERN
 S3_INPUT_ENDPOINT_HINT = "there is no default endpoint; write s3.amazonaws.com to use AWS S3"
+
+# What `storage.parse` reads, and nothing else (nothing is fetched from a hub or over HTTP at
+# run time): s3://<bucket>[/<key>], file:///<absolute path> (or file://localhost/...),
+# file://./<path> and file://../<path> (relative to the manifest's directory), or a plain local
+# path without ':'. A bucket follows S3's naming rules, which MinIO's client checks
+# (minio.helpers.check_bucket_name with strict=True): 3-63 lowercase letters, digits, '.' or
+# '-', starting and ending with a letter or digit (this pattern), no '..', '.-' or '-.' and not
+# an IPv4 address (the rule below, in CEL for the CRD).
+_S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+_STORAGE_URI = rf"s3://{_S3_BUCKET}(/.*)?|file://(localhost)?/.*|file://\.\.?/.*"
+STORAGE_URI_PATTERN = rf"^({_STORAGE_URI}|[^:]+)$"
+STORAGE_PREFIX_PATTERN = rf"^({_STORAGE_URI})$"  # spec.storage.uri: no plain path
+S3_BUCKET_FORBIDDEN_PATTERN = (
+    r"^s3://([^/]*(\.\.|\.-|-\.)"  # minio's unallowed successive characters
+    r"|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(/|$))"
+)
+S3_BUCKET_MESSAGE = (
+    "an s3:// bucket name may not contain '..', '.-' or '-.' nor be an IPv4 address (S3's bucket naming rules)"
+)
+STORAGE_URI_HINT = (
+    "s3://<bucket>/<key> (bucket: 3-63 lowercase letters, digits, '.' or '-'), file:///<absolute path> "
+    "or file://./<relative path>"
+)
+MAX_URI_LENGTH = 1024
+
+
+def _uri_type(pattern: str, hint: str) -> Any:
+    """A str type that holds a storage URI: the same pattern and bucket rule in pydantic and in
+    the CRD (pattern, and CEL for the bucket)."""
+
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"must be {hint}")
+        if re.match(S3_BUCKET_FORBIDDEN_PATTERN, value):
+            raise ValueError(S3_BUCKET_MESSAGE)
+        return value
+
+    bucket_rule = {"rule": f"!self.matches({k8s.cel_string(S3_BUCKET_FORBIDDEN_PATTERN)})", "message": S3_BUCKET_MESSAGE}
+    schema = {"type": "string", "minLength": 1, "maxLength": MAX_URI_LENGTH, "pattern": pattern,
+              "x-kubernetes-validations": [bucket_rule]}  # fmt: skip
+    return Annotated[str, Field(min_length=1, max_length=MAX_URI_LENGTH), AfterValidator(check), WithJsonSchema(schema)]
+
+
+# A URI or local path the stages read through `storage`.
+StorageUri = _uri_type(STORAGE_URI_PATTERN, f"a storage URI: {STORAGE_URI_HINT}, or a local path without ':'")
+# spec.storage.uri, the run's prefix: a URI, never a bare path.
+StoragePrefixUri = _uri_type(STORAGE_PREFIX_PATTERN, f"a storage URI: {STORAGE_URI_HINT}")
+# The judge's OpenAI-compatible API: an http(s) URL with a host.
+HTTP_URL_PATTERN = r"^https?://[^\s/?#@]+([/?#][^\s]*)?$"
+# Seeds: numpy's seed range; the stages add a per-epoch or per-record offset to it for torch.
+SEED_MAX = 2**32 - 1
 
 
 # ---------------------------------------------------------------------------- model
@@ -149,10 +207,8 @@ class LoraSpec(ApiModel):
 class ModelSpec(ApiModel):
     """The base vision-language model to align."""
 
-    uri: str = Field(
+    uri: StorageUri = Field(
         ...,
-        min_length=1,
-        pattern=STORAGE_URI_PATTERN,
         description=(
             "Where the base model lies in Hugging Face format: a storage URI (s3://bucket/path "
             "or file:///path) or a local directory. Never downloaded from a hub at run time."
@@ -187,15 +243,17 @@ class BadRecordPolicy(str, Enum):
 class DataSpec(ApiModel):
     """The text-preference dataset (prompt, image, chosen, rejected)."""
 
-    uri: str = Field(
-        ..., min_length=1, pattern=STORAGE_URI_PATTERN,
+    uri: StorageUri = Field(
+        ...,
         description="Storage URI of the dataset (file or directory): file://, s3:// or a local path.",
     )
     format: DataFormat = Field(DataFormat.rlaif_v, description="Record format.")
     on_bad_record: BadRecordPolicy = Field(
         BadRecordPolicy.fail, description="What to do with a record that cannot be read."
     )
-    max_samples: int | None = Field(None, ge=1, description="Use at most this many records (all if unset).")
+    max_samples: int | None = Field(
+        None, ge=1, le=k8s.INT32_MAX, description="Use at most this many records (all if unset)."
+    )
     max_skipped_fraction: float = Field(
         0.1, ge=0.0, le=1.0,
         description="With onBadRecord: skip, a datagen shard fails when more than this fraction of its records is skipped.",
@@ -238,8 +296,8 @@ class GroundingSpec(ApiModel):
     """Grounding each keyword to an image region."""
 
     method: GroundingMethod = Field(GroundingMethod.annotation, description="Segmenter.")
-    model_uri: str | None = Field(None, description="Storage URI of the segmenter (clipseg, grounding-sam).")
-    sam_uri: str | None = Field(None, description="Storage URI of the SAM model (grounding-sam).")
+    model_uri: StorageUri | None = Field(None, description="Storage URI of the segmenter (clipseg, grounding-sam).")
+    sam_uri: StorageUri | None = Field(None, description="Storage URI of the SAM model (grounding-sam).")
     threshold: float = Field(0.4, gt=0.0, lt=1.0, description="Mask/box score threshold.")
     fallback_whole_image: bool = Field(
         True, description="Noise the whole image when no region is found (paper's fallback); else skip the sample."
@@ -254,14 +312,20 @@ class GroundingSpec(ApiModel):
         return self
 
 
+MAX_SCHEDULE_STEPS = 10_000
+MAX_NOISE_EXPONENT = 700.0  # abar_t >= exp(-700) > 0 in float64
+
+
 class NoiseSpec(ApiModel):
     """DDPM forward noise inside the grounded regions: m' = sqrt(abar_t) R + sqrt(1-abar_t) eps."""
 
     step: int = Field(500, ge=0, description="Diffusion step t (paper's best: 500).")
-    schedule_steps: int = Field(1000, ge=1, description="Length T of the DDPM schedule.")
+    schedule_steps: int = Field(
+        1000, ge=1, le=MAX_SCHEDULE_STEPS, description="Length T of the DDPM schedule (the runtime builds all T betas)."
+    )
     schedule: Literal["linear", "cosine"] = Field("linear", description="Beta schedule.")
-    beta_start: float = Field(1e-4, gt=0.0, description="Linear schedule start.")
-    beta_end: float = Field(0.02, gt=0.0, description="Linear schedule end.")
+    beta_start: float = Field(1e-4, gt=0.0, lt=1.0, description="Linear schedule start: a variance in (0, 1).")
+    beta_end: float = Field(0.02, gt=0.0, lt=1.0, description="Linear schedule end: a variance in (0, 1).")
 
     @model_validator(mode="after")
     def _step_in_schedule(self) -> NoiseSpec:
@@ -270,6 +334,30 @@ class NoiseSpec(ApiModel):
                 f"imagePreference.noise.step ({self.step}) must be below scheduleSteps ({self.schedule_steps})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _alpha_bar_stays_positive(self) -> NoiseSpec:
+        """abar_t = prod (1 - beta_s) over s <= t, and -log(1 - b) <= b / (1 - b): with every beta
+        at most b = max(betaStart, betaEnd), abar_t >= exp(-T * b / (1 - b)). Bounding
+        T * b / (1 - b) by 700 keeps every abar_t above exp(-700), a normal float64 (exp(-708)
+        is the smallest), so abar_t stays in (0, 1] and m' keeps sqrt(abar_t) of the image. The
+        cosine schedule clips its betas at 0.999 and stays positive (its abar_t is f(t)/f(0))."""
+        if self.schedule != "linear":
+            return self
+        largest = max(self.beta_start, self.beta_end)
+        if self.schedule_steps * largest > MAX_NOISE_EXPONENT * (1.0 - largest):
+            raise ValueError(
+                f"imagePreference.noise: scheduleSteps * b / (1 - b) with b = max(betaStart, betaEnd) must be at most "
+                f"{MAX_NOISE_EXPONENT:g} (here {self.schedule_steps * largest / (1.0 - largest):.4g}): else alpha-bar "
+                "underflows to 0 and the region holds no trace of the image"
+            )
+        return self
+
+
+# Above every supported model's input: Qwen2-VL resizes to at most max_pixels (transformers'
+# default 28*28*1280, about 1002 x 1002; the released checkpoints' 12845056 = 3584 x 3584),
+# LLaVA-1.5 reads 336 x 336 and LLaVA-NeXT at most 1008 on a side (its anyres grids).
+MAX_IMAGE_SIZE = 4096
 
 
 class ImagePreferenceSpec(ApiModel):
@@ -280,14 +368,15 @@ class ImagePreferenceSpec(ApiModel):
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     shards: int = Field(1, ge=1, le=1024, description="Parallel datagen shards (one Indexed Job).")
     image_size: int | None = Field(
-        None, ge=16,
+        None, ge=16, le=MAX_IMAGE_SIZE,
         description=(
             "Resize every image to this square before noising. Unset (recommended): the model's own view of "
             "each image (its image processor's resize and crop or pad, any-res grid, dynamic resolution), so "
-            "the noise reaches the model at the step set; see docs/own-data.md."
+            f"the noise reaches the model at the step set; see docs/own-data.md. At most {MAX_IMAGE_SIZE}, "
+            "above every supported model's input."
         ),
     )  # fmt: skip
-    seed: int = Field(0, ge=0, description="Seed of the noise.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the noise.")
 
 
 # ------------------------------------------------------------------- curriculum
@@ -352,11 +441,18 @@ class ReferenceMode(str, Enum):
     precomputed = "precomputed"  # computed once per stage and stored with the data
 
 
+MAX_STEPS = 10_000_000
+# The longest context of the supported families: Qwen2-VL's 32768 (LLaVA-1.5's is 4096).
+MAX_SEQUENCE_LENGTH = 32_768
+
+
 class TrainingSpec(ApiModel):
     """Optimisation of each alignment stage."""
 
     epochs: int = Field(1, ge=1, le=100, description="Passes over each stage's data.")
-    max_steps: int | None = Field(None, ge=1, description="Stop each stage after this many optimizer steps.")
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="Stop each stage after this many optimizer steps."
+    )
     learning_rate: float = Field(5e-6, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "cosine", description="Learning-rate decay after the warmup."
@@ -373,12 +469,17 @@ class TrainingSpec(ApiModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, more time."
     )
-    checkpoint_every_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
+    checkpoint_every_steps: int = Field(
+        50, ge=1, le=MAX_STEPS, description="Save a resumable checkpoint every N optimizer steps."
+    )
     reference_mode: ReferenceMode = Field(
         ReferenceMode.online, description="When the reference policy's log-probabilities are computed."
     )
-    max_length: int = Field(1024, ge=16, description="Prompt+answer tokens kept (answers truncated beyond).")
-    seed: int = Field(0, ge=0, description="Seed of data order, dropout and sampling.")
+    max_length: int = Field(
+        1024, ge=16, le=MAX_SEQUENCE_LENGTH,
+        description="Prompt+answer tokens kept (answers truncated beyond); at most the longest context of the supported models.",
+    )  # fmt: skip
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of data order, dropout and sampling.")
 
 
 # ------------------------------------------------------------------- evaluation
@@ -407,7 +508,7 @@ class SyntheticOptions(ApiModel):
     reliance: bool = Field(
         True, description="Measure the answers' reliance on the image (noised images: more generation)."
     )
-    noise_seed: int = Field(0, ge=0, description="Seed of the noise added for the reliance measures.")
+    noise_seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the noise added for the reliance measures.")
     heavy_noise_step: int = Field(
         900, ge=0, le=999, description="DDPM step (of 1000) of the whole-image noise behind answerChangeRate."
     )
@@ -433,7 +534,7 @@ class PopeOptions(ApiModel):
         min_length=1,
         description="POPE splits to evaluate (files *<split>.json or *<split>.jsonl under uri).",
     )
-    image_dir: str = Field("images", min_length=1, description="Images directory, relative to uri or a storage URI.")
+    image_dir: StorageUri = Field("images", description="Images directory, relative to uri or a storage URI.")
 
 
 class Judge(str, Enum):
@@ -447,19 +548,21 @@ class ObjectHalBenchOptions(ApiModel):
     """Options of Object HalBench (name: object-halbench). Files are relative to uri or storage URIs."""
 
     judge: Judge = Field(Judge.rules, description="How object mentions are found.")
-    judge_url: str | None = Field(None, min_length=1, description="Base URL of the judge's OpenAI-compatible API (judge: llm).")
+    judge_url: str | None = Field(
+        None, max_length=MAX_URI_LENGTH, pattern=HTTP_URL_PATTERN,
+        description="Base URL of the judge's OpenAI-compatible API (judge: llm): http:// or https://, with a host.",
+    )  # fmt: skip
     judge_model: str | None = Field(None, min_length=1, description="Model name sent to the judge (judge: llm).")
     judge_key_env: str = Field(
         "OPENAI_API_KEY", min_length=1, description="Environment variable of the eval pod holding the judge's API key."
     )
-    questions: str = Field("questions.jsonl", min_length=1, description="The questions file (JSON lines).")
-    instances: str = Field("instances.json", min_length=1, description="COCO instance annotations.")
-    captions: str | None = Field(
+    questions: StorageUri = Field("questions.jsonl", description="The questions file (JSON lines).")
+    instances: StorageUri = Field("instances.json", description="COCO instance annotations.")
+    captions: StorageUri | None = Field(
         None,
-        min_length=1,
         description="COCO caption annotations; when unset, captions.json is used if it exists.",
     )
-    image_dir: str = Field("images", min_length=1, description="Images of questions that name no image.")
+    image_dir: StorageUri = Field("images", description="Images of questions that name no image.")
 
     @model_validator(mode="after")
     def _judge_endpoint(self) -> ObjectHalBenchOptions:
@@ -471,13 +574,13 @@ class ObjectHalBenchOptions(ApiModel):
 class AmberOptions(ApiModel):
     """Options of AMBER (name: amber). Files are relative to uri or storage URIs."""
 
-    queries: str | None = Field(
-        None, min_length=1, description="The query file; when unset, query_all.json or the first AMBER query file found."
+    queries: StorageUri | None = Field(
+        None, description="The query file; when unset, query_all.json or the first AMBER query file found."
     )
-    annotations: str = Field("annotations.json", min_length=1, description="AMBER's annotations.")
-    relation: str = Field("relation.json", min_length=1, description="AMBER's object vocabulary and associations.")
-    safe_words: str = Field("safe_words.txt", min_length=1, description="Words never counted as hallucinations.")
-    image_dir: str = Field("images", min_length=1, description="Images named by the queries.")
+    annotations: StorageUri = Field("annotations.json", description="AMBER's annotations.")
+    relation: StorageUri = Field("relation.json", description="AMBER's object vocabulary and associations.")
+    safe_words: StorageUri = Field("safe_words.txt", description="Words never counted as hallucinations.")
+    image_dir: StorageUri = Field("images", description="Images named by the queries.")
 
 
 # Benchmark -> (field of BenchmarkSpec holding its options, their type). Kubernetes' union
@@ -515,18 +618,17 @@ class BenchmarkSpec(ApiModel):
             "two entries of one benchmark (on different data) need a label each."
         ),
     )
-    uri: str | None = Field(
+    uri: StorageUri | None = Field(
         None,
-        min_length=1,
-        max_length=MAX_URI_LENGTH,
-        pattern=STORAGE_URI_PATTERN,
         description=(
             "Storage URI of the benchmark's data; required except for synthetic, whose default is "
             "the world the run's data comes from (written by `python -m mfpo_runtime.data.scenes`; "
             "so only with data.format synthetic)."
         ),
     )
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many questions (per split).")
+    max_samples: int | None = Field(
+        None, ge=1, le=k8s.INT32_MAX, description="Evaluate at most this many questions (per split)."
+    )
     synthetic: SyntheticOptions | None = Field(None, description="Options when name is synthetic.")
     object_halbench: ObjectHalBenchOptions | None = Field(None, description="Options when name is object-halbench.")
     amber: AmberOptions | None = Field(None, description="Options when name is amber.")
@@ -611,22 +713,6 @@ class EvaluationSpec(ApiModel):
 # -------------------------------------------------------- resources & scheduling
 
 
-class Toleration(ApiModel):
-    """A pod toleration, as in a Pod's spec.tolerations."""
-
-    key: str | None = Field(None, description="Taint key tolerated; all keys when empty and operator is Exists.")
-    operator: Literal["Exists", "Equal"] | None = Field(
-        None, description="Equal (the default) matches value; Exists matches any value."
-    )
-    value: str | None = Field(None, description="Taint value tolerated (operator Equal).")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
-        None, description="Taint effect tolerated; every effect when unset."
-    )
-    toleration_seconds: int | None = Field(
-        None, description="With NoExecute: how long the pod stays bound after the taint appears."
-    )
-
-
 class ResourcesSpec(ApiModel):
     """Where and how big each stage Job is."""
 
@@ -635,35 +721,53 @@ class ResourcesSpec(ApiModel):
     cpu: Quantity = Field("4", description=f"CPU request per pod, a Kubernetes quantity ({QUANTITY_EXAMPLES}).")
     memory: Quantity = Field("32Gi", description="Memory request per pod, a Kubernetes quantity (e.g. 32Gi).")
     shm_size: Quantity = Field("8Gi", description="Size of the memory-backed /dev/shm, a Kubernetes quantity.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels every stage pod requires.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of every stage pod.")
-    affinity: dict[str, Any] | None = Field(
-        None, description="Pod affinity, passed through.", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    node_selector: k8s.LabelMap = Field(
+        default_factory=dict, description="Node labels every stage pod requires (label keys and values)."
     )
-    priority_class_name: str | None = Field(None, description="PriorityClass of the stage pods.")
-    queue_name: str | None = Field(None, description="Kueue LocalQueue; Jobs are created suspended for Kueue.")
-    service_account_name: str | None = Field(
+    tolerations: list[k8s.Toleration] = Field(
+        default_factory=list, max_length=k8s.MAX_TOLERATIONS, description="Tolerations of every stage pod."
+    )
+    affinity: k8s.Affinity | None = Field(
+        None, description="Pod affinity of every stage pod: a core/v1 Affinity, checked as the API server checks it."
+    )
+    priority_class_name: k8s.DNS1123Subdomain | None = Field(None, description="PriorityClass of the stage pods.")
+    queue_name: str | None = Field(
+        None,
+        max_length=k8s.LABEL_VALUE_MAX,
+        pattern=k8s.DNS1123_SUBDOMAIN_PATTERN,
+        description=(
+            "Kueue LocalQueue (its name, also a label value: at most 63 characters); Jobs are "
+            "created suspended for Kueue."
+        ),
+    )
+    service_account_name: k8s.DNS1123Subdomain | None = Field(
         None, description="ServiceAccount of the stage pods (the namespace's default if unset)."
     )
-    active_deadline_seconds: int | None = Field(None, ge=60, description="Per-attempt time limit.")
-    ttl_seconds_after_finished: int = Field(
-        86400, ge=0, description="Finished stage Jobs are deleted after this many seconds."
+    active_deadline_seconds: int | None = Field(
+        None, ge=60, le=k8s.DURATION_SECONDS_MAX, description="Per-attempt time limit, in seconds."
     )
+    ttl_seconds_after_finished: int = Field(
+        86400, ge=0, le=k8s.INT32_MAX, description="Finished stage Jobs are deleted after this many seconds."
+    )
+
+
+# A TCP port, 1-65535.
+PORT_PATTERN = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 
 
 class StorageSpec(ApiModel):
     """Where datasets, checkpoints and results live. Credentials never appear here."""
 
-    uri: str = Field(
+    uri: StoragePrefixUri = Field(
         ...,
-        pattern=r"^(s3|file)://.+",
         description="Run prefix: s3://bucket/prefix (MinIO) or file:///path. Each run writes under <uri>/<run name>/.",
         json_schema_extra=immutable("storage.uri is immutable once the run exists"),
     )
     endpoint: str | None = Field(
         None,
         # host:port only: TLS is `secure`, so that no URL scheme can contradict it.
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:" + PORT_PATTERN + ")?$",
+        max_length=k8s.DNS1123_SUBDOMAIN_MAX + 6,
         description=(
             "S3 endpoint host[:port] (MinIO), without a scheme: TLS is set by secure. Required "
             "when uri is s3://: there is no default; write s3.amazonaws.com to use AWS S3."
@@ -695,15 +799,20 @@ class StorageSpec(ApiModel):
         return self
 
 
+MAX_BACKOFF_SECONDS = 86_400.0  # a day
+
+
 class RetrySpec(ApiModel):
     """Retries of a failed stage attempt, with exponential backoff."""
 
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts per stage, the first included.")
-    backoff_seconds: float = Field(30.0, ge=0.0, description="Delay before the second attempt.")
+    backoff_seconds: float = Field(30.0, ge=0.0, le=MAX_BACKOFF_SECONDS, description="Delay before the second attempt.")
     backoff_multiplier: float = Field(
         2.0, ge=1.0, le=10.0, description="Each further delay is the previous one times this."
     )
-    max_backoff_seconds: float = Field(600.0, ge=0.0, description="Longest delay between attempts.")
+    max_backoff_seconds: float = Field(
+        600.0, ge=0.0, le=MAX_BACKOFF_SECONDS, description="Longest delay between attempts."
+    )
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before starting `attempt` (1-based); 0 for the first."""
@@ -725,7 +834,12 @@ class MFPORunSpec(ApiModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     retries: RetrySpec = Field(default_factory=RetrySpec, description="Retries of failed stage attempts.")
-    runtime_image: str = Field("ghcr.io/mfpo/runtime:0.1.0", description="Image of every stage pod.")
+    runtime_image: str = Field(
+        "ghcr.io/mfpo/runtime:0.1.0",
+        max_length=k8s.IMAGE_REFERENCE_MAX,
+        pattern=k8s.IMAGE_REFERENCE_PATTERN,
+        description="Image of every stage pod: a container image reference (registry/repository[:tag][@digest]).",
+    )
     suspend: bool = Field(False, description="Pause the run: no new stage starts; running attempts are stopped.")
 
     @model_validator(mode="after")
@@ -857,6 +971,9 @@ class MFPORunStatus(ApiModel):
 
 
 class ObjectMeta(BaseModel):
+    """The manifest's metadata: the run's name, and what the API server checks of the rest
+    (ValidateObjectMeta: the namespace, labels and annotations)."""
+
     model_config = ConfigDict(extra="allow")
     name: str = Field(
         ...,
@@ -864,7 +981,17 @@ class ObjectMeta(BaseModel):
         max_length=40,
         description="Name of the run: a DNS label of at most 40 characters (Job names add a suffix).",
     )
-    namespace: str | None = None
+    namespace: k8s.DNS1123Label | None = None
+    labels: dict[k8s.LabelKey, k8s.LabelValue] | None = None
+    annotations: dict[str, str] | None = None
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        problems = k8s.annotation_problems(value or {})
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class MFPORun(ApiModel):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mfpo_core import api
+from mfpo_core import api, k8s
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
@@ -81,13 +81,103 @@ def _field_or_default(model: type[BaseModel], name: str) -> str:
 
 
 def _noise_rules() -> list[dict[str, str]]:
+    """The twins of NoiseSpec._step_in_schedule and _alpha_bar_stays_positive."""
     step = _field_or_default(api.NoiseSpec, "step")
     steps = _field_or_default(api.NoiseSpec, "schedule_steps")
+    schedule = _field_or_default(api.NoiseSpec, "schedule")
+    start = _field_or_default(api.NoiseSpec, "beta_start")
+    end = _field_or_default(api.NoiseSpec, "beta_end")
+    largest = f"({start} > {end} ? {start} : {end})"
+    bound = repr(api.MAX_NOISE_EXPONENT)
     return [
         {
             "rule": f"{step} < {steps}",
             "message": "imagePreference.noise.step must be below scheduleSteps",
-        }
+        },
+        {
+            "rule": f"{schedule} != 'linear' || double({steps}) * {largest} <= {bound} * (1.0 - {largest})",
+            "message": (
+                f"imagePreference.noise: scheduleSteps * b / (1 - b) with b = max(betaStart, betaEnd) must be at "
+                f"most {api.MAX_NOISE_EXPONENT:g}, else alpha-bar underflows to 0"
+            ),
+        },
+    ]
+
+
+# ------------------------------------------- core/v1 rules (mfpo_core.k8s's twins)
+
+
+def _toleration_rules() -> list[dict[str, str]]:
+    """ValidateTolerations, as k8s.Toleration._as_validate_tolerations states it."""
+    key, operator, value, effect = (
+        f"(has(self.{f}) ? self.{f} : '')" for f in ("key", "operator", "value", "effect")
+    )
+    return [
+        {
+            "rule": f"{key} != '' || {operator} == 'Exists'",
+            "message": "operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
+        },
+        {
+            "rule": f"!has(self.tolerationSeconds) || {effect} == 'NoExecute'",
+            "message": "effect must be 'NoExecute' when `tolerationSeconds` is set",
+        },
+        {
+            "rule": f"{operator} != 'Exists' || {value} == ''",
+            "message": "value must be empty when `operator` is 'Exists'",
+        },
+    ]
+
+
+def _values_count_rules(*, with_gt_lt: bool) -> list[dict[str, str]]:
+    """The count of values each operator takes (ValidateNodeSelectorRequirement,
+    ValidateLabelSelectorRequirement)."""
+    count = "(has(self.values) ? size(self.values) : 0)"
+    rules = [
+        {
+            "rule": f"!(self.operator in ['In', 'NotIn']) || {count} > 0",
+            "message": "values must be specified when `operator` is 'In' or 'NotIn'",
+        },
+        {
+            "rule": f"!(self.operator in ['Exists', 'DoesNotExist']) || {count} == 0",
+            "message": "values may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+        },
+    ]
+    if with_gt_lt:
+        rules.append(
+            {
+                "rule": f"!(self.operator in ['Gt', 'Lt']) || {count} == 1",
+                "message": "values must be specified single value when `operator` is 'Lt' or 'Gt'",
+            }
+        )
+    return rules
+
+
+def _pod_affinity_term_rules() -> list[dict[str, str]]:
+    """validateMatchLabelKeysAndMismatchLabelKeys, as k8s.PodAffinityTerm._label_keys states it."""
+    no_keys = (
+        "(!has(self.matchLabelKeys) || size(self.matchLabelKeys) == 0) "
+        "&& (!has(self.mismatchLabelKeys) || size(self.mismatchLabelKeys) == 0)"
+    )
+    in_selector = (
+        "(has(self.labelSelector.matchLabels) && k in self.labelSelector.matchLabels) || "
+        "(has(self.labelSelector.matchExpressions) && self.labelSelector.matchExpressions.exists(e, e.key == k))"
+    )
+    return [
+        {
+            "rule": f"has(self.labelSelector) || ({no_keys})",
+            "message": "matchLabelKeys and mismatchLabelKeys must not be specified when labelSelector is not set",
+        },
+        {
+            "rule": (
+                "!has(self.matchLabelKeys) || !has(self.mismatchLabelKeys) "
+                "|| self.matchLabelKeys.all(k, !(k in self.mismatchLabelKeys))"
+            ),
+            "message": "matchLabelKeys: a key exists in both matchLabelKeys and mismatchLabelKeys",
+        },
+        {
+            "rule": f"!has(self.labelSelector) || !has(self.matchLabelKeys) || self.matchLabelKeys.all(k, !({in_selector}))",
+            "message": "matchLabelKeys: a key exists in both matchLabelKeys and labelSelector",
+        },
     ]
 
 
@@ -210,6 +300,10 @@ def _spec_rules() -> list[dict[str, str]]:
 # Model class -> CEL rules equivalent to its pydantic model validator(s). A test holds every
 # model with a model validator in api.py to an entry here, so kubectl and `mfpo run` agree.
 CROSS_FIELD_RULES: dict[type[BaseModel], Callable[[], list[dict[str, str]]]] = {
+    k8s.Toleration: _toleration_rules,
+    k8s.NodeSelectorRequirement: lambda: _values_count_rules(with_gt_lt=True),
+    k8s.LabelSelectorRequirement: lambda: _values_count_rules(with_gt_lt=False),
+    k8s.PodAffinityTerm: _pod_affinity_term_rules,
     api.NoiseSpec: _noise_rules,
     api.GroundingSpec: _grounding_rules,
     api.TermWeights: _weights_rules,

@@ -27,7 +27,7 @@ from typing import Any
 
 import jsonschema
 import yaml
-from mfpo_core import api
+from mfpo_core import api, k8s
 from pydantic import ValidationError
 
 from mfpo_operator import kubectl_yaml
@@ -115,6 +115,19 @@ def _number(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
+# What a pattern means, in words: kubectl prints the regular expression, which for these says little.
+PATTERN_HINTS = {
+    api.STORAGE_URI_PATTERN: f"must be a storage URI: {api.STORAGE_URI_HINT}, or a local path without ':'",
+    api.STORAGE_PREFIX_PATTERN: f"must be a storage URI: {api.STORAGE_URI_HINT}",
+    k8s.LABEL_KEY_PATTERN: f"must be {k8s.LABEL_KEY_HINT}",
+    k8s.LABEL_VALUE_PATTERN: f"must be {k8s.LABEL_VALUE_HINT}",
+    k8s.DNS1123_SUBDOMAIN_PATTERN: "must be a DNS-1123 subdomain: lowercase alphanumerics, '-' or '.', starting and ending alphanumeric",
+    k8s.DNS1123_LABEL_PATTERN: "must be a DNS-1123 label: lowercase alphanumerics or '-', starting and ending alphanumeric",
+    k8s.IMAGE_REFERENCE_PATTERN: "must be a container image reference: [registry[:port]/]repository[:tag][@digest], repository in lowercase",
+    api.HTTP_URL_PATTERN: "must be an http:// or https:// URL with a host",
+}
+
+
 def _schema_problems(error: jsonschema.ValidationError) -> Iterator[str]:
     """One or more kubectl-style lines for one jsonschema error."""
     path = list(error.absolute_path)
@@ -145,10 +158,11 @@ def _schema_problems(error: jsonschema.ValidationError) -> Iterator[str]:
     elif kind == "minLength":
         yield f"{where}: Invalid value: {_value(value)}: must be at least {bound} characters long"
     elif kind == "pattern":
-        yield f"{where}: Invalid value: {_value(value)}: must match '{bound}'"
+        meaning = PATTERN_HINTS.get(bound) or f"must match '{bound}'"
+        yield f"{where}: Invalid value: {_value(value)}: {meaning}"
     elif kind == "minItems":
         yield f"{where}: Invalid value: {_value(value)}: must have at least {bound} items"
-    elif kind == "maxItems":
+    elif kind in ("maxItems", "maxProperties"):
         yield f"{where}: Too many: {len(value)}: must have at most {bound} items"
     else:
         yield f"{where}: Invalid value: {_value(value)}: {error.message}"

@@ -77,9 +77,9 @@ def operator_series_after_two_failures() -> list[tuple[str, dict[str, str], floa
     real planner and OperatorMetrics, the clock at the Unix epoch (promtool's time 0)."""
     spec = MFPORunSpec.model_validate(
         {
-            "model": {"uri": "s3://b/model"},
-            "data": {"uri": "s3://b/data", "format": "synthetic"},
-            "storage": {"uri": "s3://b/runs", "endpoint": "minio:9000"},
+            "model": {"uri": "s3://bkt/model"},
+            "data": {"uri": "s3://bkt/data", "format": "synthetic"},
+            "storage": {"uri": "s3://bkt/runs", "endpoint": "minio:9000"},
             "retries": {"maxAttempts": 5, "backoffSeconds": 30},
         }
     )

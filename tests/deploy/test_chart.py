@@ -553,9 +553,9 @@ def test_rbac_is_what_the_operator_documents(mode: str):
 def test_pod_monitor_and_network_policy_select_the_operators_stage_pods(stage: str):
     spec = MFPORunSpec.model_validate(
         {
-            "model": {"uri": "s3://b/model"},
-            "data": {"uri": "s3://b/data", "format": "synthetic"},
-            "storage": {"uri": "s3://b/runs", "endpoint": "minio:9000"},
+            "model": {"uri": "s3://bkt/model"},
+            "data": {"uri": "s3://bkt/data", "format": "synthetic"},
+            "storage": {"uri": "s3://bkt/runs", "endpoint": "minio:9000"},
             "imagePreference": {"shards": 2},
             "resources": {"nodes": 2, "gpusPerNode": 8},
         }

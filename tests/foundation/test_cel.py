@@ -91,16 +91,21 @@ def test_every_rule_compiles() -> None:
     rules = all_rules()
     # 2 immutability + noise + 2 grounding + weights + storage endpoint + judge + 4 benchmark
     # options + the removed options map + a benchmark's data + 2 distinct benchmarks
-    # + 3 non-negative quantities + s3 inputs need the endpoint + synthetic needs a world
-    assert len(rules) == 21
+    # + 3 non-negative quantities + s3 inputs need the endpoint + synthetic needs a world (21)
+    # + alpha-bar stays positive + 16 storage URIs' bucket rule
+    # + tolerations (3, and the key's prefix) + nodeSelector's keys
+    # + 2 node requirements (3 value counts and the key's prefix each)
+    # + 4 pod affinity terms (3 label-key rules, topologyKey, 2 label selectors of 4 rules each
+    #   (keys of matchLabels, the key's prefix, 2 value counts), matchLabelKeys, mismatchLabelKeys)
+    assert len(rules) == 21 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2)
     for rule in rules:
         compiled(rule)
 
 
 def test_immutability_is_a_transition_rule() -> None:
-    rule = compiled(schema_at("spec", "model", "uri")["x-kubernetes-validations"][0]["rule"])
-    same = {"self": celpy.json_to_cel("s3://m/a"), "oldSelf": celpy.json_to_cel("s3://m/a")}
-    moved = {"self": celpy.json_to_cel("s3://m/b"), "oldSelf": celpy.json_to_cel("s3://m/a")}
+    (rule,) = [compiled(r["rule"]) for r in schema_at("spec", "model", "uri")["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
+    same = {"self": celpy.json_to_cel("s3://mdl/a"), "oldSelf": celpy.json_to_cel("s3://mdl/a")}
+    moved = {"self": celpy.json_to_cel("s3://mdl/b"), "oldSelf": celpy.json_to_cel("s3://mdl/a")}
     assert bool(rule.evaluate(same)) and not bool(rule.evaluate(moved))
 
 
@@ -131,7 +136,7 @@ def test_noise_rule_agrees() -> None:
 def test_grounding_rules_agree() -> None:
     schema = schema_at("spec", "imagePreference", "grounding")
     methods = [ABSENT, *[m.value for m in api.GroundingMethod]]
-    uris = [ABSENT, "", "s3://mfpo/models/x"]
+    uris = [ABSENT, "s3://mfpo/models/x"]  # "" is refused by the field's minLength, CEL or not
     for method, model_uri, sam_uri in itertools.product(methods, uris, uris):
         value = {"method": method, "modelUri": model_uri, "samUri": sam_uri}
         assert_agree(api.GroundingSpec, schema, value)
@@ -184,11 +189,11 @@ def test_distinct_benchmark_rules_agree() -> None:
     schema = schema_at("spec", "evaluation")
     entries = [
         {"name": "synthetic"},
-        {"name": "pope", "uri": "s3://b/p"},
-        {"name": "pope", "uri": "s3://b/q"},
-        {"name": "pope", "uri": "s3://b/q", "label": "pope-q"},
-        {"name": "amber", "uri": "s3://b/p"},
-        {"name": "amber", "uri": "s3://b/a", "label": "pope"},
+        {"name": "pope", "uri": "s3://bkt/p"},
+        {"name": "pope", "uri": "s3://bkt/q"},
+        {"name": "pope", "uri": "s3://bkt/q", "label": "pope-q"},
+        {"name": "amber", "uri": "s3://bkt/p"},
+        {"name": "amber", "uri": "s3://bkt/a", "label": "pope"},
         {"name": "synthetic", "label": "pope-q"},
     ]
     for count in (1, 2, 3):
@@ -222,10 +227,10 @@ def test_s3_inputs_need_the_storage_endpoint_rule_agrees() -> None:
     base = {"model": {"uri": "file:///m"}, "data": {"uri": "file:///d"}, "storage": {"uri": "file:///runs"}}
     variants = [
         {},
-        {"model": {"uri": "s3://b/m"}},
-        {"data": {"uri": "s3://b/d"}},
-        {"imagePreference": {"grounding": {"method": "clipseg", "modelUri": "s3://b/clipseg"}}},
-        {"evaluation": {"benchmarks": [{"name": "pope", "uri": "s3://b/pope"}]}},
+        {"model": {"uri": "s3://bkt/m"}},
+        {"data": {"uri": "s3://bkt/d"}},
+        {"imagePreference": {"grounding": {"method": "clipseg", "modelUri": "s3://bkt/clipseg"}}},
+        {"evaluation": {"benchmarks": [{"name": "pope", "uri": "s3://bkt/pope"}]}},
         {"evaluation": {"benchmarks": [{"name": "synthetic"}]}},
     ]
     for variant, endpoint in itertools.product(variants, [ABSENT, "minio:9000"]):
@@ -233,7 +238,7 @@ def test_s3_inputs_need_the_storage_endpoint_rule_agrees() -> None:
         value = {**base, **variant, "storage": storage}
         expected = pydantic_accepts(api.MFPORunSpec, value)
         assert cel_accepts(with_defaults(value, schema), schema) == expected, value
-    assert not pydantic_accepts(api.MFPORunSpec, {**base, "model": {"uri": "s3://b/m"}})
+    assert not pydantic_accepts(api.MFPORunSpec, {**base, "model": {"uri": "s3://bkt/m"}})
 
 
 def test_the_synthetic_benchmark_needs_a_world_rule_agrees() -> None:

@@ -112,7 +112,7 @@ def test_summary_of_a_result() -> None:
         attempt=2,
         started_at="2026-01-01T00:00:00Z",
         metrics={"loss.text": 0.5},
-        outputs={"policy": "s3://b/p"},
+        outputs={"policy": "s3://bkt/p"},
     )
     summary = result.summary()
     assert (summary.stage, summary.status, summary.metrics) == (

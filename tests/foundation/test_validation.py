@@ -81,11 +81,19 @@ def test_good_manifest_gives_the_typed_run_with_defaults() -> None:
         ({"spec.training.colour": "red"}, "spec.training.colour: Forbidden: unknown field"),
         (
             {"spec.storage.uri": "minio/bucket"},
-            "spec.storage.uri: Invalid value: \"minio/bucket\": must match '^(s3|file)://.+'",
+            (
+                'spec.storage.uri: Invalid value: "minio/bucket": must be a storage URI: s3://<bucket>/<key> '
+                "(bucket: 3-63 lowercase letters, digits, '.' or '-'), file:///<absolute path> or "
+                "file://./<relative path>"
+            ),
         ),
         (
-            {"spec.model.uri": ""},
-            'spec.model.uri: Invalid value: "": must be at least 1 characters long',
+            {"spec.model.uri": "hf://llava-hf/llava-1.5-7b-hf"},
+            (
+                'spec.model.uri: Invalid value: "hf://llava-hf/llava-1.5-7b-hf": must be a storage URI: '
+                "s3://<bucket>/<key> (bucket: 3-63 lowercase letters, digits, '.' or '-'), file:///<absolute path> "
+                "or file://./<relative path>, or a local path without ':'"
+            ),
         ),
         (
             {"spec.evaluation": {"benchmarks": [{"name": "mmhal"}]}},
@@ -332,7 +340,7 @@ def benchmarks(*entries: dict[str, Any]) -> dict[str, Any]:
     ("entries", "expected"),
     [
         (  # the case: the second silently read back the first one's result
-            [{"name": "pope", "uri": "s3://b/pope"}, {"name": "pope", "uri": "s3://b/pope"}],
+            [{"name": "pope", "uri": "s3://bkt/pope"}, {"name": "pope", "uri": "s3://bkt/pope"}],
             "benchmarks[1] lists pope on the same data as an earlier entry",
         ),
         (  # both on the run's own synthetic world
@@ -340,15 +348,15 @@ def benchmarks(*entries: dict[str, Any]) -> dict[str, Any]:
             "benchmarks[1] lists synthetic on the same data",
         ),
         (  # same data under another label is still the same benchmark twice
-            [{"name": "pope", "uri": "s3://b/p"}, {"name": "pope", "uri": "s3://b/p", "label": "again"}],
+            [{"name": "pope", "uri": "s3://bkt/p"}, {"name": "pope", "uri": "s3://bkt/p", "label": "again"}],
             "benchmarks[1] lists pope on the same data",
         ),
         (  # other data, but both would write results named "pope"
-            [{"name": "pope", "uri": "s3://b/p"}, {"name": "pope", "uri": "s3://b/q"}],
+            [{"name": "pope", "uri": "s3://bkt/p"}, {"name": "pope", "uri": "s3://bkt/q"}],
             "benchmarks[1]: its results would be named pope like an earlier entry's",
         ),
         (
-            [{"name": "amber", "uri": "s3://b/a"}, {"name": "pope", "uri": "s3://b/p", "label": "amber"}],
+            [{"name": "amber", "uri": "s3://bkt/a"}, {"name": "pope", "uri": "s3://bkt/p", "label": "amber"}],
             "benchmarks[1]: its results would be named amber",
         ),
     ],
@@ -397,7 +405,7 @@ def test_entries_of_one_benchmark_on_other_data_with_labels_are_accepted() -> No
             ),
         ),
         (
-            {"name": "pope", "uri": "s3://b/pope", "amber": {"queries": "q.json"}},
+            {"name": "pope", "uri": "s3://bkt/pope", "amber": {"queries": "q.json"}},
             (
                 'spec.evaluation.benchmarks[0]: Invalid value: "object": amber options are only '
                 "allowed when name is amber"

@@ -15,6 +15,6 @@ from mfpo_operator.kube.handlers import delete_artifacts
 
 
 def test_a_spec_this_version_refuses_fails_permanently_naming_what_is_left() -> None:
-    spec = {"model": {"uri": "s3://m/x"}, "data": {"uri": "s3://m/d"}, "storage": {"uri": "s3://mfpo/runs"}}
+    spec = {"model": {"uri": "s3://mdl/x"}, "data": {"uri": "s3://mdl/d"}, "storage": {"uri": "s3://mfpo/runs"}}
     with pytest.raises(kopf.PermanentError, match=r"artifacts under s3://mfpo/runs/old not deleted: .*endpoint"):
         delete_artifacts(spec=spec, name="old", namespace="ns", memo=SimpleNamespace(), logger=logging.getLogger())

@@ -51,13 +51,13 @@ def test_a_running_job_is_a_running_attempt():
 
 
 def test_shard_summaries_are_summed():
-    pods = [pod(1, 0, summary(metrics={"records": 3, "fallbacks": 1}, outputs={"dataset": "s3://b/1"})),
-            pod(0, 0, summary(metrics={"records": 4}, outputs={"dataset": "s3://b/0"}))]  # fmt: skip
+    pods = [pod(1, 0, summary(metrics={"records": 3, "fallbacks": 1}, outputs={"dataset": "s3://bkt/1"})),
+            pod(0, 0, summary(metrics={"records": 4}, outputs={"dataset": "s3://bkt/0"}))]  # fmt: skip
     attempt = attempt_from_job(job([COMPLETE], completionTime="2025-01-01T00:00:10Z"), pods)
     assert attempt.state == AttemptState.succeeded
     assert attempt.summary.metrics == {"records": 7.0, "fallbacks": 1.0, "shards": 2.0}
     # Every shard's output, by completion index, named as the local runner names them.
-    assert attempt.summary.outputs == {"dataset.0": "s3://b/0", "dataset.1": "s3://b/1"}
+    assert attempt.summary.outputs == {"dataset.0": "s3://bkt/0", "dataset.1": "s3://bkt/1"}
     assert attempt.exit_code == 0
 
 
@@ -161,7 +161,7 @@ def test_evictions_name_the_pod_and_the_step_it_continues_from():
     # (https://kubernetes.io/docs/concepts/workloads/pods/disruptions/#pod-disruption-conditions),
     # and the align stage's SIGTERM summary.
     evicted = pod(0, 75, TerminationSummary(stage="align-3", status="preempted",
-                  message="stopped at step 55; checkpoint s3://b/r/align-3/ckpt").encode())  # fmt: skip
+                  message="stopped at step 55; checkpoint s3://bkt/r/align-3/ckpt").encode())  # fmt: skip
     evicted["metadata"].update(name="r-align-3-a1-0-x", uid="u1")
     evicted["status"]["conditions"] = [{
         "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",

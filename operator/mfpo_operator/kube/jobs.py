@@ -295,7 +295,7 @@ def _pod_spec(spec: MFPORunSpec, stage: str, job: str) -> dict[str, Any]:
         "priorityClassName": res.priority_class_name,
         "nodeSelector": res.node_selector or None,
         "tolerations": [t.to_wire() for t in res.tolerations] or None,
-        "affinity": res.affinity,
+        "affinity": res.affinity.to_wire() if res.affinity else None,
         "subdomain": service_name(job) if is_multi_node(spec, stage) else None,
     }
     pod.update({key: value for key, value in optional.items() if value is not None})

@@ -38,23 +38,23 @@ def test_unset_options_take_the_api_defaults():
 
 def test_given_options_label_and_limit_arrive_as_plain_values():
     entry = BenchmarkSpec.model_validate({
-        "name": "object-halbench", "label": "coco-val", "uri": "s3://b/coco", "maxSamples": 7,
+        "name": "object-halbench", "label": "coco-val", "uri": "s3://bkt/coco", "maxSamples": 7,
         "objectHalbench": {"judge": "llm", "judgeUrl": "http://judge:8000", "judgeModel": "j-1",
                            "judgeKeyEnv": "JUDGE_KEY", "questions": "q.jsonl", "captions": "c.json"},
     })
     assert benchmark_config(entry) == Benchmark(
-        name="object-halbench", label="coco-val", uri="s3://b/coco", max_samples=7,
+        name="object-halbench", label="coco-val", uri="s3://bkt/coco", max_samples=7,
         options=ObjectHalBenchOptions(
             judge="llm", judge_url="http://judge:8000", judge_model="j-1", judge_key_env="JUDGE_KEY",
             questions="q.jsonl", instances="instances.json", captions="c.json", image_dir="images",
         ),
     )
-    amber = benchmark_config(BenchmarkSpec.model_validate({"name": "amber", "uri": "s3://b/amber", "amber": {"queries": "query_all.json"}}))
+    amber = benchmark_config(BenchmarkSpec.model_validate({"name": "amber", "uri": "s3://bkt/amber", "amber": {"queries": "query_all.json"}}))
     assert amber.options == AmberOptions(
         queries="query_all.json", annotations="annotations.json", relation="relation.json",
         safe_words="safe_words.txt", image_dir="images",
     )
-    pope = benchmark_config(BenchmarkSpec.model_validate({"name": "pope", "uri": "s3://b/pope", "pope": {"splits": ["adversarial"]}}))
+    pope = benchmark_config(BenchmarkSpec.model_validate({"name": "pope", "uri": "s3://bkt/pope", "pope": {"splits": ["adversarial"]}}))
     assert pope.options.splits == ("adversarial",) and type(pope.options.splits[0]) is str
 
 
