@@ -140,8 +140,8 @@ def label_value_problems(value: str) -> list[str]:
 
 
 def _raise_problems(problems: list[str], value: str) -> None:
-    if problems:
-        raise ValueError(f"{value!r}: " + "; ".join(problems))
+    if problems:  # the value itself is shown beside the message (kubectl's "Invalid value: ...")
+        raise ValueError("; ".join(problems))
 
 
 def _label_key(value: str) -> str:

@@ -1,5 +1,6 @@
 """`mfpo`: the command line of the platform on one machine.
 
+    mfpo validate FILE...     check manifests as `kubectl apply` would, without running them
     mfpo run FILE.yaml        run an MFPORun manifest locally (the same file kubectl applies)
     mfpo retry FILE.yaml      give a Failed run's failed stages new attempts and continue it
     mfpo status FILE.yaml     show the local run's status: per stage, its time and results
@@ -8,6 +9,8 @@
 
 Exit codes: 0 succeeded, 1 failed, 2 bad manifest or missing inputs, 75 the run is held by
 another `mfpo run`, 128+N stopped by signal N (130 for Ctrl-C: run the same command to continue).
+Warnings (a key written twice in one mapping: kubectl keeps the last value silently) go to
+stderr and do not change the exit code, except with `mfpo validate --strict`.
 Relative `file://./` URIs in a manifest are relative to the manifest's directory.
 
 Commands that need torch (the world generator, the bootstrap) run as subprocesses of the
@@ -23,9 +26,10 @@ import signal
 import sys
 from importlib import metadata
 
+from mfpo_core import api
 from mfpo_core.storage import StorageError
 
-from mfpo_operator.validation import ManifestError, load_manifest
+from mfpo_operator.validation import ManifestError, check_file, read_manifest
 
 EXIT_LOCKED = 75  # sysexits' EX_TEMPFAIL: try again once the other runner has ended
 DEMO_HINT = "run `make demo` (or `mfpo demo`) first to create the world and the base model"
@@ -39,10 +43,22 @@ def package_version() -> str:
         return "unknown (the mfpo package is not installed)"
 
 
+def _warn(warnings: list[str]) -> None:
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def _load(path: str) -> api.MFPORun:
+    """The manifest, its warnings printed first (kubectl would send it as read)."""
+    manifest, warnings = read_manifest(path)
+    _warn(warnings)
+    return manifest
+
+
 def _run(args: argparse.Namespace, *, retry: bool) -> int:
     from mfpo_operator.local import LocalRunner, MissingInputs, RunLocked
 
-    manifest = load_manifest(args.file)
+    manifest = _load(args.file)
     command = shlex.join(["mfpo", "run", args.file] + (["--no-progress"] if args.no_progress else []))
     progress = not args.no_progress and sys.stdout.isatty()
     runner = LocalRunner(manifest, progress=progress, command=command)
@@ -73,13 +89,42 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from mfpo_operator.local import LocalRunner
 
-    manifest = load_manifest(args.file)
+    manifest = _load(args.file)
     runner = LocalRunner(manifest, progress=False, command=shlex.join(["mfpo", "run", args.file]))
     print(runner.describe())
     runner_line = runner.runner_line()
     if runner_line:
         print(runner_line)
     return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    """Each file's MFPORuns checked as the API server would check them (CRD schema and CEL
+    rules, what the Jobs they make would need, the size once applied) and its warnings."""
+    invalid, warned, runs = False, False, 0
+    for path in args.files:
+        check = check_file("<stdin>", sys.stdin.read()) if path == "-" else check_file(path)
+        _warn(check.warnings)
+        warned |= bool(check.warnings)
+        if check.error is not None:
+            print(f"error: {check.error}", file=sys.stderr)
+            invalid = True
+            continue
+        for doc in check.documents:
+            if doc.error is not None:
+                print(f"error: {doc.error}", file=sys.stderr)
+            elif doc.run is not None:
+                print(f'{check.source}: {doc.kind} "{doc.name}" is valid')
+            else:
+                print(f"{check.source}: document {doc.index + 1} ({doc.kind or 'no kind'}) skipped: not an {api.KIND}")
+            runs += doc.error is not None or doc.run is not None
+            invalid |= doc.error is not None
+    if runs == 0 and not invalid:
+        print(f"error: no {api.KIND} in {', '.join(args.files)}", file=sys.stderr)
+        invalid = True
+    if warned and args.strict and not invalid:
+        print("error: the warnings above fail the check (--strict)", file=sys.stderr)
+    return 2 if invalid or (warned and args.strict) else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -100,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     no_progress = "no progress bars (also when stdout is not a terminal)"
+
+    validate = sub.add_parser(
+        "validate",
+        help="check manifests as kubectl apply would, without running them",
+        description=(
+            "Check each MFPORun of the files as the API server would (the CRD's schema and rules, "
+            "what the stage Jobs it makes need, its size once applied), with kubectl's YAML rules. "
+            "Other kinds in the files are skipped. Exit 0 when every MFPORun is valid, 2 otherwise."
+        ),
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="YAML manifest(s); - reads stdin")
+    validate.add_argument(
+        "--strict", action="store_true", help="warnings (a key written twice) fail the check too"
+    )
+    validate.set_defaults(func=_cmd_validate)
 
     run = sub.add_parser("run", help="run an MFPORun manifest on this machine")
     run.add_argument("file", help="MFPORun YAML manifest")
@@ -136,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
         return code
     except ManifestError as err:
+        _warn(err.warnings)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except StorageError as err:  # the run's state is unreachable: one line, no traceback

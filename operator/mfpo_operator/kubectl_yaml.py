@@ -8,6 +8,11 @@ string and `010` a decimal. No Python library implements go-yaml v2's resolver (
 YAML 1.2 core schema differs: no `yes`/`on` booleans, no `_` in numbers, `010` is decimal), so
 `go_resolve` transcribes it; PyYAML still does the parsing (structure, quoting, anchors).
 
+A key written twice in one mapping is read as kubectl reads it (go-yaml v2 keeps the last value,
+silently: checked against kube-apiserver v1.32 with `kubectl apply` and `kubectl apply
+--server-side`), and reported as a `DuplicateKey` naming both lines, so that `mfpo run` and
+`mfpo validate` can warn.
+
 Called by `validation.load_manifest`. Pure.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -120,7 +126,90 @@ class _GoYamlLoader(yaml.SafeLoader):
 _GoYamlLoader.add_constructor(_GO_TAG, lambda loader, node: go_resolve(loader.construct_scalar(node)))
 
 
+@dataclass(frozen=True)
+class DuplicateKey:
+    """A key written twice in one mapping: kubectl silently keeps the value of the later one."""
+
+    path: str  # the mapping's field path, e.g. spec.objective ("" for the document itself)
+    key: str  # the key as the API server sees it (a JSON object key)
+    first_line: int  # 1-based
+    line: int  # the later occurrence, whose value wins
+    # Written as different YAML values that become one JSON key (`1` and `"1"`): go-yaml keeps
+    # both, then Go's map order decides which one kubectl sends.
+    either_wins: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.path}.{self.key}" if self.path else self.key
+        kept = (
+            "kubectl keeps one of the two values, which one is not defined"
+            if self.either_wins
+            else f"kubectl keeps only the value on line {self.line}, silently"
+        )
+        return (
+            f"line {self.line}: {where}: the key {self.key!r} is written twice in one mapping "
+            f"(lines {self.first_line} and {self.line}); {kept}"
+        )
+
+
+def _key_of(node: yaml.Node) -> tuple[Any, str] | None:
+    """The value go-yaml gives a YAML key node and the JSON object key it becomes (as
+    `as_api_server_reads` makes it), or None for a key kubectl refuses anyway (a collection)."""
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    value = go_resolve(node.value) if node.tag == _GO_TAG else node.value
+    try:
+        return value, _json_key(value, "")
+    except ValueError:
+        return None
+
+
+def _duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> list[DuplicateKey]:
+    """Every key written twice in a mapping of the node tree. Merged keys (`<<: *anchor`) are
+    not duplicates: a key written in the mapping overrides them, as YAML means it to."""
+    if id(node) in seen:  # an alias: its nodes were checked where the anchor was written
+        return []
+    seen.add(id(node))
+    found: list[DuplicateKey] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, tuple[Any, int]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            resolved = _key_of(key_node)
+            if resolved is None:
+                continue
+            value, key = resolved
+            line = key_node.start_mark.line + 1
+            if key in first:
+                earlier, first_line = first[key]
+                either = type(earlier) is not type(value) or earlier != value
+                found.append(DuplicateKey(path, key, first_line, line, either_wins=either))
+            first[key] = (value, line)
+            found += _duplicate_keys(value_node, f"{path}.{key}" if path else key, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += _duplicate_keys(item, f"{path}[{index}]", seen)
+    return found
+
+
+def load_all_checked(text: str) -> tuple[list[Any], list[DuplicateKey]]:
+    """Every document of a YAML stream, valued as kubectl would send it (empty ones dropped),
+    and every key written twice in one mapping (in the order of the file)."""
+    loader = _GoYamlLoader(text)
+    documents: list[Any] = []
+    duplicates: list[DuplicateKey] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            duplicates += _duplicate_keys(node, "", set())
+            document = loader.construct_document(node)
+            if document is not None:
+                documents.append(as_api_server_reads(document))
+    finally:
+        loader.dispose()
+    return documents, duplicates
+
+
 def load_all(text: str) -> list[Any]:
     """Every document of a YAML stream, valued as kubectl would send it (empty ones dropped)."""
-    documents = [d for d in yaml.load_all(text, Loader=_GoYamlLoader) if d is not None]
-    return [as_api_server_reads(d) for d in documents]
+    return load_all_checked(text)[0]

@@ -10,8 +10,14 @@ kubectl's style, one per line, with its field path:
     * spec.objective.beta: Invalid value: -1: must be greater than 0
     * spec.imagePreference.noise: Invalid value: "object": ... must be below scheduleSteps (1000)
 
-Called by the local runner (`mfpo run FILE.yaml`) through `load_manifest`, and by the operator
-on each body through `validate_manifest`. Pure apart from `load_manifest` reading its file.
+A manifest must also fit where the cluster keeps it: `kubectl apply` stores a copy of it in an
+annotation, the operator (kopf) a copy of its spec in another, and the API server refuses an
+object whose annotations exceed 256 KiB in all (`size_problems`). Keys written twice in one
+mapping are read as kubectl reads them (the last wins) and come back as warnings
+(`read_manifest`, `check_file`).
+
+Called by the local runner and the CLI (`mfpo run`, `mfpo validate`) through `read_manifest`
+and `check_file`, and on any body through `validate_manifest`. Pure apart from reading files.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +42,21 @@ from mfpo_operator.crd import resource_schema
 
 
 class ManifestError(ValueError):
-    """A manifest that kubectl would reject; `problems` holds one kubectl-style line each."""
+    """A manifest that kubectl would reject; `problems` holds one kubectl-style line each,
+    `warnings` what was read but is likely a mistake (a key written twice)."""
 
-    def __init__(self, problems: list[str], *, name: str | None = None, source: str | None = None):
+    def __init__(
+        self,
+        problems: list[str],
+        *,
+        name: str | None = None,
+        source: str | None = None,
+        warnings: Sequence[str] = (),
+    ):
         self.problems = problems
         self.name = name
         self.source = source
+        self.warnings = list(warnings)
         head = f'The {api.KIND} "{name}" is invalid' if name else f"The {api.KIND} is invalid"
         if source:
             head = f"{source}: {head}"
@@ -171,7 +187,10 @@ def _schema_problems(error: jsonschema.ValidationError) -> Iterator[str]:
 def _pydantic_problems(err: ValidationError, doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(path, line) for each pydantic error; model-validator errors sit on their object."""
     for item in err.errors():
-        path = field_path(item["loc"])
+        loc = item["loc"]
+        if loc and loc[-1] == "[key]":  # a map's key: name the map, the key is the value
+            loc = loc[:-2]
+        path = field_path(loc)
         message = re.sub(r"^(Value error|Assertion failed), ", "", item["msg"])
         value = item.get("input", doc)
         yield path, f"{path or '(document)'}: Invalid value: {_value(value)}: {message}"
@@ -205,8 +224,88 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or any(x.startswith(y + sep) for x, y in ((a, b), (b, a)) for sep in ".[")
 
 
-def validate_manifest(doc: Any, *, source: str | None = None) -> api.MFPORun:
-    """The typed MFPORun of a manifest (or a live body), or ManifestError listing every problem."""
+# ------------------------------------------------------------------ size limits
+
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+# Where the operator's kopf keeps the spec it last handled (kube/handlers.py sets this storage).
+LAST_HANDLED_PREFIX, LAST_HANDLED_KEY = "mfpo.dev", "last-handled-configuration"
+LAST_HANDLED_ANNOTATION = f"{LAST_HANDLED_PREFIX}/{LAST_HANDLED_KEY}"
+# The limits beyond that one, named in the message: etcd's default --max-request-bytes
+# (1.5 MiB: "etcdserver: request is too large") and the API server's request body limit
+# (3 MiB: "Request entity too large: limit is 3145728"), both larger.
+ETCD_REQUEST_MAX = 1536 * 1024
+API_SERVER_BODY_MAX = 3 * 1024 * 1024
+
+
+def _go_json(value: Any) -> str:
+    """Go's encoding/json of a decoded object, as kubectl writes its last-applied copy: keys
+    sorted, no spaces, UTF-8, and <, >, & (and U+2028/U+2029) escaped."""
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):  # fmt: skip
+        text = text.replace(char, escape)
+    return text
+
+
+def _as_stored(value: Any) -> Any:
+    """The spec's JSON as the API server returns it: no empty list or map where the manifest
+    has none (the CRD states no such default: tolerations, nodeSelector), and integral numbers
+    written as integers (Go writes the float64 1.0 as `1`)."""
+    if isinstance(value, dict):
+        return {k: _as_stored(v) for k, v in value.items() if v not in ({}, [])}
+    if isinstance(value, list):
+        return [_as_stored(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def size_problems(doc: dict[str, Any], run: api.MFPORun) -> list[str]:
+    """The manifest's annotations once `kubectl apply` and the operator have added their copies,
+    against the API server's limit for all of an object's annotations (ValidateAnnotationsSize,
+    256 KiB), which both copies count toward.
+
+    kubectl apply (client-side) stores the manifest as it sends it: annotations {} added, the
+    namespace filled in ("default" assumed when absent), Go's JSON and a newline
+    (kubectl's util.GetModifiedConfiguration). The operator's kopf stores the spec as the API
+    server keeps it (defaults filled in) with the labels and annotations, as compact JSON
+    (kopf.AnnotationsDiffBaseStorage). A manifest over the limit is accepted by
+    `kubectl apply` when only the first copy fits; the operator's patch is then refused.
+    """
+    metadata = doc.get("metadata") or {}
+    annotations = {
+        k: v for k, v in (metadata.get("annotations") or {}).items()
+        if k not in (LAST_APPLIED_ANNOTATION, LAST_HANDLED_ANNOTATION)
+    }  # fmt: skip
+    applied = copy.deepcopy(doc)
+    applied["metadata"] = {**metadata, "annotations": annotations, "namespace": metadata.get("namespace") or "default"}
+    applied_copy = _go_json(applied) + "\n"
+    essence: dict[str, Any] = {"spec": _as_stored(run.spec.to_wire())}
+    kept = {k: v for k, v in (("labels", metadata.get("labels")), ("annotations", annotations)) if v}
+    if kept:
+        essence["metadata"] = kept
+    handled_copy = json.dumps(essence, separators=(",", ":"))
+    sizes = {
+        "the annotations written in the manifest": sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items()),
+        f"kubectl apply's copy ({LAST_APPLIED_ANNOTATION})": len(LAST_APPLIED_ANNOTATION) + len(applied_copy.encode()),
+        f"the operator's copy ({LAST_HANDLED_ANNOTATION})": len(LAST_HANDLED_ANNOTATION) + len(handled_copy.encode()),
+    }
+    total = sum(sizes.values())
+    if total <= k8s.ANNOTATIONS_TOTAL_MAX:
+        return []
+    parts = ", ".join(f"{what} {size} bytes" for what, size in sizes.items() if size)
+    message = (
+        f"(document): Too long: the manifest is {len(applied_copy.encode()) - 1} bytes as JSON; its annotations "
+        f"would be {total} bytes once applied ({parts}), over the API server's limit of "
+        f"{k8s.ANNOTATIONS_TOTAL_MAX} bytes (256 KiB) for all of an object's annotations; etcd takes at most "
+        f"{ETCD_REQUEST_MAX} bytes per object and the API server {API_SERVER_BODY_MAX} bytes per request"
+    )
+    return [message]
+
+
+def validate_manifest(doc: Any, *, source: str | None = None, as_written: Any = None) -> api.MFPORun:
+    """The typed MFPORun of a manifest (or a live body), or ManifestError listing every problem.
+    `as_written`: the manifest before `mfpo` resolved relative file:// URIs (for its size)."""
     if not isinstance(doc, dict):
         raise ManifestError(
             [f"(document): Invalid value: {_value(doc)}: must be a mapping"], source=source
@@ -229,32 +328,100 @@ def validate_manifest(doc: Any, *, source: str | None = None) -> api.MFPORun:
             problems.append(f"(document): {err}")
     if problems:
         raise ManifestError(sorted(problems), name=name, source=source)
+    problems = size_problems(as_written if isinstance(as_written, dict) else doc, run)
+    if problems:
+        raise ManifestError(problems, name=name, source=source)
     return run
 
 
-def load_manifest(path: str | Path) -> api.MFPORun:
-    """Read one MFPORun from a YAML file (exactly one document), with kubectl's YAML rules
-    (`kubectl_yaml`: `2e-4` is a number), and validate it."""
+@dataclass
+class DocumentCheck:
+    """One document of a file, as `mfpo validate` reports it."""
+
+    index: int  # 0-based, in the file
+    kind: str | None
+    name: str | None
+    run: api.MFPORun | None = None  # when it is a valid MFPORun
+    error: ManifestError | None = None  # when it is an invalid one
+
+    @property
+    def is_run(self) -> bool:
+        return self.kind == api.KIND
+
+
+@dataclass
+class FileCheck:
+    """Every document of a file and the warnings of the whole file."""
+
+    source: str
+    documents: list[DocumentCheck] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: ManifestError | None = None  # the file itself cannot be read as YAML
+
+
+def _read_documents(path: str | Path, text: str | None = None) -> tuple[list[Any], list[str], Path]:
+    """The file's documents (kubectl's YAML rules) and its warnings, or ManifestError."""
     source = str(path)
+    base = Path.cwd() if text is not None else Path(path).resolve().parent
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text() if text is None else text
     except OSError as err:
-        raise ManifestError(
-            [f"cannot read the file: {err.strerror or err}"], source=source
-        ) from err
+        raise ManifestError([f"cannot read the file: {err.strerror or err}"], source=source) from err
     try:
-        documents = kubectl_yaml.load_all(text)
+        documents, duplicates = kubectl_yaml.load_all_checked(text)
     except yaml.YAMLError as err:
         raise ManifestError([f"not valid YAML: {err}"], source=source) from err
     except ValueError as err:  # a value kubectl cannot turn into JSON
         raise ManifestError([str(err)], source=source) from err
+    return documents, [f"{source}: {d}" for d in duplicates], base
+
+
+def read_manifest(path: str | Path) -> tuple[api.MFPORun, list[str]]:
+    """One MFPORun from a YAML file (exactly one document), read with kubectl's YAML rules
+    (`kubectl_yaml`: `2e-4` is a number, the last of two equal keys wins) and validated, with
+    the warnings to show (keys written twice). ManifestError carries the warnings too."""
+    source = str(path)
+    documents, warnings, base = _read_documents(path)
     if len(documents) != 1:
         raise ManifestError(
             [f"holds {len(documents)} YAML documents; expected exactly one {api.KIND}"],
-            source=source,
+            source=source, warnings=warnings,
+        )  # fmt: skip
+    try:
+        run = validate_manifest(
+            _resolve_relative_file_uris(documents[0], base), source=source, as_written=documents[0]
         )
-    doc = _resolve_relative_file_uris(documents[0], Path(path).resolve().parent)
-    return validate_manifest(doc, source=source)
+    except ManifestError as err:
+        err.warnings = warnings
+        raise
+    return run, warnings
+
+
+def load_manifest(path: str | Path) -> api.MFPORun:
+    """`read_manifest` without the warnings."""
+    return read_manifest(path)[0]
+
+
+def check_file(path: str | Path, text: str | None = None) -> FileCheck:
+    """Every document of a file (or of `text`, read from stdin): each MFPORun validated, other
+    kinds listed; the file's warnings. For `mfpo validate`, which checks what `kubectl apply -f`
+    would send, so a file may hold other objects beside the runs."""
+    check = FileCheck(str(path))
+    try:
+        documents, check.warnings, base = _read_documents(path, text)
+    except ManifestError as err:
+        check.error = err
+        return check
+    for index, doc in enumerate(documents):
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        item = DocumentCheck(index, kind if isinstance(kind, str) else None, _name_of(doc) if isinstance(doc, dict) else None)
+        if item.is_run or (isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith(f"{api.GROUP}/")):
+            try:
+                item.run = validate_manifest(_resolve_relative_file_uris(doc, base), source=check.source, as_written=doc)
+            except ManifestError as err:
+                item.error = err
+        check.documents.append(item)
+    return check
 
 
 def _resolve_relative_file_uris(value: Any, base: Path) -> Any:

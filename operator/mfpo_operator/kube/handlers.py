@@ -30,6 +30,7 @@ from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
 from mfpo_operator.kube.reconcile import Operator, reconcile
 from mfpo_operator.plan import RETRY_ANNOTATION
+from mfpo_operator.validation import LAST_HANDLED_KEY, LAST_HANDLED_PREFIX
 
 REGISTRY = kopf.OperatorRegistry()
 _RUNS = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": REGISTRY}
@@ -45,8 +46,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) -> None:
     # Our own annotations, not kopf's defaults; kopf writes nothing into our status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mfpo.dev")
+    # A copy of the spec in an annotation: `validation.size_problems` counts it against the
+    # API server's 256 KiB for all annotations.
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="mfpo.dev", key="last-handled-configuration"
+        prefix=LAST_HANDLED_PREFIX, key=LAST_HANDLED_KEY
     )
     settings.posting.level = logging.WARNING  # our transitions are posted explicitly
     settings.execution.max_workers = int(os.environ.get("MFPO_OPERATOR_WORKERS", "16"))
