@@ -136,9 +136,8 @@ STORAGE_URI_HINT = (
 MAX_URI_LENGTH = 1024
 
 
-def _uri_type(pattern: str, hint: str) -> Any:
-    """A str type that holds a storage URI: the same pattern and bucket rule in pydantic and in
-    the CRD (pattern, and CEL for the bucket)."""
+def _uri_check(pattern: str, hint: str) -> Callable[[str], str]:
+    """pydantic's half of a URI rule (the CRD's: `_uri_schema`)."""
 
     def check(value: str) -> str:
         if not re.fullmatch(pattern, value):
@@ -147,16 +146,30 @@ def _uri_type(pattern: str, hint: str) -> Any:
             raise ValueError(S3_BUCKET_MESSAGE)
         return value
 
+    return check
+
+
+def _uri_schema(pattern: str) -> dict[str, Any]:
+    """The CRD's half: the same pattern, and the bucket rule in CEL."""
     bucket_rule = {"rule": f"!self.matches({k8s.cel_string(S3_BUCKET_FORBIDDEN_PATTERN)})", "message": S3_BUCKET_MESSAGE}
-    schema = {"type": "string", "minLength": 1, "maxLength": MAX_URI_LENGTH, "pattern": pattern,
-              "x-kubernetes-validations": [bucket_rule]}  # fmt: skip
-    return Annotated[str, Field(min_length=1, max_length=MAX_URI_LENGTH), AfterValidator(check), WithJsonSchema(schema)]
+    return {"type": "string", "minLength": 1, "maxLength": MAX_URI_LENGTH, "pattern": pattern,
+            "x-kubernetes-validations": [bucket_rule]}  # fmt: skip
 
 
 # A URI or local path the stages read through `storage`.
-StorageUri = _uri_type(STORAGE_URI_PATTERN, f"a storage URI: {STORAGE_URI_HINT}, or a local path without ':'")
+StorageUri = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_URI_LENGTH),
+    AfterValidator(_uri_check(STORAGE_URI_PATTERN, f"a storage URI: {STORAGE_URI_HINT}, or a local path without ':'")),
+    WithJsonSchema(_uri_schema(STORAGE_URI_PATTERN)),
+]
 # spec.storage.uri, the run's prefix: a URI, never a bare path.
-StoragePrefixUri = _uri_type(STORAGE_PREFIX_PATTERN, f"a storage URI: {STORAGE_URI_HINT}")
+StoragePrefixUri = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_URI_LENGTH),
+    AfterValidator(_uri_check(STORAGE_PREFIX_PATTERN, f"a storage URI: {STORAGE_URI_HINT}")),
+    WithJsonSchema(_uri_schema(STORAGE_PREFIX_PATTERN)),
+]
 # The judge's OpenAI-compatible API: an http(s) URL with a host.
 HTTP_URL_PATTERN = r"^https?://[^\s/?#@]+([/?#][^\s]*)?$"
 # Seeds: numpy's seed range; the stages add a per-epoch or per-record offset to it for torch.

@@ -173,6 +173,12 @@ LABEL_KEY_SCHEMA: dict[str, Any] = {
 LABEL_VALUE_SCHEMA: dict[str, Any] = {"type": "string", "maxLength": LABEL_VALUE_MAX, "pattern": LABEL_VALUE_PATTERN}
 
 LabelKey = Annotated[str, AfterValidator(_label_key), WithJsonSchema(LABEL_KEY_SCHEMA)]
+# A toleration's key: empty means every key (ValidateTolerations checks only a non-empty one).
+TaintKey = Annotated[
+    str,
+    AfterValidator(lambda value: _label_key(value) if value else value),
+    WithJsonSchema({**LABEL_KEY_SCHEMA, "pattern": f"^({LABEL_KEY_PATTERN[1:-1]})?$"}),
+]
 LabelValue = Annotated[str, AfterValidator(_label_value), WithJsonSchema(LABEL_VALUE_SCHEMA)]
 DNS1123Label = Annotated[
     str,
@@ -225,9 +231,10 @@ LabelMap = Annotated[
 
 class CoreV1Model(BaseModel):
     """A Kubernetes type as the API server reads it: camelCase, unknown fields refused (kubectl's
-    strict field validation), empty and absent alike (Go's zero values)."""
+    strict field validation), no type coercion (Go's JSON decoder takes no "7" for an int32),
+    empty and absent alike (Go's zero values)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True)
 
     def to_wire(self) -> dict[str, Any]:
         """The camelCase JSON form, as it goes into a Pod spec."""
@@ -237,7 +244,7 @@ class CoreV1Model(BaseModel):
 class Toleration(CoreV1Model):
     """A pod toleration, as in a Pod's spec.tolerations (core/v1 Toleration)."""
 
-    key: LabelKey | None = Field(None, description="Taint key tolerated; all keys when empty and operator is Exists.")
+    key: TaintKey | None = Field(None, description="Taint key tolerated; all keys when empty and operator is Exists.")
     operator: Literal["Exists", "Equal"] | None = Field(
         None, description="Equal (the default) matches value; Exists matches any value."
     )

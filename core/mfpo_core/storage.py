@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from mfpo_core.api import S3_BUCKET_FORBIDDEN_PATTERN, S3_BUCKET_MESSAGE
 from mfpo_core.storage_base import (
     Backend,
     Location,
@@ -125,6 +126,8 @@ def parse(uri: str) -> Location:
                 f"malformed s3 URI {uri!r}: bucket name {parsed.netloc!r} must be 3-63 lowercase "
                 "letters, digits, dots or hyphens, starting and ending with a letter or digit"
             )
+        if re.match(S3_BUCKET_FORBIDDEN_PATTERN, uri):
+            raise StorageConfigError(f"malformed s3 URI {uri!r}: {S3_BUCKET_MESSAGE}")
         return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
     raise StorageConfigError(f"unsupported storage URI {uri!r}: expected file:// or s3://")
 

@@ -260,6 +260,30 @@ def _as_stored(value: Any) -> Any:
     return value
 
 
+def _own_annotations(doc: dict[str, Any]) -> dict[str, str]:
+    """The manifest's annotations but the two copies (a live body has them)."""
+    annotations = (doc.get("metadata") or {}).get("annotations") or {}
+    return {k: v for k, v in annotations.items() if k not in (LAST_APPLIED_ANNOTATION, LAST_HANDLED_ANNOTATION)}
+
+
+def kubectl_copy(doc: dict[str, Any]) -> str:
+    """The value `kubectl apply` gives kubectl.kubernetes.io/last-applied-configuration."""
+    metadata = doc.get("metadata") or {}
+    applied = copy.deepcopy(doc)
+    applied["metadata"] = {**metadata, "annotations": _own_annotations(doc), "namespace": metadata.get("namespace") or "default"}
+    return _go_json(applied) + "\n"
+
+
+def operator_copy(doc: dict[str, Any], run: api.MFPORun) -> str:
+    """The value the operator's kopf gives mfpo.dev/last-handled-configuration."""
+    metadata = doc.get("metadata") or {}
+    essence: dict[str, Any] = {"spec": _as_stored(run.spec.to_wire())}
+    kept = {k: v for k, v in (("labels", metadata.get("labels")), ("annotations", _own_annotations(doc))) if v}
+    if kept:
+        essence["metadata"] = kept
+    return json.dumps(essence, separators=(",", ":"))
+
+
 def size_problems(doc: dict[str, Any], run: api.MFPORun) -> list[str]:
     """The manifest's annotations once `kubectl apply` and the operator have added their copies,
     against the API server's limit for all of an object's annotations (ValidateAnnotationsSize,
@@ -272,19 +296,8 @@ def size_problems(doc: dict[str, Any], run: api.MFPORun) -> list[str]:
     (kopf.AnnotationsDiffBaseStorage). A manifest over the limit is accepted by
     `kubectl apply` when only the first copy fits; the operator's patch is then refused.
     """
-    metadata = doc.get("metadata") or {}
-    annotations = {
-        k: v for k, v in (metadata.get("annotations") or {}).items()
-        if k not in (LAST_APPLIED_ANNOTATION, LAST_HANDLED_ANNOTATION)
-    }  # fmt: skip
-    applied = copy.deepcopy(doc)
-    applied["metadata"] = {**metadata, "annotations": annotations, "namespace": metadata.get("namespace") or "default"}
-    applied_copy = _go_json(applied) + "\n"
-    essence: dict[str, Any] = {"spec": _as_stored(run.spec.to_wire())}
-    kept = {k: v for k, v in (("labels", metadata.get("labels")), ("annotations", annotations)) if v}
-    if kept:
-        essence["metadata"] = kept
-    handled_copy = json.dumps(essence, separators=(",", ":"))
+    annotations = _own_annotations(doc)
+    applied_copy, handled_copy = kubectl_copy(doc), operator_copy(doc, run)
     sizes = {
         "the annotations written in the manifest": sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items()),
         f"kubectl apply's copy ({LAST_APPLIED_ANNOTATION})": len(LAST_APPLIED_ANNOTATION) + len(applied_copy.encode()),

@@ -17,7 +17,7 @@ from typing import Any
 
 import celpy
 import pytest
-from mfpo_core import api
+from mfpo_core import api, k8s
 from mfpo_operator import crd
 from pydantic import BaseModel, ValidationError
 
@@ -263,3 +263,82 @@ def test_the_synthetic_benchmark_needs_a_world_rule_agrees() -> None:
     assert pydantic_accepts(api.MFPORunSpec, {**base, "data": datas[1]})
     with pytest.raises(ValidationError, match=r"evaluation.benchmarks\[1\]: the synthetic benchmark without a uri"):
         api.MFPORunSpec.model_validate({**base, "data": datas[0], "evaluation": evaluations[-1]})
+
+
+# ------------------------------------------- core/v1 rules (mfpo_core.k8s) and their twins
+
+
+def k8s_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return crd.openapi_schema(model)
+
+
+def test_toleration_rules_agree() -> None:
+    """ValidateTolerations' three cross-field rules, in CEL at kubectl apply and in pydantic."""
+    schema = k8s_schema(k8s.Toleration)
+    keys, operators = [ABSENT, "", "nvidia.com/gpu"], [ABSENT, "Equal", "Exists"]
+    values, effects, seconds = [ABSENT, "", "true"], [ABSENT, "NoSchedule", "NoExecute"], [ABSENT, 0, 300]
+    for key, operator, value, effect, wait in itertools.product(keys, operators, values, effects, seconds):
+        toleration = {"key": key, "operator": operator, "value": value, "effect": effect, "tolerationSeconds": wait}
+        assert_agree(k8s.Toleration, schema, toleration)
+    assert not pydantic_accepts(k8s.Toleration, {"operator": "Exists", "value": "x"})
+
+
+@pytest.mark.parametrize(
+    ("model", "operators"),
+    [
+        (k8s.NodeSelectorRequirement, ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]),
+        (k8s.LabelSelectorRequirement, ["In", "NotIn", "Exists", "DoesNotExist"]),
+    ],
+)
+def test_requirement_value_counts_agree(model: type[BaseModel], operators: list[str]) -> None:
+    schema = k8s_schema(model)
+    for operator, values in itertools.product(operators, [ABSENT, [], ["1"], ["1", "2"]]):
+        assert_agree(model, schema, {"key": "zone", "operator": operator, "values": values})
+
+
+def test_pod_affinity_term_label_key_rules_agree() -> None:
+    """validateMatchLabelKeysAndMismatchLabelKeys: keys need a labelSelector, a key is not in
+    both lists, and a matchLabelKeys key is not in the labelSelector (the pod is refused)."""
+    schema = k8s_schema(k8s.PodAffinityTerm)
+    selectors = [
+        ABSENT,
+        {},
+        {"matchLabels": {"mfpo.dev/run": "x"}},
+        {"matchExpressions": [{"key": "mfpo.dev/run", "operator": "Exists"}]},
+        {"matchLabels": {"team": "a"}},
+    ]
+    key_lists = [ABSENT, [], ["mfpo.dev/run"], ["mfpo.dev/stage"]]
+    for selector, match, mismatch in itertools.product(selectors, key_lists, key_lists):
+        term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": selector,
+                "matchLabelKeys": match, "mismatchLabelKeys": mismatch}  # fmt: skip
+        assert_agree(k8s.PodAffinityTerm, schema, term)
+
+
+def test_alpha_bar_rule_agrees_around_its_bound() -> None:
+    """Linear schedule: scheduleSteps * b / (1 - b) <= 700, b = max(betaStart, betaEnd)."""
+    schema = schema_at("spec", "imagePreference", "noise")
+    steps = [ABSENT, 1, 700, 1000, 10_000]
+    betas = [ABSENT, 1e-4, 0.02, 0.0654, 0.0655, 0.41, 0.5, 0.99, 0.999]
+    for schedule, length, start, end in itertools.product([ABSENT, "linear", "cosine"], steps, betas, betas):
+        value = {"schedule": schedule, "scheduleSteps": length, "betaStart": start, "betaEnd": end}
+        if length is not ABSENT:
+            value["step"] = 0
+        assert_agree(api.NoiseSpec, schema, value)
+    # 10000 * b / (1 - b) <= 700 holds up to b = 0.07 / 1.07 = 0.06542...
+    assert pydantic_accepts(api.NoiseSpec, {"scheduleSteps": 10_000, "betaEnd": 0.0654})
+    assert not pydantic_accepts(api.NoiseSpec, {"scheduleSteps": 10_000, "betaEnd": 0.0655})
+    assert pydantic_accepts(api.NoiseSpec, {"scheduleSteps": 10_000, "betaEnd": 0.0655, "schedule": "cosine"})
+
+
+def test_every_new_rule_is_cheap_for_the_api_servers_cost_estimate() -> None:
+    """A rule that iterates a list or a map's keys needs the list bounded, and every string
+    it reads a maxLength (the API server prices a rule by the worst case around it)."""
+    resources = schema_at("spec", "resources")["properties"]
+    assert resources["tolerations"]["maxItems"] == k8s.MAX_TOLERATIONS
+    assert resources["nodeSelector"]["maxProperties"] == k8s.MAX_LABELS
+    term = k8s_schema(k8s.PodAffinityTerm)["properties"]
+    for name in ("matchLabelKeys", "mismatchLabelKeys", "namespaces"):
+        assert term[name]["maxItems"] <= k8s.MAX_NAMESPACES and term[name]["items"]["maxLength"] <= k8s.LABEL_KEY_MAX
+    selector = k8s_schema(k8s.LabelSelector)["properties"]
+    assert selector["matchExpressions"]["maxItems"] == k8s.MAX_REQUIREMENTS
+    assert selector["matchLabels"]["maxProperties"] == k8s.MAX_LABELS

@@ -274,3 +274,49 @@ def test_the_demo_bootstraps_on_the_cpus_idle_now(monkeypatch, override, threads
     ((what, command),) = [c for c in commands if "mfpo_runtime.bootstrap" in c[1]]
     assert command[command.index("--threads") + 1] == threads
     assert what == f"tiny LLaVA captioner ({threads} thread{'s' if threads != '1' else ''})"
+
+
+# ------------------------------------------------------------------- mfpo validate
+
+
+def test_validate_checks_without_running_and_warns_of_a_key_written_twice(tmp_path, env):
+    environ, _, trace = env
+    manifest = write_manifest(tmp_path)
+    text = manifest.read_text().replace("  curriculum:\n", "  curriculum:\n    stages: 3\n")
+    assert text.count("stages:") == 2
+    manifest.write_text(text)
+    result = mfpo(["validate", str(manifest)], environ, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f'{manifest}: MFPORun "demo" is valid\n'
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith(f"warning: {manifest}: line ") and "spec.curriculum.stages" in warning
+    assert "kubectl keeps only the value on line" in warning
+    assert not trace.exists() and not (tmp_path / "artifacts").exists()  # nothing ran
+    strict = mfpo(["validate", "--strict", str(manifest)], environ, tmp_path)
+    assert strict.returncode == 2 and "error: the warnings above fail the check (--strict)" in strict.stderr
+    # `mfpo run` reads the same file the same way, and says so too.
+    status = mfpo(["status", str(manifest)], environ, tmp_path)
+    assert warning in status.stderr
+
+
+def test_validate_names_every_problem_reads_stdin_and_skips_other_kinds(tmp_path, env):
+    environ, _, _ = env
+    good = write_manifest(tmp_path).read_text()
+    bad = good.replace("gpusPerNode: 0", "gpusPerNode: 0\n    tolerations: [{key: nvidia.com/gpu, operator: Exists, value: 'true'}]")
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: mfpo-s3}\n"
+    stream = f"{secret}---\n{bad}"
+    result = subprocess.run([*FAKE_CLI, "validate", "-"], input=stream, env=environ, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "<stdin>: document 1 (Secret) skipped: not an MFPORun" in result.stdout
+    assert result.stderr == (
+        'error: <stdin>: The MFPORun "demo" is invalid:\n'
+        "* spec.resources.tolerations[0]: Invalid value: \"object\": value must be empty when `operator` is 'Exists'\n"
+    )
+    only_secret = tmp_path / "secret.yaml"
+    only_secret.write_text(secret)
+    none = mfpo(["validate", str(only_secret)], environ, tmp_path)
+    assert none.returncode == 2 and none.stderr == f"error: no MFPORun in {only_secret}\n"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n")
+    assert mfpo(["validate", str(broken)], environ, tmp_path).stderr.startswith(f"error: {broken}: The MFPORun is invalid:\n* not valid YAML")

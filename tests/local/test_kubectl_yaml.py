@@ -16,8 +16,8 @@ The JSON is then written by Go's encoding/json (float64 1000 is written `1000`; 
 from pathlib import Path
 
 import pytest
-from mfpo_operator.kubectl_yaml import load_all
-from mfpo_operator.validation import ManifestError, load_manifest
+from mfpo_operator.kubectl_yaml import DuplicateKey, load_all, load_all_checked
+from mfpo_operator.validation import ManifestError, load_manifest, read_manifest
 
 # (as written, as the API server receives it from kubectl)
 SPELLINGS = [
@@ -104,3 +104,63 @@ def test_an_infinite_beta_names_the_field(tmp_path):
     path.write_text(QUICKSTART.read_text().replace("beta: 0.1", "beta: .inf"))
     with pytest.raises(ManifestError, match=r"spec\.objective\.beta: .*not a JSON number"):
         load_manifest(path)
+
+
+# -------------------------------------------------------- a key written twice in one mapping
+
+TWICE = """\
+apiVersion: mfpo.dev/v1alpha1
+kind: MFPORun
+metadata:
+  name: twice
+spec:
+  model: {uri: "file:///models/tiny"}
+  data: {uri: "file:///data/train", format: synthetic}
+  storage: {uri: "file:///runs"}
+  objective:
+    beta: 0.5
+    eta: 0
+    beta: 0.2
+"""
+
+
+def test_a_key_written_twice_keeps_the_last_value_and_is_reported_with_both_lines(tmp_path):
+    """kubectl v1.31.9 against kube-apiserver v1.32.13 (the lab): `kubectl apply -f`, with
+    --validate=strict too, and `kubectl apply --server-side` stored beta 0.2 and said nothing."""
+    (doc,), duplicates = load_all_checked(TWICE)
+    assert doc["spec"]["objective"] == {"beta": 0.2, "eta": 0}
+    assert duplicates == [DuplicateKey("spec.objective", "beta", 10, 12)]
+    assert str(duplicates[0]) == (
+        "line 12: spec.objective.beta: the key 'beta' is written twice in one mapping (lines 10 and 12); "
+        "kubectl keeps only the value on line 12, silently"
+    )
+    path = tmp_path / "twice.yaml"
+    path.write_text(TWICE)
+    run, warnings = read_manifest(path)
+    assert run.spec.objective.beta == 0.2
+    assert warnings == [f"{path}: {duplicates[0]}"]
+
+
+def test_duplicates_are_found_in_lists_documents_and_flow_mappings_and_merges_are_not_duplicates():
+    text = (
+        "a: {x: 1, x: 2}\n"
+        "list:\n- {name: n, name: m}\n"
+        "base: &b {p: 1}\n"
+        "merged:\n  <<: *b\n  p: 2\n"  # an explicit key overrides a merged one: no mistake
+        "---\n"
+        "kind: Second\nkind: Third\n"
+    )
+    documents, duplicates = load_all_checked(text)
+    assert documents[0]["merged"] == {"p": 2} and documents[1] == {"kind": "Third"}
+    assert [(d.path, d.key, d.first_line, d.line) for d in duplicates] == [
+        ("a", "x", 1, 1), ("list[0]", "name", 3, 3), ("", "kind", 9, 10),
+    ]  # fmt: skip
+
+
+def test_keys_that_become_one_json_key_are_duplicates_whose_winner_kubectl_does_not_define():
+    """go-yaml keeps 1 and "1" apart; Go's map order then picks the one kubectl sends: on the
+    lab, a ConfigMap with data `1: "int key"` and `"1": "string key"` came back with either
+    value over 12 dry runs (3 and 9 times). `yes` and `true` are one boolean: the last wins."""
+    _, duplicates = load_all_checked('1: a\n"1": b\ntrue: c\nyes: d\n')
+    assert [(d.key, d.either_wins) for d in duplicates] == [("1", True), ("true", False)]
+    assert "kubectl keeps one of the two values, which one is not defined" in str(duplicates[0])

@@ -190,3 +190,47 @@ def test_empty_region_and_grey_input_keep_the_pixels():
     out = noise.region_noise(grey, np.zeros((10, 20), bool), seed=0)
     assert out.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(out), np.asarray(grey.convert("RGB")))
+
+
+# ------------------------------------------- the schedules the API lets through (NoiseSpec)
+
+
+def _alpha_bar_of(spec) -> float:
+    return noise.alpha_bar(
+        spec.step, spec.schedule, spec.schedule_steps, beta_start=spec.beta_start, beta_end=spec.beta_end
+    )
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_every_schedule_the_api_accepts_keeps_alpha_bar_in_0_1(schedule):
+    """abar_t falls with t and with every beta: the corners of what NoiseSpec accepts are the
+    worst cases. The runtime's own schedule (float64) stays above 0 at each of them."""
+    from mfpo_core.api import MAX_NOISE_EXPONENT, MAX_SCHEDULE_STEPS, NoiseSpec
+
+    for steps in (1, 2, 700, 1000, MAX_SCHEDULE_STEPS):
+        beta = MAX_NOISE_EXPONENT / (steps + MAX_NOISE_EXPONENT) * (1 - 1e-12)  # steps * b / (1 - b) just under 700
+        spec = NoiseSpec(step=steps - 1, schedule_steps=steps, schedule=schedule, beta_start=beta, beta_end=beta)
+        abar = _alpha_bar_of(spec)
+        assert 0.0 < abar <= 1.0, (steps, beta, abar)
+        assert noise.forward_diffuse(np.ones(1), abar, np.zeros(1))[0] > 0  # a trace of the image is left
+
+
+def test_what_the_api_refuses_breaks_the_runtimes_schedule():
+    """beta >= 1 makes 1 - beta <= 0: abar_t is 0 or negative, and sqrt(abar) a domain error
+    (the datagen stage would crash on every record); a long linear schedule of large betas
+    underflows abar_t to 0 (the image is gone from m')."""
+    from mfpo_core.api import NoiseSpec
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        NoiseSpec(step=1, schedule_steps=2, beta_start=0.5, beta_end=1.5)
+    abar = noise.alpha_bar(1, "linear", 2, beta_start=0.5, beta_end=1.5)  # 0.5 * (1 - 1.5)
+    assert abar == -0.25
+    with pytest.raises(ValueError, match="math domain error"):
+        noise.forward_diffuse(np.ones(1), abar, np.zeros(1))
+    with pytest.raises(ValidationError):
+        NoiseSpec(step=0, schedule_steps=1, beta_start=1.0, beta_end=1.0)
+    assert noise.alpha_bar(0, "linear", 1, beta_start=1.0, beta_end=1.0) == 0.0
+    with pytest.raises(ValidationError, match="alpha-bar underflows"):
+        NoiseSpec(step=9999, schedule_steps=10_000, beta_start=0.5, beta_end=0.5)
+    assert noise.alpha_bar(9999, "linear", 10_000, beta_start=0.5, beta_end=0.5) == 0.0

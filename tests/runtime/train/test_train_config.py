@@ -55,3 +55,22 @@ def test_the_loss_terms_are_the_api_weights():
 def test_the_loss_takes_the_objective_config():
     loss = MFPOLoss.from_config(ObjectiveConfig(beta=0.2, eta=0.5, weights={"text": 1.0, "image": 2.0, "anchor": 0.0}))
     assert (loss.beta, loss.eta, loss.weights) == (0.2, 0.5, (1.0, 2.0, 0.0))
+
+
+def test_every_seed_the_api_accepts_seeds_torch_in_every_stage():
+    """The stages seed torch with seed * 100_003 + a batch or epoch number (score's sampling,
+    the trainer's data order); torch.manual_seed takes at most 2**64 - 1 (ValueError "Overflow
+    when unpacking long long" beyond), so the API bounds seeds (2**32 - 1, numpy's range)."""
+    import pytest
+    import torch
+    from mfpo_core.api import SEED_MAX, ImagePreferenceSpec
+    from pydantic import ValidationError
+
+    torch.manual_seed(SEED_MAX * 100_003 + 10**6)  # the largest seed, a million batches on
+    torch.manual_seed(2**64 - 1)
+    with pytest.raises(ValueError, match="Overflow"):  # what an unbounded seed reached
+        torch.manual_seed(2**64)
+    for model, field in ((TrainingSpec, "seed"), (ImagePreferenceSpec, "seed")):
+        model.model_validate({field: SEED_MAX})
+        with pytest.raises(ValidationError):
+            model.model_validate({field: SEED_MAX + 1})
