@@ -214,8 +214,8 @@ def label_map_rule(max_keys: int) -> dict[str, Any]:
 # Bounds of the embedded lists (for the API server's CEL cost estimate; far above real specs).
 MAX_TOLERATIONS = 64
 MAX_LABELS = 64
-MAX_TERMS = 32
-MAX_REQUIREMENTS = 32
+MAX_TERMS = 16
+MAX_REQUIREMENTS = 16
 MAX_VALUES = 128
 MAX_NAMESPACES = 64
 

@@ -187,14 +187,14 @@ MUTANTS: dict[str, tuple[str, Callable[[Crd], None]]] = {
         _all(
             _set(AFFINITY, "x-kubernetes-embedded-resource", True),
             _set(AFFINITY, "type", "string"),
-            _drop(AFFINITY, "x-kubernetes-preserve-unknown-fields"),
+            _drop(AFFINITY, "properties"),  # affinity is a typed core/v1 Affinity
         ),
     ),
     "embedded-without-properties": (
         "embedded-resource",
         _all(
             _set(AFFINITY, "x-kubernetes-embedded-resource", True),
-            _drop(AFFINITY, "x-kubernetes-preserve-unknown-fields"),
+            _drop(AFFINITY, "properties"),
         ),
     ),
     # the root with the status subresource

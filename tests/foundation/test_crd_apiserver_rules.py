@@ -6,7 +6,7 @@ A CRD the API server refuses breaks `kubectl apply -f crds/` and `helm install` 
 for the CEL cost estimate, apiserver_cel.py; this module holds the generated CRDs
 (crds/mfpo.dev_mfporuns.yaml from operator/mfpo_operator/crd.py, and charts/mfpo/crds/: the
 chart's copy and kopf's peering CRDs) to them, and holds the replica to the real API server: 62
-deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 45 CEL cost
+deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 131 CEL cost
 probes were sent to kube-apiserver v1.32.13 (dry run), and its answers are recorded in
 apiserver_answers.json. Each test of a rule fails on a mutant breaking that rule, with the very
 error text the API server gave.
@@ -98,13 +98,13 @@ syntax differences beyond lookaround, backreferences and possessive quantifiers;
 runtime limits (per call, per object), which apply when a run is written, not the CRD.
 
 Calibration of the cost estimate against the real API server (kube-apiserver v1.32.13 of the
-lab, dry run): each of the 45 probes (the generated CRD's 21 rules, 22 more rules exercising
+lab, dry run): each of the 131 probes (the generated CRD's 107 rules, 22 more rules exercising
 string sizes, unbounded strings and lists, maps, `in`, size(), matches, contains, `+`, has(),
 the conditional, exists/exists_one/all/map/filter, nested comprehensions, date-times, oldSelf,
 and two of cardinality: a rule under an unbounded list, and under two nested bounded lists) sits
 under a map of `maxProperties: M` with M the fewest copies that take the replica's estimate over
 10,000,000, so that the API server states the product with six decimals ("exceeds budget by
-factor of 1.000006x"): its cost is then known to within 5/M. All 45 agree exactly, e.g.
+factor of 1.000006x"): its cost is then known to within 5/M. All 131 agree exactly, e.g.
 
     spec.evaluation#0, the pairwise benchmark rule   replica 111,477   server 1.003293x at M=90
     spec.resources.cpu#0, `type(self) == string ...` replica 314,578   server 1.006650x at M=32
@@ -114,10 +114,12 @@ factor of 1.000006x"): its cost is then known to within 5/M. All 45 agree exactl
 
 and the CRD total ("exceeds budget by factor of 4.6x") with its four largest contributors; a
 rule costing exactly 10,000,000 is accepted (the limit is inclusive). The
-generated MFPORun CRD's largest rule costs 314,578 (3.1 % of the limit: `type(self) == string`
-on an int-or-string quantity costs as much as comparing a 3 MiB string, because the API server's
-size estimator gives any identifier, the type name `string` included, the size of `self`), the
-whole CRD 1,691,556 (1.7 %).
+generated MFPORun CRD's largest rule, times the most items of the lists around it, costs 553,328
+(5.5 % of the limit: a pod affinity term's matchLabelKeys checked against its labelSelector's
+keys, 16 x 16, in each of 16 terms); the most costly rule of one evaluation is
+`type(self) == string` on an int-or-string quantity, 314,578 (it costs as much as comparing a
+3 MiB string, because the API server's size estimator gives any identifier, the type name
+`string` included, the size of `self`); the whole CRD 9,981,872 (10 %).
 
 Re-record after a Kubernetes upgrade with a lab running (../shared/lab):
     python tests/foundation/apiserver_cases.py $KUBECONFIG     (dry run: creates nothing)
@@ -220,13 +222,13 @@ def test_the_crd_file_is_what_the_generator_writes() -> None:
 def test_every_rule_is_under_the_cost_limits() -> None:
     costs = CostReport()
     assert crd_errors(cases.mfporun_crd(), costs) == []
-    assert len(costs.rules) == 21  # every rule of the CRD was estimated (none skipped)
+    assert len(costs.rules) == 107  # every rule of the CRD was estimated (none skipped)
     worst = max(costs.rules, key=lambda rule: rule[2])
     assert worst[2] <= cel.STATIC_ESTIMATED_COST_LIMIT, worst
     assert costs.total <= cel.STATIC_ESTIMATED_CRD_COST_LIMIT
-    # The margins the docstring states: the largest rule is an int-or-string quantity's.
-    assert (worst[2], costs.total) == (314_578, 1_691_556)
-    assert "properties[resources].properties[cpu]" in worst[0]
+    # The margins the docstring states: the largest rule is a pod affinity term's.
+    assert (worst[2], costs.total) == (553_328, 9_981_872)
+    assert "properties[podAffinity]" in worst[0] and worst[0].endswith("x-kubernetes-validations[2].rule")
 
 
 def test_no_feature_the_replica_does_not_check() -> None:
@@ -303,8 +305,8 @@ def test_every_probe_was_priced_precisely_by_the_api_server() -> None:
     (so with six decimals): the probes pin each rule's cost, not just its order of magnitude."""
     factors = _factors(ANSWERS["cost_probes"])
     probes = cases.cost_probes()
-    assert len(probes) + len(cases.CARDINALITY_PROBES) == 45
-    assert len(factors) == 45
+    assert len(probes) + len(cases.CARDINALITY_PROBES) == 131
+    assert len(factors) == 131
     assert all(1.0 <= float(f) < 1.5 and len(f.split(".")[1]) == 6 for f in factors.values()), (
         factors
     )

@@ -269,7 +269,7 @@ def test_a_large_spec_is_refused_with_its_size(tmp_path) -> None:
     operator's copy was refused; here it is refused at once."""
     doc = copy.deepcopy(BASE)
     zones = [f"zone-{i:05d}-" + "z" * 50 for i in range(128)]
-    terms = [{"matchExpressions": [{"key": f"zone{j}", "operator": "In", "values": zones} for j in range(18)]}]
+    terms = [{"matchExpressions": [{"key": f"zone{j}", "operator": "In", "values": zones} for j in range(9)]}] * 2
     doc["spec"]["resources"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump(doc))
