@@ -170,11 +170,11 @@ def _schema_problems(error: jsonschema.ValidationError) -> Iterator[str]:
         relation += "" if exclusive else " or equal to"
         yield f"{where}: Invalid value: {_value(value)}: must be {relation} {_number(bound)}"
     elif kind == "maxLength":
-        yield f"{where}: Too long: may not be longer than {bound}"
+        yield f"{where}: Too long: may not be more than {bound} bytes"  # v1.32's wording
     elif kind == "minLength":
         yield f"{where}: Invalid value: {_value(value)}: must be at least {bound} characters long"
     elif kind == "pattern":
-        meaning = PATTERN_HINTS.get(bound) or f"must match '{bound}'"
+        meaning = PATTERN_HINTS.get(bound) or f"{where} in body should match '{bound}'"
         yield f"{where}: Invalid value: {_value(value)}: {meaning}"
     elif kind == "minItems":
         yield f"{where}: Invalid value: {_value(value)}: must have at least {bound} items"

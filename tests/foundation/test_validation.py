@@ -106,7 +106,7 @@ def test_good_manifest_gives_the_typed_run_with_defaults() -> None:
             {"spec.evaluation": {"benchmarks": []}},
             'spec.evaluation.benchmarks: Invalid value: "array": must have at least 1 items',
         ),
-        ({"metadata.name": "x" * 41}, "metadata.name: Too long: may not be longer than 40"),
+        ({"metadata.name": "x" * 41}, "metadata.name: Too long: may not be more than 40 bytes"),
         (
             {"spec.imagePreference": {"noise": {"step": 1000}}},
             (
