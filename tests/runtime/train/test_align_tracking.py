@@ -99,7 +99,7 @@ def test_two_stages_log_params_every_step_and_a_policy_that_loads_back(
 ):
     from peft import PeftModel
 
-    spec = tracked(spec_for(tiny_llava_dir, maxSteps=3), mlflow_server.uri)
+    spec = tracked(spec_for(tiny_llava_dir, maxSteps=3, epochs=2), mlflow_server.uri)
     for k in (1, 2):
         run_stage(config(spec, run_dir, k), progress=False)
 
@@ -141,7 +141,7 @@ def test_two_stages_log_params_every_step_and_a_policy_that_loads_back(
 def test_server_stopped_mid_stage_the_stage_succeeds_and_delivers_later(
     tiny_llava_dir, run_dir, spec_for, client, mlflow_server, monkeypatch, metrics_of, caplog
 ):
-    spec = tracked(spec_for(tiny_llava_dir, maxSteps=6), mlflow_server.uri)
+    spec = tracked(spec_for(tiny_llava_dir, maxSteps=6, epochs=3), mlflow_server.uri)
 
     def outage(number: int) -> None:
         if number == 2:
@@ -181,7 +181,7 @@ def test_unreachable_server_never_fails_the_stage(tiny_llava_dir, run_dir, spec_
 def test_resumed_stage_continues_the_same_run_without_duplicate_steps(
     tiny_llava_dir, run_dir, spec_for, client, mlflow_server, monkeypatch
 ):
-    spec = tracked(spec_for(tiny_llava_dir, maxSteps=4, checkpointEverySteps=1), mlflow_server.uri)
+    spec = tracked(spec_for(tiny_llava_dir, maxSteps=4, epochs=2, checkpointEverySteps=1), mlflow_server.uri)
     contexts = []
     real_context = stage_module.StageContext
 
