@@ -289,19 +289,22 @@ class MlflowTracker:
         if pending.tags:
             self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in pending.tags.items()])
             pending.tags = {}
+        # Fresh train steps become metrics first (the run's last step moves with them), then
+        # metrics leave the buffer one accepted batch at a time: nothing is sent twice.
         now = int(time.time() * 1000)
         fresh = [(s, v) for s, v in pending.train_steps if s > (self._last_step or 0)]
-        metrics = [Metric(k, v, now, s) for k, v, s in pending.metrics]
         curriculum_stage = self._curriculum_stage()
         for step, values in fresh:
-            metrics += [Metric(TRAIN_PREFIX + k, v, now, step) for k, v in values.items()]
+            pending.metrics += [(TRAIN_PREFIX + k, v, step) for k, v in values.items()]
             if curriculum_stage is not None:
-                metrics.append(Metric(TRAIN_PREFIX + "curriculum_stage", curriculum_stage, now, step))
-        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self._client.log_batch(run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
+                pending.metrics.append((TRAIN_PREFIX + "curriculum_stage", curriculum_stage, step))
         if fresh:
             self._last_step = max(s for s, _ in fresh)
-        pending.metrics, pending.train_steps = [], []
+        pending.train_steps = []
+        while pending.metrics:
+            batch = pending.metrics[:MAX_METRICS_PER_BATCH]
+            self._client.log_batch(run_id, metrics=[Metric(k, v, now, s) for k, v, s in batch])
+            del pending.metrics[: len(batch)]
         while pending.artifacts:
             local, artifact_dir = pending.artifacts[0]
             if local.is_dir():

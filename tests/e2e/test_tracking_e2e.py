@@ -105,10 +105,10 @@ def test_demo_pair_in_mlflow_read_back_and_seen_in_its_compare_view(
     profile = tmp_path / "chromium-profile"
     dom = chromium(f"--user-data-dir={profile}", "--virtual-time-budget=30000", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for text in ("tiny-text-dpo", "objective.weights.image", "train.objective"):
+    for text in ("Comparing 2 Runs", "tiny-text-dpo", "objective.weights.image"):
         assert text in dom.stdout, f"{text} not in the compare view's DOM"
     screenshot = tmp_path / "compare.png"
-    shot = chromium(f"--user-data-dir={profile}", "--virtual-time-budget=30000", "--window-size=1400,1100",
+    shot = chromium(f"--user-data-dir={profile}", "--virtual-time-budget=30000", "--window-size=1400,1500",
                     f"--screenshot={screenshot}", url)  # fmt: skip
     assert shot.returncode == 0 and screenshot.stat().st_size > 20_000, shot.stderr[-2000:]
     if os.environ.get("MFPO_DOCS_SCREENSHOT"):
