@@ -109,10 +109,19 @@ def _demo(compare: bool, progress: bool, tracking_uri: str | None) -> int:
                 "--candidate", f"MFPO={run_uri(manifest.spec, manifest.metadata.name)}",
                 "--policy", f"align-{manifest.spec.curriculum.stages}",
                 "--out", COMPARISON_REPORT_DIR,
-            ],
+            ] + tracking_arguments(manifest),
         )  # fmt: skip
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     return 0
+
+
+def tracking_arguments(manifest: MFPORun) -> list[str]:
+    """The comparison's flags that log it to both runs' MLflow runs, when the manifest tracks."""
+    mlflow = manifest.spec.tracking.mlflow if manifest.spec.tracking else None
+    if mlflow is None:
+        return []
+    namespace = manifest.metadata.namespace or "default"
+    return ["--tracking-uri", mlflow.uri, "--experiment", mlflow.experiment, "--namespace", namespace]
 
 
 def run_pair(manifest: MFPORun, text_only: MFPORun, *, progress: bool, compare: bool = True) -> int:

@@ -233,17 +233,9 @@ class MlflowTracker:
         if self.run_id is not None:
             return
         self.experiment_id = self._experiment_id()
-        found = self._client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_RUN_URI}` = '{_quoted(self.target.run_uri)}' and "
-                f"tags.`{TAG_NAMESPACE}` = '{_quoted(self.target.namespace)}'"
-            ),
-            order_by=["attributes.start_time ASC"],
-            max_results=1,
-        )
+        found = find_run(self._client, self.experiment_id, self.target.namespace, self.target.run_uri)
         if found:
-            run_id = found[0].info.run_id
+            run_id = found
             history = self._client.get_metric_history(run_id, STEP_SENTINEL)
             self._last_step = max((m.step for m in history), default=0)
             log.info("tracking: continuing MLflow run %s (%d train steps logged)", run_id, self._last_step)
@@ -330,6 +322,43 @@ class MlflowTracker:
 
     def _curriculum_stage(self) -> float | None:
         return float(self.stage.split("-", 1)[1]) if self.stage.startswith("align-") else None
+
+
+def find_run(client, experiment_id: str, namespace: str, run_uri: str) -> str | None:
+    """The id of the MFPORun's MLflow run (its identity tags), the earliest if several."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_RUN_URI}` = '{_quoted(run_uri)}' and tags.`{TAG_NAMESPACE}` = '{_quoted(namespace)}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+def log_to_tracked_runs(
+    uri: str, experiment: str, namespace: str, run_uris: list[str], local_dir: Path, artifact_dir: str
+) -> list[str]:
+    """`local_dir` as artifacts of each of these MFPORuns' MLflow runs (e.g. a comparison of
+    two runs, made outside any stage); the ids of the runs it reached. Never raises: what
+    fails is logged as a warning, as a stage's tracker does."""
+    for key, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    reached: list[str] = []
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        for run_uri in run_uris:
+            run_id = find_run(client, found.experiment_id, namespace, run_uri) if found else None
+            if run_id is None:
+                log.warning("tracking: no MLflow run of %s in experiment %s at %s", run_uri, experiment, uri)
+                continue
+            client.log_artifacts(run_id, str(local_dir), artifact_dir)
+            reached.append(run_id)
+    except Exception as err:  # noqa: BLE001 - tracking never fails the caller
+        log.warning("tracking server %s unreachable (%s: %s): %s not logged", uri, type(err).__name__, err, local_dir)
+    return reached
 
 
 def _quoted(value: str) -> str:

@@ -86,6 +86,15 @@ def test_demo_pair_in_mlflow_read_back_and_seen_in_its_compare_view(
     mfpo = tiny_manifest(tiny_llava_dir, world_dir, tmp_path / "runs", mlflow_server.uri)
     dpo = demo.text_only_variant(mfpo)
     assert demo.run_pair(mfpo, dpo, progress=False) == 0
+    # The demo's paired comparison, logged under comparison/ of both runs.
+    from mfpo_runtime.eval import compare
+
+    uris = {m.metadata.name: f"{m.spec.storage.uri}/{m.metadata.name}" for m in (mfpo, dpo)}
+    assert compare.main([
+        "--baseline", f"text DPO={uris['tiny-text-dpo']}", "--candidate", f"MFPO={uris['tiny']}",
+        "--policy", "align-2", "--rounds", "200", "--out", str(tmp_path / "comparison"),
+        *demo.tracking_arguments(mfpo),
+    ]) == 0  # fmt: skip
 
     client = MlflowClient(mlflow_server.uri)
     experiment = client.get_experiment_by_name(demo.DEMO_EXPERIMENT)
@@ -144,6 +153,8 @@ def check_run(client, run, manifest: MFPORun, status, tmp_path: Path) -> None:
     # Artifacts: the report and plot, the datagen summary (score stage), the final policy.
     artifacts = {f.path for f in client.list_artifacts(run_id, "eval")}
     assert artifacts == {"eval/report.md", "eval/report.png"}
+    compared_files = {f.path for f in client.list_artifacts(run_id, "comparison")}
+    assert compared_files == {"comparison/report.md", "comparison/tradeoff.png"}
     local = Path(client.download_artifacts(run_id, "eval/report.md", str(tmp_path / name)))
     assert local.read_text() == storage.read_text(f"{run_uri}/eval/report.md")
     if name == "tiny":  # the text-DPO run reuses MFPO's datagen and score outputs: not its own stages
