@@ -15,6 +15,7 @@ is reused; sampling is seeded, so a rerun gives the same bins.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from statistics import fmean
