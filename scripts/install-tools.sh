@@ -11,6 +11,11 @@
 #   prometheus-pushgateway      from Debian's `prometheus-pushgateway` package
 #             (apt-get download + dpkg -x: no root-only system change, nothing installed
 #             system-wide; both are static Go binaries)
+#   mlflow    the MLflow tracking server (PyPI, pinned) in its own venv DIR/mlflow, for the
+#             tracking tests (tests/tracking): the server's dependencies (Flask, SQLAlchemy,
+#             alembic, pandas, ...) never touch the project's venv
+#   chromium  Debian's `chromium` (apt-get install: as root, where apt-get exists), for the test
+#             that opens MLflow's UI; without root or apt that one test is skipped and says why
 # Idempotent: a tool already in DIR/bin that runs is kept. Prints what it installed.
 set -euo pipefail
 
@@ -62,6 +67,33 @@ install_debian() {
   done
 }
 
+MLFLOW_SERVER=${MFPO_MLFLOW_SERVER:-mlflow==3.17.2 boto3==1.44.18}  # boto3: artifacts on S3
+
+install_mlflow_server() {
+  if [ -x "$DIR/mlflow/bin/mlflow" ] && "$DIR/mlflow/bin/mlflow" --version >/dev/null 2>&1; then
+    echo "mlflow server: already installed: $("$DIR/mlflow/bin/mlflow" --version)"
+    return
+  fi
+  python3 -m venv "$DIR/mlflow"
+  # shellcheck disable=SC2086  # the pinned requirements are words
+  "$DIR/mlflow/bin/pip" install --quiet $MLFLOW_SERVER
+  echo "mlflow server: installed $("$DIR/mlflow/bin/mlflow" --version) into $DIR/mlflow"
+}
+
+install_chromium() {
+  if command -v chromium >/dev/null; then
+    echo "chromium: already installed: $(chromium --version 2>/dev/null | head -n1)"
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+    echo "chromium: installed $(chromium --version 2>/dev/null | head -n1)"
+  else
+    echo "chromium: not installed (needs root and apt-get): the MLflow UI test will be skipped"
+  fi
+}
+
 install_helm
 install_debian prometheus promtool prometheus
 install_debian prometheus-pushgateway prometheus-pushgateway
+install_mlflow_server
+install_chromium

@@ -12,6 +12,10 @@ Each is built once per test session into a temporary directory (a few seconds in
     scene_images        four RGB scene images from world_dir's train split
     moto_endpoint       host:port of moto's S3 server (ThreadedMotoServer) on 127.0.0.1, for
                         tests of s3:// with the real minio client; stopped at the session's end
+    mlflow_server       a real MLflow tracking server (tests/mlflow_server.py) on 127.0.0.1,
+                        SQLite, artifacts in a bucket of moto's server; started once (its start
+                        takes seconds), stopped at the session's end; skipped where `make tools`
+                        has not installed it, except in CI (CI=true), where its absence fails
 
 """
 
@@ -104,5 +108,31 @@ def moto_endpoint():
     server.start()
     try:
         yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(moto_endpoint, tmp_path_factory: pytest.TempPathFactory):
+    import os
+    import socket
+
+    from minio import Minio
+    from mlflow_server import BUCKET, MLFLOW, MlflowServer
+
+    if not MLFLOW.exists():
+        message = f"no MLflow server at {MLFLOW}: `make tools` installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    access, secret = "mlflow-test-access", "mlflow-test-secret-never-logged"
+    Minio(moto_endpoint, access_key=access, secret_key=secret, secure=False).make_bucket(BUCKET)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), port, moto_endpoint, access, secret)
+    server.start()
+    try:
+        yield server
     finally:
         server.stop()

@@ -812,6 +812,49 @@ class StorageSpec(ApiModel):
         return self
 
 
+TRACKING_CREDENTIAL_VARIABLES = (
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+)  # fmt: skip
+
+
+class MlflowTrackingSpec(ApiModel):
+    """An MLflow tracking server the stages log the run to (rank 0 only). Credentials never appear here."""
+
+    uri: str = Field(
+        ...,
+        max_length=MAX_URI_LENGTH,
+        pattern=HTTP_URL_PATTERN,  # no user:password@: credentials never travel in the spec
+        description=(
+            "The tracking server's URL, http(s)://host[:port][/path], without user:password@ "
+            "(credentials come from secretName)."
+        ),
+    )
+    experiment: str = Field(
+        "mfpo",
+        min_length=1,
+        max_length=500,
+        description="MLflow experiment of the run (created when missing).",
+    )
+    secret_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "Name of a Secret in the run's namespace whose keys MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN, are injected into stage pods as "
+            "environment (each key optional). Unset: the server is reached without credentials."
+        ),
+    )
+
+
+class TrackingSpec(ApiModel):
+    """Experiment tracking: where the stages log params, per-step training curves, evaluations,
+    reports and the final policy. A tracker that is down never fails a stage."""
+
+    mlflow: MlflowTrackingSpec | None = Field(None, description="Log to an MLflow tracking server.")
+
+
 MAX_BACKOFF_SECONDS = 86_400.0  # a day
 
 
@@ -847,6 +890,9 @@ class MFPORunSpec(ApiModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     retries: RetrySpec = Field(default_factory=RetrySpec, description="Retries of failed stage attempts.")
+    tracking: TrackingSpec | None = Field(
+        None, description="Experiment tracking (MLflow); off when unset (docs/tracking.md)."
+    )
     runtime_image: str = Field(
         "ghcr.io/mfpo/runtime:0.1.0",
         max_length=k8s.IMAGE_REFERENCE_MAX,

@@ -130,7 +130,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mfpo_operator.demo import run_demo
 
-    return run_demo(compare=not args.no_compare, progress=not args.no_progress and sys.stdout.isatty())
+    return run_demo(
+        compare=not args.no_compare,
+        progress=not args.no_progress and sys.stdout.isatty(),
+        tracking_uri=args.tracking_uri,
+    )
 
 
 def _cmd_crd(_: argparse.Namespace) -> int:
@@ -182,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the quickstart on the synthetic world")
     demo.add_argument("--no-compare", action="store_true", help="skip the text-only DPO comparison")
     demo.add_argument("--no-progress", action="store_true", help=no_progress)
+    demo.add_argument(
+        "--tracking-uri", metavar="URL",
+        help="log both runs to this MLflow tracking server (e.g. http://127.0.0.1:5000), experiment mfpo-demo",
+    )  # fmt: skip
     demo.set_defaults(func=_cmd_demo)
 
     crd = sub.add_parser("crd", help="print the generated CustomResourceDefinition")

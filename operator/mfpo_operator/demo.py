@@ -10,6 +10,10 @@
    weights at zero, on the very same datagen and score outputs) and prints both side by side,
    so a user sees whether the modality-fair objective pays off on this world.
 
+With `--tracking-uri URL` (`make demo TRACKING_URI=URL`) both runs log to that MLflow server, in
+the experiment `mfpo-demo` (spec.tracking, docs/tracking.md): MLflow's compare view then shows
+MFPO and text-only DPO side by side, their params, training curves and scores.
+
 Each step is skipped when its output is already complete, so a stopped demo continues; a
 quickstart run that Failed before (e.g. `mfpo run` before the world existed) is retried.
 The world and the bootstrap need torch: they run as runtime subprocesses.
@@ -23,8 +27,9 @@ import time
 from pathlib import Path
 
 from mfpo_core import cpus, storage
-from mfpo_core.api import MFPORun
+from mfpo_core.api import MFPORun, MlflowTrackingSpec, TrackingSpec
 from mfpo_core.contract import eval_results_uri
+from pydantic import ValidationError
 
 from mfpo_operator.local import LocalRunner, MissingInputs, RunLocked
 from mfpo_operator.plan import run_uri
@@ -36,25 +41,41 @@ COMPARISON_SUFFIX = "-text-dpo"
 COMPARISON_REPORT_DIR = "runs/quickstart/comparison"
 # Stages whose outputs do not depend on the objective: the comparison run reuses them.
 SHARED_STAGES = ("datagen", "score")
+DEMO_EXPERIMENT = "mfpo-demo"
 
 class StepFailed(RuntimeError):
     """A step's subprocess failed; it has printed its own error."""
 
 
-def run_demo(*, compare: bool = True, progress: bool = True) -> int:
+def run_demo(*, compare: bool = True, progress: bool = True, tracking_uri: str | None = None) -> int:
     try:
-        return _demo(compare, progress)
+        return _demo(compare, progress, tracking_uri)
     except StepFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
 
-def _demo(compare: bool, progress: bool) -> int:
+def with_tracking(manifest: MFPORun, uri: str, experiment: str = DEMO_EXPERIMENT) -> MFPORun:
+    """The manifest logging to the MLflow server at `uri` (validated as spec.tracking is)."""
+    spec = manifest.spec.model_copy(
+        update={"tracking": TrackingSpec(mlflow=MlflowTrackingSpec(uri=uri, experiment=experiment))}
+    )
+    return MFPORun.model_validate({**manifest.to_wire(), "spec": spec.to_wire()})
+
+
+def _demo(compare: bool, progress: bool, tracking_uri: str | None) -> int:
     started = time.monotonic()
     if not QUICKSTART.is_file():
         print(f"error: {QUICKSTART} not found: run `make demo` from the repository root", file=sys.stderr)
         return 2
     manifest = load_manifest(QUICKSTART)
+    if tracking_uri:
+        try:
+            manifest = with_tracking(manifest, tracking_uri)
+        except ValidationError as err:
+            print(f"error: --tracking-uri {tracking_uri}: {err.errors()[0]['msg']}", file=sys.stderr)
+            return 2
+        print(f"tracking: both runs log to {tracking_uri}, experiment {DEMO_EXPERIMENT}", flush=True)
     world_uri = world_of(manifest)
     _step("synthetic world", manifest.spec.data.uri, [sys.executable, "-m", "mfpo_runtime.data.scenes", "--out", world_uri])
     model_uri = manifest.spec.model.uri
@@ -66,14 +87,9 @@ def _demo(compare: bool, progress: bool) -> int:
          "--threads", str(threads)]
         + ([] if progress else ["--no-progress"]),
     )
-    print("\n== MFPO (text + image + anchor terms) ==", flush=True)
     text_only = text_only_variant(manifest)
     try:
-        code = _run(manifest, progress)
-        if code == 0 and compare:
-            _reuse_shared_stages(manifest, text_only)
-            print("\n== the same budget on text-only DPO (image and anchor weights 0) ==", flush=True)
-            code = _run(text_only, progress)
+        code = run_pair(manifest, text_only, progress=progress, compare=compare)
     except RunLocked as err:
         print(f"error: {err}", file=sys.stderr)
         return 75
@@ -93,10 +109,30 @@ def _demo(compare: bool, progress: bool) -> int:
                 "--candidate", f"MFPO={run_uri(manifest.spec, manifest.metadata.name)}",
                 "--policy", f"align-{manifest.spec.curriculum.stages}",
                 "--out", COMPARISON_REPORT_DIR,
-            ],
+            ] + tracking_arguments(manifest),
         )  # fmt: skip
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     return 0
+
+
+def tracking_arguments(manifest: MFPORun) -> list[str]:
+    """The comparison's flags that log it to both runs' MLflow runs, when the manifest tracks."""
+    mlflow = manifest.spec.tracking.mlflow if manifest.spec.tracking else None
+    if mlflow is None:
+        return []
+    namespace = manifest.metadata.namespace or "default"
+    return ["--tracking-uri", mlflow.uri, "--experiment", mlflow.experiment, "--namespace", namespace]
+
+
+def run_pair(manifest: MFPORun, text_only: MFPORun, *, progress: bool, compare: bool = True) -> int:
+    """MFPO, then (with compare) text-only DPO on the same datagen and score outputs."""
+    print("\n== MFPO (text + image + anchor terms) ==", flush=True)
+    code = _run(manifest, progress)
+    if code == 0 and compare:
+        _reuse_shared_stages(manifest, text_only)
+        print("\n== the same budget on text-only DPO (image and anchor weights 0) ==", flush=True)
+        code = _run(text_only, progress)
+    return code
 
 
 def world_of(manifest: MFPORun) -> str:

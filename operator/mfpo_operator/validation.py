@@ -140,7 +140,7 @@ PATTERN_HINTS = {
     k8s.DNS1123_SUBDOMAIN_PATTERN: "must be a DNS-1123 subdomain: lowercase alphanumerics, '-' or '.', starting and ending alphanumeric",
     k8s.DNS1123_LABEL_PATTERN: "must be a DNS-1123 label: lowercase alphanumerics or '-', starting and ending alphanumeric",
     k8s.IMAGE_REFERENCE_PATTERN: "must be a container image reference: [registry[:port]/]repository[:tag][@digest], repository in lowercase",
-    api.HTTP_URL_PATTERN: "must be an http:// or https:// URL with a host",
+    api.HTTP_URL_PATTERN: "must be an http:// or https:// URL with a host and no user:password@",
 }
 
 

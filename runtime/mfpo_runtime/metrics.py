@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
@@ -50,7 +51,37 @@ RUNTIME_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "mfpo_score_semantic_entropy_mean": ("gauge", "Mean semantic entropy of the scored records", ()),
     # evaluation
     "mfpo_eval_score": ("gauge", "Evaluation score of a benchmark metric (CHAIRs, CHAIRi, F1, ...)", ("benchmark", "metric")),
+    # experiment tracking (spec.tracking)
+    "mfpo_tracking_errors_total": ("counter", "Calls to the experiment tracker (MLflow) that failed; the stage went on and retries them", ()),
 }
+
+
+class TrainStepSink(Protocol):
+    """Where a stage's training steps go besides Prometheus (the experiment tracker)."""
+
+    def log_train_steps(self, steps: Iterable[tuple[int, Mapping[str, float]]]) -> None: ...
+
+
+TERMS = ("text", "image", "anchor")
+MODALITIES = ("text", "image")
+
+
+def train_step_quantities(step: Mapping[str, float]) -> dict[str, float]:
+    """What is logged of one optimizer step (the trainer's step record), by flat name: the
+    loss terms, the objective, rewards, reward margins and accuracies per modality, modality
+    balance, learning rate and throughput. Prometheus and the tracker both log these."""
+    values = {f"loss.{term}": step[f"loss.{term}"] for term in TERMS}
+    values["objective"] = step["objective"]
+    values.update({f"reward.{which}": step[f"reward.{which}"] for which in ("chosen", "rejected", "perturbed")})
+    for modality in MODALITIES:
+        values[f"reward_margin.{modality}"] = step[f"reward_margin.{modality}"]
+        values[f"reward_accuracy.{modality}"] = step[f"reward_accuracy.{modality}"]
+    values["modality_balance"] = step["modality_balance"]
+    values["learning_rate"] = step["lr"]
+    seconds = step.get("seconds") or 0.0
+    values["samples_per_second"] = step["samples"] / seconds if seconds else 0.0
+    values["tokens_per_second"] = step["tokens"] / seconds if seconds else 0.0
+    return values
 
 
 @dataclass
@@ -62,6 +93,7 @@ class StageMetrics:
     stage: str
     attempt: int
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    sink: TrainStepSink | None = None  # the experiment tracker, when the run has one (rank 0)
     _server: WSGIServer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +120,32 @@ class StageMetrics:
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         self._child(name, labels).inc(amount)
+
+    def train_step(self, number: int, step: Mapping[str, float]) -> None:
+        """One optimizer step (`number` counts from 1 within the stage): the gauges, the step
+        counter and the tracker, all from `train_step_quantities`."""
+        values = train_step_quantities(step)
+        for term in TERMS:
+            self.set("mfpo_train_loss", values[f"loss.{term}"], term=term)
+        self.set("mfpo_train_objective", values["objective"])
+        for which in ("chosen", "rejected", "perturbed"):
+            self.set(f"mfpo_train_reward_{which}", values[f"reward.{which}"])
+        for modality in MODALITIES:
+            self.set("mfpo_train_reward_margin", values[f"reward_margin.{modality}"], modality=modality)
+            self.set("mfpo_train_reward_accuracy_ratio", values[f"reward_accuracy.{modality}"], modality=modality)
+        self.set("mfpo_train_modality_balance_ratio", values["modality_balance"])
+        self.set("mfpo_train_samples_per_second", values["samples_per_second"])
+        self.set("mfpo_train_tokens_per_second", values["tokens_per_second"])
+        self.set("mfpo_train_learning_rate", values["learning_rate"])
+        self.inc("mfpo_train_steps_total")
+        if self.sink is not None:
+            self.sink.log_train_steps([(number, values)])
+
+    def replay_train_steps(self, history: list[dict[str, float]]) -> None:
+        """A resumed stage's earlier steps (from its checkpoint), for the tracker only: the
+        gauges show the present and the step counter counts this attempt's steps."""
+        if self.sink is not None and history:
+            self.sink.log_train_steps((n, train_step_quantities(s)) for n, s in enumerate(history, start=1))
 
     def serve(self, port: int | None = None, address: str | None = None) -> None:
         """Serve on MFPO_METRICS_PORT (or `port`) at MFPO_METRICS_ADDRESS (or `address`).

@@ -44,6 +44,7 @@ from mfpo_core.stages import STAGE_KINDS, kind_of
 from pydantic import ValidationError
 
 from mfpo_runtime.metrics import StageMetrics
+from mfpo_runtime.tracking import MlflowTracker, TrackingTarget, flatten_params
 
 log = logging.getLogger("mfpo.stage")
 
@@ -69,6 +70,7 @@ class StageContext:
     metrics: StageMetrics
     shard: tuple[int, int] | None = None  # (index, count) for datagen shards
     progress: bool = True  # show tqdm bars (local runs); Jobs set MFPO_PROGRESS=0
+    tracker: MlflowTracker | None = None  # spec.tracking, on global rank 0 (not in datagen)
     _stop: list[bool] = field(default_factory=lambda: [False])
 
     @property
@@ -186,6 +188,37 @@ def _resolve_shard(config: StageConfig) -> tuple[int, int] | None:
     return index, count
 
 
+def tracker_for(config: StageConfig, metrics: StageMetrics) -> MlflowTracker | None:
+    """The stage's link to the run's MLflow run (spec.tracking.mlflow), on global rank 0 only.
+
+    None for datagen: its shards run side by side, in many pods; the score stage, which reads
+    every shard's manifest, logs the datagen summary once.
+    """
+    tracking = config.spec.tracking
+    settings = tracking.mlflow if tracking else None
+    if settings is None or config.kind == "datagen" or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    target = TrackingTarget(
+        uri=settings.uri, experiment=settings.experiment, run_name=config.run,
+        namespace=config.namespace, run_uri=config.run_uri,
+    )  # fmt: skip
+    try:
+        return MlflowTracker(
+            target, stage=config.stage, attempt=config.attempt, params=flatten_params(config.spec.to_wire()),
+            on_error=lambda: metrics.inc("mfpo_tracking_errors_total"),
+        )  # fmt: skip
+    except ImportError as err:  # a runtime installed without its tracking client
+        log.warning("spec.tracking is set but the MLflow client cannot be imported (%s): not tracked", err)
+        metrics.inc("mfpo_tracking_errors_total")
+        return None
+
+
+def _track_outcome(tracker: MlflowTracker, config: StageConfig, outcome: StageOutcome) -> None:
+    """A stage's summary metrics, prefixed with its name (the eval stage logs its own)."""
+    if config.kind != "eval":
+        tracker.log_metrics({f"{config.stage}.{key}": value for key, value in outcome.metrics.items()})
+
+
 def run_stage(config: StageConfig, *, progress: bool = True, metrics_address: str | None = None) -> StageResult:
     """Run one stage in this process (idempotent). Raises BadInput, StageInterrupted or others."""
     shard = _resolve_shard(config)
@@ -201,13 +234,31 @@ def run_stage(config: StageConfig, *, progress: bool = True, metrics_address: st
         metrics = StageMetrics.for_config(config)
         if _local_rank() == 0:  # one metrics port per pod, however many ranks it runs
             metrics.serve(address=metrics_address)
-        ctx = StageContext(config=config, work_dir=Path(tmp), metrics=metrics, shard=shard, progress=progress)
+        tracker = tracker_for(config, metrics)
+        metrics.sink = tracker
+        ctx = StageContext(
+            config=config, work_dir=Path(tmp), metrics=metrics, shard=shard, progress=progress, tracker=tracker
+        )  # fmt: skip
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, lambda *_: ctx.request_stop())
+        status = "failed"
         try:
+            if tracker is not None:
+                tracker.flush()  # find or create the MLflow run now, not at the first step
             outcome: StageOutcome = module.run(ctx)
+            if tracker is not None:
+                _track_outcome(tracker, config, outcome)
+            status = "succeeded"
+        except BadInput:
+            status = "bad-input"
+            raise
+        except StageInterrupted:
+            status = "preempted"
+            raise
         finally:
             signal.signal(signal.SIGTERM, previous)
+            if tracker is not None:
+                tracker.finish(status=status, terminate=status == "succeeded" and config.kind == "eval")
             metrics.stop_serving()
             metrics.push()
             if keep:

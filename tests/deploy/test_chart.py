@@ -428,7 +428,12 @@ def test_network_policies():
     assert stages["podSelector"] == {
         "matchExpressions": [{"key": "mfpo.dev/run", "operator": "Exists"}]
     }
-    assert stages["egress"][-1]["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    assert stages["egress"][-2]["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    # The MLflow tracking server (networkPolicy.trackingPorts, trackingTo).
+    assert stages["egress"][-1] == {
+        "ports": [{"port": 5000, "protocol": "TCP"}],
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mlflow"}}}],
+    }
     assert not by_kind(render(), "NetworkPolicy")
 
 

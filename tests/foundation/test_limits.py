@@ -109,11 +109,12 @@ def uri_fields(schema: dict[str, Any], path: str = "spec") -> list[tuple[str, di
 def test_every_field_that_holds_a_uri_has_a_scheme_rule_in_the_crd() -> None:
     spec = crd.resource_schema()["properties"]["spec"]
     fields = uri_fields(spec)
-    assert len(fields) == 17, [f for f, _ in fields]
+    assert len(fields) == 18, [f for f, _ in fields]
     bucket_rule = {"rule": f"!self.matches({k8s.cel_string(api.S3_BUCKET_FORBIDDEN_PATTERN)})", "message": api.S3_BUCKET_MESSAGE}
     for where, node in fields:
-        if where.endswith("judgeUrl"):
+        if where.endswith(("judgeUrl", "tracking.mlflow.uri")):  # http(s) servers, no userinfo
             assert node["pattern"] == api.HTTP_URL_PATTERN
+            assert node["maxLength"] == api.MAX_URI_LENGTH, where
             continue
         assert node["pattern"] in (api.STORAGE_URI_PATTERN, api.STORAGE_PREFIX_PATTERN), where
         assert bucket_rule in node["x-kubernetes-validations"], where

@@ -424,3 +424,21 @@ def test_entries_of_one_benchmark_on_other_data_with_labels_are_accepted() -> No
 def test_benchmark_options_are_typed_per_benchmark(entry: dict[str, Any], expected: str) -> None:
     (problem,) = problems(benchmarks(entry))
     assert expected in problem, problem
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://user:secret@mlflow:5000", "https://token@mlflow.example", "mlflow:5000", "ftp://mlflow"]
+)
+def test_a_tracking_uri_with_credentials_or_no_http_scheme_is_refused(uri: str) -> None:
+    doc = changed(**{"spec.tracking": {"mlflow": {"uri": uri}}})
+    found = problems(doc)
+    assert found and all(p.startswith("spec.tracking.mlflow.uri: ") for p in found), found
+    with pytest.raises(ValidationError, match="tracking.mlflow.uri"):
+        api.MFPORun.model_validate(doc)
+
+
+def test_tracking_defaults_to_the_mfpo_experiment() -> None:
+    run = validate_manifest(changed(**{"spec.tracking": {"mlflow": {"uri": "http://mlflow.mlflow:5000/base"}}}))
+    assert run.spec.tracking.mlflow.experiment == "mfpo"
+    assert run.spec.tracking.mlflow.secret_name is None
+    assert validate_manifest(GOOD).spec.tracking is None

@@ -6,6 +6,7 @@ import json
 
 import kubernetes_validate
 import pytest
+from mfpo_core.api import MlflowTrackingSpec, TrackingSpec
 from mfpo_core.contract import StageConfig
 from mfpo_operator.kube import jobs
 from mfpo_operator.kube.jobs import RunRef
@@ -241,3 +242,27 @@ def test_stage_processes_share_the_pods_cpu_request(cpu, gpus, stage, threads):
     assert env["MFPO_THREADS"] == str(threads)
     under_torchrun = {**env, "OMP_NUM_THREADS": "1", "LOCAL_WORLD_SIZE": str(gpus)}
     assert cpus.threads_per_process(gpus, under_torchrun) == threads
+
+
+def test_tracking_settings_travel_in_the_config_and_credentials_as_secret_references():
+    spec = cluster_spec()
+    spec.tracking = TrackingSpec(
+        mlflow=MlflowTrackingSpec(uri="https://mlflow.example:5000", experiment="vlm", secretName="mlflow-creds")
+    )
+    for manifest in all_manifests(spec):  # optional key references are valid Kubernetes
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    job = jobs.job(RUN, spec, "align-1", 1, "demo-align-1-a1")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # Username and password, or a token: each key of the Secret is optional (core/v1
+    # SecretKeySelector.optional), so a Secret holding only a token is a valid setup.
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        assert env[key] == {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": "mlflow-creds", "key": key, "optional": True}},
+        }
+    assert not any(name.startswith("MLFLOW_") and "value" in e for name, e in env.items())
+    config = StageConfig.from_json(jobs.config_map(RUN, spec, "align-1", 1, "x")["data"]["stage.json"])
+    assert config.spec.tracking.mlflow.uri == "https://mlflow.example:5000"
+    assert config.spec.tracking.mlflow.experiment == "vlm"
+    plain = jobs.job(RUN, cluster_spec(), "align-1", 1, "demo-align-1-a1")
+    assert not any(e["name"].startswith("MLFLOW_") for e in plain["spec"]["template"]["spec"]["containers"][0]["env"])

@@ -93,6 +93,27 @@ async def test_a_missing_service_account_holds_the_run_with_the_reason_until_it_
     assert len(warnings) == 1  # said once, not at every look
 
 
+async def test_a_missing_tracking_secret_holds_the_run_until_it_exists(kube):
+    # The Job's references to the tracking Secret's keys are optional (a Secret may hold a
+    # token only), so the kubelet would start the pod without them and the stages would talk to
+    # MLflow unauthenticated: the operator waits for the Secret as it does for storage's.
+    tracking = {"mlflow": {"uri": "http://mlflow.mlflow:5000", "secretName": "mlflow-creds"}}
+    async with running_operator():
+        await kube.create_run(run_manifest(tracking=tracking))
+        await eventually(
+            lambda: condition(kube, "Progressing").get("reason") == "SecretMissing",
+            what="the Progressing condition naming the missing Secret",
+        )
+        message = condition(kube, "Progressing")["message"]
+        assert "secret 'mlflow-creds' (spec.tracking.mlflow.secretName)" in message
+        assert kube.jobs() == {}
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                  "metadata": {"name": "mlflow-creds", "namespace": NS}}  # fmt: skip
+        response = await kube.kmock.post(f"/api/v1/namespaces/{NS}/secrets", json=secret)
+        assert response.status < 300
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), timeout=30, what="the Job")
+
+
 def _pending_pod(job: str, waiting: dict | None = None, unschedulable: str | None = None) -> dict:
     status: dict = {"phase": "Pending", "startTime": "2025-01-01T00:00:00Z"}
     if unschedulable:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.utils import parse_quantity
-from mfpo_core.api import API_VERSION, KIND, MFPORunSpec
+from mfpo_core.api import API_VERSION, KIND, TRACKING_CREDENTIAL_VARIABLES, MFPORunSpec
 from mfpo_core.contract import DEFAULT_TERMINATION_LOG, ExitCode, StageConfig
 from mfpo_core.stages import kind_of
 from mfpo_core.storage import CREDENTIAL_VARIABLES, storage_env
@@ -223,6 +223,7 @@ def _env(spec: MFPORunSpec, stage: str, job: str) -> list[dict[str, Any]]:
         for key in CREDENTIAL_VARIABLES:
             ref = {"name": spec.storage.secret_name, "key": key}
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    env += _tracking_env(spec)
     if is_multi_node(spec, stage):
         index = f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
         env += [
@@ -233,6 +234,19 @@ def _env(spec: MFPORunSpec, stage: str, job: str) -> list[dict[str, Any]]:
             {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
         ]
     return env
+
+
+def _tracking_env(spec: MFPORunSpec) -> list[dict[str, Any]]:
+    """The tracking server's credentials, as references to spec.tracking.mlflow.secretName's
+    keys; each optional (username and password, or a token). The server's URI and experiment
+    travel in the stage config (the spec), never as environment."""
+    mlflow = spec.tracking.mlflow if spec.tracking else None
+    if mlflow is None or not mlflow.secret_name:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": mlflow.secret_name, "key": key, "optional": True}}}
+        for key in TRACKING_CREDENTIAL_VARIABLES
+    ]
 
 
 def _resources(spec: MFPORunSpec) -> dict[str, Any]:

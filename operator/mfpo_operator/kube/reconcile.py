@@ -218,7 +218,9 @@ def _create_attempt(op: Operator, run: jobs.RunRef, spec: MFPORunSpec, action: S
 def _missing_prerequisite(
     op: Operator, namespace: str, spec: MFPORunSpec
 ) -> tuple[str, str] | None:
-    """(reason, message) when the stage ServiceAccount or storage Secret does not exist.
+    """(reason, message) when the stage ServiceAccount, the storage or the tracking Secret does
+    not exist (the tracking Secret's keys are optional references: a missing Secret would only
+    leave the stages unauthenticated, silently).
 
     Without this check the Job is created anyway and then hangs: the Job controller cannot
     create a pod for a missing ServiceAccount (event FailedCreate on the Job), and the kubelet
@@ -230,12 +232,15 @@ def _missing_prerequisite(
             f"serviceaccount {account!r} (spec.resources.serviceAccountName) not found in "
             f"namespace {namespace!r}; the attempt starts once it exists"
         )
-    secret = spec.storage.secret_name
-    if secret and not op.cluster.exists("Secret", namespace, secret):
-        return "SecretMissing", (
-            f"secret {secret!r} (spec.storage.secretName) not found in namespace {namespace!r}; "
-            "the attempt starts once it exists"
-        )
+    tracking = spec.tracking.mlflow if spec.tracking else None
+    secrets = [("spec.storage.secretName", spec.storage.secret_name),
+               ("spec.tracking.mlflow.secretName", tracking.secret_name if tracking else None)]  # fmt: skip
+    for spec_field, secret in secrets:
+        if secret and not op.cluster.exists("Secret", namespace, secret):
+            return "SecretMissing", (
+                f"secret {secret!r} ({spec_field}) not found in namespace {namespace!r}; "
+                "the attempt starts once it exists"
+            )
     return None
 
 

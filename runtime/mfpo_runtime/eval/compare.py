@@ -10,7 +10,8 @@ reported with its 95% percentile interval.
 
 prints the table and, with --out, writes report.md (values, differences with intervals, a
 plain better / worse / no difference per metric, both splits, every metric explained) and
-tradeoff.png (CHAIRs against recall per policy).
+tradeoff.png (CHAIRs against recall per policy); with --tracking-uri also under comparison/ of
+both runs' MLflow runs (spec.tracking, docs/tracking.md).
 
 Reads `<run uri>/eval/results/<policy>/<label>.json` (an entry's label: its benchmark's name unless set) (written by the eval stage) and the
 base model's results from the candidate run. Called by `mfpo demo` as a subprocess.
@@ -29,6 +30,7 @@ from mfpo_core import storage
 from mfpo_core.contract import BadInput, eval_result_uri
 
 from mfpo_runtime.eval.scores import ChairSample, chair, chair_sample
+from mfpo_runtime.tracking import log_to_tracked_runs
 
 METRICS = ("chair_s", "chair_i", "recall")
 
@@ -280,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--benchmark", default="synthetic", help="the entry's label (its benchmark's name unless set)")
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--out", help="a directory for report.md and tradeoff.png (the plot of CHAIRs against recall)")
+    parser.add_argument("--tracking-uri", metavar="URL",
+                        help="with --out: log report.md and tradeoff.png under comparison/ of both runs' MLflow runs")
+    parser.add_argument("--experiment", default="mfpo", help="the runs' MLflow experiment (spec.tracking.mlflow)")
+    parser.add_argument("--namespace", default="default", help="the runs' namespace (the MLflow runs' mfpo.namespace tag)")
     args = parser.parse_args(argv)
     try:
         result = comparison(args.baseline, args.candidate, policy=args.policy, benchmark=args.benchmark, rounds=args.rounds)
@@ -289,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text_table(result))
     if args.out:
         print(f"report: {write_report(result, args.out)}")
+        if args.tracking_uri:
+            runs = [args.baseline[1].rstrip("/"), args.candidate[1].rstrip("/")]
+            reached = log_to_tracked_runs(args.tracking_uri, args.experiment, args.namespace, runs,
+                                          Path(args.out), "comparison")  # fmt: skip
+            print(f"comparison logged to {len(reached)} MLflow run(s) at {args.tracking_uri}")
     return 0
 
 

@@ -25,7 +25,7 @@ import logging
 import torch
 from mfpo_core import storage
 from mfpo_core.api import MFPORunSpec
-from mfpo_core.contract import BadInput, policy_uri, stage_uri
+from mfpo_core.contract import BadInput, StageResult, policy_uri, result_uri, stage_uri
 
 from mfpo_runtime.stage import StageContext, StageOutcome
 from mfpo_runtime.stages import plain
@@ -134,6 +134,35 @@ def _precompute(job: trainer.TrainJob, reference) -> list[dict[str, float]]:
     return precompute(reference, batches, share)
 
 
+def steps_before(run_uri: str, k: int) -> int:
+    """Optimizer steps of align-1..k-1 (their result documents): where align-k's steps start
+    on the tracker's curriculum-wide step axis."""
+    total = 0
+    for j in range(1, k):
+        uri = result_uri(run_uri, f"align-{j}")
+        if storage.exists(uri):
+            total += int(StageResult.model_validate(storage.read_json(uri)).metrics.get("steps", 0))
+    return total
+
+
+def track_policy(ctx: StageContext, local_policy, lineage: policies.Lineage, target: str) -> None:
+    """The run's final policy as an MLflow logged model: the published directory (processor,
+    adapter/ in peft's format, mfpo_policy.json) without whole merged or fully fine-tuned
+    weights, which stay in storage only (the tag mfpo.policy_uri names them)."""
+    cfg = ctx.config
+    whole_weights = cfg.spec.model.finetune == "full" or cfg.spec.model.merge_adapters
+    logged = local_policy
+    if whole_weights:
+        logged = ctx.work_dir / "policy-logged"
+        logged.mkdir(exist_ok=True)
+        for path in local_policy.iterdir():
+            if path.is_file() and not path.name.endswith((".safetensors", ".bin")):
+                (logged / path.name).write_bytes(path.read_bytes())
+    tags = {"mfpo.stage": cfg.stage, "mfpo.policy_uri": target, "mfpo.family": lineage.family,
+            "mfpo.finetune": plain(cfg.spec.model.finetune), "mfpo.base_uri": lineage.base}  # fmt: skip
+    ctx.tracker.log_model(logged, name=f"{cfg.run}-policy", tags=tags)
+
+
 def run(ctx: StageContext) -> StageOutcome:
     cfg = ctx.config
     config, k = train_config(cfg.spec), cfg.align_index
@@ -157,10 +186,14 @@ def run(ctx: StageContext) -> StageOutcome:
     )
     if config.loop.reference_mode == "precomputed":
         job.training_set = with_reference_logps(ctx, job, policy)
+    if ctx.tracker is not None:
+        ctx.tracker.step_offset = steps_before(cfg.run_uri, k)
     summary = trainer.train(job)
 
     target = policy_uri(cfg.run_uri, cfg.stage)
     lineage = publish_policy(policy, config, target, ctx.work_dir) if rank == 0 else None
+    if ctx.tracker is not None and lineage is not None and k == cfg.spec.curriculum.stages:
+        track_policy(ctx, ctx.work_dir / "policy", lineage, target)
     return StageOutcome(
         metrics={**summary, "records": float(len(training_set))},
         outputs={"policy": target, "checkpoints": storage.join(cfg.stage_uri, "checkpoints")},

@@ -147,15 +147,19 @@ def evaluate_policy(ctx: StageContext, name: str, uri: str, env: BenchmarkEnv) -
 
 
 def write_report(ctx: StageContext, scores: report.Scores, benchmark_of: dict[str, str]) -> dict[str, str]:
+    """report.md (and report.png with several policies) into <work_dir>/report and storage."""
     stage = ctx.config.stage_uri
+    local = ctx.work_dir / "report"
+    local.mkdir(exist_ok=True)
     outputs = {"report": storage.join(stage, "report.md"), "results": storage.join(stage, "results")}
     plot_file = None
     if len(scores) > 1:
-        local = report.plot(scores, ctx.work_dir / "report.png", benchmark_of)
+        report.plot(scores, local / "report.png", benchmark_of)
         outputs["plot"] = storage.join(stage, "report.png")
-        storage.put_file(local, outputs["plot"])
+        storage.put_file(local / "report.png", outputs["plot"])
         plot_file = "report.png"
-    storage.write_text(report.markdown(ctx.config.run, scores, plot_file=plot_file), outputs["report"])
+    (local / "report.md").write_text(report.markdown(ctx.config.run, scores, plot_file=plot_file))
+    storage.put_file(local / "report.md", outputs["report"])
     return outputs
 
 
@@ -173,4 +177,18 @@ def run(ctx: StageContext) -> StageOutcome:
                 ctx.metrics.set("mfpo_eval_score", value, stage=name, benchmark=bench, metric=metric)
     metrics = summary_metrics(scores, benchmark_of)
     flags = {f"{n}/{b}": r["flags"] for n, per in scores.items() for b, r in per.items() if r["flags"]}
-    return StageOutcome(metrics=metrics, outputs=write_report(ctx, scores, benchmark_of), details={"scores": scores, "flags": flags})
+    outputs = write_report(ctx, scores, benchmark_of)
+    if ctx.tracker is not None:
+        track_evaluation(ctx, scores)
+    return StageOutcome(metrics=metrics, outputs=outputs, details={"scores": scores, "flags": flags})
+
+
+def track_evaluation(ctx: StageContext, scores: report.Scores) -> None:
+    """Every metric of every evaluation (eval.<policy>.<label>.<metric>, splits within the
+    metric's name) and the report with its plot as artifacts under eval/."""
+    ctx.tracker.log_metrics({
+        eval_metric_key(name, bench, metric): value
+        for name, per_bench in scores.items() for bench, result in per_bench.items()
+        for metric, value in result["metrics"].items()
+    })  # fmt: skip
+    ctx.tracker.log_artifact(ctx.work_dir / "report", "eval")  # written by write_report

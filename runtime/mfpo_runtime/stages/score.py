@@ -15,6 +15,7 @@ is reused; sampling is seeded, so a rerun gives the same bins.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from statistics import fmean
@@ -196,4 +197,30 @@ def run(ctx: StageContext) -> StageOutcome:
         storage.publish_dir(out_dir, uri)
     ctx.metrics.set("mfpo_score_semantic_entropy_mean", metrics["entropy.mean"])
     log.info("score: %s", metrics)
+    if ctx.tracker is not None:
+        track_datagen(ctx)
     return StageOutcome(metrics=metrics, outputs={"dataset": uri})
+
+
+def datagen_summary(run_uri: str, shards: int) -> dict:
+    """Every datagen shard's manifest (counts, skipped records, settings) and the totals."""
+    manifests = [
+        storage.read_json(storage.join(shard_dataset_uri(run_uri, (i, shards)), MANIFEST_FILE))
+        for i in range(shards)
+    ]
+    totals: dict[str, int] = {}
+    for manifest in manifests:
+        for key, value in manifest.get("counts", {}).items():
+            totals[key] = totals.get(key, 0) + int(value)
+    return {"shards": manifests, "totals": totals}
+
+
+def track_datagen(ctx: StageContext) -> None:
+    """The datagen summary, logged once here: the datagen shards run side by side and do not
+    track (`stage.tracker_for`). Metrics datagen.<count>, artifact datagen/summary.json."""
+    summary = datagen_summary(ctx.config.run_uri, ctx.config.spec.image_preference.shards)
+    ctx.tracker.log_metrics({f"datagen.{key}": value for key, value in summary["totals"].items()})
+    local = ctx.work_dir / "datagen-summary" / "summary.json"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    ctx.tracker.log_artifact(local, "datagen")

@@ -27,6 +27,7 @@ from mfpo_core.contract import BadInput, StageInterrupted
 from torch import nn
 from transformers import get_scheduler
 
+from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.progress import progress_bar
 from mfpo_runtime.train import checkpoints
 from mfpo_runtime.train.checkpoints import TrainState
@@ -168,7 +169,7 @@ class TrainJob:
     stage_uri: str  # checkpoints go under <stage_uri>/checkpoints/
     work_dir: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    metrics: object | None = None  # StageMetrics
+    metrics: StageMetrics | None = None
     stop_requested: Callable[[], bool] = lambda: False
     world_size: int = 1
     rank: int = 0
@@ -339,25 +340,6 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return means
 
 
-def publish_metrics(metrics, step: dict[str, float]) -> None:
-    """One logging step to the stage's Prometheus metrics (names in mfpo_runtime.metrics)."""
-    if metrics is None:
-        return
-    for term in TERMS:
-        metrics.set("mfpo_train_loss", step[f"loss.{term}"], term=term)
-    metrics.set("mfpo_train_objective", step["objective"])
-    for which in ("chosen", "rejected", "perturbed"):
-        metrics.set(f"mfpo_train_reward_{which}", step[f"reward.{which}"])
-    for modality in ("text", "image"):
-        metrics.set("mfpo_train_reward_margin", step[f"reward_margin.{modality}"], modality=modality)
-        metrics.set("mfpo_train_reward_accuracy_ratio", step[f"reward_accuracy.{modality}"], modality=modality)
-    metrics.set("mfpo_train_modality_balance_ratio", step["modality_balance"])
-    metrics.set("mfpo_train_samples_per_second", step["samples"] / step["seconds"])
-    metrics.set("mfpo_train_tokens_per_second", step["tokens"] / step["seconds"])
-    metrics.set("mfpo_train_learning_rate", step["lr"])
-    metrics.inc("mfpo_train_steps_total")
-
-
 def train(job: TrainJob) -> dict[str, float]:
     """Run (or resume) the stage's loop to its last step; returns the stage summary metrics.
 
@@ -368,6 +350,8 @@ def train(job: TrainJob) -> dict[str, float]:
     loss_fn = MFPOLoss.from_config(job.config.objective)
     loop = setup_loop(job)
     resume(job, loop)
+    if job.metrics is not None:
+        job.metrics.replay_train_steps(loop.history)  # those the tracker lacks, if any
     autocast = autocast_for(job.config.loop.precision, job.device, loop.engine is not None)
     every = job.config.loop.checkpoint_every_steps
     log_every = max(1, loop.state.total_steps // 10)
@@ -381,7 +365,8 @@ def train(job: TrainJob) -> dict[str, float]:
             raise StageInterrupted(f"stopped at step {loop.state.step}; checkpoint {uri}")
         step = optimizer_step(job, loop, loss_fn, autocast)
         loop.history.append({k: v for k, v in step.items()})
-        publish_metrics(job.metrics, step)
+        if job.metrics is not None:
+            job.metrics.train_step(loop.state.step, step)
         bar.update(1)
         bar.set_postfix(objective=f"{step['objective']:.3f}", text=f"{step['reward_margin.text']:.3f}",
                         image=f"{step['reward_margin.image']:.3f}")  # fmt: skip

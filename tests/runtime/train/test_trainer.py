@@ -42,10 +42,10 @@ def test_killed_and_resumed_stage_ends_with_the_same_weights(tiny_llava_dir, run
     other_run = tmp_path / "b-run"
     (other_run / "score").mkdir(parents=True)
     (other_run / "score" / "dataset").symlink_to(run_dir / "score" / "dataset")
-    steps_seen = []
-    first = make_job(spec, other_run, tmp_path / "b1", stop=lambda: len(steps_seen) >= 2)
-    first.metrics = type("Count", (), {"set": lambda *a, **k: None,
-                                       "inc": lambda *a, **k: steps_seen.append(1)})()
+    metrics = StageMetrics("ns", "r", "align-1", 1)  # its step counter tells when to stop
+    labels = {"namespace": "ns", "run": "r", "stage": "align-1", "attempt": "1"}
+    steps = lambda: metrics.registry.get_sample_value("mfpo_train_steps_total", labels) or 0
+    first = make_job(spec, other_run, tmp_path / "b1", stop=lambda: steps() >= 2, metrics=metrics)
     with pytest.raises(StageInterrupted, match="step 2"):
         train(first)
     assert checkpoints.latest_step(first.stage_uri) == 2
