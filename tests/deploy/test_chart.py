@@ -40,8 +40,6 @@ CUSTOM_KINDS = {
     "ServiceMonitor",
     "PodMonitor",
     "PrometheusRule",
-    "KopfPeering",
-    "ClusterKopfPeering",
     "LocalQueue",
 }
 SCENARIO_IDS = [p.name.removesuffix("-values.yaml") for p in SCENARIOS]
@@ -127,10 +125,9 @@ def check_custom_object(doc: dict[str, Any], where: str) -> None:
             assert group["name"] and group["rules"], where
             for rule in group["rules"]:
                 assert rule["expr"] and ("alert" in rule or "record" in rule), where
-    elif kind == "LocalQueue":
+    else:
+        assert kind == "LocalQueue", where
         assert doc["apiVersion"] == "kueue.x-k8s.io/v1beta1" and spec["clusterQueue"], where
-    else:  # kopf peerings carry no spec
-        assert doc["apiVersion"] == "kopf.dev/v1", where
 
 
 BAD_VALUES = {
@@ -187,7 +184,11 @@ def test_operator_deployment(default_docs):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert f"--namespace={RELEASE_NAMESPACE}" in container["args"]
-    assert "--peering=mfpo-operator" in container["args"]
+    # One operator, kopf standalone: no peering flag (main.py passes standalone=True).
+    assert not [a for a in container["args"] if "peering" in a or "priority" in a]
+    assert "--namespace-role=t-mfpo" in container["args"]
+    # The operator exits within 25 s of a SIGTERM (handlers.EXIT_TIMEOUT_SECONDS).
+    assert pod["terminationGracePeriodSeconds"] == 30
     assert "--metrics-port=9090" in container["args"]
     assert "--metrics-address=0.0.0.0" in container["args"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
@@ -256,16 +257,23 @@ def test_namespaced_mode_grants_a_role_per_namespace_and_nothing_cluster_wide():
     for role in roles:
         expected = {
             **OPERATOR_RULES,
-            ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+            ("rbac.authorization.k8s.io", "roles"): {"get", "patch"},
+            ("rbac.authorization.k8s.io", "rolebindings"): {"get", "patch"},
         }
         assert flatten_rules(role["rules"]) == expected
+        # Its own Role and RoleBinding only, the ones --namespace-role names.
+        (own,) = [r for r in role["rules"] if r["apiGroups"] == ["rbac.authorization.k8s.io"]]
+        assert own["resourceNames"] == [role["metadata"]["name"]] == ["t-mfpo"]
     for binding in by_kind(docs, "RoleBinding"):
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "t-mfpo", "namespace": RELEASE_NAMESPACE}
         ]
         assert binding["roleRef"]["kind"] == "Role"
-    peerings = by_kind(docs, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+        assert binding["metadata"]["name"] == "t-mfpo"
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--namespace-role=t-mfpo" in container["args"]
+    # No kopf peering objects or grants: the operator runs standalone.
+    assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev/")]
 
 
 def test_cluster_mode_grants_one_cluster_role():
@@ -274,10 +282,12 @@ def test_cluster_mode_grants_one_cluster_role():
     (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "t-mfpo"]
     assert flatten_rules(role["rules"]) == {
         **OPERATOR_RULES,
-        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     }
-    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "mfpo-operator"
+    assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev/")]
+    # A ClusterRole outlives any namespace: nothing to keep, no --namespace-role.
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in container["args"] if a.startswith("--namespace")]
 
 
 def test_secrets_are_only_read_by_name_and_can_be_denied(scenario):
@@ -475,11 +485,7 @@ def test_crd_upgrade_hook_applies_every_chart_crd():
         "--server-side",
     ]
     (role,) = [d for d in hook if d["kind"] == "ClusterRole"]
-    assert set(role["rules"][0]["resourceNames"]) == {
-        "mfporuns.mfpo.dev",
-        "kopfpeerings.kopf.dev",
-        "clusterkopfpeerings.kopf.dev",
-    }
+    assert set(role["rules"][0]["resourceNames"]) == {"mfporuns.mfpo.dev"}
     assert not [d for d in render() if d["metadata"]["name"] == "t-mfpo-crd-upgrade"]
 
 
@@ -493,7 +499,7 @@ def test_operator_accepts_the_rendered_args():
         ][0]
         args = parse_args(container["args"])  # argparse exits on an unknown flag
         assert args.metrics_port == 9090 and args.liveness == "http://0.0.0.0:8080/healthz"
-        assert args.peering == "mfpo-operator" and not args.standalone
+        assert args.namespace_role == ("t-mfpo" if values == "namespaced" else None)
     assert parse_args(
         one(scenario_docs("namespaced"), "Deployment")["spec"]["template"]["spec"]["containers"][0][
             "args"
@@ -540,7 +546,7 @@ def test_rbac_is_what_the_operator_documents(mode: str):
     for key, (verbs, note) in documented_rbac().items():
         if key in NOT_GRANTED:
             continue
-        if mode == "cluster-wide" and "(--namespace)" in note:
+        if mode == "cluster-wide" and "(--namespace" in note:
             continue
         if mode == "namespaced" and ("(cluster-wide" in note or "discovery" in note):
             continue
