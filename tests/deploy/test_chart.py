@@ -186,7 +186,7 @@ def test_operator_deployment(default_docs):
     assert f"--namespace={RELEASE_NAMESPACE}" in container["args"]
     # One operator, kopf standalone: no peering flag (main.py passes standalone=True).
     assert not [a for a in container["args"] if "peering" in a or "priority" in a]
-    assert "--namespace-role=t-mfpo" in container["args"]
+    assert "--role-binding=t-mfpo-operator" in container["args"]
     # The operator exits within 25 s of a SIGTERM (handlers.EXIT_TIMEOUT_SECONDS).
     assert pod["terminationGracePeriodSeconds"] == 30
     assert "--metrics-port=9090" in container["args"]
@@ -249,43 +249,49 @@ def flatten_rules(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]
     return grants
 
 
-def test_namespaced_mode_grants_a_role_per_namespace_and_nothing_cluster_wide():
+def test_namespaced_mode_grants_only_in_each_namespace_through_one_binding():
+    # A RoleBinding per namespace to one ClusterRole: the binding alone carries the rights
+    # there (so a finalizer on that one object keeps them while the namespace is deleted),
+    # and nothing is granted cluster-wide (no ClusterRoleBinding).
     docs = scenario_docs("namespaced")
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
-    roles = by_kind(docs, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    for role in roles:
-        expected = {
-            **OPERATOR_RULES,
-            ("rbac.authorization.k8s.io", "roles"): {"get", "patch"},
-            ("rbac.authorization.k8s.io", "rolebindings"): {"get", "patch"},
-        }
-        assert flatten_rules(role["rules"]) == expected
-        # Its own Role and RoleBinding only, the ones --namespace-role names.
-        (own,) = [r for r in role["rules"] if r["apiGroups"] == ["rbac.authorization.k8s.io"]]
-        assert own["resourceNames"] == [role["metadata"]["name"]] == ["t-mfpo"]
-    for binding in by_kind(docs, "RoleBinding"):
+    assert not by_kind(docs, "Role") and not by_kind(docs, "ClusterRoleBinding")
+    role = one([r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "t-mfpo"], "ClusterRole")
+    assert flatten_rules(role["rules"]) == {
+        **OPERATOR_RULES,
+        ("rbac.authorization.k8s.io", "rolebindings"): {"get", "patch"},
+    }
+    # Its own RoleBinding only, the one --role-binding names.
+    (own,) = [r for r in role["rules"] if r["apiGroups"] == ["rbac.authorization.k8s.io"]]
+    assert own["resourceNames"] == ["t-mfpo-operator"]
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        # Not t-mfpo, the name of the Role-bound binding of earlier versions: the API server
+        # refuses to change a binding's roleRef ("cannot change roleRef"), which an upgrade
+        # patching that binding would try.
+        assert binding["metadata"]["name"] == "t-mfpo-operator"
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "t-mfpo", "namespace": RELEASE_NAMESPACE}
         ]
-        assert binding["roleRef"]["kind"] == "Role"
-        assert binding["metadata"]["name"] == "t-mfpo"
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "t-mfpo"
+        }
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert "--namespace-role=t-mfpo" in container["args"]
+    assert "--role-binding=t-mfpo-operator" in container["args"]
     # No kopf peering objects or grants: the operator runs standalone.
     assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev/")]
 
 
 def test_cluster_mode_grants_one_cluster_role():
     docs = scenario_docs("cluster-wide")
-    assert not by_kind(docs, "Role")
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
     (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "t-mfpo"]
     assert flatten_rules(role["rules"]) == {
         **OPERATOR_RULES,
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     }
     assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev/")]
-    # A ClusterRole outlives any namespace: nothing to keep, no --namespace-role.
+    # A ClusterRoleBinding outlives any namespace: nothing to keep, no --role-binding.
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert not [a for a in container["args"] if a.startswith("--namespace")]
 
@@ -297,7 +303,7 @@ def test_secrets_are_only_read_by_name_and_can_be_denied(scenario):
             if "secrets" in rule["resources"]:
                 assert rule["verbs"] == ["get"], role["metadata"]
     denied = render(set_values=("rbac.readStorageSecrets=false",))
-    (role,) = by_kind(denied, "Role")
+    (role,) = [r for r in by_kind(denied, "ClusterRole") if r["metadata"]["name"] == "t-mfpo"]
     assert ("", "secrets") not in flatten_rules(role["rules"])
 
 
@@ -499,7 +505,7 @@ def test_operator_accepts_the_rendered_args():
         ][0]
         args = parse_args(container["args"])  # argparse exits on an unknown flag
         assert args.metrics_port == 9090 and args.liveness == "http://0.0.0.0:8080/healthz"
-        assert args.namespace_role == ("t-mfpo" if values == "namespaced" else None)
+        assert args.role_binding == ("t-mfpo-operator" if values == "namespaced" else None)
     assert parse_args(
         one(scenario_docs("namespaced"), "Deployment")["spec"]["template"]["spec"]["containers"][0][
             "args"
@@ -539,8 +545,7 @@ NOT_GRANTED = {
 @pytest.mark.parametrize("mode", ["namespaced", "cluster-wide"])
 def test_rbac_is_what_the_operator_documents(mode: str):
     docs = scenario_docs(mode)
-    role_kind = "ClusterRole" if mode == "cluster-wide" else "Role"
-    role = next(r for r in by_kind(docs, role_kind) if r["metadata"]["name"] == "t-mfpo")
+    role = next(r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "t-mfpo")
     granted = flatten_rules(role["rules"])
     expected = {}
     for key, (verbs, note) in documented_rbac().items():

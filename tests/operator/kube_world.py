@@ -38,7 +38,6 @@ def declare_resources(kmock) -> None:
         ("batch/v1/jobs", "Job"), ("v1/pods", "Pod"), ("v1/configmaps", "ConfigMap"),
         ("v1/services", "Service"), ("v1/events", "Event"), ("v1/secrets", "Secret"),
         ("v1/serviceaccounts", "ServiceAccount"),
-        ("rbac.authorization.k8s.io/v1/roles", "Role"),
         ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding"),
     ]:  # fmt: skip
         kmock.resources[path] = info(kind=kind, namespaced=True, verbs=VERBS)
@@ -93,18 +92,18 @@ async def running_operator(
     metrics: OperatorMetrics | None = None,
     namespaces: list[str] | None = None,
     liveness: str | None = None,
-    namespace_role: str | None = None,
+    role_binding: str | None = None,
     settings: kopf.OperatorSettings | None = None,
 ) -> AsyncIterator[kopf.Memo]:
     """The real operator (all its handlers) until the block ends; cluster-wide unless
-    `namespaces` are given (as `mfpo-operator --namespace`, and `--namespace-role`).
+    `namespaces` are given (as `mfpo-operator --namespace`, and `--role-binding`).
     `memo.operator_thread` is the thread it runs in (alive while the operator runs).
 
     It runs in its own thread and event loop, as in production: kopf cancels every task of its
     loop when it stops, which must not hit kmock's server tasks in the test's loop."""
     memo = kopf.Memo(
         metrics=metrics or OperatorMetrics(), namespaces=namespaces or [],
-        namespace_role=namespace_role,
+        role_binding=role_binding,
     )  # fmt: skip
     stop, ready = threading.Event(), threading.Event()
 

@@ -88,45 +88,39 @@ async def _get(url: str) -> tuple[int, str]:
 # ------------------------------------------------------------- the run in a deleted namespace
 
 
-async def _role_and_binding(kube: Kube, namespace: str = NS) -> None:
-    for plural, kind in (("roles", "Role"), ("rolebindings", "RoleBinding")):
-        body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
-                "metadata": {"name": "mfpo", "namespace": namespace}}  # fmt: skip
-        path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/{plural}"
-        response = await kube.kmock.post(path, json=body)
-        assert response.status < 300, await response.text()
+async def _role_binding(kube: Kube, namespace: str = NS) -> None:
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "mfpo", "namespace": namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "mfpo"}}  # fmt: skip
+    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
+    response = await kube.kmock.post(path, json=binding)
+    assert response.status < 300, await response.text()
 
 
-def _finalizers(kube: Kube, resource: str) -> list[str] | None:
-    obj = kube.objects(f"rbac.authorization.k8s.io/v1/{resource}").get("mfpo")
+def _finalizers(kube: Kube) -> list[str] | None:
+    obj = kube.objects("rbac.authorization.k8s.io/v1/rolebindings").get("mfpo")
     return None if obj is None else obj["metadata"].get("finalizers") or []
 
 
-async def test_runs_holding_a_finalizer_keep_the_operators_role_until_they_are_gone(kube, tmp_path):
-    # Deleting a namespace deletes the chart's Role at once (the namespace controller deletes
-    # every resource in it), while a run with deleteOnRunDeletion keeps kopf's finalizer: the
-    # operator would be left without the right to release it, the namespace Terminating
-    # forever (seen on the lab). A finalizer on the Role and RoleBinding keeps them granting
-    # while they are being deleted (checked on the lab: a ServiceAccount read a ConfigMap
-    # through a Terminating Role with a finalizer, 403 once it was released).
-    await _role_and_binding(kube)
+async def test_runs_holding_a_finalizer_keep_the_operators_binding_until_they_are_gone(kube, tmp_path):
+    # Deleting a namespace deletes the chart's RoleBinding at once (the namespace controller
+    # deletes every resource in it), while a run with deleteOnRunDeletion keeps kopf's
+    # finalizer: the operator would be left without the right to release it, the namespace
+    # Terminating forever (seen on the lab). A finalizer keeps a binding granting while it is
+    # being deleted (checked on the lab: a ServiceAccount read a ConfigMap through a
+    # Terminating Role and RoleBinding with finalizers; 403 once they were released).
+    await _role_binding(kube)
     storage = {"uri": f"file://{tmp_path}/runs", "deleteOnRunDeletion": True}
-    async with running_operator(namespaces=[NS], namespace_role="mfpo"):
+    async with running_operator(namespaces=[NS], role_binding="mfpo"):
         await kube.create_run(run_manifest("plain"))
         await eventually(lambda: "plain-datagen-a1" in kube.jobs(), what="the plain run's Job")
-        assert _finalizers(kube, "roles") == [] and _finalizers(kube, "rolebindings") == []
+        assert _finalizers(kube) == []
         await kube.create_run(run_manifest("keeps", storage=storage))
-        await eventually(
-            lambda: _finalizers(kube, "roles") == [FINALIZER] == _finalizers(kube, "rolebindings"),
-            what="the Role and RoleBinding kept",
-        )  # fmt: skip
+        await eventually(lambda: _finalizers(kube) == [FINALIZER], what="the RoleBinding kept")
         response = await kube.kmock.delete(f"/apis/mfpo.dev/v1alpha1/namespaces/{NS}/mfporuns/keeps")
         assert response.status < 300, await response.text()
         await eventually(lambda: not kube.run("keeps"), what="the run released")
-        await eventually(
-            lambda: _finalizers(kube, "roles") == [] == _finalizers(kube, "rolebindings"),
-            what="the Role and RoleBinding released",
-        )  # fmt: skip
+        await eventually(lambda: _finalizers(kube) == [], what="the RoleBinding released")
 
 
 async def test_a_run_in_a_namespace_being_deleted_is_released_naming_what_is_left(kube, caplog):
@@ -135,7 +129,7 @@ async def test_a_run_in_a_namespace_being_deleted_is_released_naming_what_is_lef
     # at once, and the log says which artifacts are left behind.
     caplog.set_level(logging.WARNING, logger="mfpo.operator")
     doomed = "doomed"
-    await _role_and_binding(kube, doomed)
+    await _role_binding(kube, doomed)
     secret = f"/api/v1/namespaces/{doomed}/secrets/s3-creds"
     kube.kmock[lambda r: r.url.path == secret] << 404 << not_found("secrets", "s3-creds")
     events = f"/api/v1/namespaces/{doomed}/events"
@@ -144,16 +138,16 @@ async def test_a_run_in_a_namespace_being_deleted_is_released_naming_what_is_lef
     )
     storage = {"uri": "s3://mfpo-bucket/runs", "endpoint": "127.0.0.1:9", "secure": False,
                "secretName": "s3-creds", "deleteOnRunDeletion": True}  # fmt: skip
-    async with running_operator(namespaces=[doomed], namespace_role="mfpo"):
+    async with running_operator(namespaces=[doomed], role_binding="mfpo"):
         await kube.create_run(run_manifest("demo", namespace=doomed, storage=storage))
-        await eventually(lambda: _finalizers(kube, "roles") == [FINALIZER], what="Role kept")
+        await eventually(lambda: _finalizers(kube) == [FINALIZER], what="the RoleBinding kept")
         finalizers = lambda: kube.run("demo").get("metadata", {}).get("finalizers")
         await eventually(finalizers, what="kopf's finalizer on the run")
         path = f"/apis/mfpo.dev/v1alpha1/namespaces/{doomed}/mfporuns/demo"
         response = await kube.kmock.delete(path)
         assert response.status < 300, await response.text()
         await eventually(lambda: not kube.run("demo"), timeout=10, what="the run released")
-        await eventually(lambda: _finalizers(kube, "roles") == [], what="the Role released")
+        await eventually(lambda: _finalizers(kube) == [], what="the RoleBinding released")
     said = [r.getMessage() for r in caplog.records if "released:" in r.getMessage()]
     assert said == [
         (

@@ -4,11 +4,12 @@ Modules: `handlers` (kopf triggers, thin), `reconcile` (read, plan, act, write s
 `jobs` (pure builders of the ConfigMap, Service and Job of one attempt), `status` (pure:
 Jobs and Pods -> planner attempts, status patches), `cluster` (the one API adapter),
 `metrics` (OPERATOR_METRICS), `artifacts` (deleting a run's storage), `role_guard` (keeping
-the operator's Role in a namespace while runs there hold its finalizer), `main` (the
+the operator's RoleBinding in a namespace while runs there hold its finalizer), `main` (the
 `mfpo-operator` entry point). The planner itself is `mfpo_operator.plan`, shared with the
 local runner.
 
-RBAC the operator needs (the chart's ClusterRole, or a Role per watched namespace):
+RBAC the operator needs (the chart's ClusterRole, bound cluster-wide or by a RoleBinding in
+each watched namespace):
 
     mfpo.dev            mfporuns                   get, list, watch, patch
     mfpo.dev            mfporuns/status            get, patch
@@ -21,16 +22,15 @@ RBAC the operator needs (the chart's ClusterRole, or a Role per watched namespac
                                                          only for storage.deleteOnRunDeletion)
     ""                  events                     create, list  (list: the Job controller's
                                                          FailedCreate on a Job without pods)
-    rbac.authorization.k8s.io roles            get, patch  (--namespace: only the Role named by
-                                                         --namespace-role, resourceNames)
-    rbac.authorization.k8s.io rolebindings     get, patch  (--namespace: its RoleBinding, by name)
+    rbac.authorization.k8s.io rolebindings     get, patch  (--namespace: only its own, the one
+                                                         --role-binding names: resourceNames)
     apiextensions.k8s.io customresourcedefinitions list, watch  (kopf's resource discovery)
     ""                  namespaces                 list, watch  (kopf, for namespace patterns only:
                                                          the chart uses none and grants none)
 
 One operator, no peering: kopf runs standalone (no KopfPeering objects or CRDs; `kube.main`).
 A watched namespace that disappears is skipped, not fatal (`kube.handlers`); runs there that
-hold the operator's finalizer keep its Role (`kube.role_guard`).
+hold the operator's finalizer keep its RoleBinding (`kube.role_guard`).
 
 Probes: kopf's liveness endpoint, http://:8080/healthz by default (`--liveness`), for both
 liveness and readiness: HTTP 500 until the operator can list MFPORuns where it watches (in

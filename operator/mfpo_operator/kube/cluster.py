@@ -224,26 +224,16 @@ class Cluster:
         secret = self.core.read_namespaced_secret(name, namespace)
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    # ------------------------------------------------------ the operator's own Role
+    # ---------------------------------------------- the operator's own RoleBinding
 
-    def finalizers(self, kind: str, namespace: str, name: str) -> list[str]:
-        """metadata.finalizers of a Role or RoleBinding (ApiException 404/403 as the server says)."""
-        read = {
-            "Role": self.rbac.read_namespaced_role,
-            "RoleBinding": self.rbac.read_namespaced_role_binding,
-        }[kind]
-        raw = read(name, namespace, _preload_content=False)
+    def binding_finalizers(self, namespace: str, name: str) -> list[str]:
+        """metadata.finalizers of a RoleBinding (ApiException 404/403 as the server says)."""
+        raw = self.rbac.read_namespaced_role_binding(name, namespace, _preload_content=False)
         return list(json.loads(raw.data).get("metadata", {}).get("finalizers") or [])
 
-    def patch_finalizers(
-        self, kind: str, namespace: str, name: str, patch: list[dict[str, Any]]
-    ) -> None:
-        """Apply a JSON patch (a list body: application/json-patch+json) to a Role or RoleBinding."""
-        update = {
-            "Role": self.rbac.patch_namespaced_role,
-            "RoleBinding": self.rbac.patch_namespaced_role_binding,
-        }[kind]
-        update(name, namespace, patch, _preload_content=False)
+    def patch_binding(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
+        """Apply a JSON patch (a list body: application/json-patch+json) to a RoleBinding."""
+        self.rbac.patch_namespaced_role_binding(name, namespace, patch, _preload_content=False)
 
 
 class _ApiClientWithTimeout(kubernetes.client.ApiClient):

@@ -15,7 +15,7 @@ A watched namespace may disappear at any time (deleted, or its Role removed): th
 keeps serving the others. kopf retries every API error it retries at all (403, 429, 5xx,
 connection errors) for ever instead of escalating after about a minute, which would stop the
 whole operator (an escalated error in any watch stream fails kopf's orchestrator); runs that
-hold a finalizer in a namespace keep the operator's Role there (`kube.role_guard`).
+hold a finalizer in a namespace keep the operator's RoleBinding there (`kube.role_guard`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
 from mfpo_operator.kube.reconcile import Operator, reconcile
-from mfpo_operator.kube.role_guard import RoleGuard, holds_finalizer
+from mfpo_operator.kube.role_guard import RoleBindingGuard, holds_finalizer
 from mfpo_operator.plan import RETRY_ANNOTATION, Event
 from mfpo_operator.validation import LAST_HANDLED_KEY, LAST_HANDLED_PREFIX
 
@@ -98,8 +98,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
         resync_seconds=float(os.environ.get("MFPO_OPERATOR_RESYNC_SECONDS", "60")),
         finished_series_seconds=float(os.environ.get("MFPO_FINISHED_SERIES_SECONDS", "3600")),
     )
-    role = memo.get("namespace_role")
-    memo.role_guard = RoleGuard(cluster, role, settings.persistence.finalizer) if role else None
+    binding = memo.get("role_binding")
+    memo.role_guard = (
+        RoleBindingGuard(cluster, binding, settings.persistence.finalizer) if binding else None
+    )
     tick_seconds = float(os.environ.get("MFPO_OPERATOR_TICK_SECONDS", "5"))
     memo.stop_ticking = threading.Event()
     ticker = threading.Thread(
@@ -166,7 +168,7 @@ def _needs_reconcile(event_type: str | None, body: kopf.Body) -> bool:
 def run_changed(
     type: str | None, body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    guard: RoleGuard | None = memo.get("role_guard")
+    guard: RoleBindingGuard | None = memo.get("role_guard")
     if type == "DELETED":
         memo.operator.forget((namespace, name))
         if guard is not None:
@@ -176,7 +178,7 @@ def run_changed(
         try:
             guard.hold(namespace)
         except Exception:  # the run is reconciled anyway; tried again at its next event
-            log.exception("%s: the operator's Role could not be kept for run %s", namespace, name)
+            log.exception("%s: the operator's RoleBinding not kept for run %s", namespace, name)
     if _needs_reconcile(type, body):
         reconcile(memo.operator, namespace, name)
 

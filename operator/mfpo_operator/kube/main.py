@@ -46,17 +46,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="kopf's liveness/readiness endpoint (answers once the operator is started)",
     )  # fmt: skip
     parser.add_argument(
-        "--namespace-role", default=None, metavar="NAME",
-        help="with --namespace: the Role and RoleBinding (both named NAME) that grant this "
-        "operator its rights in each watched namespace. While runs there hold the operator's "
-        "finalizer it keeps them (finalizer mfpo.dev/runs-hold-finalizers), so that deleting "
-        "the namespace cannot take away its right to release those runs",
+        "--role-binding", default=None, metavar="NAME",
+        help="with --namespace: the RoleBinding (named NAME in each watched namespace) that "
+        "grants this operator its rights there. While runs in a namespace hold the operator's "
+        "finalizer it keeps that binding (finalizer mfpo.dev/runs-hold-finalizers), so that "
+        "deleting the namespace cannot take away its right to release those runs",
     )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     args = parser.parse_args(argv)
-    if args.namespace_role and not args.namespace:
-        parser.error("--namespace-role needs --namespace (cluster-wide, a ClusterRole grants)")
+    if args.role_binding and not args.namespace:
+        parser.error("--role-binding needs --namespace (cluster-wide, a ClusterRoleBinding grants)")
     return args
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         # a cluster has kopf's peering CRDs (e.g. left by an earlier version of this chart).
         standalone=True,
         memo=kopf.Memo(
-            metrics=metrics, namespaces=args.namespace, namespace_role=args.namespace_role
+            metrics=metrics, namespaces=args.namespace, role_binding=args.role_binding
         ),
     )
 

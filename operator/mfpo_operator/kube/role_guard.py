@@ -1,24 +1,25 @@
 """Keeping the operator's rights in a namespace for as long as runs there hold its finalizer.
 
-In namespaced mode the operator acts in a namespace through the chart's Role and RoleBinding
-there. Deleting the namespace deletes them at once, together with everything else in it (the
-namespace controller deletes every resource of the namespace, kubernetes
-pkg/controller/namespace/deletion/namespaced_resources_deleter.go `deleteAllContent`), while
-a run whose artifacts are to be deleted (`spec.storage.deleteOnRunDeletion`) keeps kopf's
-finalizer: without the Role the operator can no longer remove it, and the namespace stays
-Terminating forever.
+In namespaced mode the operator acts in a namespace through the chart's RoleBinding there (to
+the chart's ClusterRole). Deleting the namespace deletes the binding at once, together with
+everything else in it (the namespace controller deletes every resource of the namespace,
+kubernetes pkg/controller/namespace/deletion/namespaced_resources_deleter.go
+`deleteAllContent`), while a run whose artifacts are to be deleted
+(`spec.storage.deleteOnRunDeletion`) keeps kopf's finalizer: without the binding the operator
+can no longer remove it, and the namespace stays Terminating forever (seen on the lab).
 
-So while a namespace holds such a run, the operator puts its own finalizer on that Role and
-RoleBinding. A Role or RoleBinding with a finalizer outlives its deletion request (it only gets
-a deletionTimestamp) and keeps granting: the RBAC authorizer reads every Role and RoleBinding
-its informers hold and never looks at deletionTimestamp (kubernetes
-pkg/registry/rbac/validation/rule.go `VisitRulesFor`). Once the namespace's last such run is
-gone, the operator removes its finalizer, and the namespace deletion completes.
+So while a namespace holds such a run, the operator puts its own finalizer on that
+RoleBinding. A RoleBinding with a finalizer outlives its deletion request (it only gets a
+deletionTimestamp) and keeps granting: the RBAC authorizer reads every binding its informers
+hold and never looks at deletionTimestamp (kubernetes pkg/registry/rbac/validation/rule.go
+`VisitRulesFor`; checked on the lab). Once the namespace's last such run is gone, the operator
+removes its finalizer, and the namespace deletion completes. One object: with a Role beside
+the binding, releasing the first of the two would take away the right to release the second.
 
 Called by the kopf handlers (`kube.handlers`): `hold` on every event of a run that needs the
 finalizer, `release_if_unused` when a run is gone. Patching only `metadata.finalizers` of a
-Role or RoleBinding needs no escalation check (kubernetes pkg/registry/rbac
-`IsOnlyMutatingGCFields`); the chart grants `get` and `patch` on these two objects by name.
+RoleBinding needs no escalation check (kubernetes pkg/registry/rbac/helpers.go
+`IsOnlyMutatingGCFields`); the chart grants `get` and `patch` on this one binding by name.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from mfpo_operator.kube.cluster import Cluster
 log = logging.getLogger("mfpo.operator")
 
 FINALIZER = "mfpo.dev/runs-hold-finalizers"
-KINDS = ("Role", "RoleBinding")
 
 
 def holds_finalizer(run: dict[str, Any], kopf_finalizer: str) -> bool:
@@ -45,13 +45,13 @@ def holds_finalizer(run: dict[str, Any], kopf_finalizer: str) -> bool:
     return wanted or kopf_finalizer in (meta.get("finalizers") or [])
 
 
-class RoleGuard:
-    """The finalizer on the Role and RoleBinding named `role` in each namespace that holds
-    runs with a finalizer. Thread-safe: kopf calls its handlers from a thread pool."""
+class RoleBindingGuard:
+    """The finalizer on the RoleBinding named `binding` in each namespace that holds runs
+    with a finalizer. Thread-safe: kopf calls its handlers from a thread pool."""
 
-    def __init__(self, cluster: Cluster, role: str, kopf_finalizer: str) -> None:
-        self.cluster, self.role, self.kopf_finalizer = cluster, role, kopf_finalizer
-        self._held: set[str] = set()  # namespaces whose Role and RoleBinding carry FINALIZER
+    def __init__(self, cluster: Cluster, binding: str, kopf_finalizer: str) -> None:
+        self.cluster, self.binding, self.kopf_finalizer = cluster, binding, kopf_finalizer
+        self._held: set[str] = set()  # namespaces whose binding carries FINALIZER
         self._told: set[str] = set()  # namespaces already warned about (once each)
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
@@ -61,67 +61,58 @@ class RoleGuard:
             return self._locks.setdefault(namespace, threading.Lock())
 
     def hold(self, namespace: str) -> None:
-        """Make sure the namespace's Role and RoleBinding carry the finalizer (once per
-        namespace and process: a cached answer until `release_if_unused` drops it)."""
+        """Make sure the namespace's binding carries the finalizer (once per namespace and
+        process: a cached answer until `release_if_unused` drops it)."""
         with self._lock(namespace):
             if namespace in self._held:
                 return
-            for kind in KINDS:
-                if not self._patch(kind, namespace, add=True):
-                    return
+            try:
+                self._patch(namespace, add=True)
+            except ApiException as err:
+                # 404: no such binding (RBAC not the chart's); 403: not ours to read; 422: the
+                # binding is being deleted already (no finalizer can be added any more).
+                if err.status not in (403, 404, 422):
+                    raise
+                self._warn_once(namespace, err)
+                return
             self._held.add(namespace)
-            log.info("%s: Role and RoleBinding %s kept (finalizer %s) while runs here hold "
-                     "the operator's finalizer", namespace, self.role, FINALIZER)  # fmt: skip
+            log.info("%s: RoleBinding %s kept (finalizer %s) while runs here hold the "
+                     "operator's finalizer", namespace, self.binding, FINALIZER)  # fmt: skip
 
     def release_if_unused(self, namespace: str) -> None:
         """Remove the finalizer once no run in the namespace holds the operator's own."""
         with self._lock(namespace):
             try:
                 runs = self.cluster.runs(namespace)
+                holding = [r["metadata"]["name"] for r in runs
+                           if holds_finalizer(r, self.kopf_finalizer)]  # fmt: skip
+                if holding:
+                    log.debug("%s: %s still hold the operator's finalizer", namespace, holding)
+                    return
+                self._patch(namespace, add=False)
             except ApiException as err:
                 if err.status not in (403, 404):
                     raise
-                self._held.discard(namespace)  # the Role is gone already: nothing to release
-                return
-            holding = [r["metadata"]["name"] for r in runs if holds_finalizer(r, self.kopf_finalizer)]
-            if holding:
-                log.debug("%s: %s still hold the operator's finalizer", namespace, holding)
-                return
-            for kind in KINDS:
-                self._patch(kind, namespace, add=False)
+                # The binding is gone already (403: no rights left; 404: none): nothing to do.
             if namespace in self._held:
-                log.info("%s: no run holds the operator's finalizer; Role and RoleBinding %s "
-                         "released", namespace, self.role)  # fmt: skip
+                log.info("%s: no run holds the operator's finalizer; RoleBinding %s released",
+                         namespace, self.binding)  # fmt: skip
             self._held.discard(namespace)
 
-    def _patch(self, kind: str, namespace: str, add: bool) -> bool:
-        """Add or remove FINALIZER on one object; False when the object cannot be read."""
-        try:
-            finalizers = self.cluster.finalizers(kind, namespace, self.role)
-        except ApiException as err:
-            if err.status not in (403, 404):
-                raise
-            self._warn_once(namespace, kind, err)
-            return False
+    def _patch(self, namespace: str, add: bool) -> None:
+        finalizers = self.cluster.binding_finalizers(namespace, self.binding)
         patch = finalizer_patch(finalizers, FINALIZER, add=add)
         if patch:
-            try:
-                self.cluster.patch_finalizers(kind, namespace, self.role, patch)
-            except ApiException as err:
-                if err.status == 404 and not add:
-                    return True  # already gone: nothing left to release
-                raise
-        return True
+            self.cluster.patch_binding(namespace, self.binding, patch)
 
-    def _warn_once(self, namespace: str, kind: str, err: ApiException) -> None:
+    def _warn_once(self, namespace: str, err: ApiException) -> None:
         if namespace in self._told:
             return
         self._told.add(namespace)
-        reason = "not found" if err.status == 404 else "not readable (403)"
         log.warning(
-            "%s: %s %s %s: deleting this namespace while runs here hold the operator's "
-            "finalizer may leave them (and the namespace) for a person to release (see "
-            "docs/troubleshooting.md)", namespace, kind, self.role, reason,
+            "%s: RoleBinding %s not kept (%s %s): deleting this namespace while runs here hold "
+            "the operator's finalizer may leave them, and the namespace, for a person to "
+            "release (docs/troubleshooting.md)", namespace, self.binding, err.status, err.reason,
         )  # fmt: skip
 
 
