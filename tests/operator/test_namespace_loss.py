@@ -17,6 +17,7 @@ import asyncio
 import logging
 
 import kopf
+import pytest
 from api_answers import namespace_terminating, not_found, rbac_forbidden
 from kube_world import NS, Kube, eventually, run_manifest, running_operator
 
@@ -157,3 +158,36 @@ async def test_a_run_in_a_namespace_being_deleted_is_released_naming_what_is_lef
         )
     ]
     assert any("ArtifactsLeftBehind not posted" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_finalizer_left_by_a_killed_operator_is_released_at_startup(kube):
+    # An operator SIGKILLed between a namespace's last such run going away and its release
+    # leaves the finalizer on the binding: the next one removes it when it starts.
+    await _role_binding(kube)
+    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/mfpo"
+    response = await kube.kmock.patch(path, json={"metadata": {"finalizers": [FINALIZER]}})
+    assert response.status < 300, await response.text()
+    async with running_operator(namespaces=[NS], role_binding="mfpo"):
+        await eventually(lambda: _finalizers(kube) == [], what="the stale finalizer removed")
+
+
+@pytest.mark.parametrize(
+    "current,add,expected",
+    [([], True, [FINALIZER]), (["other"], True, ["other", FINALIZER]),
+     ([FINALIZER, "other"], False, ["other"]), ([FINALIZER], False, [])],
+)  # fmt: skip
+def test_the_finalizer_patch_keeps_other_finalizers_and_fails_on_a_concurrent_change(
+    current, add, expected
+):
+    # Applied with jsonpatch (RFC 6902, as the API server applies application/json-patch+json).
+    import jsonpatch
+    from mfpo_operator.kube.role_guard import finalizer_patch
+
+    patch = finalizer_patch(current, FINALIZER, add=add)
+    binding = {"metadata": {"name": "mfpo", "finalizers": current}} if current else {"metadata": {}}
+    assert jsonpatch.apply_patch(binding, patch)["metadata"]["finalizers"] == expected
+    assert finalizer_patch(expected, FINALIZER, add=add) == []  # nothing left to do
+    if current:  # computed from a list that changed since: the `test` op refuses it
+        changed = {"metadata": {"finalizers": [*current, "newer"]}}
+        with pytest.raises(jsonpatch.JsonPatchTestFailed):
+            jsonpatch.apply_patch(changed, patch)

@@ -11,11 +11,14 @@ Deleting a run deletes its Jobs, pods, ConfigMaps and Services through owner ref
 only with `spec.storage.deleteOnRunDeletion` does a kopf finalizer hold the deletion until
 its artifacts are deleted, or are known to be left behind (a Warning event names them).
 
-A watched namespace may disappear at any time (deleted, or its Role removed): the operator
-keeps serving the others. kopf retries every API error it retries at all (403, 429, 5xx,
-connection errors) for ever instead of escalating after about a minute, which would stop the
-whole operator (an escalated error in any watch stream fails kopf's orchestrator); runs that
-hold a finalizer in a namespace keep the operator's RoleBinding there (`kube.role_guard`).
+A watched namespace may disappear at any time (deleted, or its RoleBinding removed): the
+operator keeps serving the others. kopf retries every API error it retries at all (403, 429,
+5xx, connection errors) for ever instead of escalating after about a minute, which would stop
+the whole operator (an escalated error in any watch stream fails kopf's orchestrator); runs
+that hold a finalizer in a namespace keep the operator's RoleBinding there
+(`kube.role_guard`). (kopf's namespace globs would stop the watchers of a vanished namespace
+instead, but they observe namespaces cluster-wide, a grant the chart's namespaced mode does
+not give: exact names, retried, are served again as soon as a namespace comes back.)
 """
 
 from __future__ import annotations
@@ -99,9 +102,14 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
         finished_series_seconds=float(os.environ.get("MFPO_FINISHED_SERIES_SECONDS", "3600")),
     )
     binding = memo.get("role_binding")
-    memo.role_guard = (
-        RoleBindingGuard(cluster, binding, settings.persistence.finalizer) if binding else None
-    )
+    memo.role_guard = None
+    if binding:
+        memo.role_guard = RoleBindingGuard(cluster, binding, settings.persistence.finalizer)
+        for namespace in (n for n in namespaces if not _is_pattern(n)):
+            try:  # a finalizer left by an operator killed before it could release it
+                memo.role_guard.release_if_unused(namespace)
+            except Exception:  # released later, at a run's deletion
+                logger.exception("%s: the operator's RoleBinding not checked", namespace)
     tick_seconds = float(os.environ.get("MFPO_OPERATOR_TICK_SECONDS", "5"))
     memo.stop_ticking = threading.Event()
     ticker = threading.Thread(
@@ -172,7 +180,7 @@ def run_changed(
     if type == "DELETED":
         memo.operator.forget((namespace, name))
         if guard is not None:
-            guard.release_if_unused(namespace)
+            guard.run_gone(namespace)
         return
     if guard is not None and holds_finalizer(body, guard.kopf_finalizer):
         try:

@@ -17,7 +17,7 @@ removes its finalizer, and the namespace deletion completes. One object: with a 
 the binding, releasing the first of the two would take away the right to release the second.
 
 Called by the kopf handlers (`kube.handlers`): `hold` on every event of a run that needs the
-finalizer, `release_if_unused` when a run is gone. Patching only `metadata.finalizers` of a
+finalizer, `run_gone` when a run is deleted, `release_if_unused` for each namespace at startup. Patching only `metadata.finalizers` of a
 RoleBinding needs no escalation check (kubernetes pkg/registry/rbac/helpers.go
 `IsOnlyMutatingGCFields`); the chart grants `get` and `patch` on this one binding by name.
 """
@@ -79,8 +79,16 @@ class RoleBindingGuard:
             log.info("%s: RoleBinding %s kept (finalizer %s) while runs here hold the "
                      "operator's finalizer", namespace, self.binding, FINALIZER)  # fmt: skip
 
+    def run_gone(self, namespace: str) -> None:
+        """A run was deleted: release the namespace's binding if it was the last holding run."""
+        with self._guard:
+            held = namespace in self._held
+        if held:
+            self.release_if_unused(namespace)
+
     def release_if_unused(self, namespace: str) -> None:
-        """Remove the finalizer once no run in the namespace holds the operator's own."""
+        """Remove the finalizer once no run in the namespace holds the operator's own (also
+        called at startup: a finalizer left by an operator killed before it released)."""
         with self._lock(namespace):
             try:
                 runs = self.cluster.runs(namespace)
