@@ -73,15 +73,24 @@ async def test_readiness_names_a_namespace_out_of_reach_and_stays_ready(kube, un
 
 
 async def _get(url: str) -> tuple[int, str]:
+    import time
     import urllib.error
     import urllib.request
 
     def get() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode()
+        # kopf sets its ready flag before its liveness server has bound the port (as in
+        # test_operator_cluster._http_status): a refused connection is tried again.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode()
+            except urllib.error.URLError as err:
+                if not isinstance(err.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     return await asyncio.to_thread(get)
 
