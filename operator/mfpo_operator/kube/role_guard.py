@@ -97,21 +97,23 @@ class RoleBindingGuard:
                 if holding:
                     log.debug("%s: %s still hold the operator's finalizer", namespace, holding)
                     return
-                self._patch(namespace, add=False)
+                removed = self._patch(namespace, add=False)
             except ApiException as err:
                 if err.status not in (403, 404):
                     raise
-                # The binding is gone already (403: no rights left; 404: none): nothing to do.
-            if namespace in self._held:
+                removed = False  # the binding is gone already (403: no rights left; 404: none)
+            if removed:
                 log.info("%s: no run holds the operator's finalizer; RoleBinding %s released",
                          namespace, self.binding)  # fmt: skip
             self._held.discard(namespace)
 
-    def _patch(self, namespace: str, add: bool) -> None:
+    def _patch(self, namespace: str, add: bool) -> bool:
+        """Add or remove FINALIZER; whether the binding changed."""
         finalizers = self.cluster.binding_finalizers(namespace, self.binding)
         patch = finalizer_patch(finalizers, FINALIZER, add=add)
         if patch:
             self.cluster.patch_binding(namespace, self.binding, patch)
+        return bool(patch)
 
     def _warn_once(self, namespace: str, err: ApiException) -> None:
         if namespace in self._told:
