@@ -48,8 +48,9 @@ _RUNS = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": REGIS
 log = logging.getLogger("mfpo.operator")
 T = TypeVar("T")
 
-# kopf stops the operator when it must give up on a process (exiting takes longer than this
-# after an internal failure): below the 30 s grace period of a SIGTERM'd pod. (Default: 600 s.)
+# kopf SIGKILLs its own process when exiting takes longer than this after a signal or an
+# internal failure (settings.process.ultimate_exiting_timeout, default 600 s): a last resort,
+# inside the 30 s grace period of a SIGTERM'd pod. Every state exits well before it.
 EXIT_TIMEOUT_SECONDS = 25.0
 
 
@@ -81,7 +82,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
     )
     settings.posting.level = logging.WARNING  # our transitions are posted explicitly
     settings.execution.max_workers = int(os.environ.get("MFPO_OPERATOR_WORKERS", "16"))
-    # A watched namespace that vanished (403 without its Role) is retried, never given up on.
+    # A watched namespace that vanished (403 without its RoleBinding) is retried, never given up.
     settings.networking.error_backoffs = RetryForever()
     settings.process.ultimate_exiting_timeout = EXIT_TIMEOUT_SECONDS
     namespaces = list(memo.get("namespaces") or [])
@@ -122,9 +123,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
 @kopf.on.probe(id="runs", errors=kopf.ErrorsMode.PERMANENT, registry=REGISTRY)
 def runs_listable(memo: kopf.Memo, **_: Any) -> str:
     """Readiness (and liveness): the operator can list MFPORuns where it watches, in at least
-    one namespace (raises, i.e. HTTP 500, until it can: a missing Role binding shows as not
+    one namespace (raises, i.e. HTTP 500, until it can: a missing RoleBinding shows as not
     ready, not as a silent operator). One watched namespace out of reach (deleted, or its
-    Role removed) is reported, not fatal: failing liveness for it would restart the operator
+    RoleBinding removed) is reported, not fatal: failing liveness for it would restart the operator
     in a loop while the other namespaces still need it."""
     watched = list(memo.get("namespaces") or [])
     # Cluster-wide: one cluster-wide list; patterns: the exact names among them.
