@@ -87,7 +87,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
     settings.process.ultimate_exiting_timeout = EXIT_TIMEOUT_SECONDS
     namespaces = list(memo.get("namespaces") or [])
     if namespaces and not any(_is_pattern(n) for n in namespaces):
-        # A namespaced Role cannot list namespaces or CRDs cluster-wide: kopf's scanning would
+        # A namespaced grant cannot list namespaces or CRDs cluster-wide: kopf's scanning would
         # get 403s and back off for about a minute before serving these namespaces. (Patterns
         # need that scanning, and the grant, to find the namespaces they match.)
         settings.scanning.disabled = True

@@ -4,7 +4,7 @@ Connects with the in-cluster service account, else the kubeconfig (KUBECONFIG or
 ~/.kube/config): any cluster the kubernetes client can reach. Serves Prometheus metrics on
 --metrics-address:--metrics-port and kopf's liveness/readiness probe on --liveness (ready once
 the operator can list MFPORuns in at least one namespace it watches). With --namespace, kopf's
-cluster-wide scanning of namespaces and CRDs is off: the namespaced Role alone suffices.
+cluster-wide scanning of namespaces and CRDs is off: a RoleBinding per namespace suffices.
 
 One replica, no peering (kopf's standalone mode): a restarted operator acts as soon as it has
 listed its runs, instead of waiting up to a minute for a killed predecessor's kopf peering
