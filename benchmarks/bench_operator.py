@@ -190,7 +190,7 @@ async def main(args: argparse.Namespace) -> None:
             **os.environ,
             "KUBECONFIG": str(kubeconfig(tmp / "kubeconfig", str(server.url).rstrip("/"))),
         }
-        command = [sys.executable, "-m", "mfpo_operator.kube", "--standalone", "--liveness", "",
+        command = [sys.executable, "-m", "mfpo_operator.kube", "--liveness", "",
                    "--metrics-port", str(args.metrics_port)]  # fmt: skip
         log = (tmp / "operator.log").open("w")
         operator = await asyncio.create_subprocess_exec(

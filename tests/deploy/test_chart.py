@@ -40,8 +40,6 @@ CUSTOM_KINDS = {
     "ServiceMonitor",
     "PodMonitor",
     "PrometheusRule",
-    "KopfPeering",
-    "ClusterKopfPeering",
     "LocalQueue",
 }
 SCENARIO_IDS = [p.name.removesuffix("-values.yaml") for p in SCENARIOS]
@@ -127,10 +125,9 @@ def check_custom_object(doc: dict[str, Any], where: str) -> None:
             assert group["name"] and group["rules"], where
             for rule in group["rules"]:
                 assert rule["expr"] and ("alert" in rule or "record" in rule), where
-    elif kind == "LocalQueue":
+    else:
+        assert kind == "LocalQueue", where
         assert doc["apiVersion"] == "kueue.x-k8s.io/v1beta1" and spec["clusterQueue"], where
-    else:  # kopf peerings carry no spec
-        assert doc["apiVersion"] == "kopf.dev/v1", where
 
 
 BAD_VALUES = {
@@ -187,7 +184,11 @@ def test_operator_deployment(default_docs):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert f"--namespace={RELEASE_NAMESPACE}" in container["args"]
-    assert "--peering=mfpo-operator" in container["args"]
+    # One operator, kopf standalone: no peering flag (main.py passes standalone=True).
+    assert not [a for a in container["args"] if "peering" in a or "priority" in a]
+    assert "--role-binding=t-mfpo-operator" in container["args"]
+    # The operator exits within 25 s of a SIGTERM (handlers.EXIT_TIMEOUT_SECONDS).
+    assert pod["terminationGracePeriodSeconds"] == 30
     assert "--metrics-port=9090" in container["args"]
     assert "--metrics-address=0.0.0.0" in container["args"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
@@ -248,36 +249,51 @@ def flatten_rules(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]
     return grants
 
 
-def test_namespaced_mode_grants_a_role_per_namespace_and_nothing_cluster_wide():
+def test_namespaced_mode_grants_only_in_each_namespace_through_one_binding():
+    # A RoleBinding per namespace to one ClusterRole: the binding alone carries the rights
+    # there (so a finalizer on that one object keeps them while the namespace is deleted),
+    # and nothing is granted cluster-wide (no ClusterRoleBinding).
     docs = scenario_docs("namespaced")
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
-    roles = by_kind(docs, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    for role in roles:
-        expected = {
-            **OPERATOR_RULES,
-            ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
-        }
-        assert flatten_rules(role["rules"]) == expected
-    for binding in by_kind(docs, "RoleBinding"):
+    assert not by_kind(docs, "Role") and not by_kind(docs, "ClusterRoleBinding")
+    role = one([r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "t-mfpo"], "ClusterRole")
+    assert flatten_rules(role["rules"]) == {
+        **OPERATOR_RULES,
+        ("rbac.authorization.k8s.io", "rolebindings"): {"get", "patch"},
+    }
+    # Its own RoleBinding only, the one --role-binding names.
+    (own,) = [r for r in role["rules"] if r["apiGroups"] == ["rbac.authorization.k8s.io"]]
+    assert own["resourceNames"] == ["t-mfpo-operator"]
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        # Not t-mfpo, the name of the Role-bound binding of earlier versions: the API server
+        # refuses to change a binding's roleRef ("cannot change roleRef"), which an upgrade
+        # patching that binding would try.
+        assert binding["metadata"]["name"] == "t-mfpo-operator"
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "t-mfpo", "namespace": RELEASE_NAMESPACE}
         ]
-        assert binding["roleRef"]["kind"] == "Role"
-    peerings = by_kind(docs, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "t-mfpo"
+        }
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--role-binding=t-mfpo-operator" in container["args"]
+    # No kopf peering objects or grants: the operator runs standalone.
+    assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev/")]
 
 
 def test_cluster_mode_grants_one_cluster_role():
     docs = scenario_docs("cluster-wide")
-    assert not by_kind(docs, "Role")
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
     (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "t-mfpo"]
     assert flatten_rules(role["rules"]) == {
         **OPERATOR_RULES,
-        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     }
-    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "mfpo-operator"
+    assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev/")]
+    # A ClusterRoleBinding outlives any namespace: nothing to keep, no --role-binding.
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in container["args"] if a.startswith("--namespace")]
 
 
 def test_secrets_are_only_read_by_name_and_can_be_denied(scenario):
@@ -287,7 +303,7 @@ def test_secrets_are_only_read_by_name_and_can_be_denied(scenario):
             if "secrets" in rule["resources"]:
                 assert rule["verbs"] == ["get"], role["metadata"]
     denied = render(set_values=("rbac.readStorageSecrets=false",))
-    (role,) = by_kind(denied, "Role")
+    (role,) = [r for r in by_kind(denied, "ClusterRole") if r["metadata"]["name"] == "t-mfpo"]
     assert ("", "secrets") not in flatten_rules(role["rules"])
 
 
@@ -480,11 +496,7 @@ def test_crd_upgrade_hook_applies_every_chart_crd():
         "--server-side",
     ]
     (role,) = [d for d in hook if d["kind"] == "ClusterRole"]
-    assert set(role["rules"][0]["resourceNames"]) == {
-        "mfporuns.mfpo.dev",
-        "kopfpeerings.kopf.dev",
-        "clusterkopfpeerings.kopf.dev",
-    }
+    assert set(role["rules"][0]["resourceNames"]) == {"mfporuns.mfpo.dev"}
     assert not [d for d in render() if d["metadata"]["name"] == "t-mfpo-crd-upgrade"]
 
 
@@ -498,7 +510,7 @@ def test_operator_accepts_the_rendered_args():
         ][0]
         args = parse_args(container["args"])  # argparse exits on an unknown flag
         assert args.metrics_port == 9090 and args.liveness == "http://0.0.0.0:8080/healthz"
-        assert args.peering == "mfpo-operator" and not args.standalone
+        assert args.role_binding == ("t-mfpo-operator" if values == "namespaced" else None)
     assert parse_args(
         one(scenario_docs("namespaced"), "Deployment")["spec"]["template"]["spec"]["containers"][0][
             "args"
@@ -538,14 +550,13 @@ NOT_GRANTED = {
 @pytest.mark.parametrize("mode", ["namespaced", "cluster-wide"])
 def test_rbac_is_what_the_operator_documents(mode: str):
     docs = scenario_docs(mode)
-    role_kind = "ClusterRole" if mode == "cluster-wide" else "Role"
-    role = next(r for r in by_kind(docs, role_kind) if r["metadata"]["name"] == "t-mfpo")
+    role = next(r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "t-mfpo")
     granted = flatten_rules(role["rules"])
     expected = {}
     for key, (verbs, note) in documented_rbac().items():
         if key in NOT_GRANTED:
             continue
-        if mode == "cluster-wide" and "(--namespace)" in note:
+        if mode == "cluster-wide" and "(--namespace" in note:
             continue
         if mode == "namespaced" and ("(cluster-wide" in note or "discovery" in note):
             continue

@@ -5,7 +5,8 @@ A CRD the API server refuses breaks `kubectl apply -f crds/` and `helm install` 
 (Kubernetes v1.32, as vendored by MicroShift release-4.19), replicated in apiserver_crd.py and,
 for the CEL cost estimate, apiserver_cel.py; this module holds the generated CRDs
 (crds/mfpo.dev_mfporuns.yaml from operator/mfpo_operator/crd.py, and charts/mfpo/crds/: the
-chart's copy and kopf's peering CRDs) to them, and holds the replica to the real API server: 62
+chart's copy; the chart shipped kopf's peering CRDs too until the operator went standalone) to
+them, and holds the replica to the real API server: 62
 deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 131 CEL cost
 probes were sent to kube-apiserver v1.32.13 (dry run), and its answers are recorded in
 apiserver_answers.json. Each test of a rule fails on a mutant breaking that rule, with the very

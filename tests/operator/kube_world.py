@@ -38,6 +38,7 @@ def declare_resources(kmock) -> None:
         ("batch/v1/jobs", "Job"), ("v1/pods", "Pod"), ("v1/configmaps", "ConfigMap"),
         ("v1/services", "Service"), ("v1/events", "Event"), ("v1/secrets", "Secret"),
         ("v1/serviceaccounts", "ServiceAccount"),
+        ("rbac.authorization.k8s.io/v1/rolebindings", "RoleBinding"),
     ]:  # fmt: skip
         kmock.resources[path] = info(kind=kind, namespaced=True, verbs=VERBS)
     # kopf discovers namespaces and CRDs before it starts watching anything.
@@ -62,7 +63,7 @@ def write_kubeconfig(path: Path, server: str) -> Path:
     return path
 
 
-def run_manifest(name: str = "demo", **spec_overrides: Any) -> dict[str, Any]:
+def run_manifest(name: str = "demo", namespace: str = NS, **spec_overrides: Any) -> dict[str, Any]:
     spec = {
         "model": {"uri": "file:///models/tiny"},
         "data": {"uri": "file:///data/train", "format": "synthetic"},
@@ -77,7 +78,7 @@ def run_manifest(name: str = "demo", **spec_overrides: Any) -> dict[str, Any]:
         "kind": "MFPORun",
         "metadata": {
             "name": name,
-            "namespace": NS,
+            "namespace": namespace,
             "uid": f"uid-{name}",
             "generation": 1,
             "resourceVersion": "1",  # kmock assigns none; kopf's JSON patches test it
@@ -91,25 +92,32 @@ async def running_operator(
     metrics: OperatorMetrics | None = None,
     namespaces: list[str] | None = None,
     liveness: str | None = None,
+    role_binding: str | None = None,
+    settings: kopf.OperatorSettings | None = None,
 ) -> AsyncIterator[kopf.Memo]:
     """The real operator (all its handlers) until the block ends; cluster-wide unless
-    `namespaces` are given (as `mfpo-operator --namespace`).
+    `namespaces` are given (as `mfpo-operator --namespace`, and `--role-binding`).
+    `memo.operator_thread` is the thread it runs in (alive while the operator runs).
 
     It runs in its own thread and event loop, as in production: kopf cancels every task of its
     loop when it stops, which must not hit kmock's server tasks in the test's loop."""
-    memo = kopf.Memo(metrics=metrics or OperatorMetrics(), namespaces=namespaces or [])
+    memo = kopf.Memo(
+        metrics=metrics or OperatorMetrics(), namespaces=namespaces or [],
+        role_binding=role_binding,
+    )  # fmt: skip
     stop, ready = threading.Event(), threading.Event()
 
     def serve() -> None:
         asyncio.run(
             kopf.operator(
                 registry=REGISTRY, clusterwide=not namespaces, namespaces=namespaces or [],
-                standalone=True, liveness_endpoint=liveness,
+                standalone=True, liveness_endpoint=liveness, settings=settings,
                 stop_flag=stop, ready_flag=ready, memo=memo,
             )
         )  # fmt: skip
 
     thread = threading.Thread(target=serve, name="operator", daemon=True)
+    memo.operator_thread = thread
     thread.start()
     await eventually(ready.is_set, what="the operator to start")
     try:
@@ -162,7 +170,8 @@ class Kube:
         return self.run(name).get("status") or {}
 
     async def create_run(self, manifest: dict[str, Any]) -> None:
-        response = await self.kmock.post(RUNS, json=manifest)
+        namespace = manifest["metadata"]["namespace"]
+        response = await self.kmock.post(RUNS.replace(f"/{NS}/", f"/{namespace}/"), json=manifest)
         assert response.status < 300, await response.text()
 
     async def patch_run(self, name: str, patch: dict[str, Any]) -> None:

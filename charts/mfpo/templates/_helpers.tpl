@@ -8,6 +8,13 @@
 {{- end -}}
 {{- end -}}
 
+{{- /* The operator's RoleBinding in each watched namespace (namespaced mode). Not named like
+the Role-bound bindings of earlier versions: a RoleBinding's roleRef cannot change, so an
+upgrade replaces the old binding by this one instead of patching it. */ -}}
+{{- define "mfpo.operatorBindingName" -}}
+{{- printf "%s-operator" (include "mfpo.fullname" .) -}}
+{{- end -}}
+
 {{- define "mfpo.selectorLabels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -1,16 +1,42 @@
 """Deleting a run's artifacts when its MFPORun is deleted with `storage.deleteOnRunDeletion`.
 
-Called by the kopf deletion handler (`kube.handlers`). Credentials come from the run's
-Secret, passed in as an environment mapping, so that concurrent deletions of runs with
-different Secrets never share process-wide state. No torch: storage imports none.
+Called by the kopf deletion handler (`kube.handlers`), which holds the run's finalizer until
+`delete_for_run` says the artifacts are deleted or can never be (`Outcome.final`): a run's
+deletion must always complete, also when its Secret went first (a namespace being deleted
+deletes it) or its storage keeps failing (the handler gives up after a bounded time). What is
+not deleted is named in the outcome, for the Warning event the handler posts.
+
+Credentials come from the run's Secret, passed in as an environment mapping, so that
+concurrent deletions of runs with different Secrets never share process-wide state. No torch:
+storage imports none.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.rest import ApiException
 from mfpo_core import storage
 from mfpo_core.api import MFPORunSpec
+from mfpo_core.storage import StorageConfigError
+from pydantic import ValidationError
 
+from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.plan import run_uri
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one deletion attempt did. `final`: retrying cannot change it."""
+
+    prefix: str  # the run's storage prefix (what is, or is left, to delete)
+    deleted: bool
+    final: bool
+    reason: str = ""  # why not deleted
+
+    def left_behind(self) -> str:
+        return f"artifacts under {self.prefix} not deleted: {self.reason}; delete them by hand"
 
 
 def delete_run_artifacts(spec: MFPORunSpec, run: str, secret: dict[str, str]) -> str:
@@ -20,3 +46,34 @@ def delete_run_artifacts(spec: MFPORunSpec, run: str, secret: dict[str, str]) ->
     with storage.using_env(storage.storage_env(spec.storage, secret)):
         storage.delete(prefix)
     return prefix
+
+
+def delete_for_run(cluster: Cluster, spec: dict[str, Any], run: str, namespace: str) -> Outcome:
+    """One attempt at deleting a run's artifacts, every failure classified (never raises)."""
+    # The prefix as the spec names it, also when this version refuses the spec.
+    prefix = f"{(spec.get('storage') or {}).get('uri', '<spec.storage.uri>')}/{run}"
+    try:
+        run_spec = MFPORunSpec.model_validate(spec)
+    except ValidationError as err:
+        # Stored under an older CRD (e.g. s3:// without an endpoint): no retry can fix it.
+        reason = f"the run's spec is not valid in this version ({err.errors()[0]['msg']})"
+        return Outcome(prefix, deleted=False, final=True, reason=reason)
+    prefix = run_uri(run_spec, run)
+    secret_name = run_spec.storage.secret_name
+    secret: dict[str, str] = {}
+    if secret_name:
+        try:
+            secret = cluster.read_secret(namespace, secret_name)
+        except ApiException as err:
+            where = f"secret {secret_name!r} (spec.storage.secretName) in namespace {namespace!r}"
+            if err.status == 404:  # deleted (e.g. with its namespace): it will not come back
+                return Outcome(prefix, deleted=False, final=True, reason=f"{where} not found")
+            return Outcome(prefix, deleted=False, final=False,
+                           reason=f"{where} not readable ({err.status} {err.reason})")  # fmt: skip
+    try:
+        delete_run_artifacts(run_spec, run, secret)
+    except StorageConfigError as err:  # e.g. no credentials in the Secret
+        return Outcome(prefix, deleted=False, final=True, reason=str(err))
+    except Exception as err:  # noqa: BLE001 - the storage's own errors: retried, then given up
+        return Outcome(prefix, deleted=False, final=False, reason=f"{type(err).__name__}: {err}")
+    return Outcome(prefix, deleted=True, final=True)

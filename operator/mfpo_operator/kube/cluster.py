@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.rest import ApiException
 from mfpo_core.api import GROUP, PLURAL, VERSION
 
@@ -27,6 +29,14 @@ from mfpo_operator.kube.status import TERMINAL, attempt_from_job, evictions, lac
 from mfpo_operator.plan import Attempt, Event
 
 log = logging.getLogger("mfpo.operator")
+# (connect, read) seconds of every API request, and no retry after a read timed out. The
+# client's default is no timeout at all (and urllib3 retries a GET 3 times): a request to an
+# API server that stopped answering would hang its handler thread, and kopf waits for running
+# handlers before it exits, so a SIGTERM'd operator would outlive its grace period. 20 s is
+# far above the API server's own latency objectives (p99 of a LIST within 5 s, of a write
+# within 1 s); MFPO_OPERATOR_API_TIMEOUT_SECONDS sets the read timeout.
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 20.0
 _MANAGED = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 # The API server rejects an Event message over 1 KiB (validation of core/v1 Event.message).
 EVENT_MESSAGE_LIMIT = 1024
@@ -65,8 +75,11 @@ class Cluster:
         # gives "Connection pool is full, discarding connection" under load.
         if pool_size > (configuration.connection_pool_maxsize or 0):
             configuration.connection_pool_maxsize = pool_size
-        self.api = kubernetes.client.ApiClient(configuration)
+        configuration.retries = urllib3.Retry(total=3, read=0)
+        read = float(os.environ.get("MFPO_OPERATOR_API_TIMEOUT_SECONDS", READ_TIMEOUT_SECONDS))
+        self.api = _ApiClientWithTimeout(configuration, (CONNECT_TIMEOUT_SECONDS, read))
         self.core = kubernetes.client.CoreV1Api(self.api)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
         self.batch = kubernetes.client.BatchV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
         # A finished Job never changes: its Attempt is read from its pods once.
@@ -85,6 +98,13 @@ class Cluster:
             if err.status == 404:
                 return None
             raise
+
+    def runs(self, namespace: str) -> list[dict[str, Any]]:
+        """Every MFPORun in the namespace."""
+        raw = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _preload_content=False
+        )
+        return json.loads(raw.data).get("items") or []
 
     def list_runs_probe(self, namespace: str | None) -> None:
         """List at most one MFPORun (raises ApiException, e.g. 403, when it cannot)."""
@@ -203,6 +223,29 @@ class Cluster:
         """Decoded data of a Secret (storage credentials for deleting a run's artifacts)."""
         secret = self.core.read_namespaced_secret(name, namespace)
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    # ---------------------------------------------- the operator's own RoleBinding
+
+    def binding_finalizers(self, namespace: str, name: str) -> list[str]:
+        """metadata.finalizers of a RoleBinding (ApiException 404/403 as the server says)."""
+        raw = self.rbac.read_namespaced_role_binding(name, namespace, _preload_content=False)
+        return list(json.loads(raw.data).get("metadata", {}).get("finalizers") or [])
+
+    def patch_binding(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
+        """Apply a JSON patch (a list body: application/json-patch+json) to a RoleBinding."""
+        self.rbac.patch_namespaced_role_binding(name, namespace, patch, _preload_content=False)
+
+
+class _ApiClientWithTimeout(kubernetes.client.ApiClient):
+    """The kubernetes ApiClient with a (connect, read) timeout on every request that names none
+    (the generated API methods pass `_request_timeout=None` unless a caller sets one)."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, timeout: tuple[float, float]):
+        super().__init__(configuration)
+        self.timeout = timeout
+
+    def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return super().request(*args, _request_timeout=_request_timeout or self.timeout, **kwargs)
 
 
 def _pods_not_ready(job: dict[str, Any]) -> bool:

@@ -9,31 +9,60 @@ Jobs changes (an event), and the operator's ticker thread when a backoff ends or
 resync is due (a kopf timer would need a finalizer on every run; the ticker needs none).
 Deleting a run deletes its Jobs, pods, ConfigMaps and Services through owner references;
 only with `spec.storage.deleteOnRunDeletion` does a kopf finalizer hold the deletion until
-its artifacts are deleted.
+its artifacts are deleted, or are known to be left behind (a Warning event names them).
+
+A watched namespace may disappear at any time (deleted, or its RoleBinding removed): the
+operator keeps serving the others. kopf retries every API error it retries at all (403, 429,
+5xx, connection errors) for ever instead of escalating after about a minute, which would stop
+the whole operator (an escalated error in any watch stream fails kopf's orchestrator); runs
+that hold a finalizer in a namespace keep the operator's RoleBinding there
+(`kube.role_guard`). (kopf's namespace globs would stop the watchers of a vanished namespace
+instead, but they observe namespaces cluster-wide, a grant the chart's namespaced mode does
+not give: exact names, retried, are served again as soon as a namespace comes back.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import kopf
-from mfpo_core.api import GROUP, PLURAL, VERSION, MFPORunSpec
-from mfpo_core.storage import StorageConfigError
-from pydantic import ValidationError
+from mfpo_core.api import GROUP, PLURAL, VERSION
 
-from mfpo_operator.kube.artifacts import delete_run_artifacts
+from mfpo_operator.kube.artifacts import Outcome, delete_for_run
 from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
 from mfpo_operator.kube.reconcile import Operator, reconcile
-from mfpo_operator.plan import RETRY_ANNOTATION
+from mfpo_operator.kube.role_guard import RoleBindingGuard, holds_finalizer
+from mfpo_operator.plan import RETRY_ANNOTATION, Event
 from mfpo_operator.validation import LAST_HANDLED_KEY, LAST_HANDLED_PREFIX
 
 REGISTRY = kopf.OperatorRegistry()
 _RUNS = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": REGISTRY}
+log = logging.getLogger("mfpo.operator")
+T = TypeVar("T")
+
+# kopf SIGKILLs its own process when exiting takes longer than this after a signal or an
+# internal failure (settings.process.ultimate_exiting_timeout, default 600 s): a last resort,
+# inside the 30 s grace period of a SIGTERM'd pod. Every state exits well before it.
+EXIT_TIMEOUT_SECONDS = 25.0
+
+
+class RetryForever:
+    """kopf's API retry delays (settings.networking.error_backoffs) that never run out: kopf's
+    own schedule (1, 1, 2, 3, 5, 8, 13, 21 s), then every 30 s. Not a tuple: kopf gives up
+    when a sized schedule is exhausted (kopf/_cogs/clients/api.py `request`), and a given-up
+    watch request stops the whole operator. kopf retries only 403, 429, 5xx and connection
+    errors this way; any other error still fails at once."""
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((1, 1, 2, 3, 5, 8, 13, 21), itertools.repeat(30.0))
 
 
 @kopf.on.login(registry=REGISTRY)
@@ -53,9 +82,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
     )
     settings.posting.level = logging.WARNING  # our transitions are posted explicitly
     settings.execution.max_workers = int(os.environ.get("MFPO_OPERATOR_WORKERS", "16"))
+    # A watched namespace that vanished (403 without its RoleBinding) is retried, never given up.
+    settings.networking.error_backoffs = RetryForever()
+    settings.process.ultimate_exiting_timeout = EXIT_TIMEOUT_SECONDS
     namespaces = list(memo.get("namespaces") or [])
     if namespaces and not any(_is_pattern(n) for n in namespaces):
-        # A namespaced Role cannot list namespaces or CRDs cluster-wide: kopf's scanning would
+        # A namespaced grant cannot list namespaces or CRDs cluster-wide: kopf's scanning would
         # get 403s and back off for about a minute before serving these namespaces. (Patterns
         # need that scanning, and the grant, to find the namespaces they match.)
         settings.scanning.disabled = True
@@ -70,6 +102,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
         resync_seconds=float(os.environ.get("MFPO_OPERATOR_RESYNC_SECONDS", "60")),
         finished_series_seconds=float(os.environ.get("MFPO_FINISHED_SERIES_SECONDS", "3600")),
     )
+    binding = memo.get("role_binding")
+    memo.role_guard = None
+    if binding:
+        memo.role_guard = RoleBindingGuard(cluster, binding, settings.persistence.finalizer)
+        for namespace in (n for n in namespaces if not _is_pattern(n)):
+            try:  # a finalizer left by an operator killed before it could release it
+                memo.role_guard.release_if_unused(namespace)
+            except Exception:  # released later, at a run's deletion
+                logger.exception("%s: the operator's RoleBinding not checked", namespace)
     tick_seconds = float(os.environ.get("MFPO_OPERATOR_TICK_SECONDS", "5"))
     memo.stop_ticking = threading.Event()
     ticker = threading.Thread(
@@ -81,14 +122,30 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
 
 @kopf.on.probe(id="runs", errors=kopf.ErrorsMode.PERMANENT, registry=REGISTRY)
 def runs_listable(memo: kopf.Memo, **_: Any) -> str:
-    """Readiness: the operator can list MFPORuns where it watches (raises, i.e. HTTP 500,
-    until it can: a missing Role binding shows as not ready, not as a silent operator)."""
+    """Readiness (and liveness): the operator can list MFPORuns where it watches, in at least
+    one namespace (raises, i.e. HTTP 500, until it can: a missing RoleBinding shows as not
+    ready, not as a silent operator). One watched namespace out of reach (deleted, or its
+    RoleBinding removed) is reported, not fatal: failing liveness for it would restart the operator
+    in a loop while the other namespaces still need it."""
     watched = list(memo.get("namespaces") or [])
     # Cluster-wide: one cluster-wide list; patterns: the exact names among them.
     namespaces = [n for n in watched if not _is_pattern(n)] if watched else [None]
+    listable, unreachable = [], {}
     for namespace in namespaces:
-        memo.operator.cluster.list_runs_probe(namespace)
-    return "listable in " + (", ".join(n for n in namespaces if n) or "all namespaces")
+        try:
+            memo.operator.cluster.list_runs_probe(namespace)
+        except Exception as err:
+            if len(namespaces) == 1:
+                raise
+            unreachable[namespace] = f"{getattr(err, 'status', '')} {getattr(err, 'reason', err)}"
+        else:
+            listable.append(namespace)
+    if not listable:
+        raise RuntimeError(f"runs are not listable in any watched namespace: {unreachable}")
+    said = "listable in " + (", ".join(n for n in listable if n) or "all namespaces")
+    if unreachable:
+        said += "; not in " + ", ".join(f"{n} ({why.strip()})" for n, why in unreachable.items())
+    return said
 
 
 def _is_pattern(namespace: str) -> bool:
@@ -120,9 +177,18 @@ def _needs_reconcile(event_type: str | None, body: kopf.Body) -> bool:
 def run_changed(
     type: str | None, body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_: Any
 ) -> None:
+    guard: RoleBindingGuard | None = memo.get("role_guard")
     if type == "DELETED":
         memo.operator.forget((namespace, name))
-    elif _needs_reconcile(type, body):
+        if guard is not None:
+            guard.run_gone(namespace)
+        return
+    if guard is not None and holds_finalizer(body, guard.kopf_finalizer):
+        try:
+            guard.hold(namespace)
+        except Exception:  # the run is reconciled anyway; tried again at its next event
+            log.exception("%s: the operator's RoleBinding not kept for run %s", namespace, name)
+    if _needs_reconcile(type, body):
         reconcile(memo.operator, namespace, name)
 
 
@@ -139,25 +205,79 @@ def _delete_artifacts_requested(spec: kopf.Spec, **_: Any) -> bool:
     return bool((spec.get("storage") or {}).get("deleteOnRunDeletion"))
 
 
+def give_up_seconds() -> float:
+    """How long a run's deletion retries a failing artifact deletion before it releases the
+    run and says what is left behind (MFPO_ARTIFACT_DELETION_GIVE_UP_SECONDS, default 600)."""
+    return float(os.environ.get("MFPO_ARTIFACT_DELETION_GIVE_UP_SECONDS", "600"))
+
+
+RETRY_DELAY_SECONDS = 60.0
+
+
 @kopf.on.delete(**_RUNS, when=_delete_artifacts_requested)
-def delete_artifacts(
-    spec: kopf.Spec, name: str, namespace: str, memo: kopf.Memo, logger, **_: Any
-) -> None:
-    # A spec this version refuses (stored under an older CRD, e.g. s3:// without an endpoint) or
-    # storage settings no retry can fix must not hold the run's finalizer forever: kopf releases
-    # the object after a PermanentError, and the message says what is left to delete by hand.
-    where = f"{spec.get('storage', {}).get('uri', '<storage.uri>')}/{name}"
+async def delete_artifacts(
+    body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, memo: kopf.Memo,
+    runtime: Any, **_: Any,
+) -> None:  # fmt: skip
+    """Delete the run's artifacts; release the run when they are deleted, cannot be (its
+    Secret or a valid spec is gone: at once), or keep failing for give_up_seconds() (counted
+    by kopf from the first attempt, across operator restarts). A run released with its
+    artifacts still there gets a Warning event `ArtifactsLeftBehind` naming their prefix.
+
+    Async, with the blocking work on a daemon thread: kopf waits for a sync handler's thread
+    before it exits, and a storage request may hang for minutes; a cancelled await here lets a
+    SIGTERM'd operator exit at once (the finalizer stays: the next operator deletes again)."""
+    operator: Operator = memo.operator
+    outcome = await in_daemon_thread(delete_for_run, operator.cluster, dict(spec), name, namespace)
+    if outcome.deleted:
+        log.info("%s/%s: deleted the run's artifacts under %s", namespace, name, outcome.prefix)
+        return
+    elapsed, limit = runtime.total_seconds(), give_up_seconds()
+    if not outcome.final and elapsed < limit:
+        raise kopf.TemporaryError(
+            f"artifacts under {outcome.prefix} not deleted yet ({outcome.reason}); retried "
+            f"until {limit:g} s after the first attempt",
+            delay=max(1.0, min(RETRY_DELAY_SECONDS, limit - elapsed)),
+        )
+    _leave_behind(operator, body, outcome, elapsed)
+
+
+def _leave_behind(operator: Operator, body: kopf.Body, outcome: Outcome, elapsed: float) -> None:
+    """Say what is left behind: a Warning event on the run, and the log (an event cannot be
+    created in a namespace being deleted: the NamespaceLifecycle admission refuses it)."""
+    message = outcome.left_behind()
+    if not outcome.final:
+        message = f"{message} (gave up after {elapsed:.0f} s of retries)"
+    meta = body["metadata"]
+    log.warning("%s/%s: released: %s", meta["namespace"], meta["name"], message)
     try:
-        run_spec = MFPORunSpec.model_validate(dict(spec))
-    except ValidationError as err:
-        raise kopf.PermanentError(
-            f"artifacts under {where} not deleted: the run's spec is not valid in this version "
-            f"({err.errors()[0]['msg']}); delete them by hand"
-        ) from err
-    secret_name = run_spec.storage.secret_name
-    secret = memo.operator.cluster.read_secret(namespace, secret_name) if secret_name else {}
-    try:
-        prefix = delete_run_artifacts(run_spec, name, secret)
-    except StorageConfigError as err:
-        raise kopf.PermanentError(f"artifacts under {where} not deleted: {err}; delete them by hand") from err
-    logger.info("deleted the run's artifacts under %s", prefix)
+        operator.post_event(dict(body), Event("Warning", "ArtifactsLeftBehind", message))
+    except Exception as err:  # noqa: BLE001 - said in the log above
+        log.warning("%s/%s: event ArtifactsLeftBehind not posted: %s",
+                    meta["namespace"], meta["name"], err)  # fmt: skip
+
+
+async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) on a new daemon thread; a cancelled await abandons it. (asyncio.to_thread and
+    kopf's executor use non-daemon pool threads, which the interpreter joins at exit.)"""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(setter: Callable[[Any], None], value: Any) -> None:
+        if not future.done():
+            setter(value)
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as err:  # noqa: BLE001 - handed to the awaiting coroutine
+            outcome: tuple[Callable[[Any], None], Any] = (future.set_exception, err)
+        else:
+            outcome = (future.set_result, result)
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:  # the loop is closed: nobody awaits any more
+            pass
+
+    threading.Thread(target=target, name=f"mfpo-{fn.__name__}", daemon=True).start()
+    return await future

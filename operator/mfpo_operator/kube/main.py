@@ -3,9 +3,13 @@
 Connects with the in-cluster service account, else the kubeconfig (KUBECONFIG or
 ~/.kube/config): any cluster the kubernetes client can reach. Serves Prometheus metrics on
 --metrics-address:--metrics-port and kopf's liveness/readiness probe on --liveness (ready once
-the operator can list MFPORuns where it watches). With --namespace, kopf's cluster-wide
-scanning of namespaces and CRDs is off: the namespaced Role alone suffices. Several replicas may run:
-kopf peering (ClusterKopfPeering, or KopfPeering with --namespace) lets only one act.
+the operator can list MFPORuns in at least one namespace it watches). With --namespace, kopf's
+cluster-wide scanning of namespaces and CRDs is off: a RoleBinding per namespace suffices.
+
+One replica, no peering (kopf's standalone mode): a restarted operator acts as soon as it has
+listed its runs, instead of waiting up to a minute for a killed predecessor's kopf peering
+record to expire. The chart runs one replica with the `Recreate` strategy, so two never act at
+once; run no second operator (e.g. on a laptop) beside it (docs/install.md, "One operator").
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ from mfpo_operator.cli import package_version
 from mfpo_operator.kube.cluster import load_config
 from mfpo_operator.kube.handlers import REGISTRY
 from mfpo_operator.kube.metrics import OperatorMetrics
-
-PEERING_NAME = "mfpo-operator"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,15 +46,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="kopf's liveness/readiness endpoint (answers once the operator is started)",
     )  # fmt: skip
     parser.add_argument(
-        "--peering", default=None,
-        help=f"kopf peering object name (the chart passes {PEERING_NAME}); the peering CRDs must "
-        "exist. Default: kopf's auto-detection (its 'default' peering if present, else standalone)",
+        "--role-binding", default=None, metavar="NAME",
+        help="with --namespace: the RoleBinding (named NAME in each watched namespace) that "
+        "grants this operator its rights there. While runs in a namespace hold the operator's "
+        "finalizer it keeps that binding (finalizer mfpo.dev/runs-hold-finalizers), so that "
+        "deleting the namespace cannot take away its right to release those runs",
     )  # fmt: skip
-    parser.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
-    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.role_binding and not args.namespace:
+        parser.error("--role-binding needs --namespace (cluster-wide, a ClusterRoleBinding grants)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,10 +75,12 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,
-        standalone=args.standalone or None,
-        priority=args.priority,
-        peering_name=None if args.standalone else args.peering,
-        memo=kopf.Memo(metrics=metrics, namespaces=args.namespace),
+        # Explicitly: kopf's default auto-detection would join a peering named 'default' if
+        # a cluster has kopf's peering CRDs (e.g. left by an earlier version of this chart).
+        standalone=True,
+        memo=kopf.Memo(
+            metrics=metrics, namespaces=args.namespace, role_binding=args.role_binding
+        ),
     )
 
 
