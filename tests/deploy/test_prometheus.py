@@ -56,7 +56,8 @@ stage, mode = sys.argv[1], sys.argv[2]
 m = StageMetrics("ml", "demo", stage, 1)
 if stage == "datagen":
     m.inc("mfpo_datagen_records_total", 8); m.inc("mfpo_datagen_skipped_records_total", 1)
-    m.inc("mfpo_datagen_grounding_fallbacks_total", 2)
+    m.inc("mfpo_datagen_grounding_fallbacks_total", 2); m.inc("mfpo_datagen_regions_lost_total", 1)
+    m.inc("mfpo_tracking_errors_total", 1)
     m.inc("mfpo_score_records_total", 8); m.set("mfpo_score_semantic_entropy_mean", 0.7)
     m.set("mfpo_eval_score", 0.2, benchmark="synthetic", metric="chair_s", stage="align-2")
 else:
