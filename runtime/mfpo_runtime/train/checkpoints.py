@@ -11,14 +11,15 @@ Layout under `<stage_uri>/checkpoints/step-XXXXXXXX/` (XXXXXXXX = optimizer step
     _COMPLETE           the step's marker, written by rank 0 after every rank's folder
 
 `storage.publish_dir` writes each marker last, so a step whose marker is missing (a kill
-mid-upload) is ignored by `latest_step`. Called by the trainer; no model-specific code here.
+mid-upload) is ignored by `latest_step`. The layout and `latest_step` live in the core
+(`mfpo_core.checkpoint_layout`: the operator reads them too). Called by the trainer; no
+model-specific code here.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from mfpo_core import storage
+from mfpo_core.checkpoint_layout import (  # noqa: F401 - re-exported for the trainer and tests
+    STEP_DIR,
+    checkpoints_uri,
+    completed_steps,
+    latest_step,
+    step_uri,
+)
 from torch import nn
-
-STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
 @dataclass
@@ -45,30 +51,6 @@ class TrainState:
     @classmethod
     def from_json(cls, text: str) -> TrainState:
         return cls(**json.loads(text))
-
-
-def checkpoints_uri(stage_uri: str) -> str:
-    return storage.join(stage_uri, "checkpoints")
-
-
-def step_uri(stage_uri: str, step: int) -> str:
-    return storage.join(checkpoints_uri(stage_uri), f"step-{step:08d}")
-
-
-def completed_steps(stage_uri: str) -> list[int]:
-    """Steps whose checkpoint is whole (marker present), ascending."""
-    steps = set()
-    for rel in storage.list_files(checkpoints_uri(stage_uri)):
-        head, _, tail = rel.partition("/")
-        match = STEP_DIR.match(head)
-        if match and tail == storage.COMMIT_MARKER:
-            steps.add(int(match.group(1)))
-    return sorted(steps)
-
-
-def latest_step(stage_uri: str) -> int | None:
-    steps = completed_steps(stage_uri)
-    return steps[-1] if steps else None
 
 
 # ------------------------------------------------------------------------- RNG
