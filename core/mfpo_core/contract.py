@@ -75,6 +75,14 @@ def result_uri(run_uri: str, stage: str, shard: tuple[int, int] | None = None) -
     return f"{stage_uri(run_uri, stage)}/{RESULT_DOCUMENT}"
 
 
+def result_location(run_uri: str, stage: str) -> str:
+    """Where to look for a stage's result document(s), for a message: its URI, or the pattern of
+    its shards' (`shard_uri`) for a sharded stage."""
+    if kind_of(stage).shardable:
+        return f"{stage_uri(run_uri, stage)}/shards/*/{RESULT_DOCUMENT}"
+    return result_uri(run_uri, stage)
+
+
 def shard_uri(run_uri: str, index: int, count: int) -> str:
     return f"{stage_uri(run_uri, 'datagen')}/shards/{index:05d}-of-{count:05d}"
 
@@ -196,6 +204,9 @@ class TerminationSummary(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     outputs: dict[str, str] = Field(default_factory=dict)
     message: str | None = None
+    # Set by `encode` when the whole summary did not fit the termination message: some
+    # metrics or outputs are missing here, and the stage's result document has them all.
+    truncated: bool | None = None
 
     def encode(self) -> str:
         """Compact JSON, always within Kubernetes' 4096-byte limit.
@@ -223,9 +234,7 @@ class TerminationSummary(BaseModel):
         if not text:
             return None
         try:
-            doc = json.loads(text)
-            doc.pop("truncated", None)
-            return cls.model_validate(doc)
+            return cls.model_validate(json.loads(text))
         except (ValueError, TypeError):
             return None
 
@@ -243,7 +252,8 @@ def merge_shard_summaries(summaries: list[TerminationSummary]) -> TerminationSum
             metrics[key] = metrics.get(key, 0.0) + value
         outputs.update({f"{key}.{index}": value for key, value in summary.outputs.items()})
     metrics["shards"] = float(len(summaries))
-    return summaries[0].model_copy(update={"metrics": metrics, "outputs": outputs})
+    truncated = any(s.truncated for s in summaries) or None
+    return summaries[0].model_copy(update={"metrics": metrics, "outputs": outputs, "truncated": truncated})
 
 
 def _compact(doc: dict[str, Any]) -> str:

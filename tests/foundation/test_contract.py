@@ -158,6 +158,10 @@ def test_huge_summary_fits_the_termination_message() -> None:
     assert len(json.dumps(doc["message"])) <= TERMINATION_MESSAGE_LIMIT // 2
     decoded = TerminationSummary.decode(text)
     assert decoded is not None and decoded.metrics["loss.text"] == 0.69
+    # The reader learns that metrics are missing (the operator then reads the result document).
+    assert decoded.truncated is True
+    whole = TerminationSummary.decode(TerminationSummary(stage="eval", status="succeeded").encode())
+    assert whole.truncated is None and "truncated" not in whole.encode()
 
 
 def test_summary_with_only_huge_mirrored_metrics_keeps_a_head_of_them() -> None:
