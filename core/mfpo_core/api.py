@@ -760,7 +760,15 @@ class ResourcesSpec(ApiModel):
         None, ge=60, le=k8s.DURATION_SECONDS_MAX, description="Per-attempt time limit, in seconds."
     )
     ttl_seconds_after_finished: int = Field(
-        86400, ge=0, le=k8s.INT32_MAX, description="Finished stage Jobs are deleted after this many seconds."
+        86400,
+        ge=0,
+        le=k8s.INT32_MAX,
+        description=(
+            "How long Kubernetes keeps a finished stage Job the operator has not deleted: the "
+            "latest failed attempt of a stage (for its logs), or any Job while the operator is "
+            "away; at least 300 (the operator must see how an attempt ended). The operator "
+            "deletes an attempt's Job once the run's status records its outcome."
+        ),
     )
 
 
@@ -978,9 +986,10 @@ class StageStatus(ApiModel):
         description=(
             "Machine-readable cause of the phase (set by the planner): Started, Succeeded, BackOff, "
             "Retried, Disrupted, Vanished, Suspended, Superseded, BadInput, AttemptsExhausted; while "
-            "an attempt cannot start or run: ServiceAccountMissing, SecretMissing, FailedCreate, "
-            "Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName, "
-            "CreateContainerConfigError, CreateContainerError."
+            "an attempt cannot start or run: ServiceAccountMissing, SecretMissing, QuotaExceeded, "
+            "FailedCreate, Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName, "
+            "CreateContainerConfigError, CreateContainerError, AwaitingAdmission, Preempted, "
+            "JobSuspended."
         ),
     )
     disrupted_attempts: list[int] = Field(
