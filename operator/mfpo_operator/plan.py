@@ -39,7 +39,8 @@ Semantics
     - `retries.maxAttempts` counts attempts since the last manual retry, minus disrupted ones.
     - A *disrupted* attempt was stopped from outside: preemption or eviction as the executor
       reports it (`Attempt.disrupted`), an attempt the planner stopped on suspend, or a live
-      attempt whose Job vanished (deleted by hand). It is restarted at once, without backoff, and
+      attempt whose Job vanished (deleted by hand; the kube executor first reads the stage's
+      result document, and a recorded result is a success). It is restarted at once, without backoff, and
       does not consume the retry budget (like Kubernetes' podFailurePolicy `Ignore`). Exit code
       75 alone (SIGTERM, checkpoint saved, e.g. activeDeadlineSeconds) is a counted failure:
       only the executor knows whether the SIGTERM was a disruption.
@@ -79,10 +80,12 @@ CONDITION_TYPES = ("Ready", "Progressing", "Failed", "Suspended")
 # Reasons of a stage whose attempt cannot start or whose pods cannot run: the run's
 # Progressing condition repeats them with the stage's message, so `kubectl get` shows why.
 _WAITING_REASONS = frozenset({
-    "ServiceAccountMissing", "SecretMissing", "Unschedulable", "ImagePullBackOff",
-    "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError",
-    "FailedCreate",
+    "ServiceAccountMissing", "SecretMissing", "QuotaExceeded", "Unschedulable",
+    "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
+    "CreateContainerError", "FailedCreate", "AwaitingAdmission", "Preempted", "JobSuspended",
 })  # fmt: skip
+# Waiting the user asked for (a Kueue queue): told as Normal events, the others as Warnings.
+_QUEUED_REASONS = frozenset({"AwaitingAdmission", "Preempted"})
 # How soon to look again while the executor cannot start an attempt (`plan(hold=...)`).
 HOLD_POLL_SECONDS = 15.0
 
@@ -218,7 +221,7 @@ def _fold_stage(
         return fold
     succeeded = [a for a in observed if a.state == AttemptState.succeeded]
     if succeeded:
-        _mark_succeeded(fold, succeeded[-1], now)
+        _mark_succeeded(fold, succeeded[-1], now, contract.result_location(run_uri(spec, run), stage.name))
         return fold
     # Attempts made before a manual retry are history: they no longer decide the phase.
     current = [a for a in observed if a.attempt == stage.attempts > stage.retried_from]
@@ -246,12 +249,14 @@ def _mark_running(fold: _Fold, attempt: Attempt, job: str) -> None:
     stage.reason = attempt.waiting_reason
     stage.message = f"attempt {attempt.attempt} waiting: {attempt.message or stage.reason}"
     if was != stage.reason:
+        kind = "Normal" if stage.reason in _QUEUED_REASONS else "Warning"
         fold.events.append(
-            Event("Warning", stage.reason, f"{stage.name}: {stage.message}", stage=stage.name)
+            Event(kind, stage.reason, f"{stage.name}: {stage.message}", stage=stage.name)
         )
 
 
-def _mark_succeeded(fold: _Fold, attempt: Attempt, now: datetime) -> None:
+def _mark_succeeded(fold: _Fold, attempt: Attempt, now: datetime, result: str) -> None:
+    """`result`: the stage's result document, named when the summary had to be cut."""
     stage = fold.status
     summary = attempt.summary
     stage.phase, stage.reason = StagePhase.succeeded, "Succeeded"
@@ -261,6 +266,11 @@ def _mark_succeeded(fold: _Fold, attempt: Attempt, now: datetime) -> None:
     stage.message = (
         summary.message if summary else None
     ) or f"succeeded in attempt {attempt.attempt}"
+    if summary is not None and summary.truncated:
+        stage.message += (
+            f" (its termination summary was cut to {contract.TERMINATION_MESSAGE_LIMIT} bytes: "
+            f"{len(stage.metrics)} metrics here, every one in {result})"
+        )
     fold.events.append(
         Event("Normal", "StageSucceeded", f"{stage.name}: {stage.message}", stage=stage.name)
     )

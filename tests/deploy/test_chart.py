@@ -229,7 +229,7 @@ OPERATOR_RULES = {
     ("mfpo.dev", "mfporuns"): {"get", "list", "watch", "patch"},
     ("mfpo.dev", "mfporuns/status"): {"get", "patch"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"get", "list"},
+    ("", "pods"): {"get", "list", "watch"},  # watch: stage pods that cannot start, evictions
     ("", "configmaps"): {"create", "get", "list", "delete"},
     ("", "services"): {"create", "get", "list", "delete"},
     ("", "events"): {"create", "list"},

@@ -266,3 +266,18 @@ def test_tracking_settings_travel_in_the_config_and_credentials_as_secret_refere
     assert config.spec.tracking.mlflow.experiment == "vlm"
     plain = jobs.job(RUN, cluster_spec(), "align-1", 1, "demo-align-1-a1")
     assert not any(e["name"].startswith("MLFLOW_") for e in plain["spec"]["template"]["spec"]["containers"][0]["env"])
+
+
+@pytest.mark.parametrize("ttl,kept", [(0, 300), (299, 300), (300, 300), (604800, 604800)])
+def test_a_finished_job_is_kept_long_enough_for_the_operator_to_see_how_it_ended(ttl, kept):
+    # With ttlSecondsAfterFinished 0 the TTL controller may delete a Job before the operator has
+    # read it; a failure never seen would be restarted as vanished, uncounted, again and again.
+    spec = make_spec(resources={"gpusPerNode": 0, "ttlSecondsAfterFinished": ttl})
+    assert jobs.job(RUN, spec, "score", 1, "demo-score-a1")["spec"]["ttlSecondsAfterFinished"] == kept
+
+
+def test_an_api_server_error_on_the_pod_template_names_the_run_field():
+    assert jobs.run_field("spec.template.spec.affinity.nodeAfinity") == "spec.resources.affinity.nodeAfinity"
+    assert jobs.run_field("spec.template.spec.tolerations[0].efect") == "spec.resources.tolerations[0].efect"
+    assert jobs.run_field("spec.template.spec.affinityX") is None
+    assert jobs.run_field("spec.template.spec.containers[0].image") is None

@@ -42,10 +42,14 @@ async def test_a_run_goes_through_its_stages_as_jobs_succeed(kube):
     assert status["progress"] == "4/4"
     assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 4
     assert status["stages"][3]["metrics"] == {"eval.align-1.synthetic.chair_s": 0.2}
-    assert sorted(kube.jobs()) == sorted(f"demo-{s}-a1" for s in stages)
+    # Each stage's Job and ConfigMap go once its outcome is in status (no ResourceQuota left
+    # counting them for a day); the Job's pods with it (propagationPolicy Background).
+    assert kube.jobs() == {} and kube.objects("v1/configmaps") == {}
+    deleted = [r for r in kube.kmock if r.method == "DELETE" and "/jobs/" in r.url.path]
+    assert sorted(r.url.path.rsplit("/", 1)[1] for r in deleted) == sorted(f"demo-{s}-a1" for s in stages)
+    assert {r.params.get("propagationPolicy") for r in deleted} == {"Background"}
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
-    assert set(kube.objects("v1/configmaps")) == {f"demo-{s}-a1-config" for s in stages}
     registry = memo.metrics.registry
     labels = {"namespace": "ml", "run": "demo"}
     assert registry.get_sample_value("mfpo_run_phase", {**labels, "phase": "Succeeded"}) == 1.0
@@ -116,7 +120,7 @@ async def test_an_operator_restart_mid_run_creates_no_duplicate(kube):
         await eventually(lambda: "demo-score-a1" in kube.jobs(), what="score after restart")
     async with running_operator():  # and once more with nothing to do
         await eventually(lambda: kube.status().get("currentStage") == "score", what="status")
-    assert sorted(kube.jobs()) == ["demo-datagen-a1", "demo-score-a1"]
+    assert sorted(kube.jobs()) == ["demo-score-a1"]  # datagen's, recorded, deleted
     creates = [r for r in kube.posted("/jobs")]
     assert sorted(j["metadata"]["name"] for j in creates) == ["demo-datagen-a1", "demo-score-a1"]
 

@@ -8,7 +8,13 @@ from mfpo_core.api import MFPORunStatus
 from mfpo_core.contract import TerminationSummary
 from mfpo_operator.kube.artifacts import delete_run_artifacts
 from mfpo_operator.kube.metrics import OPERATOR_METRICS, OperatorMetrics
-from mfpo_operator.kube.status import attempt_from_job, evictions, status_patch
+from mfpo_operator.kube.status import (
+    attempt_from_job,
+    evictions,
+    recorded_attempts,
+    status_patch,
+    suspension,
+)
 from mfpo_operator.plan import AttemptState
 from planner_world import World, make_spec
 
@@ -156,7 +162,7 @@ def test_a_finished_run_keeps_only_its_summary_series_once_retired():
     assert len(_series_of(metrics, "r")) == 6
 
 
-def test_evictions_name_the_pod_and_the_step_it_continues_from():
+def test_evictions_name_the_pod_and_a_step_only_once_it_is_known():
     # The DisruptionTarget condition as the control plane writes it on an evicted pod
     # (https://kubernetes.io/docs/concepts/workloads/pods/disruptions/#pod-disruption-conditions),
     # and the align stage's SIGTERM summary.
@@ -169,10 +175,18 @@ def test_evictions_name_the_pod_and_the_step_it_continues_from():
     }]  # fmt: skip
     quiet = pod(0, 75, "", disrupted=True)
     quiet["metadata"].update(name="r-align-3-a1-0-y", uid="u2")
-    assert evictions("align-3", [evicted, quiet, pod(0, 0, "")]) == [
-        ("u1", "align-3: pod r-align-3-a1-0-x evicted (EvictionByEvictionAPI), continuing from step 55"),
-        ("u2", "align-3: pod r-align-3-a1-0-y evicted (Disrupted), continuing"),
-    ]  # fmt: skip
+    stopping = {"metadata": {"name": "r-align-3-a1-0-z", "uid": "u3"}, "status": {
+        "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet"}],
+        "containerStatuses": [{"name": "stage", "state": {"running": {}}}]}}  # fmt: skip
+    found = evictions("align-3", [evicted, quiet, pod(0, 0, ""), stopping])
+    assert [(e.uid, e.ended, e.step) for e in found] == [("u1", True, 55), ("u2", True, None), ("u3", False, None)]
+    assert found[0].text(resume_step=None) == (
+        "align-3: pod r-align-3-a1-0-x evicted (EvictionByEvictionAPI); the Job replaces it, resuming from step 55"
+    )
+    assert found[1].text(resume_step=40).endswith("evicted (Disrupted); the Job replaces it, resuming from step 40")
+    assert found[2].text(resume_step=None) == (
+        "align-3: pod r-align-3-a1-0-z evicted (TerminationByKubelet); the Job replaces it"
+    )
 
 
 def test_every_metric_is_exported_with_its_table_name():
@@ -226,3 +240,54 @@ def test_a_job_whose_pods_cannot_be_created_says_why_from_the_controllers_event(
     # Once the Job has its pods, an old FailedCreate event no longer speaks for it.
     started = {"metadata": {"name": "r-datagen-a1-x7k2p"}, "status": {"phase": "Running"}}
     assert attempt_from_job(running, [started], now, events=events).waiting_reason is None
+
+
+def test_recorded_attempts_are_those_the_stored_status_has_folded():
+    world = World(make_spec(retries={"maxAttempts": 3, "backoffSeconds": 10}))
+    world.reconcile()
+    world.finish("r-datagen-a1", exit_code=0)
+    world.reconcile()  # datagen recorded as Succeeded, score-a1 started
+    world.finish("r-score-a1", exit_code=1)
+    world.reconcile()  # the failure of score-a1 recorded (BackOff)
+    recorded = recorded_attempts(world.status, list(world.jobs.values()))
+    assert [(a.stage, a.attempt) for a in recorded] == [("datagen", 1)]  # score-a1 kept for its logs
+    world.advance(10)
+    world.reconcile()  # score-a2 started: a1 is now history
+    recorded = recorded_attempts(world.status, list(world.jobs.values()))
+    assert sorted((a.stage, a.attempt) for a in recorded) == [("datagen", 1), ("score", 1)]
+
+
+def suspended_job(started: bool, active: int = 0, queue: str | None = "team-a") -> dict:
+    body = job(startTime="2025-01-01T00:00:00Z" if started else None, active=active)
+    body["metadata"]["labels"]["mfpo.dev/stage"] = "align-1"
+    body["metadata"]["uid"] = "job-uid"
+    if queue:
+        body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = queue
+    body["spec"] = {"suspend": True}
+    # The Job controller's condition on a suspended Job (pkg/controller/job/job_controller.go).
+    body["status"]["conditions"] = [{"type": "Suspended", "status": "True", "reason": "JobSuspended",
+                                     "message": "Job suspended", "lastTransitionTime": "2025-01-01T00:02:00Z"}]  # fmt: skip
+    return body
+
+
+def test_a_suspended_job_says_whether_it_waits_for_admission_or_was_preempted():
+    now = datetime(2025, 1, 1, 0, 5, tzinfo=timezone.utc)
+    never_ran = suspended_job(started=False)
+    assert suspension(never_ran, [], now) == ("AwaitingAdmission", (
+        "Job r-datagen-a1 waiting for Kueue to admit it (LocalQueue team-a) for 3m00s; why: "
+        "kubectl get workloads -l kueue.x-k8s.io/job-uid=job-uid -o yaml"))  # fmt: skip
+    stopping = suspended_job(started=True, active=1)
+    assert suspension(stopping, [], now, lambda stage: 40) is None  # its pods still save a checkpoint
+    stopped = suspended_job(started=True)
+    kueue = {"reason": "Stopped", "message": "Preempted to accommodate a higher priority Workload",
+             "involvedObject": {"kind": "Job", "name": "r-datagen-a1"}, "eventTime": "2025-01-01T00:02:00Z"}  # fmt: skip
+    asked = []
+    assert suspension(stopped, [kueue], now, lambda stage: asked.append(stage) or 40) == ("Preempted", (
+        "Job r-datagen-a1 stopped by Kueue for 3m00s (Preempted to accommodate a higher priority "
+        "Workload); resumes from step 40 when Kueue admits it again"))  # fmt: skip
+    assert asked == ["align-1"]
+    by_hand = suspended_job(started=True, queue=None)
+    assert suspension(by_hand, [], now) == ("JobSuspended", (
+        "Job r-datagen-a1 suspended for 3m00s (spec.suspend set outside the operator); "
+        "resumes from its last checkpoint when resumed"))  # fmt: skip
+    assert suspension(job(startTime="2025-01-01T00:00:00Z"), [], now) is None

@@ -3,8 +3,9 @@
 Modules: `handlers` (kopf triggers, thin), `reconcile` (read, plan, act, write status),
 `jobs` (pure builders of the ConfigMap, Service and Job of one attempt), `status` (pure:
 Jobs and Pods -> planner attempts, status patches), `cluster` (the one API adapter),
-`metrics` (OPERATOR_METRICS), `artifacts` (deleting a run's storage), `role_guard` (keeping
-the operator's RoleBinding in a namespace while runs there hold its finalizer), `main` (the
+`run_storage` (reading a run's result documents and checkpoint steps), `metrics`
+(OPERATOR_METRICS), `artifacts` (deleting a run's storage), `role_guard` (keeping the
+operator's RoleBinding in a namespace while runs there hold its finalizer), `main` (the
 `mfpo-operator` entry point). The planner itself is `mfpo_operator.plan`, shared with the
 local runner.
 
@@ -14,12 +15,13 @@ each watched namespace):
     mfpo.dev            mfporuns                   get, list, watch, patch
     mfpo.dev            mfporuns/status            get, patch
     batch               jobs                       create, get, list, watch, delete
-    ""                  pods                       get, list
+    ""                  pods                       get, list, watch  (watch: stage pods, by label)
     ""                  configmaps                 create, get, list, delete
     ""                  services                   create, get, list, delete
     ""                  serviceaccounts            get  (the stage's must exist before its Job)
     ""                  secrets                    get  (storage.secretName must exist; its data
-                                                         only for storage.deleteOnRunDeletion)
+                                                         to read result documents and checkpoint
+                                                         steps, and for deleteOnRunDeletion)
     ""                  events                     create, list  (list: the Job controller's
                                                          FailedCreate on a Job without pods)
     rbac.authorization.k8s.io rolebindings     get, patch  (--namespace: only its own, the one

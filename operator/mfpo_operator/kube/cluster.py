@@ -3,7 +3,9 @@
 Created once at operator startup (into kopf's memo) and closed at cleanup; called by
 `kube.reconcile`. API errors are translated here, once: 409 on create means "exists"
 (deterministic names make creation idempotent, also after an operator restart), 404 on
-delete means "gone". Listing passes a label selector (for real clusters) *and* filters in
+delete means "gone". Objects are created with `fieldValidation=Strict`: a field the API server
+does not know (a typo inside the free-form spec.resources.affinity) is refused with 400
+instead of dropped with a warning. Listing passes a label selector (for real clusters) *and* filters in
 code (kmock, the test emulator, ignores selectors).
 """
 
@@ -25,7 +27,15 @@ from kubernetes.client.rest import ApiException
 from mfpo_core.api import GROUP, PLURAL, VERSION
 
 from mfpo_operator.kube.jobs import JOB_NAME_LABEL, LABEL_RUN, MANAGED_BY
-from mfpo_operator.kube.status import TERMINAL, attempt_from_job, evictions, lacks_pods
+from mfpo_operator.kube.status import (
+    TERMINAL,
+    Eviction,
+    ResumeStep,
+    attempt_from_job,
+    evictions,
+    lacks_pods,
+    stopped_after_start,
+)
 from mfpo_operator.plan import Attempt, Event
 
 log = logging.getLogger("mfpo.operator")
@@ -44,10 +54,13 @@ EVENT_MESSAGE_LIMIT = 1024
 
 @dataclass
 class Observed:
-    """What one look at a run's Jobs found: its attempts, and (pod uid, message) evictions."""
+    """What one look at a run's Jobs found: its attempts, the evicted pods of its running
+    Jobs, and the names of its Jobs by (stage, attempt) with those being deleted."""
 
     attempts: list[Attempt] = field(default_factory=list)
-    evictions: list[tuple[str, str]] = field(default_factory=list)
+    evictions: list[Eviction] = field(default_factory=list)
+    jobs: dict[tuple[str, int], str] = field(default_factory=dict)
+    deleting: set[tuple[str, int]] = field(default_factory=set)
 
 
 def load_config() -> kubernetes.client.Configuration:
@@ -82,8 +95,9 @@ class Cluster:
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
         self.batch = kubernetes.client.BatchV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
-        # A finished Job never changes: its Attempt is read from its pods once.
-        self._finished: dict[str, Attempt] = {}
+        # A finished Job never changes: its Attempt is read from its pods once. By run, so
+        # that the entries of Jobs gone (deleted when recorded, or by their TTL) are dropped.
+        self._finished: dict[tuple[str, str], dict[str, Attempt]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -126,39 +140,76 @@ class Cluster:
         items = json.loads(raw.data).get("items") or []
         return [item for item in items if _matches(item, wanted)]
 
-    def attempts(self, namespace: str, run: str, uid: str) -> Observed:
+    def attempts(
+        self, namespace: str, run: str, uid: str, resume_step: ResumeStep | None = None
+    ) -> Observed:
         """Every attempt of the run still visible as a Job owned by it, and the evictions
-        seen among the pods of its running Jobs."""
+        seen among the pods of its running Jobs. `resume_step` is asked for a Job suspended
+        after it ran (see `status.suspension`)."""
         wanted = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: run}
         jobs = [
             j
             for j in self._list(self.batch.list_namespaced_job, namespace, wanted)
             if _owned(j, uid)
         ]
+        with self._lock:
+            cache = self._finished.setdefault((namespace, run), {})
+            listed = {j["metadata"].get("uid") or j["metadata"]["name"] for j in jobs}
+            for gone in set(cache) - listed:
+                del cache[gone]
         observed = Observed()
         for job in jobs:
-            self._observe(namespace, job, observed)
+            self._observe(namespace, job, observed, cache, resume_step)
         return observed
 
-    def _observe(self, namespace: str, job: dict[str, Any], observed: Observed) -> None:
-        uid = job["metadata"].get("uid") or job["metadata"]["name"]
+    def forget_run(self, namespace: str, run: str) -> None:
         with self._lock:
-            cached = self._finished.get(uid)
-        if cached is not None:
-            observed.attempts.append(cached)
-            return
+            self._finished.pop((namespace, run), None)
+
+    def _observe(
+        self,
+        namespace: str,
+        job: dict[str, Any],
+        observed: Observed,
+        cache: dict[str, Attempt],
+        resume_step: ResumeStep | None,
+    ) -> None:
+        meta = job["metadata"]
+        uid = meta.get("uid") or meta["name"]
+        with self._lock:
+            attempt = cache.get(uid)
+        if attempt is None:
+            attempt = self._read_attempt(namespace, job, observed, resume_step)
+            if attempt.state in TERMINAL and not meta.get("deletionTimestamp"):
+                with self._lock:
+                    cache[uid] = attempt
+        key = (attempt.stage, attempt.attempt)
+        observed.jobs[key] = meta["name"]
+        if meta.get("deletionTimestamp"):
+            observed.deleting.add(key)
+        observed.attempts.append(attempt)
+
+    def _read_attempt(
+        self, namespace: str, job: dict[str, Any], observed: Observed, resume_step: ResumeStep | None
+    ) -> Attempt:
+        """The Job's attempt, reading its pods and events only when the Job alone cannot tell."""
         name = job["metadata"]["name"]
         attempt = attempt_from_job(job, [])
+        pods: list[dict[str, Any]] = []
         if attempt.state in TERMINAL or _pods_not_ready(job):
             pods = self._list(self.core.list_namespaced_pod, namespace, {JOB_NAME_LABEL: name})
-            events = self._job_events(namespace, name) if lacks_pods(job, pods) else []
-            attempt = attempt_from_job(job, pods, events=events)
-            if attempt.state not in TERMINAL:
-                observed.evictions += evictions(attempt.stage, pods)
-        if attempt.state in TERMINAL and not job["metadata"].get("deletionTimestamp"):
-            with self._lock:
-                self._finished[uid] = attempt
-        observed.attempts.append(attempt)
+        elif not stopped_after_start(job):
+            return attempt
+        # Events: the Job controller's FailedCreate on a Job without pods, Kueue's Stopped on
+        # a Job it suspended after it ran.
+        needs_events = (attempt.state not in TERMINAL and lacks_pods(job, pods)) or (
+            stopped_after_start(job)
+        )
+        events = self._job_events(namespace, name) if needs_events else []
+        attempt = attempt_from_job(job, pods, events=events, resume_step=resume_step)
+        if attempt.state not in TERMINAL:
+            observed.evictions += evictions(attempt.stage, pods)
+        return attempt
 
     def _job_events(self, namespace: str, job: str) -> list[dict[str, Any]]:
         """Events about the Job `job` (the Job controller's FailedCreate among them)."""
@@ -169,7 +220,11 @@ class Cluster:
         return [e for e in items if (e.get("involvedObject") or {}).get("name") == job]
 
     def create(self, manifest: dict[str, Any]) -> bool:
-        """Create a ConfigMap, Service or Job; False when it already exists (idempotent)."""
+        """Create a ConfigMap, Service or Job; False when it already exists (idempotent).
+
+        Strict field validation: an unknown field is a 400 naming it (apiserver
+        pkg/endpoints/handlers/create.go: a strict decoding error under
+        fieldValidation=Strict), not a field dropped with only a Warning header."""
         namespace = manifest["metadata"]["namespace"]
         create = {
             "Job": self.batch.create_namespaced_job,
@@ -177,20 +232,29 @@ class Cluster:
             "Service": self.core.create_namespaced_service,
         }[manifest["kind"]]
         try:
-            create(namespace, manifest)
+            create(namespace, manifest, field_validation="Strict")
         except ApiException as err:
             if err.status == 409:
                 return False
             raise
         return True
 
-    def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job and, in the background, its pods (they get SIGTERM and checkpoint)."""
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a Job, ConfigMap or Service; a Job's pods go in the background (they get
+        SIGTERM and checkpoint). Gone already (404) is fine."""
+        delete = {
+            "Job": self.batch.delete_namespaced_job,
+            "ConfigMap": self.core.delete_namespaced_config_map,
+            "Service": self.core.delete_namespaced_service,
+        }[kind]
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            delete(name, namespace, propagation_policy="Background")
         except ApiException as err:
             if err.status != 404:
                 raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.delete("Job", namespace, name)
 
     def post_event(self, body: dict[str, Any], event: Event) -> None:
         """A core/v1 Event on the run, as `kubectl describe mfporun` lists them.

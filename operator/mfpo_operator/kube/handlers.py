@@ -5,8 +5,10 @@ pass to `kopf.run` / `kopf.operator`. The handlers are sync functions: kopf runs
 thread pool, where the synchronous `kubernetes` client is at home.
 
 Triggers: an MFPORun appears or its spec/retry annotation changes (an event), one of its
-Jobs changes (an event), and the operator's ticker thread when a backoff ends or a periodic
-resync is due (a kopf timer would need a finalizer on every run; the ticker needs none).
+Jobs changes (an event), one of its stage pods cannot run or is disrupted (an event: an image
+pull failing changes the pod, not its Job), and the operator's ticker thread when a backoff
+ends or a periodic resync is due (a kopf timer would need a finalizer on every run; the ticker
+needs none).
 Deleting a run deletes its Jobs, pods, ConfigMaps and Services through owner references;
 only with `spec.storage.deleteOnRunDeletion` does a kopf finalizer hold the deletion until
 its artifacts are deleted, or are known to be left behind (a Warning event names them).
@@ -40,11 +42,16 @@ from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
 from mfpo_operator.kube.reconcile import Operator, reconcile
 from mfpo_operator.kube.role_guard import RoleBindingGuard, holds_finalizer
+from mfpo_operator.kube.status import pod_needs_look
 from mfpo_operator.plan import RETRY_ANNOTATION, Event
 from mfpo_operator.validation import LAST_HANDLED_KEY, LAST_HANDLED_PREFIX
 
 REGISTRY = kopf.OperatorRegistry()
 _RUNS = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": REGISTRY}
+# The operator's own Jobs and pods (the Job template carries the run's labels to its pods).
+_OURS = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESENT}
+# The same, as a server-side selector: the API server streams only stage pods, not every pod.
+STAGE_POD_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_RUN}"
 log = logging.getLogger("mfpo.operator")
 T = TypeVar("T")
 
@@ -85,6 +92,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
     # A watched namespace that vanished (403 without its RoleBinding) is retried, never given up.
     settings.networking.error_backoffs = RetryForever()
     settings.process.ultimate_exiting_timeout = EXIT_TIMEOUT_SECONDS
+    settings.watching.label_selectors["v1", "pods"] = STAGE_POD_SELECTOR
     namespaces = list(memo.get("namespaces") or [])
     if namespaces and not any(_is_pattern(n) for n in namespaces):
         # A namespaced grant cannot list namespaces or CRDs cluster-wide: kopf's scanning would
@@ -192,13 +200,19 @@ def run_changed(
         reconcile(memo.operator, namespace, name)
 
 
-@kopf.on.event(
-    "batch", "v1", "jobs",
-    labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESENT},
-    registry=REGISTRY,
-)  # fmt: skip
+@kopf.on.event("batch", "v1", "jobs", labels=_OURS, registry=REGISTRY)
 def job_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     reconcile(memo.operator, namespace, labels[LABEL_RUN])
+
+
+@kopf.on.event("v1", "pods", labels=_OURS, registry=REGISTRY)
+def pod_changed(
+    type: str | None, body: kopf.Body, labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """A stage pod that cannot run (ErrImagePull, Unschedulable...) or was disrupted: shown on
+    the run within seconds, not at the next resync."""
+    if type != "DELETED" and pod_needs_look(dict(body)):
+        reconcile(memo.operator, namespace, labels[LABEL_RUN])
 
 
 def _delete_artifacts_requested(spec: kopf.Spec, **_: Any) -> bool:

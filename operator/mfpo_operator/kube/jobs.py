@@ -41,6 +41,11 @@ GRACE_SECONDS = 120
 # attempt stuck on a pull or the scheduler ends and is retried. Three days: longer than any
 # stage of the flagship LLaVA-1.5-7B run on 8 GPUs.
 DEFAULT_ATTEMPT_DEADLINE_SECONDS = 3 * 24 * 3600
+# The least time a finished Job is kept (spec.resources.ttlSecondsAfterFinished is raised to it):
+# the operator must see how an attempt ended before the TTL controller deletes the Job, or a
+# failure it never saw would be restarted as vanished without counting, over and over (a
+# success is recovered from its result document). It deletes a recorded attempt's Job itself.
+MIN_FINISHED_JOB_TTL_SECONDS = 300
 RUNTIME_UID = 1000
 LABEL_RUN = "mfpo.dev/run"
 LABEL_STAGE = "mfpo.dev/stage"
@@ -100,6 +105,24 @@ def _metadata(run: RunRef, name: str, stage: str, attempt: int) -> dict[str, Any
         "labels": labels(run.name, stage, attempt),
         "ownerReferences": [owner_reference(run)],
     }
+
+
+# Where the parts of a Job's pod template a user writes come from in the MFPORun: an error the
+# API server reports on one of them names the run's field too.
+RUN_FIELDS = {
+    "spec.template.spec.affinity": "spec.resources.affinity",
+    "spec.template.spec.tolerations": "spec.resources.tolerations",
+    "spec.template.spec.nodeSelector": "spec.resources.nodeSelector",
+}
+
+
+def run_field(job_field: str) -> str | None:
+    """The MFPORun field a Job field comes from (`spec.template.spec.affinity.x` ->
+    `spec.resources.affinity.x`), or None when the operator wrote it."""
+    for prefix, field in RUN_FIELDS.items():
+        if job_field == prefix or job_field.startswith((f"{prefix}.", f"{prefix}[")):
+            return field + job_field[len(prefix):]
+    return None
 
 
 def config_map_name(job: str) -> str:
@@ -344,7 +367,9 @@ def job(run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, name: str) -> 
     body: dict[str, Any] = {
         "backoffLimit": 0,
         "podFailurePolicy": _pod_failure_policy(),
-        "ttlSecondsAfterFinished": spec.resources.ttl_seconds_after_finished,
+        "ttlSecondsAfterFinished": max(
+            spec.resources.ttl_seconds_after_finished, MIN_FINISHED_JOB_TTL_SECONDS
+        ),
         # Kueue admits a suspended Job by unsuspending it.
         "suspend": bool(queue),
         "template": {

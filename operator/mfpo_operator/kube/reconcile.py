@@ -1,32 +1,40 @@
 """One reconcile of one MFPORun: read it and its Jobs, ask the planner, act, write status.
 
 Called by the kopf handlers (`kube.handlers`) from kopf's worker threads, for a run event,
-an event of one of its Jobs, or the ticker thread (backoff ends, periodic resync, retiring the
-metric series of finished runs). A per-run lock serialises reconciles of the same run inside
-this operator (kopf peering keeps other operators out); creation is
+an event of one of its Jobs or stage pods, or the ticker thread (backoff ends, periodic
+resync, retiring the metric series of finished runs). A per-run lock serialises reconciles of
+the same run inside this operator (kopf peering keeps other operators out); creation is
 idempotent anyway, because every object has a deterministic name.
+
+Where the Jobs cannot tell, the run's storage is read (`kube.run_storage`): the result
+document of a stage whose Job is gone or whose summary was cut, the step a disrupted stage
+resumes from. Once the stored status records a finished attempt, its Job, ConfigMap and
+Service are deleted: finished Jobs would otherwise count against a `count/jobs.batch`
+ResourceQuota for a day (ttlSecondsAfterFinished) and starve the run's own next stage.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes.client.rest import ApiException
-from mfpo_core.api import Condition, MFPORunSpec, MFPORunStatus, RunPhase
-from mfpo_core.contract import TerminationSummary
+from mfpo_core.api import Condition, MFPORunSpec, MFPORunStatus, RunPhase, StagePhase
+from mfpo_core.contract import TerminationSummary, result_location
 from pydantic import ValidationError
 
 from mfpo_operator.kube import jobs
 from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.metrics import OperatorMetrics
-from mfpo_operator.kube.status import status_patch
+from mfpo_operator.kube.run_storage import RunStorage
+from mfpo_operator.kube.status import Eviction, recorded_attempts, status_patch
 from mfpo_operator.plan import (
     RETRY_ANNOTATION,
     Attempt,
@@ -63,6 +71,7 @@ class Operator:
     _due: dict[Key, float] = field(default_factory=dict)  # wall time of the next needed look
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _evictions_told: dict[Key, set[str]] = field(default_factory=dict)  # pod uids per run
+    _evictions_pending: dict[Key, dict[str, Eviction]] = field(default_factory=dict)
     _retire: dict[Key, tuple[float, str]] = field(default_factory=dict)  # (when, final phase)
 
     def lock(self, key: Key) -> threading.Lock:
@@ -88,13 +97,30 @@ class Operator:
             delay = min(result.requeue_after or self.resync_seconds, self.resync_seconds)
             self._due[key] = time.time() + delay
 
-    def new_evictions(self, key: Key, evictions: list[tuple[str, str]]) -> list[Event]:
-        """One event per evicted pod (remembered in memory: a restarted operator may repeat one)."""
+    def new_evictions(
+        self, key: Key, seen: list[Eviction], resume_step: Callable[[str], int | None]
+    ) -> list[Event]:
+        """One event per evicted pod, once the step it resumes from can be known: when the pod
+        has ended (its own SIGTERM summary names the step it saved), or, for a pod seen while
+        still stopping, once it is gone (the stage's newest checkpoint, where its replacement
+        starts). Remembered in memory: a restarted operator may repeat one."""
         with self._guard:
             told = self._evictions_told.setdefault(key, set())
-            new = [(uid, text) for uid, text in evictions if uid not in told]
-            told.update(uid for uid, _ in new)
-        return [Event("Normal", "PodEvicted", text) for _, text in new]
+            pending = self._evictions_pending.setdefault(key, {})
+            fresh = [e for e in seen if e.uid not in told]
+            seen_uids = {e.uid for e in seen}
+            ready = [e for e in fresh if e.ended]
+            ready += [e for uid, e in pending.items() if uid not in seen_uids and uid not in told]
+            for eviction in fresh:
+                if not eviction.ended:
+                    pending[eviction.uid] = eviction
+            for eviction in ready:
+                pending.pop(eviction.uid, None)
+                told.add(eviction.uid)
+        return [
+            Event("Normal", "PodEvicted", e.text(None if e.step is not None else resume_step(e.stage)))
+            for e in ready
+        ]
 
     def retire_finished(self) -> None:
         """Drop the per-stage metric series of runs finished longer than the grace period."""
@@ -111,7 +137,9 @@ class Operator:
             self._locks.pop(key, None)
             self._due.pop(key, None)
             self._evictions_told.pop(key, None)
+            self._evictions_pending.pop(key, None)
             self._retire.pop(key, None)
+        self.cluster.forget_run(*key)
         self.metrics.forget(*key)
 
     def tick_forever(self, stop: threading.Event, every: float) -> None:
@@ -146,7 +174,9 @@ def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
         # Metrics before events: a lost event must never lose a counted attempt.
         op.metrics.observe(namespace, name, result)
         op.schedule(key, result)
-        events = [*result.events, *op.new_evictions(key, planner.observed.evictions)]
+        _delete_recorded(op, planner, result.status)
+        evicted = op.new_evictions(key, planner.observed.evictions, planner.storage.resume_step)
+        events = [*result.events, *evicted]
     # Events are a courtesy: posted outside the run's lock and the reconcile timer.
     _post(op, body, events)
     return result
@@ -174,8 +204,60 @@ class _Planner:
             log.warning("%s/%s: unreadable status, rebuilt from its Jobs: %s",
                         meta["namespace"], meta["name"], err)  # fmt: skip
             self.status = None
-        self.observed = op.cluster.attempts(meta["namespace"], meta["name"], meta.get("uid", ""))
+        self.storage = RunStorage(spec, meta["name"], self._credentials)
+        self.observed = op.cluster.attempts(
+            meta["namespace"], meta["name"], meta.get("uid", ""), self.storage.resume_step
+        )
         self.now = op.clock()
+        self._complete_from_storage()
+
+    def _credentials(self) -> dict[str, str] | None:
+        """The run's storage Secret, None when it is gone or the operator may not read it."""
+        namespace, secret = self.body["metadata"]["namespace"], self.spec.storage.secret_name
+        try:
+            return self.op.cluster.read_secret(namespace, secret) if secret else None
+        except ApiException as err:
+            log.warning("%s/%s: storage secret %r not read (%s %s): storage read without it",
+                        namespace, self.body["metadata"]["name"], secret, err.status, err.reason)  # fmt: skip
+            return None
+
+    def _complete_from_storage(self) -> None:
+        """What the Jobs cannot say, from the stages' result documents: a stage whose latest
+        attempt's Job is gone, and a summary cut to fit the termination message."""
+        if self.status is None:
+            return
+        seen = {(a.stage, a.attempt): a for a in self.observed.attempts}
+        for stage in self.status.stages:
+            if stage.phase in (StagePhase.succeeded, StagePhase.failed) or not stage.attempts:
+                continue
+            latest = seen.get((stage.name, stage.attempts))
+            if latest is None and stage.phase == StagePhase.running:
+                self._recover_vanished(stage.name, stage.attempts)
+            elif latest is not None and latest.summary is not None and latest.summary.truncated:
+                self._complete_summary(latest)
+
+    def _recover_vanished(self, stage: str, attempt: int) -> None:
+        """A Job deleted before the operator saw it finish (ttlSecondsAfterFinished, by hand):
+        if the stage recorded its result, the attempt succeeded; else it stays unobserved and
+        the planner restarts it as vanished."""
+        summary = self.storage.stage_result(stage)
+        if summary is None:
+            return
+        uri = result_location(self.storage.run_uri, stage)
+        log.info("%s/%s: %s attempt %d's Job is gone; its result document says it succeeded",
+                 self.body["metadata"]["namespace"], self.body["metadata"]["name"], stage, attempt)  # fmt: skip
+        note = f"attempt {attempt} succeeded; its Job was gone, the result read from {uri}"
+        self.observed.attempts.append(Attempt(
+            stage=stage, attempt=attempt, state=AttemptState.succeeded,
+            summary=summary.model_copy(update={"message": summary.message or note}),
+        ))  # fmt: skip
+
+    def _complete_summary(self, attempt: Attempt) -> None:
+        full = self.storage.stage_result(attempt.stage) if attempt.state == AttemptState.succeeded else None
+        if full is None:
+            return  # the planner says the summary was cut, and where the rest is
+        complete = replace(attempt, summary=full.model_copy(update={"message": attempt.summary.message}))
+        self.observed.attempts = [complete if a is attempt else a for a in self.observed.attempts]
 
     def plan(self, rejected: Attempt | None = None, hold: tuple[str, str] | None = None) -> Plan:
         meta = self.body["metadata"]
@@ -201,18 +283,88 @@ def _act(
             return planner.plan(hold=missing)
         try:
             _create_attempt(op, run, spec, action)
-        except ApiException as err:
-            if not rejected_request(err):
-                raise
-            return planner.plan(rejected=_rejected_attempt(action, err))
+        except _Refused as refused:
+            _remove_attempt(op, run.namespace, spec, action.stage, action.job, job_too=False)
+            quota = quota_exceeded(refused.error)
+            if quota is not None:
+                return planner.plan(hold=("QuotaExceeded", quota))
+            return planner.plan(rejected=_rejected_attempt(action, refused))
     return result
+
+
+@dataclass
+class _Refused(Exception):
+    """The API server refused one of an attempt's objects (`what`: its kind and name)."""
+
+    what: str
+    error: ApiException
 
 
 def _create_attempt(op: Operator, run: jobs.RunRef, spec: MFPORunSpec, action: StartAttempt):
     for manifest in jobs.attempt_manifests(run, spec, action.stage, action.attempt, action.job):
-        if not op.cluster.create(manifest):
-            log.info("%s/%s %s already exists", run.namespace, manifest["kind"],
-                     manifest["metadata"]["name"])  # fmt: skip
+        what = f"{manifest['kind']} {manifest['metadata']['name']}"
+        try:
+            created = op.cluster.create(manifest)
+        except ApiException as err:
+            if rejected_request(err):
+                raise _Refused(what, err) from err
+            raise
+        if not created:
+            log.info("%s/%s already exists", run.namespace, what)
+
+
+def _remove_attempt(
+    op: Operator, namespace: str, spec: MFPORunSpec, stage: str, job: str, *, job_too: bool = True
+) -> None:
+    """Delete an attempt's ConfigMap and Service (and its Job): after its outcome is recorded,
+    or when its Job could not be created (nothing half-made stays behind to be reused)."""
+    kinds = [*(["Job"] if job_too else []), "ConfigMap"]
+    names = {"Job": job, "ConfigMap": jobs.config_map_name(job), "Service": jobs.service_name(job)}
+    if jobs.is_multi_node(spec, stage):
+        kinds.append("Service")
+    for kind in kinds:
+        op.cluster.delete(kind, namespace, names[kind])
+
+
+def _delete_recorded(op: Operator, planner: _Planner, stored: MFPORunStatus) -> None:
+    """Delete the Jobs (and their pods, ConfigMaps, Services) of attempts `stored` records:
+    nothing later reads them (the summary and failure are in status, the result document in
+    storage), and a finished Job still counts against a count/jobs.batch ResourceQuota."""
+    meta = planner.body["metadata"]
+    observed = planner.observed
+    for attempt in recorded_attempts(stored, observed.attempts):
+        key = (attempt.stage, attempt.attempt)
+        job = observed.jobs.get(key)
+        if job is None or key in observed.deleting:
+            continue
+        try:
+            _remove_attempt(op, meta["namespace"], planner.spec, attempt.stage, job)
+        except ApiException as err:  # tried again at the next look
+            log.warning("%s/%s: Job %s not deleted: %s %s", meta["namespace"], meta["name"], job,
+                        err.status, err.reason)  # fmt: skip
+            return
+        log.info("%s/%s: deleted Job %s (%s attempt %d, recorded in status)",
+                 meta["namespace"], meta["name"], job, attempt.stage, attempt.attempt)  # fmt: skip
+
+
+def quota_exceeded(err: ApiException) -> str | None:
+    """The API server's message when a ResourceQuota refused the object, else None.
+
+    The quota admission plugin answers 403 Forbidden with "exceeded quota: <name>, requested:
+    ..., used: ..., limited: ..." or, before the quota controller has counted the namespace's
+    usage, "status unknown for quota: <name>, resources: ..." (apiserver
+    pkg/admission/plugin/resourcequota/controller.go, checkRequest). Both pass: objects get
+    deleted, quotas raised. Its "failed quota" (an object lacking a required request) does not.
+    """
+    if err.status != 403:
+        return None
+    try:
+        message = str(json.loads(err.body or "{}").get("message") or "")
+    except ValueError:
+        message = str(err.body or "")
+    if "exceeded quota: " not in message and "status unknown for quota: " not in message:
+        return None
+    return f"{message}; the attempt starts once the quota allows it"
 
 
 def _missing_prerequisite(
@@ -250,7 +402,7 @@ def rejected_request(err: ApiException) -> bool:
     return 400 <= (err.status or 0) < 500 and err.status not in (409, 429)
 
 
-def rejection_text(err: ApiException) -> str:
+def rejection_text(err: ApiException, what: str = "object") -> str:
     """The API server's Status, with each cause's field: 422 Invalid lists them in
     details.causes[] (apimachinery's StatusReasonInvalid); 400 BadRequest has only a message."""
     try:
@@ -262,15 +414,27 @@ def rejection_text(err: ApiException) -> str:
         f"{c.get('field')}: {c.get('message')}" if c.get("field") else str(c.get("message"))
         for c in details.get("causes") or []
     ]
-    what = f"{details.get('kind', 'object')} {details.get('name', '')}".strip()
+    if details.get("kind"):
+        what = f"{details['kind']} {details.get('name', '')}".strip()
     head = f"{what} rejected by the API server ({err.status} {body.get('reason') or err.reason})"
-    return f"{head}: " + ("; ".join(causes) or body.get("message") or str(err.body))
+    text = f"{head}: " + ("; ".join(causes) or body.get("message") or str(err.body))
+    # Fields of the run the server names (in a cause, or in a strict decoding error's
+    # `unknown field "<path>"`), so that the user sees what to fix in the MFPORun.
+    named = [c.get("field") or "" for c in details.get("causes") or []]
+    named += _UNKNOWN_FIELD.findall(body.get("message") or "")
+    fields = list(dict.fromkeys(f for f in map(jobs.run_field, named) if f))
+    return text + (f" (in the run: {', '.join(fields)})" if fields else "")
 
 
-def _rejected_attempt(action: StartAttempt, err: ApiException) -> Attempt:
+# apimachinery pkg/runtime/error.go strictDecodingError, from sigs.k8s.io/json's
+# `unknown field "<path>"` per field (pkg/endpoints/handlers/create.go under Strict).
+_UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')
+
+
+def _rejected_attempt(action: StartAttempt, refused: _Refused) -> Attempt:
     """The attempt as the planner must see it: failed for bad input, never retried as is."""
     rejected = TerminationSummary(
-        stage=action.stage, status="bad-input", message=rejection_text(err)
+        stage=action.stage, status="bad-input", message=rejection_text(refused.error, refused.what)
     )
     return Attempt(
         stage=action.stage, attempt=action.attempt, state=AttemptState.failed, summary=rejected

@@ -15,21 +15,31 @@ How a Job reads as an attempt:
 - a running Job that lacks pods because the Job controller cannot create them (a
   ResourceQuota, LimitRange or admission webhook refusing the pod) says so from the
   controller's FailedCreate event on the Job (`creation_failure`): the Job itself shows
-  nothing, it keeps retrying and never fails.
+  nothing, it keeps retrying and never fails;
+- a suspended Job (Kueue's, or suspended by hand) says whether it waits for admission or was
+  stopped after it ran, and which step it resumes from (`suspension`);
+- an evicted pod becomes one `Eviction`, told on the run once its step is known (`evictions`);
+- which finished Jobs the run's status has recorded, so that they can go (`recorded_jobs`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from mfpo_core.api import MFPORunStatus
+from mfpo_core.api import MFPORunStatus, StagePhase
 from mfpo_core.contract import TerminationSummary, merge_shard_summaries
 from mfpo_core.stages import kind_of
 
-from mfpo_operator.kube.jobs import CONTAINER, LABEL_ATTEMPT, LABEL_STAGE
+from mfpo_operator.kube.jobs import CONTAINER, LABEL_ATTEMPT, LABEL_KUEUE_QUEUE, LABEL_STAGE
 from mfpo_operator.plan import Attempt, AttemptState
+
+# The step a disrupted stage resumes from (its newest whole checkpoint in storage), by stage;
+# None when unknown. Supplied by the caller: this module does no I/O.
+ResumeStep = Callable[[str], int | None]
 
 TERMINAL = (AttemptState.succeeded, AttemptState.failed)
 # Waiting reasons of a container that will not start by itself soon, as the kubelet writes them
@@ -148,9 +158,34 @@ def creation_failure(
 _STOPPED_AT_STEP = re.compile(r"\bat step (\d+)\b")
 
 
-def evictions(stage: str, pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(pod uid, event message) for each pod of a Job stopped by a disruption (eviction,
-    preemption, node drain: the DisruptionTarget condition the control plane adds)."""
+def _stopped_at_step(pod: dict[str, Any]) -> int | None:
+    summary = TerminationSummary.decode((_terminated(pod) or {}).get("message"))
+    step = _STOPPED_AT_STEP.search(summary.message or "") if summary else None
+    return int(step[1]) if step else None
+
+
+@dataclass(frozen=True)
+class Eviction:
+    """A pod of a running Job stopped by a disruption (eviction, preemption, node drain: the
+    DisruptionTarget condition the control plane adds); the Job replaces it in the same attempt."""
+
+    uid: str
+    stage: str
+    pod: str
+    reason: str
+    ended: bool  # the pod's container has terminated (its checkpoint, if any, is saved)
+    step: int | None = None  # the step its own SIGTERM summary says it saved
+
+    def text(self, resume_step: int | None) -> str:
+        """The event: says a step only when it is known (the pod's own summary, else the
+        stage's newest checkpoint once the pod is gone), never before."""
+        step = self.step if self.step is not None else resume_step
+        text = f"{self.stage}: pod {self.pod} evicted ({self.reason}); the Job replaces it"
+        return text + (f", resuming from step {step}" if step is not None else "")
+
+
+def evictions(stage: str, pods: list[dict[str, Any]]) -> list[Eviction]:
+    """Every pod of a Job that carries the DisruptionTarget condition."""
     found = []
     for pod in pods:
         condition = next(
@@ -161,12 +196,93 @@ def evictions(stage: str, pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
         if condition is None:
             continue
         meta = pod["metadata"]
-        summary = TerminationSummary.decode((_terminated(pod) or {}).get("message"))
-        step = _STOPPED_AT_STEP.search(summary.message or "") if summary else None
-        text = f"{stage}: pod {meta.get('name')} evicted ({condition.get('reason', 'Disrupted')})"
-        text += f", continuing from step {step[1]}" if step else ", continuing"
-        found.append((meta.get("uid") or meta.get("name", ""), text))
+        found.append(Eviction(
+            uid=meta.get("uid") or meta.get("name", ""), stage=stage, pod=meta.get("name", "?"),
+            reason=condition.get("reason", "Disrupted"), ended=_terminated(pod) is not None,
+            step=_stopped_at_step(pod),
+        ))  # fmt: skip
     return found
+
+
+def pod_needs_look(pod: dict[str, Any], now: datetime | None = None) -> bool:
+    """Whether a change of this stage pod may change what its run shows: it cannot run
+    (pull, scheduling, config) or it was disrupted. Other pod changes reach the operator
+    through their Job's status."""
+    return _disrupted(pod) or pod_waiting([pod], now or datetime.now(timezone.utc)) is not None
+
+
+# ------------------------------------------------------------------ suspended Jobs
+
+
+def _job_started(job: dict[str, Any]) -> bool:
+    """The Job ran at some point: the Job controller sets status.startTime when a Job first
+    runs unsuspended and again on every resume, and never clears it on suspend (kubernetes
+    pkg/controller/job/job_controller.go, syncJob)."""
+    return bool((job.get("status") or {}).get("startTime"))
+
+
+def _pods_gone(job: dict[str, Any]) -> bool:
+    status = job.get("status") or {}
+    return not (status.get("active") or 0) and not (status.get("terminating") or 0)
+
+
+def stopped_after_start(job: dict[str, Any]) -> bool:
+    """Suspended after it ran (Kueue preemption), its pods gone: they saved their checkpoint."""
+    return bool((job.get("spec") or {}).get("suspend")) and _job_started(job) and _pods_gone(job)
+
+
+def _kueue_stop_message(job: dict[str, Any], events: list[dict[str, Any]]) -> str | None:
+    """Kueue's latest "Stopped" event on the Job: its reconciler records
+    `Eventf(job, Normal, "Stopped", <the Workload's Evicted message>)` when it suspends a
+    running Job, e.g. "Preempted to accommodate a higher priority Workload" (kueue
+    pkg/controller/jobframework/reconciler.go, stopJob)."""
+    name = job["metadata"].get("name")
+    stops = [
+        e for e in events
+        if e.get("reason") == "Stopped" and (e.get("involvedObject") or {}).get("name") == name
+    ]  # fmt: skip
+    return max(stops, key=_event_time).get("message") if stops else None
+
+
+def suspension(
+    job: dict[str, Any],
+    events: list[dict[str, Any]],
+    now: datetime,
+    resume_step: ResumeStep | None = None,
+) -> tuple[str, str] | None:
+    """(reason, message) for a live attempt whose Job is suspended; None when it is not.
+
+    Kueue creates nothing for a Job until it admits it: it unsuspends the Job then, and
+    suspends it again to preempt it (kueue docs, tasks/troubleshooting/troubleshooting_jobs:
+    "A Job is suspended when Kueue hasn't admitted it yet or when it was preempted"). Which of
+    the two shows on the Job itself, without reading Kueue's Workload: status.startTime.
+    While a stopped Job's pods are still terminating (saving a checkpoint), nothing is said
+    yet: the step they resume from is not known before they are gone.
+    """
+    if not (job.get("spec") or {}).get("suspend"):
+        return None
+    meta = job["metadata"]
+    name, queue = meta.get("name"), (meta.get("labels") or {}).get(LABEL_KUEUE_QUEUE)
+    suspended = _condition(job, "Suspended") or {}
+    since = _waited(suspended.get("lastTransitionTime") or meta.get("creationTimestamp"), now)
+    if not _job_started(job):
+        if queue:  # the Workload's QuotaReserved condition says why (kueue troubleshooting docs)
+            return "AwaitingAdmission", (
+                f"Job {name} waiting for Kueue to admit it (LocalQueue {queue}){since}; why: "
+                f"kubectl get workloads -l kueue.x-k8s.io/job-uid={meta.get('uid', '<job uid>')} -o yaml"
+            )
+        return "JobSuspended", f"Job {name} suspended{since} (spec.suspend set outside the operator)"
+    if not _pods_gone(job):
+        return None
+    step = resume_step(meta["labels"][LABEL_STAGE]) if resume_step else None
+    resumes = f"resumes from step {step}" if step is not None else "resumes from its last checkpoint"
+    if queue:
+        why = _kueue_stop_message(job, events)
+        return "Preempted", (
+            f"Job {name} stopped by Kueue{since}" + (f" ({why})" if why else "")
+            + f"; {resumes} when Kueue admits it again"
+        )
+    return "JobSuspended", f"Job {name} suspended{since} (spec.suspend set outside the operator); {resumes} when resumed"
 
 
 def attempt_from_job(
@@ -174,13 +290,16 @@ def attempt_from_job(
     pods: list[dict[str, Any]],
     now: datetime | None = None,
     events: list[dict[str, Any]] | None = None,
+    resume_step: ResumeStep | None = None,
 ) -> Attempt:
     """The planner's view of one Job; `pods` are the Job's pods (may be empty while running),
-    `events` the Events about it (looked at only while it lacks pods)."""
+    `events` the Events about it (looked at only while it lacks pods or is suspended),
+    `resume_step` asked only for a Job suspended after it ran."""
     meta = job["metadata"]
     state = job_state(job)
     if state == AttemptState.running:
-        return _running_attempt(job, pods, now or datetime.now(timezone.utc), events or [])
+        now = now or datetime.now(timezone.utc)
+        return _running_attempt(job, pods, now, events or [], resume_step)
     finished = [p for p in pods if _terminated(p)]
     finished.sort(
         key=lambda p: int(
@@ -227,10 +346,14 @@ def lacks_pods(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
 
 
 def _running_attempt(
-    job: dict[str, Any], pods: list[dict[str, Any]], now: datetime, events: list[dict[str, Any]]
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: datetime,
+    events: list[dict[str, Any]],
+    resume_step: ResumeStep | None,
 ) -> Attempt:
     labels = job["metadata"]["labels"]
-    waiting = pod_waiting(pods, now)
+    waiting = suspension(job, events, now, resume_step) or pod_waiting(pods, now)
     if waiting is None and lacks_pods(job, pods):
         waiting = creation_failure(job, events, now)
     return Attempt(
@@ -269,6 +392,21 @@ def _message(
             f"{condition.get('reason', 'Failed')}: {condition.get('message', '')}".rstrip(": ")
         ]
     return "; ".join(parts) or None
+
+
+def recorded_attempts(status: MFPORunStatus, attempts: list[Attempt]) -> list[Attempt]:
+    """The finished attempts whose outcome `status` (as stored) has recorded, and whose Jobs
+    therefore may go: every attempt of a stage that succeeded, and every attempt older than its
+    stage's latest (folded before a newer one could start). The latest attempt of a stage that
+    has not succeeded stays (`kubectl logs job/...` of the last failure) until its TTL."""
+    recorded = []
+    for attempt in attempts:
+        stage = status.stage(attempt.stage)
+        if attempt.state == AttemptState.running or stage is None:
+            continue
+        if stage.phase == StagePhase.succeeded or attempt.attempt < stage.attempts:
+            recorded.append(attempt)
+    return recorded
 
 
 def status_patch(new: MFPORunStatus, old: dict[str, Any] | None) -> dict[str, Any] | None:
