@@ -249,7 +249,9 @@ def _mark_running(fold: _Fold, attempt: Attempt, job: str) -> None:
     stage.reason = attempt.waiting_reason
     stage.message = f"attempt {attempt.attempt} waiting: {attempt.message or stage.reason}"
     if was != stage.reason:
-        kind = "Normal" if stage.reason in _QUEUED_REASONS else "Warning"
+        kind: Literal["Normal", "Warning"] = (
+            "Normal" if stage.reason in _QUEUED_REASONS else "Warning"
+        )
         fold.events.append(
             Event(kind, stage.reason, f"{stage.name}: {stage.message}", stage=stage.name)
         )
