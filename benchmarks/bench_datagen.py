@@ -16,8 +16,8 @@ machine may be shared: the load average (os.getloadavg) is printed beside every 
 the region's pixels, Pillow's PNG encoder, glibc's default heap trimming) side by side in
 the same run, before the current one.
 
-Then the keyword ranker alone, before issue 25 (every content word a candidate: a frozen copy
-in keywords_before_issue25.py) and now (object noun phrases, tagged), side by side in CPU
+Then the keyword ranker alone, before issue 25 (every content word a candidate: the module
+at commit 5960f0d, read from git by at_revision.py) and now (object noun phrases, tagged), side by side in CPU
 milliseconds per answer, on the free-form answers above and on synthetic-world captions.
 
 Then grounding, not part of the goal: the tiny random-weight CLIPSeg (the segmenter's cost
@@ -199,7 +199,10 @@ def rate(work: Callable[[int], object], count: int) -> float:
 
 def bench_keywords(rounds: int) -> None:
     """CPU ms per answer of the ranker before issue 25 and of the current one, best of rounds."""
-    import keywords_before_issue25 as before  # beside this script
+    from at_revision import module_at  # beside this script
+    from keyword_precision import RANKER_BEFORE
+
+    before = module_at(*RANKER_BEFORE)
 
     captions = [scenes.caption(scenes.OBJECTS[i : i + 1 + i % 4], i % 4) for i in range(12)]
     for label, answers in (("free-form", ANSWERS), ("synthetic", captions)):

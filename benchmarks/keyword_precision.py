@@ -115,9 +115,15 @@ def score(ranker: Ranker, answers: Sequence[Answer], misses: list | None = None)
     return result
 
 
+# The ranker before issue 25 (content words, not noun phrases): main before the rewrite.
+RANKER_BEFORE = ("5960f0d", "runtime/mfpo_runtime/data/keywords.py")
+
+
 def previous_ranker() -> Ranker:
     sys.path.insert(0, str(Path(__file__).parent))
-    import keywords_before_issue25 as before
+    from at_revision import module_at
+
+    before = module_at(*RANKER_BEFORE)
 
     return lambda text: before.rank_keywords(text, top_k=TOP_K)
 
