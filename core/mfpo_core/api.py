@@ -107,6 +107,88 @@ Quantity = Annotated[
 ]
 
 
+# Memory-like quantities hold bytes: the API server takes "512m" (0.512 bytes: m is milli) and
+# only warns ("fractional byte value "512m" is invalid, must be an integer", pkg/api/pod/warnings.go),
+# then the kubelet rounds it up to 1 byte: a memory limit no process starts in, a /dev/shm every
+# write overflows. `byte_quantity` refuses a value that is not a whole number of bytes (exactly:
+# k8s.parse_quantity), or lies outside the field's bounds. The CRD says the same in CEL with
+# Kubernetes' quantity library (quantity(), compareTo(), sub(), asApproximateFloat(); Kubernetes
+# 1.29+): the value minus the integer part of its float approximation is 0 or 1 exactly when it
+# is whole (the approximation is within 1 of it below 2^53 bytes, hence the maximum of 1Pi =
+# 2^50; a quantity holds nanos at most, so a fractional difference is never 0.0 or 1.0 as a float).
+BYTE_QUANTITY_MAX = "1Pi"
+
+
+def _bytes(amount: Any) -> str:
+    return f"{amount.normalize():f}"
+
+
+def _byte_quantity_check(what: str, minimum: str, maximum: str, why: str) -> Callable[[Any], str]:
+    low, high = k8s.parse_quantity(minimum), k8s.parse_quantity(maximum)
+
+    def check(value: Any) -> str:
+        text = _quantity(value)
+        try:
+            amount = k8s.parse_quantity(text)
+        except k8s.QuantityError as err:
+            raise ValueError(f"{text} is not a quantity the API server reads: {err}") from None
+        if amount != amount.to_integral_value():
+            number = text.removeprefix("+")
+            if number.endswith("m"):
+                raise ValueError(f"{text} is {_bytes(amount)} bytes (the suffix m means milli); write {number[:-1]}Mi")
+            raise ValueError(f"{text} is {_bytes(amount)} bytes, not a whole number of bytes; write one, e.g. in Ki or Mi")
+        if amount < low:
+            raise ValueError(f"{text} is {_bytes(amount)} bytes, below the minimum {what} of {minimum}: {why}")
+        if amount > high:
+            raise ValueError(f"{text} is {_bytes(amount)} bytes, above the maximum {what} of {maximum}")
+        return text
+
+    return check
+
+
+def byte_quantity(what: str, minimum: str, why: str) -> Any:
+    """A quantity of bytes of at least `minimum` (and at most BYTE_QUANTITY_MAX), `why` the
+    reason for the minimum, in pydantic and in the CRD's CEL."""
+    low, high = k8s.parse_quantity(minimum), k8s.parse_quantity(BYTE_QUANTITY_MAX)
+    # Each quantity(self) is priced at a full 3 MiB string's traversal (an int-or-string has no
+    # maxLength): four of them cost about 1.3 million of a rule's 10 million.
+    rule = (
+        f"type(self) == int ? self >= {int(low)} && self <= {int(high)} : "
+        f"quantity(self).compareTo(quantity('{minimum}')) >= 0 "
+        f"&& quantity(self).compareTo(quantity('{BYTE_QUANTITY_MAX}')) <= 0 "
+        "&& quantity(self).sub(int(quantity(self).asApproximateFloat())).asApproximateFloat() in [0.0, 1.0]"
+    )
+    message = (
+        f"{what} must be a whole number of bytes from {minimum} to {BYTE_QUANTITY_MAX}, e.g. 32Gi "
+        "(the suffix m means milli: 512m is 0.512 bytes; write 512Mi)"
+    )
+    return Annotated[
+        str,
+        BeforeValidator(_byte_quantity_check(what, minimum, BYTE_QUANTITY_MAX, why)),
+        WithJsonSchema(
+            {
+                "x-kubernetes-int-or-string": True,
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+                "pattern": QUANTITY_PATTERN,
+                "x-kubernetes-validations": [{"rule": rule, "message": message}],
+            }
+        ),
+    ]
+
+
+# Importing a stage's libraries (torch, transformers, peft, the stage modules) alone peaks at
+# 390 MiB resident (`/usr/bin/time -v python -c "import mfpo_runtime.stages..."`, CPU torch), and
+# the memory limit is the request: below 512Mi no stage starts.
+MEMORY_MIN = "512Mi"
+MEMORY_MIN_WHY = "a stage's libraries alone take about 390 MiB before it reads anything, and the memory limit is the request"
+# Every container gets a 64 MiB /dev/shm without this volume (Docker's and containerd's
+# default); less only makes DataLoader workers and NCCL fail with "Bus error".
+SHM_MIN = "64Mi"
+SHM_MIN_WHY = "every container gets 64 MiB of /dev/shm without it; less only makes DataLoader workers and NCCL fail"
+MemoryQuantity = byte_quantity("memory", MEMORY_MIN, MEMORY_MIN_WHY)
+ShmQuantity = byte_quantity("shmSize", SHM_MIN, SHM_MIN_WHY)
+
+
 # A Secret's name, as the API server checks it (IsDNS1123Subdomain, at most 253 characters).
 DNS_SUBDOMAIN_PATTERN = k8s.DNS1123_SUBDOMAIN_PATTERN
 S3_INPUT_ENDPOINT_HINT = "there is no default endpoint; write s3.amazonaws.com to use AWS S3"
@@ -732,8 +814,20 @@ class ResourcesSpec(ApiModel):
     gpus_per_node: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per pod (0: CPU only).")
     nodes: int = Field(1, ge=1, le=512, description="Pods per alignment stage (torchrun multi-node).")
     cpu: Quantity = Field("4", description=f"CPU request per pod, a Kubernetes quantity ({QUANTITY_EXAMPLES}).")
-    memory: Quantity = Field("32Gi", description="Memory request per pod, a Kubernetes quantity (e.g. 32Gi).")
-    shm_size: Quantity = Field("8Gi", description="Size of the memory-backed /dev/shm, a Kubernetes quantity.")
+    memory: MemoryQuantity = Field(
+        "32Gi",
+        description=(
+            f"Memory request and limit per pod, a Kubernetes quantity of whole bytes (e.g. 32Gi; 512m would be "
+            f"0.512 bytes), from {MEMORY_MIN} to {BYTE_QUANTITY_MAX}."
+        ),
+    )
+    shm_size: ShmQuantity = Field(
+        "8Gi",
+        description=(
+            f"Size of the memory-backed /dev/shm, a Kubernetes quantity of whole bytes, from {SHM_MIN} "
+            f"(the size every container gets without it) to {BYTE_QUANTITY_MAX}."
+        ),
+    )
     node_selector: k8s.LabelMap = Field(
         default_factory=dict, description="Node labels every stage pod requires (label keys and values)."
     )
@@ -901,11 +995,13 @@ class MFPORunSpec(ApiModel):
     tracking: TrackingSpec | None = Field(
         None, description="Experiment tracking (MLflow); off when unset (docs/tracking.md)."
     )
-    runtime_image: str = Field(
+    runtime_image: k8s.ImageReference = Field(
         "ghcr.io/mfpo/runtime:0.1.0",
-        max_length=k8s.IMAGE_REFERENCE_MAX,
-        pattern=k8s.IMAGE_REFERENCE_PATTERN,
-        description="Image of every stage pod: a container image reference (registry/repository[:tag][@digest]).",
+        description=(
+            "Image of every stage pod: a container image reference as the kubelet parses it "
+            "([registry[:port]/]repository[:tag][@digest], the repository path at most 255 characters, a digest "
+            "sha256, sha384 or sha512 with its full length of lowercase hex)."
+        ),
     )
     suspend: bool = Field(False, description="Pause the run: no new stage starts; running attempts are stopped.")
 
@@ -1038,28 +1134,25 @@ class MFPORunStatus(ApiModel):
         return next((s for s in self.stages if s.name == name), None)
 
 
-class ObjectMeta(BaseModel):
-    """The manifest's metadata: the run's name, and what the API server checks of the rest
-    (ValidateObjectMeta: the namespace, labels and annotations)."""
+# Job names are `<run>-<stage>-a<attempt>` within 52 characters (plan.JOB_NAME_LIMIT: an Indexed
+# Job's pods are `<job>-<index>-<5 random>`, a 63-character DNS label): a run name of at most 40
+# leaves 12 for `-<stage>-a<attempt>` ("-align-10-a1"); longer Job names are cut and hashed.
+RUN_NAME_MAX = 40
 
-    model_config = ConfigDict(extra="allow")
+
+class ObjectMeta(k8s.ObjectMeta):
+    """The manifest's metadata: the run's name, and the rest of meta/v1 ObjectMeta, decoded and
+    checked as the API server does (an unknown field such as `lables` is refused)."""
+
     name: str = Field(
         ...,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=40,
-        description="Name of the run: a DNS label of at most 40 characters (Job names add a suffix).",
+        max_length=RUN_NAME_MAX,
+        description=(
+            f"Name of the run: a DNS-1123 label (lowercase letters, digits, '-') of at most {RUN_NAME_MAX} "
+            "characters, so that its Job names `<run>-<stage>-a<attempt>` fit in 52."
+        ),
     )
-    namespace: k8s.DNS1123Label | None = None
-    labels: dict[k8s.LabelKey, k8s.LabelValue] | None = None
-    annotations: dict[str, str] | None = None
-
-    @field_validator("annotations")
-    @classmethod
-    def _annotations(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        problems = k8s.annotation_problems(value or {})
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
 
 
 class MFPORun(ApiModel):

@@ -30,9 +30,19 @@ Pure: pydantic only, no I/O. Imported by `api`.
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from decimal import ROUND_UP, Context, Decimal, localcontext
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 # ----------------------------------------------------------- apimachinery's names
@@ -464,19 +474,218 @@ class Affinity(CoreV1Model):
 
 # ------------------------------------------------------------------- the container image
 
-# The kubelet parses a container's image with distribution/reference's ParseNormalizedNamed and
-# fails the pod with InvalidImageName when it cannot (kuberuntime applyDefaultImageTag); the API
-# server only refuses an empty image or one with surrounding whitespace (validateContainerOnlyForPod).
-# The grammar of reference/regexp.go (referencePat), with Go's \w and [[:xdigit:]] spelled out;
-# not checked here: a repository path over 255 characters and a digest's algorithm-specific length.
+# The kubelet parses a container's image with distribution/reference's ParseNormalizedNamed
+# (v0.6.0, as vendored by Kubernetes v1.32) and fails the pod with InvalidImageName when it cannot
+# (kuberuntime applyDefaultImageTag); the API server only refuses an empty image or one with
+# surrounding whitespace (validateContainerOnlyForPod). `image_reference_problems` transcribes
+# ParseNormalizedNamed: normalize.go (splitDockerDomain: a first component with '.' or ':', in
+# upper case, or `localhost` is a registry, else the image is Docker Hub's and a name without '/'
+# gets `library/`), reference.go Parse (regexp.go's referencePat; the repository path at most
+# RepositoryNameTotalLengthMax = 255 characters) and go-digest's Digest.Validate (only sha256,
+# sha384 and sha512, with exactly 64, 96 and 128 lowercase hex digits). The CRD states the same:
+# the grammar with those three digests as its pattern, the path's length and the 64-hex image ID
+# in CEL (IMAGE_REFERENCE_RULES).
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_AND_PORT = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-_NAME = rf"(?:{_DOMAIN_AND_PORT}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_TAG = r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9A-Fa-f]{32,}"
+_REMOTE_NAME = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_NAME = rf"(?:{_DOMAIN_AND_PORT}/)?{_REMOTE_NAME}"
+_TAG = r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}"  # Go's \w is ASCII
+_DIGEST_GRAMMAR = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9A-Fa-f]{32,}"
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}  # go-digest anchoredEncodedRegexps
+_DIGEST = "(?:" + "|".join(f"{alg}:[a-f0-9]{{{n}}}" for alg, n in DIGEST_HEX_LENGTHS.items()) + ")"
 IMAGE_REFERENCE_PATTERN = rf"^{_NAME}(?::{_TAG})?(?:@{_DIGEST})?$"
 IMAGE_REFERENCE_MAX = 1024
+REPOSITORY_PATH_MAX = 255  # reference.go RepositoryNameTotalLengthMax
+_DOCKER_HUB = ("docker.io", "index.docker.io")  # normalize.go defaultDomain, legacyDefaultDomain
+_OFFICIAL_PREFIX = "library/"
+
+_REFERENCE = re.compile(rf"({_NAME})(?::({_TAG}))?(?:@({_DIGEST_GRAMMAR}))?")
+_ANCHORED_NAME = re.compile(rf"(?:({_DOMAIN_AND_PORT})/)?({_REMOTE_NAME})")
+
+
+def _split_docker_domain(name: str) -> tuple[str, str]:
+    """normalize.go splitDockerDomain."""
+    first, slash, rest = name.partition("/")
+    if not slash:
+        return "docker.io", _OFFICIAL_PREFIX + name
+    if first == "localhost" or any(c in first for c in ".:") or first.lower() != first:
+        domain, remote = ("docker.io" if first == "index.docker.io" else first), rest
+    else:
+        domain, remote = "docker.io", name
+    if domain == "docker.io" and "/" not in remote:
+        remote = _OFFICIAL_PREFIX + remote
+    return domain, remote
+
+
+def _digest_problem(digest: str) -> str | None:
+    """go-digest Digest.Validate."""
+    algorithm, _, encoded = digest.partition(":")
+    if algorithm not in DIGEST_HEX_LENGTHS:
+        return f"unsupported digest algorithm {algorithm!r}: only sha256, sha384 and sha512"
+    if len(encoded) != DIGEST_HEX_LENGTHS[algorithm]:
+        return f"invalid checksum digest length: {algorithm} takes {DIGEST_HEX_LENGTHS[algorithm]} hex digits, not {len(encoded)}"
+    if not re.fullmatch("[a-f0-9]+", encoded):
+        return "invalid checksum digest format: hex digits in lower case"
+    return None
+
+
+def image_reference_problems(image: str) -> list[str]:
+    """Why distribution/reference's ParseNormalizedNamed refuses `image` (what the kubelet
+    calls), in its words, or nothing."""
+    if len(image) > IMAGE_REFERENCE_MAX:
+        return [f"must be no more than {IMAGE_REFERENCE_MAX} characters"]
+    if re.fullmatch("[a-f0-9]{64}", image):
+        return ["a name of 64 hex digits is an image ID, not a reference (cannot specify 64-byte hexadecimal strings)"]
+    domain, remainder = _split_docker_domain(image)
+    remote = remainder.split(":", 1)[0]
+    if remote.lower() != remote:
+        return [f"invalid reference format: repository name ({remote}) must be lowercase"]
+    match = _REFERENCE.fullmatch(f"{domain}/{remainder}")
+    if match is None:
+        return ["invalid reference format: [registry[:port]/]repository[:tag][@digest], the repository in lower case"]
+    name = _ANCHORED_NAME.fullmatch(match[1])
+    path = name[2] if name else match[1]
+    if len(path) > REPOSITORY_PATH_MAX:
+        return [f"repository name must not be more than {REPOSITORY_PATH_MAX} characters (its path {path[:40]}... has {len(path)})"]
+    problem = _digest_problem(match[3]) if match[3] else None
+    return [problem] if problem else []
+
+
+def _image_reference(value: str) -> str:
+    _raise_problems(image_reference_problems(value), value)
+    return value
+
+
+def _path_at_most(count: int, *, slashes: bool) -> str:
+    """A repository path of at most `count` characters up to the tag or digest (the grammar is
+    the pattern's: this only measures)."""
+    chars = "[a-z0-9._/-]" if slashes else "[a-z0-9._-]"
+    return f"{chars}{{1,{count}}}([:@].*)?$"
+
+
+_OFFICIAL_MAX = REPOSITORY_PATH_MAX - len(_OFFICIAL_PREFIX)
+_IS_REGISTRY = (
+    f"self.matches({cel_string('^' + _DOMAIN_AND_PORT + '/')}) && "
+    f"self.matches({cel_string('^([^/]*[.:A-Z][^/]*|localhost)/')})"
+)
+IMAGE_REFERENCE_RULES: list[dict[str, Any]] = [
+    {
+        "rule": "!self.matches('^[a-f0-9]{64}$')",
+        "message": "a name of 64 hex digits is an image ID, not a reference",
+    },
+    {
+        # The path splitDockerDomain leaves: the whole name, the name after a registry, or
+        # library/<name> on Docker Hub.
+        "rule": (
+            f"!self.contains('/') ? self.matches({cel_string('^' + _path_at_most(_OFFICIAL_MAX, slashes=False))}) : "
+            f"self.matches({cel_string('^(docker[.]io|index[.]docker[.]io)/[^/]*$')}) ? "
+            f"self.matches({cel_string('^[^/]*/' + _path_at_most(_OFFICIAL_MAX, slashes=False))}) : "
+            f"({_IS_REGISTRY}) ? self.matches({cel_string('^[^/]*/' + _path_at_most(REPOSITORY_PATH_MAX, slashes=True))}) : "
+            f"self.matches({cel_string('^' + _path_at_most(REPOSITORY_PATH_MAX, slashes=True))})"
+        ),
+        "message": (
+            f"the repository path must not be more than {REPOSITORY_PATH_MAX} characters "
+            "(Docker Hub's library/ prefix included)"
+        ),
+    },
+]
+IMAGE_REFERENCE_HINT = (
+    "a container image reference: [registry[:port]/]repository[:tag][@digest], the repository in lower "
+    "case, a digest sha256:<64 hex>, sha384:<96 hex> or sha512:<128 hex> in lower case"
+)
+ImageReference = Annotated[
+    str,
+    AfterValidator(_image_reference),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": IMAGE_REFERENCE_MAX,
+            "pattern": IMAGE_REFERENCE_PATTERN,
+            "x-kubernetes-validations": IMAGE_REFERENCE_RULES,
+        }
+    ),
+]
+
+
+# ------------------------------------------------------------------------ quantities
+
+
+class QuantityError(ValueError):
+    """A string resource.ParseQuantity refuses."""
+
+
+# k8s.io/apimachinery/pkg/api/resource/suffix.go: the decimal and binary SI suffixes.
+_DECIMAL_SUFFIXES = {"": 0, "n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_QUANTITY_MAX_BINARY = Decimal(2**63 - 1)  # quantity.go maxAllowed: where a binary quantity is capped
+_NANO = Decimal("1e-9")
+
+
+def _quantity_parts(text: str) -> tuple[bool, str, str, str]:
+    """quantity.go parseQuantityString: (positive, numerator, denominator, suffix)."""
+    positive, pos, end = True, 0, len(text)
+    if pos < end and text[0] in "+-":
+        positive, pos = text[0] == "+", 1
+    while pos < end and text[pos] == "0":  # leading zeros
+        pos += 1
+    if pos >= end:
+        return positive, "0", "", ""
+    start = pos
+    while pos < end and text[pos].isascii() and text[pos].isdigit():
+        pos += 1
+    numerator = text[start:pos] or "0"
+    denominator = ""
+    if pos < end and text[pos] == ".":
+        pos += 1
+        start = pos
+        while pos < end and text[pos].isascii() and text[pos].isdigit():
+            pos += 1
+        denominator = text[start:pos]
+    suffix_start = pos
+    while pos < end and text[pos] in "eEinumkKMGTP":
+        pos += 1
+    if pos < end and text[pos] in "+-":
+        pos += 1
+    while pos < end and text[pos].isascii() and text[pos].isdigit():
+        pos += 1
+    if pos < end:
+        raise QuantityError("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+    return positive, numerator, denominator, text[suffix_start:]
+
+
+def parse_quantity(text: str) -> Decimal:
+    """The value resource.ParseQuantity (Kubernetes v1.32) gives a string, exactly: the number
+    times its suffix (an exponent as Go's int32 keeps it), rounded up to a multiple of 1e-9 (the
+    smallest amount a Quantity holds), a binary-suffixed one capped at 2^63 - 1. No Python library
+    parses Kubernetes quantities; this transcribes quantity.go."""
+    if not text:
+        raise QuantityError("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+    positive, numerator, denominator, suffix = _quantity_parts(text)
+    base, exponent = 10, _DECIMAL_SUFFIXES.get(suffix)
+    if exponent is None and suffix in _BINARY_SUFFIXES:
+        base, exponent = 2, _BINARY_SUFFIXES[suffix]
+    if exponent is None:
+        if len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[-+]?[0-9]+", suffix[1:]) and -(2**63) <= int(suffix[1:]) < 2**63:
+            exponent = (int(suffix[1:]) + 2**31) % 2**32 - 2**31  # strconv.ParseInt, then int32()
+        else:
+            raise QuantityError("unable to parse quantity's suffix")
+    digits = any(c.isascii() and c.isdigit() for c in text[: len(text) - len(suffix)])
+    # Where quantity.go leaves its int64 fast path for inf.Dec, a number part without digits
+    # fails ("unable to parse numeric part of quantity"): Pi, Ei, e-10.
+    leaves_fast_path = (base == 2 and 15 - 1 - int(exponent * 3 / 10) - 1 < 0) or (base == 10 and exponent < -9)
+    if not digits and leaves_fast_path:
+        raise QuantityError("unable to parse numeric part of quantity")
+    if abs(exponent) > 10**8:  # 10^(10^8) and beyond: out of every bound a field states
+        raise QuantityError(f"the exponent {exponent} is out of range")
+    with localcontext(Context(prec=len(text) + 60, Emax=10**9, Emin=-(10**9))):
+        amount = Decimal(f"{numerator}.{denominator or '0'}")
+        amount = amount.scaleb(exponent) if base == 10 else amount * 2**exponent
+        if amount.as_tuple().exponent < -9:  # type: ignore[operator]
+            amount = amount.quantize(_NANO, rounding=ROUND_UP)
+        if base == 2 and amount > _QUANTITY_MAX_BINARY:
+            amount = _QUANTITY_MAX_BINARY
+        return amount if positive else -amount
 
 
 # --------------------------------------------------------------- object metadata
@@ -492,3 +701,127 @@ def annotation_problems(annotations: dict[str, str]) -> list[str]:
     if total > ANNOTATIONS_TOTAL_MAX:
         problems.append(f"annotations are {total} bytes in all; the API server's limit is {ANNOTATIONS_TOTAL_MAX}")
     return problems
+
+
+# metav1.Time's UnmarshalJSON: time.Parse(time.RFC3339, ...), which takes a one-digit hour and a
+# fractional second (Go's time package; checked on the lab: "2020-01-01T1:00:00Z" is taken,
+# "2020-01-01t10:00:00Z" and "2020-02-30T10:00:00Z" are not).
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{1,2}):([0-9]{2}):([0-9]{2})([.,][0-9]+)?(Z|[-+]([0-9]{2}):([0-9]{2}))"
+)
+
+
+def _rfc3339(value: str) -> str:
+    match = _RFC3339.fullmatch(value)
+    try:
+        if match is None:
+            raise ValueError
+        year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
+        datetime(year, month, day, hour, minute, second)
+        if match[9] is not None and (int(match[9]) > 23 or int(match[10]) > 59):
+            raise ValueError
+    except ValueError:
+        raise ValueError("must be an RFC 3339 time, e.g. 2024-05-01T12:00:00Z") from None
+    return value
+
+
+Rfc3339Time = Annotated[str, AfterValidator(_rfc3339)]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# objectmeta.go BannedOwners: an Event cannot own anything.
+_BANNED_OWNERS = {("", "v1", "Event"), ("events.k8s.io", "v1", "Event")}
+
+
+class OwnerReference(CoreV1Model):
+    """An owning object (meta/v1 OwnerReference), checked as validateOwnerReference checks it."""
+
+    api_version: str = Field(..., description="API version of the referent.")
+    kind: str = Field(..., description="Kind of the referent.")
+    name: str = Field(..., description="Name of the referent.")
+    uid: str = Field(..., description="UID of the referent.")
+    controller: bool | None = Field(None, description="Whether the referent is the managing controller.")
+    block_owner_deletion: bool | None = Field(None, description="Whether the owner's deletion waits for this object.")
+
+    @model_validator(mode="after")
+    def _as_validate_owner_reference(self) -> OwnerReference:
+        group, _, version = self.api_version.rpartition("/")
+        problems = []
+        if not version:
+            problems.append("apiVersion: version must not be empty")
+        if not self.kind:
+            problems.append("kind must not be empty")
+        if not self.name:
+            problems.append("name must not be empty")
+        if not self.uid:
+            problems.append("uid must not be empty")
+        if (group, version, self.kind) in _BANNED_OWNERS:
+            problems.append(f"{group}/{version}, Kind={self.kind} is disallowed from being an owner")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ManagedFieldsEntry(CoreV1Model):
+    """A field manager's record (meta/v1 ManagedFieldsEntry); the API server replaces what a
+    manifest states here, so only the types are checked."""
+
+    manager: str | None = None
+    operation: str | None = None
+    api_version: str | None = None
+    time: Rfc3339Time | None = None
+    fields_type: str | None = None
+    fields_v1: dict[str, Any] | None = None
+    subresource: str | None = None
+
+
+class ObjectMeta(CoreV1Model):
+    """An object's metadata (meta/v1 ObjectMeta), decoded as strictly as the API server decodes
+    it (kubectl's default strict field validation: `metadata.lables` is "unknown field") and
+    checked as ValidateObjectMetaAccessor checks it on create (labels, annotations, owner
+    references, finalizers). What the server sets itself (uid, resourceVersion, generation,
+    timestamps, managedFields) is taken as typed and left to it."""
+
+    name: str | None = Field(None, description="The object's name.")
+    generate_name: str | None = Field(None, description="A prefix of a name the server generates.")
+    namespace: DNS1123Label | None = Field(None, description="The object's namespace.")
+    self_link: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    creation_timestamp: Rfc3339Time | None = None
+    deletion_timestamp: Rfc3339Time | None = None
+    deletion_grace_period_seconds: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    labels: dict[LabelKey, LabelValue] | None = Field(None, description="Labels (ValidateLabels).")
+    annotations: dict[str, str] | None = Field(None, description="Annotations (ValidateAnnotations).")
+    owner_references: list[OwnerReference] | None = None
+    finalizers: list[str] | None = None
+    managed_fields: list[ManagedFieldsEntry] | None = None
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        """ValidateAnnotations."""
+        _raise_problems(annotation_problems(value or {}), "")
+        return value
+
+    @field_validator("owner_references")
+    @classmethod
+    def _one_controller(cls, value: list[OwnerReference] | None) -> list[OwnerReference] | None:
+        """ValidateOwnerReferences: at most one reference is the controller."""
+        controllers = [f"{r.kind}/{r.name}" for r in value or [] if r.controller]
+        if len(controllers) > 1:
+            raise ValueError(
+                'Only one reference can have Controller set to true. Found "true" in references for '
+                f"{controllers[0]} and {controllers[1]}"
+            )
+        return value
+
+    @field_validator("finalizers")
+    @classmethod
+    def _finalizers(cls, value: list[str] | None) -> list[str] | None:
+        """ValidateFinalizers: each a qualified name; orphan and foregroundDeletion exclusive."""
+        finalizers = value or []
+        problems = [f"finalizer {f!r}: {p}" for f in finalizers for p in qualified_name_problems(f)]
+        if "orphan" in finalizers and "foregroundDeletion" in finalizers:
+            problems.append("finalizer orphan and foregroundDeletion cannot be both set")
+        _raise_problems(problems, "")
+        return value

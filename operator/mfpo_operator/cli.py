@@ -9,8 +9,10 @@
 
 Exit codes: 0 succeeded, 1 failed, 2 bad manifest or missing inputs, 75 the run is held by
 another `mfpo run`, 128+N stopped by signal N (130 for Ctrl-C: run the same command to continue).
-Warnings (a key written twice in one mapping: kubectl keeps the last value silently) go to
-stderr and do not change the exit code, except with `mfpo validate --strict`.
+Warnings (a key written twice in one mapping: kubectl keeps the last value silently; a merge key
+`<<` that replaces a key written before it: kubectl keeps the merged value) go to stderr and do
+not change the exit code, except with `mfpo validate --strict`. A file may hold a List of runs
+(`kubectl get mfpo -o yaml`): `mfpo validate` checks each, `mfpo run` takes a List of one.
 Relative `file://./` URIs in a manifest are relative to the manifest's directory.
 
 Commands that need torch (the world generator, the bootstrap) run as subprocesses of the
@@ -111,13 +113,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             invalid = True
             continue
         for doc in check.documents:
+            item = f"{doc.where}: " if " items[" in doc.where else ""
             if doc.error is not None:
                 print(f"error: {doc.error}", file=sys.stderr)
             elif doc.run is not None:
-                print(f'{check.source}: {doc.kind} "{doc.name}" is valid')
+                print(f'{check.source}: {item}{doc.kind} "{doc.name}" is valid')
             else:
-                print(f"{check.source}: document {doc.index + 1} ({doc.kind or 'no kind'}) skipped: not an {api.KIND}")
-            runs += doc.error is not None or doc.run is not None
+                print(f"{check.source}: {doc.where} ({doc.kind or 'no kind'}) skipped: not an {api.KIND}")
+            runs += doc.run is not None or (doc.error is not None and doc.is_run)
             invalid |= doc.error is not None
     if runs == 0 and not invalid:
         print(f"error: no {api.KIND} in {', '.join(args.files)}", file=sys.stderr)
@@ -155,13 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="check manifests as kubectl apply would, without running them",
         description=(
             "Check each MFPORun of the files as the API server would (the CRD's schema and rules, "
-            "what the stage Jobs it makes need, its size once applied), with kubectl's YAML rules. "
-            "Other kinds in the files are skipped. Exit 0 when every MFPORun is valid, 2 otherwise."
+            "what the stage Jobs it makes need, its size once applied), with kubectl's YAML rules; "
+            "the items of a List too. Other kinds in the files are skipped. Exit 0 when every MFPORun "
+            "is valid, 2 otherwise."
         ),
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="YAML manifest(s); - reads stdin")
     validate.add_argument(
-        "--strict", action="store_true", help="warnings (a key written twice) fail the check too"
+        "--strict", action="store_true", help="warnings (a key written twice, a merge key over a key) fail the check too"
     )
     validate.set_defaults(func=_cmd_validate)
 

@@ -52,15 +52,30 @@ class ManifestError(ValueError):
         name: str | None = None,
         source: str | None = None,
         warnings: Sequence[str] = (),
+        where: str | None = None,
     ):
         self.problems = problems
         self.name = name
         self.source = source
         self.warnings = list(warnings)
         head = f'The {api.KIND} "{name}" is invalid' if name else f"The {api.KIND} is invalid"
+        if where:  # an object of a file with several (a List's item): which one
+            head = f"{where}: {head}"
         if source:
             head = f"{source}: {head}"
         super().__init__(head + ":\n" + "\n".join(f"* {p}" for p in problems))
+
+
+class ManifestFileError(ManifestError):
+    """A file kubectl could not read as manifests, or that does not hold what the command needs:
+    one line, naming the file (`cannot read missing.yaml: No such file or directory`)."""
+
+    def __init__(self, message: str, *, source: str, warnings: Sequence[str] = ()):
+        ValueError.__init__(self, message)
+        self.problems = [message]
+        self.name = None
+        self.source = source
+        self.warnings = list(warnings)
 
 
 # -------------------------------------------------------------- the strict schema
@@ -86,20 +101,33 @@ def _strict(node: Any, *, free_form: bool = False) -> Any:
     return out
 
 
+# The fields of meta/v1 ObjectMeta, which the API server decodes strictly (`metadata.lables`:
+# "strict decoding error: unknown field"); their types and rules are k8s.ObjectMeta's.
+OBJECT_META_FIELDS = tuple(f.alias or n for n, f in k8s.ObjectMeta.model_fields.items())
+
+
 def strict_form(openapi_schema: dict[str, Any]) -> dict[str, Any]:
     """The draft-4 form of a CRD's openAPIV3Schema (whole object), as used for validation."""
     schema = copy.deepcopy(openapi_schema)
     metadata = schema["properties"].pop("metadata")
     strict = _strict(schema)
-    # Only metadata.name is constrained; labels, annotations, uid... are the API server's.
-    strict["properties"]["metadata"] = _strict(metadata, free_form=True)
+    # The CRD may state metadata.name only; the other fields are ObjectMeta's, typed by pydantic.
+    known = {name: {} for name in OBJECT_META_FIELDS} | _strict(metadata, free_form=True).get("properties", {})
+    strict["properties"]["metadata"] = {**_strict(metadata, free_form=True), "properties": known,
+                                        "additionalProperties": False}  # fmt: skip
     return strict
+
+
+@functools.lru_cache(maxsize=1)
+def crd_schema() -> dict[str, Any]:
+    """The openAPIV3Schema generated from api.py (what crds/ holds); not to be changed."""
+    return resource_schema()
 
 
 @functools.lru_cache(maxsize=1)
 def strict_schema() -> dict[str, Any]:
     """The strict form of the schema generated from api.py (what crds/ holds)."""
-    return strict_form(resource_schema())
+    return strict_form(crd_schema())
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,7 +167,7 @@ PATTERN_HINTS = {
     k8s.LABEL_VALUE_PATTERN: f"must be {k8s.LABEL_VALUE_HINT}",
     k8s.DNS1123_SUBDOMAIN_PATTERN: "must be a DNS-1123 subdomain: lowercase alphanumerics, '-' or '.', starting and ending alphanumeric",
     k8s.DNS1123_LABEL_PATTERN: "must be a DNS-1123 label: lowercase alphanumerics or '-', starting and ending alphanumeric",
-    k8s.IMAGE_REFERENCE_PATTERN: "must be a container image reference: [registry[:port]/]repository[:tag][@digest], repository in lowercase",
+    k8s.IMAGE_REFERENCE_PATTERN: f"must be {k8s.IMAGE_REFERENCE_HINT}",
     api.HTTP_URL_PATTERN: "must be an http:// or https:// URL with a host and no user:password@",
 }
 
@@ -191,9 +219,66 @@ def _pydantic_problems(err: ValidationError, doc: dict[str, Any]) -> Iterator[tu
         if loc and loc[-1] == "[key]":  # a map's key: name the map, the key is the value
             loc = loc[:-2]
         path = field_path(loc)
+        if item["type"] == "extra_forbidden":  # kubectl's strict field validation
+            yield path, f"{path}: Forbidden: unknown field"
+            continue
         message = re.sub(r"^(Value error|Assertion failed), ", "", item["msg"])
         value = item.get("input", doc)
         yield path, f"{path or '(document)'}: Invalid value: {_value(value)}: {message}"
+
+
+# ------------------------------------------------------- nulls, as the API server reads them
+
+
+def _field_schema(key: str, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """apiextensions-apiserver schema/defaulting/prunenulls.go getSchemaForField."""
+    if schema is None:
+        return None
+    if key in schema.get("properties", {}):
+        return schema["properties"][key]
+    extra = schema.get("additionalProperties")
+    return extra if isinstance(extra, dict) else None
+
+
+def prune_nulls(value: Any, schema: dict[str, Any] | None) -> Any:
+    """The API server's treatment of nulls in a custom resource, before it validates it
+    (apiextensions-apiserver pkg/apiserver/schema/defaulting: prunenulls.go
+    PruneNonNullableNullsWithoutDefaults, then algorithm.go Default): a null where the schema
+    is not `nullable` is dropped, and a default, if the schema has one, fills it as for a
+    missing field (pydantic's defaults are the CRD's). So `training: ~`, a `training:` whose
+    fields are all commented out and `nodeSelector: {a: ~}` mean "not set"; a null in a list
+    stays (and fails its type), as does a null in an unknown field (refused anyway). Checked on
+    kube-apiserver v1.32 with `kubectl apply --dry-run=server`."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            sub = _field_schema(key, schema)
+            if item is None and sub is not None and not sub.get("nullable"):
+                continue
+            out[key] = prune_nulls(item, sub)
+        return out
+    if isinstance(value, list):
+        items = schema.get("items") if schema else None
+        return [prune_nulls(item, items if isinstance(items, dict) else None) for item in value]
+    return value
+
+
+def _without_null_fields(value: Any) -> Any:
+    """Metadata as the API server decodes it into ObjectMeta: a null field is its zero value
+    (absent), a null label or annotation is dropped (checked on the lab)."""
+    if isinstance(value, dict):
+        return {k: _without_null_fields(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_null_fields(v) for v in value]
+    return value
+
+
+def as_the_api_server_reads(doc: dict[str, Any]) -> dict[str, Any]:
+    """A manifest with its nulls treated as the API server treats them (`prune_nulls`)."""
+    pruned = prune_nulls(doc, crd_schema())
+    if isinstance(pruned.get("metadata"), dict):
+        pruned["metadata"] = _without_null_fields(pruned["metadata"])
+    return pruned
 
 
 # ---------------------------------------------------------------------- entry points
@@ -316,17 +401,23 @@ def size_problems(doc: dict[str, Any], run: api.MFPORun) -> list[str]:
     return [message]
 
 
-def validate_manifest(doc: Any, *, source: str | None = None, as_written: Any = None) -> api.MFPORun:
+def validate_manifest(
+    doc: Any, *, source: str | None = None, as_written: Any = None, where: str | None = None
+) -> api.MFPORun:
     """The typed MFPORun of a manifest (or a live body), or ManifestError listing every problem.
-    `as_written`: the manifest before `mfpo` resolved relative file:// URIs (for its size)."""
+    `as_written`: the manifest before `mfpo` resolved relative file:// URIs (for its size);
+    `where`: which object of the file it is, when that needs saying (a List's item)."""
     if not isinstance(doc, dict):
         raise ManifestError(
-            [f"(document): Invalid value: {_value(doc)}: must be a mapping"], source=source
+            [f"(document): Invalid value: {_value(doc)}: must be a mapping"], source=source, where=where
         )
     name = _name_of(doc)
     problems = _identity_problems(doc)
     if problems:  # another kind's schema would only add noise
-        raise ManifestError(problems, name=name, source=source)
+        raise ManifestError(problems, name=name, source=source, where=where)
+    if as_written is None:
+        as_written = doc
+    doc = as_the_api_server_reads(doc)
     errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     problems = [line for error in errors for line in _schema_problems(error)]
     try:
@@ -340,22 +431,91 @@ def validate_manifest(doc: Any, *, source: str | None = None, as_written: Any = 
         if not problems:  # a pydantic-only failure must never go unreported
             problems.append(f"(document): {err}")
     if problems:
-        raise ManifestError(sorted(problems), name=name, source=source)
+        raise ManifestError(sorted(problems), name=name, source=source, where=where)
     problems = size_problems(as_written if isinstance(as_written, dict) else doc, run)
     if problems:
-        raise ManifestError(problems, name=name, source=source)
+        raise ManifestError(problems, name=name, source=source, where=where)
     return run
+
+
+# -------------------------------------------------------- the objects of a file, as kubectl sees them
+
+
+@dataclass
+class ManifestObject:
+    """One object `kubectl apply -f` would send: a document, or an item of a list document."""
+
+    where: str  # "document 2", "document 1 items[0]"
+    doc: Any
+    problem: str | None = None  # why kubectl refuses it before sending it
+
+    @property
+    def kind(self) -> str | None:
+        kind = self.doc.get("kind") if isinstance(self.doc, dict) else None
+        return kind if isinstance(kind, str) and kind else None
+
+    @property
+    def name(self) -> str | None:
+        return _name_of(self.doc) if isinstance(self.doc, dict) else None
+
+    @property
+    def is_run(self) -> bool:
+        """An MFPORun, or an object of the MFPORun API group (validated, so that a wrong kind
+        there is named)."""
+        api_version = self.doc.get("apiVersion") if isinstance(self.doc, dict) else None
+        return self.kind == api.KIND or (isinstance(api_version, str) and api_version.startswith(f"{api.GROUP}/"))
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def manifest_objects(documents: list[Any]) -> list[ManifestObject]:
+    """The objects kubectl applies from a file's documents. An object with an `items` field is a
+    list to kubectl, whatever its kind (apimachinery unstructured helpers.go
+    unstructuredJSONScheme.decode), and its items are applied one by one (cli-runtime
+    FlattenListVisitor): `kind: List` as `kubectl get -o yaml` prints it, `MFPORunList`. An item
+    with neither kind nor apiVersion takes the list's apiVersion and the list's kind without
+    "List" (decodeToList): an MFPORunList's items are MFPORuns, a v1 List's are refused. Checked
+    on kube-apiserver v1.32 with kubectl v1.31."""
+    objects: list[ManifestObject] = []
+    for index, doc in enumerate(documents):
+        where = f"document {index + 1}"
+        if not (isinstance(doc, dict) and "items" in doc):
+            problem = None if _string(doc.get("kind") if isinstance(doc, dict) else None) else "kind: Required value (kubectl: Object 'Kind' is missing)"
+            objects.append(ManifestObject(where, doc, problem if isinstance(doc, dict) else "must be a mapping"))
+            continue
+        items = doc["items"] if doc["items"] is not None else []
+        if not isinstance(items, list):
+            objects.append(ManifestObject(where, doc, f"items: Invalid value: {_value(items)}: must be a list (an object with items is a list to kubectl)"))
+            continue
+        list_kind, list_version = _string(doc.get("kind")), _string(doc.get("apiVersion"))
+        for number, item in enumerate(items):
+            item_where = f"{where} items[{number}]"
+            if not isinstance(item, dict):
+                objects.append(ManifestObject(item_where, item, "must be a mapping"))
+                continue
+            if not _string(item.get("kind")) and not _string(item.get("apiVersion")):
+                item = {**item, "kind": list_kind.removesuffix("List"), "apiVersion": list_version}
+            problem = None
+            if "items" in item:
+                problem = "a list inside a list: kubectl applies its items but then fails on the list itself"
+            elif not _string(item.get("kind")):
+                problem = "kind: Required value (kubectl: apiVersion not set, kind not set)"
+            objects.append(ManifestObject(item_where, item, problem))
+    return objects
 
 
 @dataclass
 class DocumentCheck:
-    """One document of a file, as `mfpo validate` reports it."""
+    """One object of a file, as `mfpo validate` reports it."""
 
-    index: int  # 0-based, in the file
+    index: int  # 0-based, among the file's objects
     kind: str | None
     name: str | None
+    where: str = ""  # "document 1", "document 1 items[0]"
     run: api.MFPORun | None = None  # when it is a valid MFPORun
-    error: ManifestError | None = None  # when it is an invalid one
+    error: ManifestError | None = None  # when it is an invalid one, or an object kubectl refuses
 
     @property
     def is_run(self) -> bool:
@@ -364,7 +524,7 @@ class DocumentCheck:
 
 @dataclass
 class FileCheck:
-    """Every document of a file and the warnings of the whole file."""
+    """Every object of a file and the warnings of the whole file."""
 
     source: str
     documents: list[DocumentCheck] = field(default_factory=list)
@@ -373,36 +533,64 @@ class FileCheck:
 
 
 def _read_documents(path: str | Path, text: str | None = None) -> tuple[list[Any], list[str], Path]:
-    """The file's documents (kubectl's YAML rules) and its warnings, or ManifestError."""
+    """The file's documents (kubectl's YAML rules) and its warnings, or ManifestFileError."""
     source = str(path)
     base = Path.cwd() if text is not None else Path(path).resolve().parent
     try:
-        text = Path(path).read_text() if text is None else text
+        text = Path(path).read_text(encoding="utf-8") if text is None else text
+    except UnicodeDecodeError as err:
+        raise ManifestFileError(
+            f"cannot read {source}: byte {err.start} is not UTF-8 (kubectl reads UTF-8 YAML or JSON)", source=source
+        ) from None
     except OSError as err:
-        raise ManifestError([f"cannot read the file: {err.strerror or err}"], source=source) from err
+        raise ManifestFileError(f"cannot read {source}: {err.strerror or err}", source=source) from err
     try:
         documents, duplicates = kubectl_yaml.load_all_checked(text)
-    except yaml.YAMLError as err:
-        raise ManifestError([f"not valid YAML: {err}"], source=source) from err
-    except ValueError as err:  # a value kubectl cannot turn into JSON
-        raise ManifestError([str(err)], source=source) from err
+    except ValueError as err:  # KubectlYamlError: a file kubectl cannot turn into JSON
+        raise ManifestFileError(f"{source}: {err}", source=source) from None
+    except yaml.YAMLError as err:  # never expected (the parser's errors are KubectlYamlError)
+        raise ManifestFileError(f"{source}: not valid YAML: {err}", source=source) from None
+    except RecursionError:
+        raise ManifestFileError(f"{source}: nested too deeply to read", source=source) from None
     return documents, [f"{source}: {d}" for d in duplicates], base
 
 
+def _described(obj: ManifestObject) -> str:
+    return f"{obj.kind or 'no kind'} {obj.name}" if obj.name else (obj.kind or "an object without kind")
+
+
 def read_manifest(path: str | Path) -> tuple[api.MFPORun, list[str]]:
-    """One MFPORun from a YAML file (exactly one document), read with kubectl's YAML rules
-    (`kubectl_yaml`: `2e-4` is a number, the last of two equal keys wins) and validated, with
-    the warnings to show (keys written twice). ManifestError carries the warnings too."""
+    """The one MFPORun of a YAML file, read with kubectl's YAML rules (`kubectl_yaml`: `2e-4`
+    is a number, the last of two equal keys wins) and validated, with the warnings to show
+    (keys written twice, merges over keys). The file holds exactly one object: an MFPORun, or a
+    List of one (what `kubectl get mfpo NAME -o yaml` prints for several names, or `mfpo`'s
+    `kubectl get mfpo -o yaml` of a namespace with one run). ManifestError carries the warnings."""
     source = str(path)
     documents, warnings, base = _read_documents(path)
-    if len(documents) != 1:
-        raise ManifestError(
-            [f"holds {len(documents)} YAML documents; expected exactly one {api.KIND}"],
-            source=source, warnings=warnings,
-        )  # fmt: skip
+    objects = manifest_objects(documents)
+    if len(objects) != 1:
+        runs = [o for o in objects if o.is_run]
+        if len(runs) > 1:
+            names = ", ".join(o.name or f"({o.where}, no name)" for o in runs)
+            message = (
+                f"{source}: holds {len(runs)} {api.KIND}s ({names}); `mfpo run` runs one {api.KIND} per "
+                f"file: put each in its own file"
+            )
+        elif objects:
+            message = (
+                f"{source}: holds {len(objects)} objects ({', '.join(_described(o) for o in objects)}); "
+                f"`mfpo run` takes a file with exactly one {api.KIND}"
+            )
+        else:
+            message = f"{source}: holds no object; expected exactly one {api.KIND}"
+        raise ManifestFileError(message, source=source, warnings=warnings)
+    (obj,) = objects
+    where = obj.where if " items[" in obj.where else None
     try:
+        if obj.problem and not obj.is_run:
+            raise ManifestError([obj.problem], name=obj.name, source=source, where=where)
         run = validate_manifest(
-            _resolve_relative_file_uris(documents[0], base), source=source, as_written=documents[0]
+            _resolve_relative_file_uris(obj.doc, base), source=source, as_written=obj.doc, where=where
         )
     except ManifestError as err:
         err.warnings = warnings
@@ -416,23 +604,27 @@ def load_manifest(path: str | Path) -> api.MFPORun:
 
 
 def check_file(path: str | Path, text: str | None = None) -> FileCheck:
-    """Every document of a file (or of `text`, read from stdin): each MFPORun validated, other
-    kinds listed; the file's warnings. For `mfpo validate`, which checks what `kubectl apply -f`
-    would send, so a file may hold other objects beside the runs."""
+    """Every object of a file (or of `text`, read from stdin): each MFPORun validated (a list's
+    items too), other kinds listed; the file's warnings. For `mfpo validate`, which checks what
+    `kubectl apply -f` would send, so a file may hold other objects beside the runs."""
     check = FileCheck(str(path))
     try:
         documents, check.warnings, base = _read_documents(path, text)
     except ManifestError as err:
         check.error = err
         return check
-    for index, doc in enumerate(documents):
-        kind = doc.get("kind") if isinstance(doc, dict) else None
-        item = DocumentCheck(index, kind if isinstance(kind, str) else None, _name_of(doc) if isinstance(doc, dict) else None)
-        if item.is_run or (isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith(f"{api.GROUP}/")):
+    for index, obj in enumerate(manifest_objects(documents)):
+        item = DocumentCheck(index, obj.kind, obj.name, obj.where)
+        where = obj.where if " items[" in obj.where else None
+        if obj.is_run:
             try:
-                item.run = validate_manifest(_resolve_relative_file_uris(doc, base), source=check.source, as_written=doc)
+                item.run = validate_manifest(
+                    _resolve_relative_file_uris(obj.doc, base), source=check.source, as_written=obj.doc, where=where
+                )
             except ManifestError as err:
                 item.error = err
+        elif obj.problem:
+            item.error = ManifestFileError(f"{check.source}: {obj.where}: {obj.problem}", source=check.source)
         check.documents.append(item)
     return check
 

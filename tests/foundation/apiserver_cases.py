@@ -22,6 +22,7 @@ import copy
 import functools
 import json
 import math
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -513,6 +514,167 @@ def run_named(name: str) -> dict[str, Any]:
     return run
 
 
+# --------------------------------------------------- manifests, as `kubectl apply` reads them
+
+# Sent with the real mfporuns.mfpo.dev CRD installed: OBJECT_CASES through the API (a dry-run
+# create with fieldValidation=Strict, what kubectl asks for), KUBECTL_CASES as files through
+# `kubectl apply --dry-run=server -o json -f -` (kubectl's own YAML reading, lists and all).
+MINIMAL_SPEC = {
+    "model": {"uri": "file:///models/tiny"},
+    "data": {"uri": "file:///data/train", "format": "synthetic"},
+    "storage": {"uri": "file:///runs"},
+}
+SHA = "ghcr.io/mfpo/runtime@sha256:"
+OBJECT_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name -> (metadata, spec changes)
+    **{
+        f"memory {value!r}": ({}, {"resources": {"memory": value}})
+        for value in ["512m", "1m", ".5", "1e-9", "0.0001", "1n", "0", "4", 4, "511Mi", "512Mi", 536870912,
+                      536870911, "536870912", "0.5Gi", "1.5Gi", "1.1Ki", "1Pi", "1025Ti", "1000000000000m",
+                      "536870911.9999999999", "536870912.0000000001", "1e9", "5e-1Gi", "32Gi", "9e+02Mi"]
+    },
+    **{
+        f"shmSize {value!r}": ({}, {"resources": {"shmSize": value}})
+        for value in ["0", "4", "500m", "63Mi", "64Mi", 67108864, "0.0625Gi", "8Gi"]
+    },
+    **{
+        f"runtimeImage {label}": ({}, {"runtimeImage": image})
+        for label, image in [
+            ("sha256 of 32 hex", SHA + "a" * 32), ("sha256 of 64 hex", SHA + "a" * 64),
+            ("sha256 in upper case", SHA + "A" * 64), ("sha384", "ghcr.io/x@sha384:" + "b" * 96),
+            ("sha512", "ghcr.io/x@sha512:" + "c" * 128), ("md5", "ghcr.io/x@md5:" + "d" * 32),
+            ("a path of 255", "ghcr.io/" + "a" * 255), ("a path of 256", "ghcr.io/" + "a" * 256),
+            ("a path of 329", "ghcr.io/" + "/".join(["abcdefghij"] * 30)),
+            ("docker hub, 247", "a" * 247), ("docker hub, 248", "a" * 248),
+            ("docker.io, 248", "docker.io/" + "a" * 248), ("an image ID", "a" * 64),
+            ("an upper-case registry", "Registry/x"), ("my_reg.io, 250", "my_reg.io/" + "x" * 250),
+        ]
+    },
+    "metadata lables": ({"lables": {"team": "a"}}, {}),
+    "metadata clusterName": ({"clusterName": "x"}, {}),
+    "metadata Name": ({"Name": "x"}, {}),
+    "metadata labels: an integer value": ({"labels": {"team": 1}}, {}),
+    "metadata labels: a null value": ({"labels": {"team": None, "b": "x"}}, {}),
+    "metadata two controllers": ({"ownerReferences": [
+        {"apiVersion": "v1", "kind": "X", "name": "a", "uid": "1", "controller": True},
+        {"apiVersion": "v1", "kind": "X", "name": "b", "uid": "2", "controller": True}]}, {}),
+    "metadata an Event owner": ({"ownerReferences": [{"apiVersion": "v1", "kind": "Event", "name": "a", "uid": "1"}]}, {}),
+    "metadata an owner without version": ({"ownerReferences": [{"apiVersion": "apps/", "kind": "X", "name": "a", "uid": "1"}]}, {}),
+    "metadata finalizers orphan and foregroundDeletion": ({"finalizers": ["orphan", "foregroundDeletion"]}, {}),
+    "metadata a finalizer with a space": ({"finalizers": ["a b"]}, {}),
+    "metadata generation as a string": ({"generation": "7"}, {}),
+    "metadata creationTimestamp 2020-02-30": ({"creationTimestamp": "2020-02-30T10:00:00Z"}, {}),
+    "metadata creationTimestamp with a one-digit hour": ({"creationTimestamp": "2020-01-01T1:00:00Z"}, {}),
+    "metadata every server-set field": ({"uid": "u", "resourceVersion": "5", "generation": 3, "selfLink": "/x",
+                                         "creationTimestamp": "2020-01-01T10:00:00Z", "deletionGracePeriodSeconds": 5,
+                                         "managedFields": [{"manager": "m", "operation": "Apply"}]}, {}),
+    "null training": ({}, {"training": None}),
+    "null objective.beta": ({}, {"objective": {"beta": None}}),
+    "null nodeSelector": ({}, {"resources": {"nodeSelector": None}}),
+    "null nodeSelector value": ({}, {"resources": {"nodeSelector": {"a": None}}}),
+    "null tolerations item": ({}, {"resources": {"tolerations": [None]}}),
+    "null tracking": ({}, {"tracking": None}),
+    "null data": ({}, {"data": None}),
+    "null model.uri": ({}, {"model": {"uri": None}}),
+    "null unknown field": ({}, {"training": {"epocks": None}}),
+}  # fmt: skip
+
+
+def object_case(name: str) -> dict[str, Any]:
+    metadata, changes = OBJECT_CASES[name]
+    spec = copy.deepcopy(MINIMAL_SPEC)
+    for key, value in changes.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) and isinstance(spec.get(key), dict) else value
+    return {"apiVersion": "mfpo.dev/v1alpha1", "kind": "MFPORun", "metadata": {"name": "case", **metadata}, "spec": spec}
+
+
+KUBECTL_BASE = """apiVersion: mfpo.dev/v1alpha1
+kind: MFPORun
+metadata:
+  name: case
+spec:
+  model: {uri: "file:///models/tiny"}
+  data: {uri: "file:///data/train", format: synthetic}
+  storage: {uri: "file:///runs"}
+"""
+_RUN = (
+    "- apiVersion: mfpo.dev/v1alpha1\n  kind: MFPORun\n  metadata: {{name: {}}}\n"
+    "  spec: {{model: {{uri: 'file:///m'}}, data: {{uri: 'file:///d', format: synthetic}}, storage: {{uri: 'file:///r'}}}}"
+)
+KUBECTL_CASES: dict[str, str] = {
+    "merge after an explicit key": KUBECTL_BASE + "  training: {epochs: 3, <<: {epochs: 7}}\n",
+    "merge before an explicit key": KUBECTL_BASE + "  training: {<<: {epochs: 7}, epochs: 3}\n",
+    "a list of merges": KUBECTL_BASE + "  training: {<<: [{epochs: 2}, {epochs: 5}]}\n",
+    "a list of merges and a key": KUBECTL_BASE + "  training: {seed: 1, <<: [{epochs: 2, seed: 4}, {epochs: 5, batchSize: 2}]}\n",
+    "a nested merge": KUBECTL_BASE + "  training: {<<: [{epochs: 2}, {<<: {seed: 4}, epochs: 5}]}\n",
+    "an alias merged, then a key": KUBECTL_BASE.replace(
+        "  name: case\n", "  name: case\n  labels: &l {team: a, tier: x}\n  annotations: {<<: *l, team: b}\n"
+    ),
+    "a merge of a number": KUBECTL_BASE + "  training: {<<: 3}\n",
+    "a merge of an alias of a list": KUBECTL_BASE.replace("metadata:\n", "metadata:\n  annotations: {a: &l [{b: c}]}\n") + "  training: {<<: *l}\n",
+    "!!binary": KUBECTL_BASE.replace("  name: case\n", "  name: case\n  annotations: {rack: !!binary YWJj}\n"),
+    "!!binary of a byte that is not UTF-8": KUBECTL_BASE.replace("  name: case\n", "  name: case\n  annotations: {rack: !!binary /w==}\n"),
+    "a tag kubectl ignores": KUBECTL_BASE.replace("  name: case\n", "  name: case\n  annotations: {rack: !foo bar}\n"),
+    "training with every field commented out": KUBECTL_BASE + "  training:\n#    epochs: 3\n",
+    "training: ~": KUBECTL_BASE + "  training: ~\n",
+    "objective: {beta: null}": KUBECTL_BASE + "  objective: {beta: null}\n",
+    "resources: {nodeSelector: }": KUBECTL_BASE + "  resources: {nodeSelector: }\n",
+    "metadata: {lables: ...}": KUBECTL_BASE.replace("  name: case\n", "  name: case\n  lables: {team: a}\n"),
+    "a v1 List of two runs": "apiVersion: v1\nkind: List\nitems:\n" + _RUN.format("l1") + "\n" + _RUN.format("l2") + "\n",
+    "an MFPORunList, an item without kind": (
+        "apiVersion: mfpo.dev/v1alpha1\nkind: MFPORunList\nitems:\n"
+        "- metadata: {name: r1}\n  spec: {model: {uri: 'file:///m'}, data: {uri: 'file:///d', format: synthetic}, storage: {uri: 'file:///r'}}\n"
+    ),
+    "an MFPORun with items": "apiVersion: mfpo.dev/v1alpha1\nkind: MFPORun\nitems:\n" + _RUN.format("i1") + "\n",
+    "an empty List": "apiVersion: v1\nkind: List\nitems: []\n",
+    "a v1 List item without kind": "apiVersion: v1\nkind: List\nitems:\n- metadata: {name: k1}\n",
+    "a separator followed by content": "--- " + KUBECTL_BASE,
+    "a flow mapping first": "{apiVersion: mfpo.dev/v1alpha1, kind: MFPORun}\n",
+}
+
+
+def server_answer_object(run: dict[str, Any], kubeconfig: str) -> dict[str, Any]:
+    """A dry-run create with strict field validation: the errors, or the spec as stored."""
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    api = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
+    try:
+        stored = api.create_namespaced_custom_object(
+            "mfpo.dev", "v1alpha1", "default", "mfporuns", run, dry_run="All", field_validation="Strict"
+        )
+    except ApiException as err:
+        body = json.loads(err.body)
+        causes = body.get("details", {}).get("causes") or [{"field": "", "message": body["message"]}]
+        return {"errors": sorted(without_struct_dumps(f"{c.get('field')}: {c.get('message')}") for c in causes)}
+    return {"spec": stored["spec"], "metadata": {k: v for k, v in stored["metadata"].items() if k in ("labels", "annotations", "finalizers", "ownerReferences")}}
+
+
+def kubectl_answer(text: str, kubeconfig: str) -> dict[str, Any]:
+    """`kubectl apply --dry-run=server -o json -f -` of a file: each object's kind, name,
+    labels, annotations (without kubectl's own) and spec, or kubectl's error."""
+    done = subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-o", "json", "-f", "-"],
+        input=text, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return {"error": done.stderr.strip(), "stdout": done.stdout.strip()[:200]}
+    shown = json.loads(done.stdout)
+    items = shown["items"] if shown.get("kind") == "List" else [shown]
+    own = "kubectl.kubernetes.io/last-applied-configuration"
+    return {
+        "objects": [
+            {
+                "kind": item["kind"],
+                "name": item["metadata"]["name"],
+                "labels": item["metadata"].get("labels", {}),
+                "annotations": {k: v for k, v in item["metadata"].get("annotations", {}).items() if k != own},
+                "spec": item.get("spec"),
+            }
+            for item in items
+        ]
+    }
+
+
 # ------------------------------------------------------------------ the real thing
 
 
@@ -569,6 +731,8 @@ def record(kubeconfig: str) -> dict[str, Any]:
         "mutants": {name: server_answer(mutant(name), kubeconfig) for name in MUTANTS},
         "cost_probes": server_answer(cost_probe_crd(), kubeconfig),
         "run_names": {name: server_answer_run(run_named(name), kubeconfig) for name in RUN_NAMES},
+        "objects": {name: server_answer_object(object_case(name), kubeconfig) for name in OBJECT_CASES},
+        "kubectl": {name: kubectl_answer(text, kubeconfig) for name, text in KUBECTL_CASES.items()},
     }
 
 

@@ -598,6 +598,18 @@ _LITERAL_TYPES = {
 }
 BOOL = _LITERAL_TYPES["bool"]
 INT = _LITERAL_TYPES["int"]
+# apiserver/pkg/cel/types.go QuantityDeclType: an opaque object (cel.ObjectType("kubernetes.Quantity")).
+QUANTITY = _simple("quantity", 8)
+# library/quantity.go's functions our rules call: (receiver kind or None, argument kinds) -> result.
+# Costs (library/cost.go CostEstimator.EstimateCallCost): the member functions 1 plus their
+# arguments'; quantity() and isQuantity() the traversal of their string (`_case_cost`).
+QUANTITY_FUNCTIONS = {
+    "quantity": (None, ("string",), QUANTITY),
+    "isQuantity": (None, ("string",), BOOL),
+    "compareTo": ("quantity", ("quantity",), INT),
+    "sub": ("quantity", ("quantity|int",), QUANTITY),
+    "asApproximateFloat": ("quantity", (), _LITERAL_TYPES["double"]),
+}
 NUMERIC = {"int", "uint", "double"}
 
 
@@ -731,6 +743,16 @@ class Checker:
             return TYPE
         if fn in ("int", "uint", "double", "string", "bytes", "bool", "dyn"):
             return DYN if fn == "dyn" else _LITERAL_TYPES[fn]
+        if fn in QUANTITY_FUNCTIONS:
+            receiver, params, result = QUANTITY_FUNCTIONS[fn]
+            kinds = [t.kind for t in args]
+            receiver_ok = (target is None) if receiver is None else (target is not None and target.kind in (receiver, "dyn"))
+            arguments_ok = len(kinds) == len(params) and all(
+                k == "dyn" or k in p.split("|") for k, p in zip(kinds, params)
+            )
+            if not (receiver_ok and arguments_ok):
+                raise CompileError(f"found no matching overload for '{fn}' applied to '({', '.join(kinds)})'")
+            return result
         raise NotModelled(f"function {fn}()")
 
 
@@ -919,6 +941,10 @@ class Coster:
             text = (self.size(e.target) + ONE).by_factor(STRING_TRAVERSAL_COST_FACTOR)
             regex = self.size(args[0]).by_factor(REGEX_STRING_LENGTH_COST_FACTOR)
             return text.times(regex) + arg_sum, None
+        if case in ("quantity", "isQuantity"):
+            # EstimateCallCost charges the string's traversal under `if target != nil`, which
+            # holds for a global call too: cel-go's costCall passes a pointer to an empty node.
+            return self.size(args[0]).by_factor(STRING_TRAVERSAL_COST_FACTOR) + arg_sum, None
         if case == "in-list":
             return self.size(args[1]).by_factor(1) + arg_sum, None
         if case in ("_&&_", "_||_"):

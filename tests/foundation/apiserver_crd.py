@@ -31,6 +31,7 @@ from typing import Any
 import apiserver_cel as cel
 import celpy
 import jsonschema
+import kubernetes_cel
 
 # ------------------------------------------------------------------------ errors
 
@@ -841,8 +842,7 @@ def cel_value(value: Any, s: dict[str, Any] | None) -> Any:
 
 @functools.cache
 def _cel_program(rule: str) -> celpy.Runner:
-    env = celpy.Environment()
-    return env.program(env.compile(rule))
+    return kubernetes_cel.program(rule)  # the standard library and Kubernetes' quantity()
 
 
 def _cel_rule_errors(value: Any, s: dict[str, Any], path: str) -> Iterator[FieldError]:

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import celpy
+import kubernetes_cel
 import pytest
 from mfpo_core import api, k8s
 from mfpo_operator import crd
@@ -33,8 +34,7 @@ def schema_at(*path: str) -> dict[str, Any]:
 
 @functools.cache
 def compiled(rule: str) -> celpy.Runner:
-    env = celpy.Environment()
-    return env.program(env.compile(rule))
+    return kubernetes_cel.program(rule)  # with Kubernetes' quantity() library
 
 
 def as_the_api_server_types_it(value: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -91,13 +91,15 @@ def test_every_rule_compiles() -> None:
     rules = all_rules()
     # 2 immutability + noise + 2 grounding + weights + storage endpoint + judge + 4 benchmark
     # options + the removed options map + a benchmark's data + 2 distinct benchmarks
-    # + 3 non-negative quantities + s3 inputs need the endpoint + synthetic needs a world (21)
+    # + 3 quantities (cpu not negative; memory, shmSize whole bytes within bounds) + s3 inputs
+    # need the endpoint + synthetic needs a world (21)
     # + alpha-bar stays positive + 16 storage URIs' bucket rule
     # + tolerations (3, and the key's prefix) + nodeSelector's keys
     # + 2 node requirements (3 value counts and the key's prefix each)
     # + 4 pod affinity terms (3 label-key rules, topologyKey, 2 label selectors of 4 rules each
     #   (keys of matchLabels, the key's prefix, 2 value counts), matchLabelKeys, mismatchLabelKeys)
-    assert len(rules) == 21 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2)
+    # + the runtime image (not an image ID; its repository path's length)
+    assert len(rules) == 21 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2) + 2
     for rule in rules:
         compiled(rule)
 

@@ -7,7 +7,7 @@ for the CEL cost estimate, apiserver_cel.py; this module holds the generated CRD
 (crds/mfpo.dev_mfporuns.yaml from operator/mfpo_operator/crd.py, and charts/mfpo/crds/: the
 chart's copy; the chart shipped kopf's peering CRDs too until the operator went standalone) to
 them, and holds the replica to the real API server: 62
-deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 131 CEL cost
+deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 133 CEL cost
 probes were sent to kube-apiserver v1.32.13 (dry run), and its answers are recorded in
 apiserver_answers.json. Each test of a rule fails on a mutant breaking that rule, with the very
 error text the API server gave.
@@ -99,28 +99,30 @@ syntax differences beyond lookaround, backreferences and possessive quantifiers;
 runtime limits (per call, per object), which apply when a run is written, not the CRD.
 
 Calibration of the cost estimate against the real API server (kube-apiserver v1.32.13 of the
-lab, dry run): each of the 131 probes (the generated CRD's 107 rules, 22 more rules exercising
+lab, dry run): each of the 133 probes (the generated CRD's 109 rules, 22 more rules exercising
 string sizes, unbounded strings and lists, maps, `in`, size(), matches, contains, `+`, has(),
 the conditional, exists/exists_one/all/map/filter, nested comprehensions, date-times, oldSelf,
 and two of cardinality: a rule under an unbounded list, and under two nested bounded lists) sits
 under a map of `maxProperties: M` with M the fewest copies that take the replica's estimate over
 10,000,000, so that the API server states the product with six decimals ("exceeds budget by
-factor of 1.000006x"): its cost is then known to within 5/M. All 131 agree exactly, e.g.
+factor of 1.000006x"): its cost is then known to within 5/M. All 133 agree exactly, e.g.
 
     spec.evaluation#0, the pairwise benchmark rule   replica 111,477   server 1.003293x at M=90
     spec.resources.cpu#0, `type(self) == string ...` replica 314,578   server 1.006650x at M=32
+    spec.resources.memory#0, four quantity(self)     replica 1,572,894 server 1.101026x at M=7
     spec#0, the s3-endpoint rule                     replica 164       server 1.000006x at M=60,976
     unbounded-list-all                               replica 5,242,878 server 1.048576x at M=2
     rule-under-unbounded-list (3 MiB / 3 bytes)      replica 11 x 1,048,576: server 1.153434x
 
 and the CRD total ("exceeds budget by factor of 4.6x") with its four largest contributors; a
 rule costing exactly 10,000,000 is accepted (the limit is inclusive). The
-generated MFPORun CRD's largest rule, times the most items of the lists around it, costs 553,328
-(5.5 % of the limit: a pod affinity term's matchLabelKeys checked against its labelSelector's
-keys, 16 x 16, in each of 16 terms); the most costly rule of one evaluation is
-`type(self) == string` on an int-or-string quantity, 314,578 (it costs as much as comparing a
-3 MiB string, because the API server's size estimator gives any identifier, the type name
-`string` included, the size of `self`); the whole CRD 9,981,872 (10 %).
+generated MFPORun CRD's largest rule costs 1,572,894 (16 % of the limit): memory's and shmSize's
+whole-bytes rule, whose four quantity(self) calls are each priced as the traversal of a 3 MiB
+string (an int-or-string has no maxLength, and library/cost.go charges quantity() by its
+argument's size even for a global call), as is `type(self) == int`; the largest rule under
+lists, times the most items of the lists around it, costs 553,328 (a pod affinity term's
+matchLabelKeys checked against its labelSelector's keys, 16 x 16, in each of 16 terms); the
+whole CRD 12,527,622 (13 %).
 
 Re-record after a Kubernetes upgrade with a lab running (../shared/lab):
     python tests/foundation/apiserver_cases.py $KUBECONFIG     (dry run: creates nothing)
@@ -223,13 +225,16 @@ def test_the_crd_file_is_what_the_generator_writes() -> None:
 def test_every_rule_is_under_the_cost_limits() -> None:
     costs = CostReport()
     assert crd_errors(cases.mfporun_crd(), costs) == []
-    assert len(costs.rules) == 107  # every rule of the CRD was estimated (none skipped)
+    assert len(costs.rules) == 109  # every rule of the CRD was estimated (none skipped)
     worst = max(costs.rules, key=lambda rule: rule[2])
     assert worst[2] <= cel.STATIC_ESTIMATED_COST_LIMIT, worst
     assert costs.total <= cel.STATIC_ESTIMATED_CRD_COST_LIMIT
-    # The margins the docstring states: the largest rule is a pod affinity term's.
-    assert (worst[2], costs.total) == (553_328, 9_981_872)
-    assert "properties[podAffinity]" in worst[0] and worst[0].endswith("x-kubernetes-validations[2].rule")
+    # The margins the docstring states: the largest rules are the byte quantities', then a pod
+    # affinity term's.
+    assert (worst[2], costs.total) == (1_572_894, 12_527_622)
+    assert worst[0].endswith("properties[memory].x-kubernetes-validations[0].rule")
+    affinity = max((r for r in costs.rules if "properties[podAffinity]" in r[0]), key=lambda rule: rule[2])
+    assert affinity[2] == 553_328 and affinity[0].endswith("x-kubernetes-validations[2].rule")
 
 
 def test_no_feature_the_replica_does_not_check() -> None:
@@ -306,14 +311,16 @@ def test_every_probe_was_priced_precisely_by_the_api_server() -> None:
     (so with six decimals): the probes pin each rule's cost, not just its order of magnitude."""
     factors = _factors(ANSWERS["cost_probes"])
     probes = cases.cost_probes()
-    assert len(probes) + len(cases.CARDINALITY_PROBES) == 131
-    assert len(factors) == 131
+    assert len(probes) + len(cases.CARDINALITY_PROBES) == 133
+    assert len(factors) == 133
     assert all(1.0 <= float(f) < 1.5 and len(f.split(".")[1]) == 6 for f in factors.values()), (
         factors
     )
     base = "spec.validation.openAPIV3Schema.properties[spec].properties"
     quantity = next(i for i, (pid, _) in enumerate(probes) if pid == "spec.resources.cpu#0")
     assert factors[f"{base}[p{quantity}].additionalProperties"] == "1.006650"  # 314,578 x 32
+    memory = next(i for i, (pid, _) in enumerate(probes) if pid == "spec.resources.memory#0")
+    assert factors[f"{base}[p{memory}].additionalProperties"] == "1.101026"  # 1,572,894 x 7
 
 
 def test_a_rule_costing_exactly_the_limit_is_accepted() -> None:

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
+import apiserver_cases
 import celpy
+import go_reference
 import jsonschema
+import kubernetes_cel
 import kubernetes_validate
 import pytest
 from mfpo_core import api, k8s
@@ -89,6 +94,9 @@ def with_resources(**resources: Any) -> dict[str, Any]:
     doc = copy.deepcopy(GOOD)
     doc["spec"]["resources"] = resources
     return doc
+
+
+OBJECT_ANSWERS = json.loads(Path(__file__).with_name("apiserver_answers.json").read_text())["objects"]
 
 
 def refusal(doc: dict[str, Any]) -> list[str]:
@@ -462,6 +470,116 @@ def test_the_runtime_image_is_a_reference_the_kubelet_can_parse(image, accepted)
     spec = {"model": {"uri": "file:///m"}, "data": {"uri": "file:///d", "format": "synthetic"},
             "storage": {"uri": "file:///runs"}, "runtimeImage": image}  # fmt: skip
     assert pydantic_accepts(api.MFPORunSpec, spec) is accepted
+
+
+IMAGES_GO = go_reference.answers()["images"]
+IMAGE_SCHEMA = crd.resource_schema()["properties"]["spec"]["properties"]["runtimeImage"]
+
+
+def test_the_recorded_image_answers_are_those_of_these_cases() -> None:
+    assert set(IMAGES_GO) == set(go_reference.image_cases())
+
+
+def crd_accepts_image(image: str) -> bool:
+    if len(image) > IMAGE_SCHEMA["maxLength"] or not re.fullmatch(IMAGE_SCHEMA["pattern"], image):
+        return False
+    return all(
+        bool(kubernetes_cel.program(rule["rule"]).evaluate({"self": celpy.json_to_cel(image)}))
+        for rule in IMAGE_SCHEMA["x-kubernetes-validations"]
+    )
+
+
+@pytest.mark.parametrize("image", go_reference.image_cases(), ids=lambda i: repr(i)[:50])
+def test_an_image_is_accepted_where_distribution_reference_parses_it(image: str) -> None:
+    """reference.ParseNormalizedNamed (distribution/reference v0.6.0, the kubelet's parser, run by
+    go_reference/main.go) on 360 references: 32-hex and upper-case sha256 digests, sha384/512,
+    md5, repository paths of 255 and 256 characters after the registry, Docker Hub names that
+    pass 255 once `library/` is added, image IDs. mfpo's check (`image_reference_problems`) and
+    the CRD (its pattern and CEL rules, evaluated here) accept exactly what Go parses."""
+    parses = "name" in IMAGES_GO[image]
+    assert (k8s.image_reference_problems(image) == []) is parses, IMAGES_GO[image]
+    assert crd_accepts_image(image) is parses, IMAGES_GO[image]
+
+
+@pytest.mark.parametrize("name", [n for n in apiserver_cases.OBJECT_CASES if n.startswith("runtimeImage ")])
+def test_images_are_refused_where_the_crd_on_the_api_server_refused_them(name: str) -> None:
+    server_accepted = "errors" not in OBJECT_ANSWERS[name]
+    doc = apiserver_cases.object_case(name)
+    assert pydantic_accepts(api.MFPORun, doc) is server_accepted, OBJECT_ANSWERS[name]
+
+
+def test_an_image_refusal_says_what_the_kubelet_would() -> None:
+    doc = copy.deepcopy(GOOD)
+    doc["spec"]["runtimeImage"] = "ghcr.io/mfpo/runtime@sha256:" + "a" * 32
+    (problem,) = refusal(doc)
+    assert problem.startswith('spec.runtimeImage: Invalid value: "ghcr.io/mfpo/runtime@sha256:aaaa')
+    assert "a digest sha256:<64 hex>, sha384:<96 hex> or sha512:<128 hex> in lower case" in problem
+    doc["spec"]["runtimeImage"] = "ghcr.io/" + "/".join(["abcdefghij"] * 30)
+    (problem,) = refusal(doc)
+    assert "repository name must not be more than 255 characters (its path abcdefghij/abcdefghij" in problem
+
+
+# ----------------------------------------------------------------- the object's metadata
+
+OBJECT_META = {
+    k8s.ObjectMeta: "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+    k8s.OwnerReference: "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
+    k8s.ManagedFieldsEntry: "io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry",
+}
+FULL_METADATA = {
+    "name": "demo", "namespace": "ml", "generateName": "demo-", "uid": "0b7c", "resourceVersion": "12",
+    "generation": 3, "selfLink": "/apis/x", "creationTimestamp": "2024-05-01T12:00:00Z",
+    "deletionTimestamp": "2024-05-02T12:00:00.5+02:00", "deletionGracePeriodSeconds": 30,
+    "labels": {"team": "vision", "mfpo.dev/tier": ""}, "annotations": {"example.com/owner": "ana"},
+    "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "u", "controller": True, "blockOwnerDeletion": False}],
+    "finalizers": ["mfpo.dev/artifacts"],
+    "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "mfpo.dev/v1alpha1", "time": "2024-05-01T12:00:00Z",
+                       "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}, "subresource": ""}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("model", list(OBJECT_META), ids=lambda m: m.__name__)
+def test_metadata_has_the_published_fields_and_required_fields(model, version) -> None:
+    published = definitions(version)["$defs"][OBJECT_META[model]]
+    ours = {f.alias or n for n, f in model.model_fields.items()}
+    assert ours == set(published["properties"]), (version, model)
+    required = {f.alias or n for n, f in model.model_fields.items() if f.is_required()}
+    assert required == set(published.get("required", []))
+
+
+def test_metadata_is_decoded_as_strictly_as_the_published_schema_decodes_it() -> None:
+    """Every typo and every wrong type in a full ObjectMeta: the published strict schema (what
+    the API server's strict decoding says: `unknown field "metadata.lables"`) refuses each, and
+    so does mfpo."""
+    decoder = strict_decoder("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+    assert decoder.is_valid(FULL_METADATA) and pydantic_accepts(k8s.ObjectMeta, FULL_METADATA)
+    mutations = [(n, d) for n, d in structural_mutations(FULL_METADATA) if "fieldsV1" not in n]  # FieldsV1: any object
+    assert len(mutations) > 25
+    for name, doc in mutations:
+        assert not decoder.is_valid(doc), name
+        assert not pydantic_accepts(k8s.ObjectMeta, doc), name
+
+
+@pytest.mark.parametrize("name", [n for n in apiserver_cases.OBJECT_CASES if n.startswith("metadata ")])
+def test_metadata_is_refused_where_the_api_server_refused_it(name: str) -> None:
+    """Dry-run creates on kube-apiserver v1.32.13 with strict field validation (kubectl's
+    default): unknown fields (lables, clusterName, Name), wrong types, two controllers, an Event
+    owner, orphan with foregroundDeletion, a bad date; and what it takes (a null label, server
+    fields it replaces)."""
+    server_accepted = "errors" not in OBJECT_ANSWERS[name]
+    try:
+        validate_manifest(apiserver_cases.object_case(name))
+    except ManifestError as err:
+        assert not server_accepted, err
+    else:
+        assert server_accepted, OBJECT_ANSWERS[name]
+
+
+def test_a_typo_in_metadata_is_named_as_an_unknown_field() -> None:
+    doc = copy.deepcopy(GOOD)
+    doc["metadata"]["lables"] = {"team": "a"}
+    assert refusal(doc) == ["metadata.lables: Forbidden: unknown field"]
 
 
 # ---------------------------------------- what the lab's API server refused, refused here

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apiserver_cases
 import pytest
 from mfpo_core import api
 from mfpo_operator.crd import resource_schema
-from mfpo_operator.validation import ManifestError, load_manifest, validate_manifest
+from mfpo_operator.validation import (
+    ManifestError,
+    _as_stored,
+    check_file,
+    load_manifest,
+    prune_nulls,
+    validate_manifest,
+)
 from pydantic import ValidationError
 
 GOOD = {
@@ -261,8 +270,8 @@ def test_load_manifest(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "holds 0 YAML documents; expected exactly one MFPORun"),
-        ("kind: MFPORun\n---\nkind: MFPORun\n", "holds 2 YAML documents"),
+        ("", "holds no object; expected exactly one MFPORun"),
+        ("kind: MFPORun\n---\nkind: MFPORun\n", "holds 2 MFPORuns ((document 1, no name), (document 2, no name)); `mfpo run` runs one MFPORun per file"),
         ("spec: [unclosed\n", "not valid YAML"),
         ("apiVersion: v1\nkind: ConfigMap\n", 'kind: Unsupported value: "ConfigMap"'),
         (
@@ -281,8 +290,10 @@ def test_load_manifest_errors_name_the_file(tmp_path: Path, text: str, message: 
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="cannot read the file: No such file or directory"):
-        load_manifest(tmp_path / "absent.yaml")
+    missing = tmp_path / "absent.yaml"
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(missing)
+    assert str(caught.value) == f"cannot read {missing}: No such file or directory"
 
 
 # ------------------------------------ accepted-but-wrong manifests (refused at apply)
@@ -305,11 +316,12 @@ QUANTITIES_REJECTED = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("field", ["cpu", "memory", "shmSize"])
 @pytest.mark.parametrize("value", QUANTITIES_ACCEPTED, ids=repr)
-def test_kubernetes_quantities_are_accepted(field: str, value: Any) -> None:
-    run = validate_manifest(changed(**{f"spec.resources.{field}": value}))
-    assert run.spec.resources.model_dump()[field if field != "shmSize" else "shm_size"] == str(value)
+def test_kubernetes_quantities_are_accepted(value: Any) -> None:
+    """Every spelling of the grammar, for the CPU; memory and /dev/shm take whole bytes only
+    (tests/foundation/test_byte_quantities.py)."""
+    run = validate_manifest(changed(**{"spec.resources.cpu": value}))
+    assert run.spec.resources.cpu == str(value)
 
 
 @pytest.mark.parametrize("value", QUANTITIES_REJECTED, ids=repr)
@@ -442,3 +454,116 @@ def test_tracking_defaults_to_the_mfpo_experiment() -> None:
     assert run.spec.tracking.mlflow.experiment == "mfpo"
     assert run.spec.tracking.mlflow.secret_name is None
     assert validate_manifest(GOOD).spec.tracking is None
+
+
+# ------------------------------------------ nulls, as the API server prunes and defaults them
+
+LAB = json.loads(Path(__file__).with_name("apiserver_answers.json").read_text())
+NULL_CASES = [name for name in apiserver_cases.OBJECT_CASES if name.startswith("null ")]
+
+
+def _without_empty(value: Any) -> Any:
+    """Absent, null (a nullable field kept null) and empty alike: the same run to the operator."""
+    if isinstance(value, dict):
+        return {k: _without_empty(v) for k, v in value.items() if v not in ({}, [], None)}
+    return value
+
+
+@pytest.mark.parametrize("name", NULL_CASES)
+def test_nulls_mean_what_they_mean_to_the_api_server(name: str) -> None:
+    """apiextensions-apiserver prunes a null where the schema is not nullable, then defaults it
+    (schema/defaulting prunenulls.go, algorithm.go): `training: ~`, `objective: {beta: null}`,
+    `nodeSelector: ~` are accepted with their defaults, `tracking: ~` (nullable) stays unset, a
+    null list item or required field is refused. Each case was sent to kube-apiserver v1.32.13;
+    what it stored is what mfpo reads."""
+    answer = LAB["objects"][name]
+    doc = apiserver_cases.object_case(name)
+    if "errors" in answer:
+        with pytest.raises(ManifestError):
+            validate_manifest(doc)
+        return
+    run = validate_manifest(doc)
+    assert _without_empty(_as_stored(run.spec.to_wire())) == _without_empty(answer["spec"])
+
+
+@pytest.mark.parametrize(
+    ("case", "section"),
+    [
+        ("training with every field commented out", "training"),
+        ("training: ~", "training"),
+        ("objective: {beta: null}", "objective"),
+        ("resources: {nodeSelector: }", "resources"),
+    ],
+)
+def test_the_issues_empty_sections_are_read_as_kubectl_apply_stored_them(tmp_path: Path, case: str, section: str) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(apiserver_cases.KUBECTL_CASES[case])
+    run = load_manifest(path)
+    (stored,) = LAB["kubectl"][case]["objects"]
+    assert _without_empty(_as_stored(run.spec.to_wire()))[section] == _without_empty(stored["spec"])[section]
+
+
+def test_prune_nulls_follows_the_schema_not_the_value() -> None:
+    schema = {"type": "object", "properties": {
+        "a": {"type": "object"}, "b": {"type": "string", "nullable": True}, "c": {"type": "array", "items": {"type": "object"}},
+        "m": {"type": "object", "additionalProperties": {"type": "string"}},
+    }}  # fmt: skip
+    doc = {"a": None, "b": None, "c": [None], "m": {"k": None, "j": "x"}, "unknown": None}
+    assert prune_nulls(doc, schema) == {"b": None, "c": [None], "m": {"j": "x"}, "unknown": None}
+
+
+# ------------------------------------------------------- lists, as kubectl applies them
+
+@pytest.mark.parametrize(
+    ("case", "names"),
+    [
+        ("a v1 List of two runs", ["l1", "l2"]),
+        ("an MFPORunList, an item without kind", ["r1"]),
+        ("an MFPORun with items", ["i1"]),
+    ],
+)
+def test_the_items_of_a_list_are_the_objects_kubectl_applied(tmp_path: Path, case: str, names: list[str]) -> None:
+    """kubectl applies the items of any object with `items` (apimachinery's unstructured
+    decoder takes it for a list; cli-runtime FlattenListVisitor), an item without kind and
+    apiVersion taking the list's kind without "List": the lab created exactly these runs."""
+    assert [o["name"] for o in LAB["kubectl"][case]["objects"]] == names
+    check = check_file(tmp_path / "list.yaml", apiserver_cases.KUBECTL_CASES[case])
+    assert [(d.kind, d.name, d.error) for d in check.documents] == [("MFPORun", n, None) for n in names]
+    assert all(d.run is not None for d in check.documents)
+
+
+@pytest.mark.parametrize("case", ["an empty List", "a v1 List item without kind"])
+def test_lists_kubectl_refuses_are_not_passed(tmp_path: Path, case: str) -> None:
+    assert LAB["kubectl"][case]["error"].startswith("error: ")
+    check = check_file(tmp_path / "list.yaml", apiserver_cases.KUBECTL_CASES[case])
+    assert not any(d.run for d in check.documents)
+    if check.documents:
+        (document,) = check.documents
+        assert str(document.error).endswith("document 1 items[0]: kind: Required value (kubectl: apiVersion not set, kind not set)")
+
+
+def test_mfpo_run_takes_a_list_of_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "one.yaml"
+    path.write_text(apiserver_cases.KUBECTL_CASES["an MFPORunList, an item without kind"])
+    assert load_manifest(path).metadata.name == "r1"
+
+
+def test_mfpo_run_refuses_several_runs_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(apiserver_cases.KUBECTL_CASES["a v1 List of two runs"])
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert str(caught.value) == (
+        f"{path}: holds 2 MFPORuns (l1, l2); `mfpo run` runs one MFPORun per file: put each in its own file"
+    )
+
+
+def test_an_invalid_item_of_a_list_is_named_by_its_place(tmp_path: Path) -> None:
+    text = apiserver_cases.KUBECTL_CASES["a v1 List of two runs"].replace("format: synthetic}, storage: {uri: 'file:///r'}}\n- ", "format: synthetic}, storage: {uri: 'file:///r'}, objective: {beta: -1}}\n- ", 1)
+    check = check_file(tmp_path / "list.yaml", text)
+    first, second = check.documents
+    assert second.run is not None and first.error is not None
+    assert str(first.error) == (
+        f'{tmp_path / "list.yaml"}: document 1 items[0]: The MFPORun "l1" is invalid:\n'
+        "* spec.objective.beta: Invalid value: -1: must be greater than 0"
+    )

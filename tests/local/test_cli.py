@@ -319,4 +319,70 @@ def test_validate_names_every_problem_reads_stdin_and_skips_other_kinds(tmp_path
     assert none.returncode == 2 and none.stderr == f"error: no MFPORun in {only_secret}\n"
     broken = tmp_path / "broken.yaml"
     broken.write_text("spec: [unclosed\n")
-    assert mfpo(["validate", str(broken)], environ, tmp_path).stderr.startswith(f"error: {broken}: The MFPORun is invalid:\n* not valid YAML")
+    assert mfpo(["validate", str(broken)], environ, tmp_path).stderr.startswith(f"error: {broken}: line 2: not valid YAML: ")
+
+
+def test_validate_names_a_file_it_cannot_read(tmp_path, env):
+    environ, _, _ = env
+    result = mfpo(["validate", "missing.yaml"], environ, tmp_path)
+    assert (result.returncode, result.stderr) == (2, "error: cannot read missing.yaml: No such file or directory\n")
+    result = mfpo(["run", "missing.yaml"], environ, tmp_path)
+    assert (result.returncode, result.stderr) == (2, "error: cannot read missing.yaml: No such file or directory\n")
+
+
+def test_validate_checks_each_run_of_a_list_and_run_takes_a_list_of_one(tmp_path, env):
+    """`kubectl get mfpo -o yaml` prints a v1 List: kubectl applies its items, and so mfpo reads them."""
+    environ, _, _ = env
+    run = yaml.safe_load(write_manifest(tmp_path).read_text())
+    other = {**run, "metadata": {"name": "other"}}
+    listed = tmp_path / "list.yaml"
+    listed.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [run, other]}))
+    result = mfpo(["validate", str(listed)], environ, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f'{listed}: document 1 items[0]: MFPORun "demo" is valid\n{listed}: document 1 items[1]: MFPORun "other" is valid\n'
+    )
+    refused = mfpo(["run", str(listed)], environ, tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"error: {listed}: holds 2 MFPORuns (demo, other); `mfpo run` runs one MFPORun per file: put each in its own file\n"
+    )
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [run]}))
+    status = mfpo(["status", str(one)], environ, tmp_path)
+    assert status.returncode == 0, status.stderr
+
+
+def test_validate_strict_fails_on_a_merge_key_over_a_key(tmp_path, env):
+    environ, _, _ = env
+    manifest = write_manifest(tmp_path)
+    text = manifest.read_text().replace("    stages: 2\n", "    stages: 2\n    <<: {stages: 3}\n")
+    assert "stages: 2\n    <<: {stages: 3}" in text
+    manifest.write_text(text)
+    result = mfpo(["validate", str(manifest)], environ, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith(f"warning: {manifest}: line ") and "spec.curriculum.stages: the merge key '<<'" in warning
+    strict = mfpo(["validate", "--strict", str(manifest)], environ, tmp_path)
+    assert strict.returncode == 2 and "error: the warnings above fail the check (--strict)" in strict.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: &a [1, *a]\n", "line 1: anchor 'a' value contains itself"),
+        ("a: !!binary YW Jj\n", "line 1: !!binary value contains invalid base64 data"),
+        ("a: {<<: 3}\n", "line 1: map merge requires map or sequence of maps as the value"),
+        ("--- {a: 1}\n", "line 1: invalid Yaml document separator: {a: 1}"),
+        ("~: 1\n", "line 1: (document): unsupported map key of type: %!s(<nil>)"),
+        ("a: " + "[" * 200 + "]" * 200 + "\n", "nested more than 100 levels deep"),
+    ],
+)
+def test_validate_refuses_odd_yaml_with_one_line_and_exit_2(tmp_path, env, text, message):
+    environ, _, _ = env
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    result = mfpo(["validate", str(path)], environ, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {path}: ") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

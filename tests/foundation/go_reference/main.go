@@ -18,6 +18,10 @@ package main
 
 import (
 	"bytes"
+	// go-digest accepts an algorithm only if its hash is linked into the binary
+	// (Algorithm.Available): the kubelet links both through crypto/tls.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
 	"encoding/json"
 	"fmt"
 	"io"
