@@ -299,14 +299,50 @@ class LoraSpec(ApiModel):
         return value
 
 
+# A model is read from storage, never downloaded: nothing reaches a hub at run time. Where a
+# model is named, a relative plain path is refused: in a cluster it would be relative to the
+# stage pod's working directory, and its likely meaning is a Hugging Face id
+# (`llava-hf/llava-1.5-7b-hf`), which `transformers` would otherwise read as one. Absolute paths,
+# file:// (file://./<dir>: next to the manifest) and s3:// remain.
+MODEL_LOCATION_RULE = {
+    "rule": "self.startsWith('s3://') || self.startsWith('file://') || self.startsWith('/')",
+    "message": (
+        "a model is read from storage, never downloaded: give an s3:// or file:// URI (or an absolute path), "
+        "not a relative path or a Hugging Face id; download the model into storage first (docs/own-data.md#the-model)"
+    ),
+}
+
+
+def _model_location(value: str | None) -> str | None:
+    if value is None or value.startswith(("s3://", "file://", "/")):
+        return value
+    raise ValueError(
+        f"{value} is a relative path, which names no model's location: a model is read from storage and "
+        "never downloaded, so a Hugging Face id such as llava-hf/llava-1.5-7b-hf is not one. Download the "
+        "model into storage first (`hf download <id> --local-dir DIR`, then copy DIR to the bucket: "
+        "docs/own-data.md#the-model) and give its s3:// or file:/// URI (file://./DIR for a directory next "
+        "to the manifest)"
+    )
+
+
+def _model_uri_schema() -> dict[str, Any]:
+    schema = _uri_schema(STORAGE_URI_PATTERN)
+    return {**schema, "x-kubernetes-validations": [*schema.get("x-kubernetes-validations", []), MODEL_LOCATION_RULE]}
+
+
+# Where a model lies: a storage URI or an absolute path, in pydantic and in the CRD.
+ModelUri = Annotated[StorageUri, AfterValidator(_model_location), WithJsonSchema(_model_uri_schema())]
+
+
 class ModelSpec(ApiModel):
     """The base vision-language model to align."""
 
-    uri: StorageUri = Field(
+    uri: ModelUri = Field(
         ...,
         description=(
-            "Where the base model lies in Hugging Face format: a storage URI (s3://bucket/path "
-            "or file:///path) or a local directory. Never downloaded from a hub at run time."
+            "Where the base model lies in Hugging Face format: a storage URI (s3://bucket/path, "
+            "file:///path, file://./path next to the manifest) or an absolute local directory. Never "
+            "downloaded from a hub at run time: a relative path such as a Hugging Face id is refused."
         ),
         json_schema_extra=immutable("model.uri is immutable once the run exists"),
     )
@@ -391,8 +427,12 @@ class GroundingSpec(ApiModel):
     """Grounding each keyword to an image region."""
 
     method: GroundingMethod = Field(GroundingMethod.annotation, description="Segmenter.")
-    model_uri: StorageUri | None = Field(None, description="Storage URI of the segmenter (clipseg, grounding-sam).")
-    sam_uri: StorageUri | None = Field(None, description="Storage URI of the SAM model (grounding-sam).")
+    model_uri: ModelUri | None = Field(
+        None, description="Storage URI of the segmenter (clipseg, grounding-sam); as model.uri, never a hub id."
+    )
+    sam_uri: ModelUri | None = Field(
+        None, description="Storage URI of the SAM model (grounding-sam); as model.uri, never a hub id."
+    )
     threshold: float = Field(0.4, gt=0.0, lt=1.0, description="Mask/box score threshold.")
     fallback_whole_image: bool = Field(
         True, description="Noise the whole image when no region is found (paper's fallback); else skip the sample."

@@ -19,6 +19,7 @@ from mfpo_core import api
 from pydantic import BaseModel
 
 from mfpo_operator import crd
+from mfpo_operator.plan import JOB_NAME_LIMIT
 
 HEADER = f"""# {api.KIND} API reference ({api.API_VERSION})
 
@@ -30,6 +31,21 @@ it. Field names are the wire (camelCase) names; a nested object's defaults apply
 omitted. Rules marked CEL are checked by the API server at `kubectl apply` and, with the same
 meaning, by `mfpo run` and the operator. The object's `spec` is an [MFPORunSpec](#mfporunspec),
 its `status` an [MFPORunStatus](#mfporunstatus).
+
+## metadata
+
+`metadata.name`, the run's name: a DNS-1123 label (lowercase letters, digits and `-`, starting
+and ending with a letter or digit) of at most {api.RUN_NAME_MAX} characters. It names the run's
+storage prefix (`<spec.storage.uri>/<name>/`) and, with `-<stage>-a<attempt>` added, each stage
+attempt's Job, which the operator keeps within {JOB_NAME_LIMIT} characters (the pods of an Indexed
+Job are named `<job>-<index>-<5 characters>`, a 63-character label): {api.RUN_NAME_MAX} leaves room
+for `-datagen-a1` and `-align-10-a1`. A Job name that would be longer (a name near {api.RUN_NAME_MAX}
+characters with two-digit stage and attempt numbers) is cut and ends with 8 hex digits of its SHA-256, `<run, cut>-<stage>-a<attempt>-<hash>`:
+`status.stages[].job` names each stage's latest Job.
+
+The rest of `metadata` is Kubernetes' ObjectMeta, decoded as strictly as `kubectl apply`
+decodes it: a field ObjectMeta lacks (`lables`) is refused, and labels, annotations, owner
+references and finalizers follow the API server's rules.
 """
 
 

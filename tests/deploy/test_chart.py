@@ -35,7 +35,7 @@ from mfpo_operator.kube.main import parse_args
 
 K8S_VERSION = "1.30.0"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema here.
-K8S_VERSIONS = ["1.27.0", "1.30.0", kubernetes_validate.latest_version()]
+K8S_VERSIONS = ["1.29.0", "1.30.0", kubernetes_validate.latest_version()]
 CUSTOM_KINDS = {
     "ServiceMonitor",
     "PodMonitor",

@@ -549,6 +549,11 @@ OBJECT_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name -> (m
             ("an upper-case registry", "Registry/x"), ("my_reg.io, 250", "my_reg.io/" + "x" * 250),
         ]
     },
+    "model.uri a Hugging Face id": ({}, {"model": {"uri": "llava-hf/llava-1.5-7b-hf"}}),
+    "model.uri a relative path": ({}, {"model": {"uri": "./models/tiny"}}),
+    "model.uri an absolute path": ({}, {"model": {"uri": "/models/tiny"}}),
+    "model.uri next to the manifest": ({}, {"model": {"uri": "file://./models/tiny"}}),
+    "grounding.modelUri a Hugging Face id": ({}, {"imagePreference": {"grounding": {"method": "clipseg", "modelUri": "CIDAS/clipseg-rd64-refined"}}}),
     "metadata lables": ({"lables": {"team": "a"}}, {}),
     "metadata clusterName": ({"clusterName": "x"}, {}),
     "metadata Name": ({"Name": "x"}, {}),

@@ -98,8 +98,8 @@ def test_every_rule_compiles() -> None:
     # + 2 node requirements (3 value counts and the key's prefix each)
     # + 4 pod affinity terms (3 label-key rules, topologyKey, 2 label selectors of 4 rules each
     #   (keys of matchLabels, the key's prefix, 2 value counts), matchLabelKeys, mismatchLabelKeys)
-    # + the runtime image (not an image ID; its repository path's length)
-    assert len(rules) == 21 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2) + 2
+    # + the runtime image (not an image ID; its repository path's length) + 3 model locations
+    assert len(rules) == 21 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2) + 2 + 3
     for rule in rules:
         compiled(rule)
 

@@ -7,7 +7,7 @@ for the CEL cost estimate, apiserver_cel.py; this module holds the generated CRD
 (crds/mfpo.dev_mfporuns.yaml from operator/mfpo_operator/crd.py, and charts/mfpo/crds/: the
 chart's copy; the chart shipped kopf's peering CRDs too until the operator went standalone) to
 them, and holds the replica to the real API server: 62
-deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 133 CEL cost
+deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 136 CEL cost
 probes were sent to kube-apiserver v1.32.13 (dry run), and its answers are recorded in
 apiserver_answers.json. Each test of a rule fails on a mutant breaking that rule, with the very
 error text the API server gave.
@@ -99,13 +99,13 @@ syntax differences beyond lookaround, backreferences and possessive quantifiers;
 runtime limits (per call, per object), which apply when a run is written, not the CRD.
 
 Calibration of the cost estimate against the real API server (kube-apiserver v1.32.13 of the
-lab, dry run): each of the 133 probes (the generated CRD's 109 rules, 22 more rules exercising
+lab, dry run): each of the 136 probes (the generated CRD's 112 rules, 22 more rules exercising
 string sizes, unbounded strings and lists, maps, `in`, size(), matches, contains, `+`, has(),
 the conditional, exists/exists_one/all/map/filter, nested comprehensions, date-times, oldSelf,
 and two of cardinality: a rule under an unbounded list, and under two nested bounded lists) sits
 under a map of `maxProperties: M` with M the fewest copies that take the replica's estimate over
 10,000,000, so that the API server states the product with six decimals ("exceeds budget by
-factor of 1.000006x"): its cost is then known to within 5/M. All 133 agree exactly, e.g.
+factor of 1.000006x"): its cost is then known to within 5/M. All 136 agree exactly, e.g.
 
     spec.evaluation#0, the pairwise benchmark rule   replica 111,477   server 1.003293x at M=90
     spec.resources.cpu#0, `type(self) == string ...` replica 314,578   server 1.006650x at M=32
@@ -122,7 +122,7 @@ string (an int-or-string has no maxLength, and library/cost.go charges quantity(
 argument's size even for a global call), as is `type(self) == int`; the largest rule under
 lists, times the most items of the lists around it, costs 553,328 (a pod affinity term's
 matchLabelKeys checked against its labelSelector's keys, 16 x 16, in each of 16 terms); the
-whole CRD 12,527,622 (13 %).
+whole CRD 12,527,640 (13 %).
 
 Re-record after a Kubernetes upgrade with a lab running (../shared/lab):
     python tests/foundation/apiserver_cases.py $KUBECONFIG     (dry run: creates nothing)
@@ -225,13 +225,13 @@ def test_the_crd_file_is_what_the_generator_writes() -> None:
 def test_every_rule_is_under_the_cost_limits() -> None:
     costs = CostReport()
     assert crd_errors(cases.mfporun_crd(), costs) == []
-    assert len(costs.rules) == 109  # every rule of the CRD was estimated (none skipped)
+    assert len(costs.rules) == 112  # every rule of the CRD was estimated (none skipped)
     worst = max(costs.rules, key=lambda rule: rule[2])
     assert worst[2] <= cel.STATIC_ESTIMATED_COST_LIMIT, worst
     assert costs.total <= cel.STATIC_ESTIMATED_CRD_COST_LIMIT
     # The margins the docstring states: the largest rules are the byte quantities', then a pod
     # affinity term's.
-    assert (worst[2], costs.total) == (1_572_894, 12_527_622)
+    assert (worst[2], costs.total) == (1_572_894, 12_527_640)
     assert worst[0].endswith("properties[memory].x-kubernetes-validations[0].rule")
     affinity = max((r for r in costs.rules if "properties[podAffinity]" in r[0]), key=lambda rule: rule[2])
     assert affinity[2] == 553_328 and affinity[0].endswith("x-kubernetes-validations[2].rule")
@@ -311,8 +311,8 @@ def test_every_probe_was_priced_precisely_by_the_api_server() -> None:
     (so with six decimals): the probes pin each rule's cost, not just its order of magnitude."""
     factors = _factors(ANSWERS["cost_probes"])
     probes = cases.cost_probes()
-    assert len(probes) + len(cases.CARDINALITY_PROBES) == 133
-    assert len(factors) == 133
+    assert len(probes) + len(cases.CARDINALITY_PROBES) == 136
+    assert len(factors) == 136
     assert all(1.0 <= float(f) < 1.5 and len(f.split(".")[1]) == 6 for f in factors.values()), (
         factors
     )

@@ -567,3 +567,24 @@ def test_an_invalid_item_of_a_list_is_named_by_its_place(tmp_path: Path) -> None
         f'{tmp_path / "list.yaml"}: document 1 items[0]: The MFPORun "l1" is invalid:\n'
         "* spec.objective.beta: Invalid value: -1: must be greater than 0"
     )
+
+
+# ------------------------------------------------- models are named by where they lie
+
+@pytest.mark.parametrize("name", [n for n in apiserver_cases.OBJECT_CASES if n.startswith(("model.uri", "grounding.modelUri"))])
+def test_a_model_is_a_storage_location_as_the_crd_on_the_api_server_says(name: str) -> None:
+    """A Hugging Face id (`llava-hf/llava-1.5-7b-hf`) or any relative path where a model is named
+    is refused, by the CRD on kube-apiserver v1.32.13 and by mfpo; absolute paths and URIs are not."""
+    server_accepted = "errors" not in LAB["objects"][name]
+    try:
+        validate_manifest(apiserver_cases.object_case(name))
+    except ManifestError as err:
+        assert not server_accepted, err
+    else:
+        assert server_accepted, LAB["objects"][name]
+
+
+def test_a_hub_id_is_refused_saying_how_to_get_the_model_into_storage() -> None:
+    (problem,) = problems(changed(**{"spec.model.uri": "llava-hf/llava-1.5-7b-hf"}))
+    assert problem.startswith('spec.model.uri: Invalid value: "llava-hf/llava-1.5-7b-hf": llava-hf/llava-1.5-7b-hf is a relative path')
+    assert "hf download <id> --local-dir DIR" in problem and "docs/own-data.md#the-model" in problem
