@@ -146,9 +146,8 @@ def _byte_quantity_check(what: str, minimum: str, maximum: str, why: str) -> Cal
     return check
 
 
-def byte_quantity(what: str, minimum: str, why: str) -> Any:
-    """A quantity of bytes of at least `minimum` (and at most BYTE_QUANTITY_MAX), `why` the
-    reason for the minimum, in pydantic and in the CRD's CEL."""
+def byte_quantity_schema(what: str, minimum: str) -> dict[str, Any]:
+    """The CRD's half of a quantity of bytes of at least `minimum` (at most BYTE_QUANTITY_MAX)."""
     low, high = k8s.parse_quantity(minimum), k8s.parse_quantity(BYTE_QUANTITY_MAX)
     # Each quantity(self) is priced at a full 3 MiB string's traversal (an int-or-string has no
     # maxLength): four of them cost about 1.3 million of a rule's 10 million.
@@ -162,18 +161,12 @@ def byte_quantity(what: str, minimum: str, why: str) -> Any:
         f"{what} must be a whole number of bytes from {minimum} to {BYTE_QUANTITY_MAX}, e.g. 32Gi "
         "(the suffix m means milli: 512m is 0.512 bytes; write 512Mi)"
     )
-    return Annotated[
-        str,
-        BeforeValidator(_byte_quantity_check(what, minimum, BYTE_QUANTITY_MAX, why)),
-        WithJsonSchema(
-            {
-                "x-kubernetes-int-or-string": True,
-                "anyOf": [{"type": "integer"}, {"type": "string"}],
-                "pattern": QUANTITY_PATTERN,
-                "x-kubernetes-validations": [{"rule": rule, "message": message}],
-            }
-        ),
-    ]
+    return {
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
+        "x-kubernetes-validations": [{"rule": rule, "message": message}],
+    }
 
 
 # Importing a stage's libraries (torch, transformers, peft, the stage modules) alone peaks at
@@ -185,8 +178,16 @@ MEMORY_MIN_WHY = "a stage's libraries alone take about 390 MiB before it reads a
 # default); less only makes DataLoader workers and NCCL fail with "Bus error".
 SHM_MIN = "64Mi"
 SHM_MIN_WHY = "every container gets 64 MiB of /dev/shm without it; less only makes DataLoader workers and NCCL fail"
-MemoryQuantity = byte_quantity("memory", MEMORY_MIN, MEMORY_MIN_WHY)
-ShmQuantity = byte_quantity("shmSize", SHM_MIN, SHM_MIN_WHY)
+MemoryQuantity = Annotated[
+    str,
+    BeforeValidator(_byte_quantity_check("memory", MEMORY_MIN, BYTE_QUANTITY_MAX, MEMORY_MIN_WHY)),
+    WithJsonSchema(byte_quantity_schema("memory", MEMORY_MIN)),
+]
+ShmQuantity = Annotated[
+    str,
+    BeforeValidator(_byte_quantity_check("shmSize", SHM_MIN, BYTE_QUANTITY_MAX, SHM_MIN_WHY)),
+    WithJsonSchema(byte_quantity_schema("shmSize", SHM_MIN)),
+]
 
 
 # A Secret's name, as the API server checks it (IsDNS1123Subdomain, at most 253 characters).
