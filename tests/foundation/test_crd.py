@@ -227,8 +227,10 @@ def test_fields_carry_ranges_enums_defaults_and_descriptions() -> None:
 
 def test_immutability_rules() -> None:
     for path in ("spec.model.uri", "spec.storage.uri"):
-        bucket, rule = at(path)["x-kubernetes-validations"]  # the URI type's rule, then this field's
+        # the URI type's rules (a model's: its location too), then this field's
+        bucket, *location, rule = at(path)["x-kubernetes-validations"]
         assert bucket["message"] == api.S3_BUCKET_MESSAGE
+        assert location == ([api.MODEL_LOCATION_RULE] if path == "spec.model.uri" else [])
         assert rule["rule"] == "self == oldSelf"
         assert "immutable" in rule["message"]
 

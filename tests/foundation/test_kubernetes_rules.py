@@ -459,7 +459,7 @@ def test_numbers_fit_the_go_types_and_durations_they_become(resources, accepted)
         (" ghcr.io/mfpo/runtime", False),
         ("ghcr.io/MFPO/runtime", False),  # kubelet: InvalidImageName (repository must be lowercase)
         ("ghcr.io/mfpo/runtime:", False),
-        ("ghcr.io/mfpo/runtime@sha256:abc", False),  # a digest has at least 32 hex digits
+        ("ghcr.io/mfpo/runtime@sha256:abc", False),  # a sha256 digest has 64 hex digits
         ("ghcr.io//runtime", False),
     ],
 )
