@@ -1,5 +1,9 @@
 """Manifests read as kubectl reads them.
 
+Held to kubectl's own Go code (go_reference: 539 files through apimachinery's util/yaml and
+sigs.k8s.io/yaml, Kubernetes v1.32's vendored copies) and to what kubectl v1.31 applied on
+kube-apiserver v1.32.13 (apiserver_answers.json, "kubectl": merge keys, tags, separators).
+
 kubectl converts YAML to JSON with sigs.k8s.io/yaml `YAMLToJSON` (yaml.go), which unmarshals
 with go-yaml v2 and resolves each plain scalar in goyaml.v2/resolve.go `resolve()`:
   - a fixed map first: y/yes/true/on... -> true, n/no/false/off... -> false, ""/~/null -> null,
