@@ -4,7 +4,9 @@
 
 The answers are tests/fixtures/keyword_answers.jsonl (57 RLAIF-V / LLaVA-detailed style answers,
 their visible objects labelled by hand before the ranker was changed; rules in
-keyword_answers.md) and keyword_answers_heldout.jsonl (written after tuning, only measured).
+keyword_answers.md), keyword_answers_heldout.jsonl (written after tuning, only measured) and
+keyword_answers_own_data.jsonl (25 answers: a tester's own-data answers and similar ones, labelled
+before the grammar repairs they motivated were written).
 
 Precision of the top 3: over all answers, the share of returned keywords (at most 3 each) that
 name a labelled object. A keyword NAMES a labelled object when
@@ -39,7 +41,11 @@ from pathlib import Path
 from mfpo_runtime.data import keywords, mentions
 
 FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures"
-SETS = {"tuning": "keyword_answers.jsonl", "held-out": "keyword_answers_heldout.jsonl"}
+SETS = {
+    "tuning": "keyword_answers.jsonl",
+    "held-out": "keyword_answers_heldout.jsonl",
+    "own-data": "keyword_answers_own_data.jsonl",
+}
 TOP_K = 3
 
 
