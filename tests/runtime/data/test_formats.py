@@ -1,6 +1,7 @@
 """Readers: RLAIF-V parquet and JSONL, RLHF-V, LLaVA JSON, the synthetic world; bad records."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_missing_image_file_is_named(tmp_path: Path):
     path.write_text(json.dumps(row) + "\n" + "{not json\n")
     items = list(iter_samples(str(path), "rlaif-v"))
     assert isinstance(items[0], BadRecord) and "gone.png" in items[0].reason
-    assert isinstance(items[1], BadRecord) and "line 2 is not JSON" in items[1].reason
+    assert isinstance(items[1], BadRecord) and "rows.jsonl line 2): the line is not JSON" in items[1].describe()
 
 
 def test_a_non_utf8_byte_spoils_only_its_own_line(tmp_path: Path):
@@ -83,7 +84,7 @@ def test_a_non_utf8_byte_spoils_only_its_own_line(tmp_path: Path):
     path.write_bytes(b"".join(lines))
     items = list(iter_samples(str(path), "rlaif-v"))
     assert [type(i) for i in items] == [Sample, BadRecord, Sample]
-    assert "line 2 is not UTF-8" in items[1].reason and items[1].index == 1
+    assert "data.jsonl line 2): the line is not UTF-8" in items[1].describe() and items[1].index == 1
     assert [i.record.id for i in _samples(items)] == ["RLAIF-V-0", "RLAIF-V-2"]
 
 
@@ -161,7 +162,7 @@ def test_synthetic_record_without_rejected_is_bad(tmp_path: Path):
 
 
 def test_missing_dataset_and_unknown_format_raise(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="no .parquet or .jsonl"):
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
         list(iter_samples(str(tmp_path / "nothing"), "rlaif-v"))
     with pytest.raises(ValueError, match="unknown data format"):
         list(iter_samples(str(tmp_path), "coco"))
@@ -327,3 +328,205 @@ def test_a_dataset_without_records_says_so(tmp_path: Path, files, reason):
         list(iter_samples(uri, "rlaif-v"))
     assert reason in str(raised.value)
     assert formats.count_rows(uri, "rlaif-v") == 0
+
+
+# ------------------------------------------------------------------ own data: ids, files, messages
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _text_rows(ids: list[str], image: str = "0.png") -> list[dict]:
+    return [
+        {"id": i, "image": image, "question": "What is this?", "chosen": f"A cat ({i}).", "rejected": "A dog."}
+        for i in ids
+    ]
+
+
+@pytest.mark.parametrize("shard", [(0, 1), (0, 2), (1, 2)])
+def test_two_records_with_one_id_are_refused_in_every_shard_naming_both(tmp_path: Path, shard):
+    """Ids key each record's artifacts (align's reference log-probs, score's sampled answers): a
+    second record with the id would silently take the first's values. Every shard reads every
+    row's id, so each refuses, whichever shard the two records fall in (#0 and #3)."""
+    (tmp_path / "0.png").write_bytes(png_bytes(0))
+    path = _jsonl(tmp_path / "text.jsonl", _text_rows(["t1", "t2", "t3", "t1"]))
+    with pytest.raises(formats.DuplicateRecordId) as raised:
+        list(iter_samples(str(path), "rlaif-v", shard=shard))
+    message = str(raised.value)
+    assert f"#0, {path} line 1" in message and f"#3, {path} line 4" in message
+    assert "same id 't1'" in message
+
+
+def test_ids_are_unique_across_the_files_of_a_directory(tmp_path: Path):
+    rows = rlaif_v_rows(3)
+    write_parquet(rows, tmp_path / "d" / "part-000.parquet")
+    _jsonl(tmp_path / "d" / "part-001.jsonl", [{**rows[2], "image": {"bytes": None, "path": "x.png"}}])
+    with pytest.raises(formats.DuplicateRecordId, match=r"#2, .*part-000.parquet row 2 and #3, .*part-001.jsonl line 1"):
+        list(iter_samples(f"file://{tmp_path}/d", "rlaif-v"))
+    assert formats.count_rows(f"file://{tmp_path}/d", "rlaif-v") == 4  # counting reads no id
+
+
+def test_a_directory_reads_every_data_file_whatever_the_case_and_gzip(tmp_path: Path):
+    """The tester's directory (a.jsonl, b.json, c.JSONL, d.jsonl.gz) gave 2 records of 5: the
+    others were passed over without a word. gzip as Python's gzip module writes it (RFC 1952)."""
+    import gzip
+
+    root = tmp_path / "mix"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "0.png").write_bytes(png_bytes(0))
+    rows = _text_rows([f"r{i}" for i in range(6)], image="images/0.png")
+    _jsonl(root / "a.jsonl", rows[:1])
+    (root / "b.json").write_text(json.dumps(rows[1:3]))  # a JSON list
+    _jsonl(root / "c.JSONL", rows[3:4])
+    (root / "d.jsonl.gz").write_bytes(gzip.compress(json.dumps(rows[4]).encode() + b"\n"))
+    (root / "e.Json.GZ").write_bytes(gzip.compress(json.dumps([rows[5]]).encode()))
+    files = formats.source_files(str(root), "rlaif-v")
+    assert [f.name for f in files.read] == ["a.jsonl", "b.json", "c.JSONL", "d.jsonl.gz", "e.Json.GZ"]
+    assert files.ignored == [("", "1 image files (not records: records name their images)")]
+    samples = _samples(iter_samples(str(root), "rlaif-v"))
+    assert [s.record.id for s in samples] == [r["id"] for r in rows]
+    assert formats.count_rows(str(root), "rlaif-v") == 6
+
+
+@pytest.mark.parametrize(
+    "stray", ["notes.txt", "more.csv", "more.jsonl.zst", "data-00000-of-00001.arrow", "x.parquet.gz"]
+)
+def test_a_file_the_reader_cannot_read_refuses_the_directory_naming_it(tmp_path: Path, stray):
+    root = tmp_path / "d"
+    write_parquet(rlaif_v_rows(2), root / "part-000.parquet")
+    (root / stray).write_bytes(b"1,2,3\n")
+    with pytest.raises(formats.DatasetFileError, match=f"not data files this reader reads: {re.escape(stray)} "):
+        formats.source_files(str(root), "rlaif-v")
+
+
+def test_a_hugging_face_download_is_read_from_its_data_folder_and_its_metadata_named(tmp_path: Path):
+    """`huggingface-cli download --local-dir` of a dataset repository: data/*.parquet, README.md,
+    .gitattributes, and huggingface_hub's .cache/ of download metadata."""
+    root = tmp_path / "repo"
+    rows = rlaif_v_rows(4)
+    write_parquet(rows[:2], root / "data" / "part-000.parquet")
+    write_parquet(rows[2:], root / "data" / "part-001.parquet")
+    for name in ("README.md", ".gitattributes", "dataset_info.json", ".cache/huggingface/download/data/part-000.parquet.metadata"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("{}")
+    files = formats.source_files(f"file://{root}", "rlaif-v")
+    assert [f.name for f in files.read] == ["part-000.parquet", "part-001.parquet"]
+    assert files.manifest()["ignored"] == [
+        {"path": ".cache/huggingface/download/data/part-000.parquet.metadata", "why": "hidden"},
+        {"path": ".gitattributes", "why": "hidden"},
+        {"path": "README.md", "why": "dataset metadata"},
+        {"path": "dataset_info.json", "why": "dataset metadata"},
+    ]
+    assert [s.record.id for s in _samples(iter_samples(f"file://{root}", "rlaif-v"))] == [
+        f"RLAIF-V-{i}" for i in range(4)
+    ]
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ["data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"],
+        ["train.jsonl", "eval.jsonl"],
+        ["train/part-0.jsonl", "validation/part-0.jsonl"],
+        ["data/dpo-00000-of-00002.parquet", "data/dpo-00001-of-00002.parquet"],
+        ["part-000.parquet", "part-001.parquet"],
+        ["retrain_set.jsonl", "interval.jsonl"],
+        ["my-train.jsonl", "extra.jsonl"],
+    ],
+)
+def test_several_splits_in_one_directory_are_refused_as_hugging_face_datasets_splits_them(
+    tmp_path: Path, layout
+):
+    """The reference: `datasets`' own resolution of a directory's files into splits
+    (datasets.data_files.get_data_patterns). Training on a directory that it would split in two
+    would silently train on the test split."""
+    from datasets.data_files import get_data_patterns
+
+    root = tmp_path / "d"
+    for rel in layout:
+        if rel.endswith(".parquet"):
+            write_parquet(rlaif_v_rows(1), root / rel)
+        else:
+            _jsonl(root / rel, _text_rows(["x"]))
+    splits = get_data_patterns(str(root))
+    if len(splits) > 1:
+        with pytest.raises(formats.DatasetFileError, match=f"holds the files of {len(splits)} dataset splits"):
+            formats.source_files(str(root), "rlaif-v")
+    else:
+        assert [f.uri for f in formats.source_files(str(root), "rlaif-v").read] == [
+            str(root / rel) for rel in sorted(layout)
+        ]
+
+
+def test_a_single_file_is_read_by_its_suffix_in_any_case(tmp_path: Path):
+    (tmp_path / "0.png").write_bytes(png_bytes(0))
+    path = _jsonl(tmp_path / "TRAIN.JSONL", _text_rows(["a", "b"]))
+    assert [s.record.id for s in _samples(iter_samples(str(path), "rlaif-v"))] == ["a", "b"]
+    (tmp_path / "train.txt").write_text(path.read_text())
+    with pytest.raises(formats.DatasetFileError, match=r"train.txt is not a data file this reader reads"):
+        formats.source_files(str(tmp_path / "train.txt"), "rlaif-v")
+
+
+def test_json_lines_named_json_says_so(tmp_path: Path):
+    path = tmp_path / "lines.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _text_rows(["a", "b"])))
+    with pytest.raises(formats.DatasetFileError, match=r"Extra data: line 2 column 1 .*name the file .jsonl"):
+        list(iter_samples(str(path), "rlaif-v"))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (42, "field 'chosen' is an integer (42), expected a non-empty string"),
+        (["A cup", "of coffee"], "field 'chosen' is a list of 2 items, expected a non-empty string"),
+        ({"text": "a cup"}, "field 'chosen' is an object, expected a non-empty string"),
+        (True, "field 'chosen' is a boolean (True), expected a non-empty string"),
+        (None, "field 'chosen' is null, expected a non-empty string"),
+        ("", "field 'chosen' is empty, expected a non-empty string"),
+        (" \n\t", "field 'chosen' is only whitespace, expected a non-empty string"),
+    ],
+)
+def test_a_wrong_typed_field_is_named_by_its_json_type(tmp_path: Path, value, reason):
+    (tmp_path / "0.png").write_bytes(png_bytes(0))
+    path = _jsonl(tmp_path / "t.jsonl", [{**_text_rows(["x"])[0], "chosen": value}])
+    (item,) = iter_samples(str(path), "rlaif-v")
+    assert isinstance(item, BadRecord) and item.reason == reason
+
+
+def test_a_missing_field_and_a_parquet_int_column_are_named(tmp_path: Path):
+    rows = rlaif_v_rows(2)
+    del rows[0]["rejected"]
+    items = list(iter_samples(str(write_parquet([rows[0]], tmp_path / "a.parquet")), "rlaif-v"))
+    assert items[0].reason == "missing field 'rejected' (expected a non-empty string)"
+    rows[1]["chosen"] = 7  # an int64 column
+    (item,) = iter_samples(str(write_parquet([rows[1]], tmp_path / "b.parquet")), "rlaif-v")
+    assert item.reason == "field 'chosen' is an integer (7), expected a non-empty string"
+
+
+def test_the_record_keeps_where_its_image_came_from(tmp_path: Path):
+    """The image's URI when it was read from a path, the struct's path of inline bytes, and
+    the record's own place only for bytes that no path names."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "cat.png").write_bytes(png_bytes(0))
+    rows = [
+        {"id": "struct", "image": {"bytes": None, "path": "images/cat.png"}},
+        {"id": "bytes-named", "image": {"bytes": png_bytes(1), "path": "coco/1.png"}},
+        {"id": "bytes-column", "image": {"bytes": png_bytes(2), "path": None}, "image_path": "coco/2.png"},
+        {"id": "bytes", "image": {"bytes": png_bytes(3), "path": None}},
+    ]
+    rows = [{"image_path": None, **r, "question": "q?", "chosen": "a cat", "rejected": "a dog"} for r in rows]
+    path = write_parquet(rows, tmp_path / "p.parquet")
+    samples = _samples(iter_samples(str(path), "rlaif-v"))
+    assert [(s.image_source, s.record.image) for s in samples] == [
+        (f"{tmp_path}/images/cat.png",) * 2,
+        ("coco/1.png",) * 2,
+        ("coco/2.png",) * 2,
+        (f"{path} row 3",) * 2,  # was "row-3": which file's row?
+    ]
+    assert [s.source for s in samples] == [f"{path} row {i}" for i in range(4)]
+    lines = _jsonl(tmp_path / "l.jsonl", _text_rows(["path"], image="images/cat.png"))
+    (sample,) = iter_samples(str(lines), "rlaif-v")
+    assert sample.image_source == f"{tmp_path}/images/cat.png" and sample.source == f"{lines} line 1"

@@ -96,7 +96,7 @@ def test_a_raw_control_character_spoils_only_its_own_line(tmp_path: Path):
     path.write_bytes(_raw_line(good) + bad.encode() + b"\n" + _raw_line({**good, "idx": 2}))
     items = list(formats.iter_samples(str(path), "rlaif-v"))
     assert [type(i).__name__ for i in items] == ["Sample", "BadRecord", "Sample"]
-    assert "line 2 is not JSON: Invalid control character" in items[1].reason
+    assert "line 2): the line is not JSON: Invalid control character" in items[1].describe()
     assert [i.record.id for i in items if isinstance(i, formats.Sample)] == ["0", "2"]
 
 
