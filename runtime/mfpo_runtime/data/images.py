@@ -36,6 +36,7 @@ malformed files raise); `DECODE_ERRORS` is that list.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,10 +97,51 @@ def decode(source: bytes | Path | str, what: str) -> Image.Image:
                 image.load()  # every pixel now, so truncation raises here
                 ImageOps.exif_transpose(image, in_place=True)
                 return to_rgb(image)
-        except UnidentifiedImageError as err:
-            raise ImageDecodeError(f"{what} is not an image Pillow can read ({err})") from err
+        except UnidentifiedImageError as err:  # Pillow's message holds the stream's repr (an address)
+            raise ImageDecodeError(
+                f"{what} is not an image Pillow can read ({_size_of(source)}, in no image "
+                "format Pillow knows)"
+            ) from err
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ImageDecodeError(f"{what} {_too_many_pixels(source)}") from err
         except DECODE_ERRORS as err:
-            raise ImageDecodeError(f"{what} cannot be decoded: {type(err).__name__}: {err}") from err
+            raise ImageDecodeError(f"{what} cannot be decoded: {type(err).__name__}: {_plain(err)}") from err
+
+
+def _size_of(source: bytes | Path | str) -> str:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"{len(source)} bytes"
+    return f"{Path(source).stat().st_size} bytes"
+
+
+def _too_many_pixels(source: bytes | Path | str) -> str:
+    """The decompression-bomb refusal in this module's words: Pillow's own message quotes its
+    error threshold (twice the limit) even when the warning below it was what stopped the image.
+    The size is read from the header again, with the limit off: no pixel is decoded."""
+    limit = f"the limit of {MAX_IMAGE_PIXELS:,} pixels (8192 x 8192)"
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's switch for no decompression-bomb check
+    try:
+        with Image.open(stream) as image:
+            width, height = image.size
+    except DECODE_ERRORS:
+        return f"has more pixels than {limit} (a decompression-bomb guard)"
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    return (
+        f"is {width} x {height} = {width * height:,} pixels, more than {limit} "
+        "(a decompression-bomb guard: its pixels are not decoded)"
+    )
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _plain(err: BaseException) -> str:
+    """An exception's message without object addresses ("<_io.BytesIO object at 0x7f...>"):
+    messages are the same in every run."""
+    return _ADDRESS.sub("", str(err))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
