@@ -220,3 +220,64 @@ def test_same_seed_same_initial_weights():
     for name, weight in first.state_dict().items():
         assert torch.equal(weight, second.state_dict()[name])
     assert not all(torch.equal(w, other.state_dict()[n]) for n, w in first.state_dict().items())
+
+
+def _copy_with(tmp_path, source, name: str, edit) -> str:
+    import shutil
+
+    target = tmp_path / name
+    shutil.copytree(source, target)
+    edit(target)
+    return f"file://{target}"
+
+
+@pytest.mark.parametrize(
+    ("case", "cause"),
+    [
+        ("truncated-weights", "SafetensorError"),  # was not a bad input: retried
+        ("weights-of-other-shapes", "RuntimeError"),  # was not a bad input: retried
+        ("no-tokenizer", "ValueError"),
+        ("no-weights", "OSError"),
+    ],
+)
+def test_a_directory_transformers_cannot_load_is_bad_input_naming_it(tmp_path, tiny_llava_dir, case, cause):
+    """Whatever transformers raises for files it cannot load as the config's class (safetensors'
+    SafetensorError for a cut file, RuntimeError for weights of other shapes) is a ModelLoadError:
+    bad input, exit 65, naming the URI; no retry can fix a model directory."""
+    from mfpo_core.contract import BadInput
+    from mfpo_runtime.models import ModelLoadError
+
+    def edit(d):
+        weights = d / "model.safetensors"
+        if case == "truncated-weights":
+            weights.write_bytes(weights.read_bytes()[:5000])
+        elif case == "weights-of-other-shapes":
+            config = json.loads((d / "config.json").read_text())
+            config["text_config"]["intermediate_size"] *= 2
+            (d / "config.json").write_text(json.dumps(config))
+        elif case == "no-tokenizer":
+            (d / "tokenizer.json").unlink()
+        else:
+            weights.unlink()
+
+    uri = _copy_with(tmp_path, tiny_llava_dir, case, edit)
+    with pytest.raises(ModelLoadError) as raised:
+        load_vlm(uri)
+    assert isinstance(raised.value, BadInput)
+    assert str(raised.value).startswith(f"{uri}: cannot be loaded as ")
+    assert f": {cause}: " in str(raised.value)
+
+
+def test_the_model_family_must_be_the_directorys(tiny_llava_dir, tmp_path):
+    """model.family names the family whose prompt format, collation and image view the stages
+    use; the directory's config.json names what the model is. A mismatch fails at load."""
+    from mfpo_runtime.models import ModelLoadError
+    from mfpo_runtime.models.io import load_image_processor
+
+    uri = f"file://{tiny_llava_dir}"
+    assert load_vlm(uri, family="llava").family == "llava"
+    message = rf"{uri} holds a 'llava' model \(its config.json's model_type is 'llava'\), but model.family is 'qwen2-vl'"
+    with pytest.raises(ModelLoadError, match=message):
+        load_vlm(uri, family="qwen2-vl")
+    with pytest.raises(ModelLoadError, match=message):
+        load_image_processor(uri, cache_dir=tmp_path, family="qwen2-vl")

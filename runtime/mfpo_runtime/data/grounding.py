@@ -26,8 +26,10 @@ benchmark.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -39,7 +41,17 @@ from PIL import Image
 log = logging.getLogger("mfpo.grounding")
 
 FALLBACK = "fallback-whole-image"
+# Why a record fell back to the whole image (its `fallback_reason`, counted per shard):
+NO_KEYWORDS = "no keyword candidates"  # the ranker found no object noun phrase in the answer
+NOT_GROUNDED = "keywords not grounded"  # the grounder found no region for any keyword
+OUTSIDE_VIEW = "regions outside the model's view"  # found, but the view cuts all of them off
 Resolver = Callable[[str], set[str]]  # keyword -> canonical object names it refers to
+
+
+class GrounderError(Exception):
+    """A model-based grounder that cannot be loaded, or that fails on a well-formed image: bad
+    input (a wrong or broken model directory), never retried; the message names the spec field
+    and the URI."""
 
 
 class Grounder(Protocol):
@@ -105,6 +117,7 @@ class Grounding:
     kept: dict[str, float] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)  # found, but the view cuts it off entirely
     overlap: float | None = None  # random-region: share of the noised region on the objects
+    reason: str | None = None  # a fallback's: NO_KEYWORDS, NOT_GROUNDED or OUTSIDE_VIEW
 
     @property
     def fallback(self) -> bool:
@@ -133,7 +146,7 @@ def ground(
     view = view or SameView()
     seen = view.image(image)
     width, height = seen.size
-    per_keyword = grounder.masks(image, keywords, sample_masks or {}) if keywords else []
+    per_keyword = _masks(grounder, image, keywords, sample_masks or {}) if keywords else []
     found, kept, lost = [], {}, []
     for keyword, mask in zip(keywords, per_keyword):
         if not mask.any():
@@ -156,7 +169,34 @@ def ground(
     if not fallback_whole_image:
         return None
     whole = np.ones((height, width), dtype=bool)
-    return Grounding(seen, whole, [[0, 0, width, height]], [], FALLBACK, kept, lost)
+    reason = NO_KEYWORDS if not keywords else OUTSIDE_VIEW if lost else NOT_GROUNDED
+    return Grounding(seen, whole, [[0, 0, width, height]], [], FALLBACK, kept, lost, reason=reason)
+
+
+def _masks(
+    grounder: Grounder,
+    image: Image.Image,
+    keywords: Sequence[str],
+    sample_masks: dict[str, Image.Image],
+) -> list[np.ndarray]:
+    """grounder.masks; a model-based grounder's failure on a decoded image is a GrounderError
+    naming its model (a segmenter of the right class runs on any RGB image). Memory errors stay
+    what they are: a retry with more memory may succeed."""
+    source = getattr(grounder, "source", None)
+    if source is None:  # annotation, whole-image: an error there is a bug, not bad input
+        return grounder.masks(image, keywords, sample_masks)
+    try:
+        return grounder.masks(image, keywords, sample_masks)
+    except MemoryError:
+        raise
+    except Exception as err:
+        if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError: a RuntimeError
+            raise
+        raise GrounderError(
+            f"the {grounder.name} grounder of {source} failed on a {image.width}x{image.height} "
+            f"image with keywords {list(keywords)}: {type(err).__name__}: {err} (is it the model "
+            "that grounding.method names?)"
+        ) from err
 
 
 # ------------------------------------------------------------------ annotation
@@ -316,6 +356,56 @@ def _nearest_free_blob(objects: np.ndarray, rng: np.random.Generator) -> Placeme
     return Placement(region.reshape(height, width), None, on_objects / area)
 
 
+# ------------------------------------------------------------------ model directories
+
+
+def model_dir(uri: str, config_class, where: str, cache_dir: str | None) -> Path:
+    """The local directory of a grounder's model URI, checked to hold `config_class`'s model."""
+    try:
+        path = storage.materialize(uri, cache_dir)
+    except (storage.StorageError, OSError, ValueError) as err:
+        raise GrounderError(f"{where}: {err}") from err
+    check_model_type(path, config_class, where)
+    return path
+
+
+def check_model_type(path: Path, config_class, where: str) -> None:
+    """GrounderError unless the directory's config.json names `config_class`'s model_type (what
+    transformers' AutoConfig dispatches on): a directory of another model fails here, before its
+    weights are loaded into a class they do not fit (a LLaVA directory loads into CLIPSeg with
+    random weights, and then fails on every image)."""
+    expected = config_class.model_type
+    config = Path(path) / "config.json"
+    try:
+        found = json.loads(config.read_text()).get("model_type")
+    except FileNotFoundError:
+        raise GrounderError(
+            f"{where}: no config.json there: expected a Hugging Face {config_class.__name__} "
+            f"model directory (model_type {expected!r})"
+        ) from None
+    except (OSError, ValueError, AttributeError) as err:  # not JSON, not an object
+        raise GrounderError(f"{where}: config.json cannot be read: {err}") from err
+    if found != expected:
+        raise GrounderError(
+            f"{where} holds a model of model_type {found!r} (its config.json), expected "
+            f"{expected!r} ({config_class.__name__})"
+        )
+
+
+@contextmanager
+def loading(where: str, what: str) -> Iterator[None]:
+    """Any failure of transformers to load a model directory as `what` (missing or truncated
+    files, weights of other shapes) is a GrounderError naming the field and URI."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except Exception as err:
+        raise GrounderError(
+            f"{where} cannot be loaded as {what}: {type(err).__name__}: {err}"
+        ) from err
+
+
 # ------------------------------------------------------------------ CLIPSeg
 
 
@@ -324,23 +414,24 @@ class CLIPSegGrounder:
 
     name = "clipseg"
 
-    def __init__(self, model, processor, *, threshold: float = 0.4) -> None:
+    def __init__(self, model, processor, *, threshold: float = 0.4, source: str = "") -> None:
         self.model = model.eval()
         self.processor = processor
         self.threshold = threshold
+        self.source = source or "a CLIPSeg model"  # the spec field and URI, for errors
 
     @classmethod
     def from_uri(
         cls, uri: str, *, threshold: float = 0.4, cache_dir: str | None = None
     ) -> CLIPSegGrounder:
-        from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+        from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor
 
-        path = storage.materialize(uri, cache_dir)
-        return cls(
-            CLIPSegForImageSegmentation.from_pretrained(path),
-            CLIPSegProcessor.from_pretrained(path),
-            threshold=threshold,
-        )
+        where = f"imagePreference.grounding.modelUri {uri}"
+        path = model_dir(uri, CLIPSegConfig, where, cache_dir)
+        with loading(where, "CLIPSegForImageSegmentation and CLIPSegProcessor"):
+            model = CLIPSegForImageSegmentation.from_pretrained(path)
+            processor = CLIPSegProcessor.from_pretrained(path)
+        return cls(model, processor, threshold=threshold, source=where)
 
     def probabilities(self, image: Image.Image, keywords: Sequence[str]) -> np.ndarray:
         """Per-keyword foreground probability at the model's resolution, shape (K, h, w)."""
@@ -391,10 +482,14 @@ class GroundingSamGrounder:
 
     name = "grounding-sam"
 
-    def __init__(self, detector, detector_processor, sam, sam_processor, *, threshold: float = 0.4):
+    def __init__(
+        self, detector, detector_processor, sam, sam_processor, *, threshold: float = 0.4,
+        source: str = "",
+    ):  # fmt: skip
         self.detector, self.detector_processor = detector.eval(), detector_processor
         self.sam, self.sam_processor = sam.eval(), sam_processor
         self.threshold = threshold
+        self.source = source or "a Grounding DINO and a SAM model"  # spec fields and URIs
 
     @classmethod
     def from_uris(
@@ -406,21 +501,27 @@ class GroundingSamGrounder:
         cache_dir: str | None = None,
     ) -> GroundingSamGrounder:
         from transformers import (
+            GroundingDinoConfig,
             GroundingDinoForObjectDetection,
             GroundingDinoProcessor,
+            SamConfig,
             SamModel,
             SamProcessor,
         )
 
-        detector = storage.materialize(detector_uri, cache_dir)
-        sam = storage.materialize(sam_uri, cache_dir)
+        detector_at = f"imagePreference.grounding.modelUri {detector_uri}"
+        sam_at = f"imagePreference.grounding.samUri {sam_uri}"
+        detector = model_dir(detector_uri, GroundingDinoConfig, detector_at, cache_dir)
+        sam = model_dir(sam_uri, SamConfig, sam_at, cache_dir)
+        with loading(detector_at, "GroundingDinoForObjectDetection and GroundingDinoProcessor"):
+            detector_model = GroundingDinoForObjectDetection.from_pretrained(detector)
+            detector_processor = GroundingDinoProcessor.from_pretrained(detector)
+        with loading(sam_at, "SamModel and SamProcessor"):
+            sam_model, sam_processor = SamModel.from_pretrained(sam), SamProcessor.from_pretrained(sam)
         return cls(
-            GroundingDinoForObjectDetection.from_pretrained(detector),
-            GroundingDinoProcessor.from_pretrained(detector),
-            SamModel.from_pretrained(sam),
-            SamProcessor.from_pretrained(sam),
-            threshold=threshold,
-        )
+            detector_model, detector_processor, sam_model, sam_processor, threshold=threshold,
+            source=f"{detector_at} and {sam_at}",
+        )  # fmt: skip
 
     def detect(self, image: Image.Image, keywords: Sequence[str]) -> list[list[list[float]]]:
         """Boxes [x0, y0, x1, y1] (pixels) per keyword."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,26 +37,72 @@ class LoadedVLM:
     family: str  # "llava", "llava-next" or "qwen2-vl"
 
 
-def load_vlm(uri: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedVLM:
-    """Load a model directory or a policy (base + adapters, merged), in eval mode."""
+def load_vlm(
+    uri: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu", family: str | None = None
+) -> LoadedVLM:
+    """Load a model directory or a policy (base + adapters, merged), in eval mode.
+
+    ModelLoadError (bad input) when the URI holds no model of a supported family, or one of
+    another family than `family` (the spec's model.family) when given, or files transformers
+    cannot load as that family's model and processor (missing, truncated or of other shapes).
+    """
     path = storage.materialize(uri)
     if (path / POLICY_FILE).is_file():
-        return _load_policy(uri, path / POLICY_FILE, dtype=dtype, device=device)
-    return _load_hf_dir(uri, path, dtype=dtype, device=device)
+        vlm = _load_policy(uri, path / POLICY_FILE, dtype=dtype, device=device)
+    else:
+        vlm = _load_hf_dir(uri, path, dtype=dtype, device=device)
+    check_family(uri, vlm.family, family)
+    return vlm
 
 
-def _load_hf_dir(uri: str, path: Path, *, dtype: torch.dtype, device: str) -> LoadedVLM:
+def check_family(uri: str, found: str, expected: str | None) -> None:
+    """ModelLoadError when the model at `uri` is of another family than model.family says."""
+    if expected is not None and found != expected:
+        raise ModelLoadError(
+            f"{uri} holds a {found!r} model (its config.json's model_type is "
+            f"{family_named(found).model_type!r}), but model.family is {expected!r}: set "
+            f"model.family to {found!r}, or model.uri to a {expected!r} model"
+        )
+
+
+def _family_of_dir(uri: str, path: Path):
+    """The family of a Hugging Face model directory, from its config.json's model_type."""
     if not (path / "config.json").is_file():
         raise ModelLoadError(
             f"{uri}: not a model directory: expected a Hugging Face config.json or {POLICY_FILE}"
         )
     try:
-        fam = family_of_config(AutoConfig.from_pretrained(path))
-    except ValueError as err:
+        return family_of_config(AutoConfig.from_pretrained(path))
+    except (ValueError, OSError) as err:  # OSError: a config.json that is not JSON
         raise ModelLoadError(f"{uri}: {err}") from err
-    model = fam.model_class.from_pretrained(path, dtype=dtype).to(device).eval()
-    processor = fam.processor_class.from_pretrained(path)
-    return LoadedVLM(model, processor, fam.name)
+
+
+def _load_hf_dir(uri: str, path: Path, *, dtype: torch.dtype, device: str) -> LoadedVLM:
+    fam = _family_of_dir(uri, path)
+    with _loading(uri, f"a {fam.name} model ({fam.model_class.__name__})"):
+        model = fam.model_class.from_pretrained(path, dtype=dtype)
+    with _loading(uri, f"the processor of a {fam.name} model ({fam.processor_class.__name__})"):
+        processor = fam.processor_class.from_pretrained(path)
+    return LoadedVLM(model.to(device).eval(), processor, fam.name)
+
+
+@contextmanager
+def _loading(uri: str, what: str) -> Iterator[None]:
+    """Any failure of transformers to load local files as `what` is a ModelLoadError naming the
+    URI: a missing or truncated weight file (OSError, safetensors' SafetensorError), weights of
+    other shapes than the config (RuntimeError), tokenizer files it cannot read (ValueError).
+    Memory errors stay what they are: a retry on a larger machine may succeed."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except Exception as err:
+        if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError: a RuntimeError
+            raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ModelLoadError(
+            f"{uri}: cannot be loaded as {what}: {type(err).__name__}: {reason}"
+        ) from err
 
 
 def _policy(uri: str, manifest: Path) -> dict:
@@ -87,22 +135,20 @@ WEIGHT_SUFFIXES = (
 )  # fmt: skip
 
 
-def load_image_processor(uri: str, *, cache_dir: str | Path) -> tuple[str, object]:
+def load_image_processor(
+    uri: str, *, cache_dir: str | Path, family: str | None = None
+) -> tuple[str, object]:
     """(family, image processor) of a model directory or policy, as `load_vlm` would load
     them, read without the weights (a 7B model's datagen shard fetches a few kilobytes);
-    a remote directory's files are copied under cache_dir."""
+    a remote directory's files are copied under cache_dir. Errors as `load_vlm`'s."""
     path = _without_weights(uri, cache_dir)
     if (path / POLICY_FILE).is_file():
-        return load_image_processor(_policy(uri, path / POLICY_FILE)["base"], cache_dir=cache_dir)
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(
-            f"{uri}: not a model directory: expected a Hugging Face config.json or {POLICY_FILE}"
-        )
-    try:
-        fam = family_of_config(AutoConfig.from_pretrained(path))
-    except ValueError as err:
-        raise ModelLoadError(f"{uri}: {err}") from err
-    return fam.name, fam.processor_class.from_pretrained(path).image_processor
+        base = _policy(uri, path / POLICY_FILE)["base"]
+        return load_image_processor(base, cache_dir=cache_dir, family=family)
+    fam = _family_of_dir(uri, path)
+    check_family(uri, fam.name, family)
+    with _loading(uri, f"the processor of a {fam.name} model ({fam.processor_class.__name__})"):
+        return fam.name, fam.processor_class.from_pretrained(path).image_processor
 
 
 def _without_weights(uri: str, cache_dir: str | Path) -> Path:

@@ -77,22 +77,23 @@ class StagePolicy:
     continues_adapter: bool  # True: the stage's adapter replaces the last one in the lineage
 
 
-def _load(uri: str, dtype: torch.dtype, device: str):
-    from mfpo_runtime.models import load_vlm  # late import: models pulls in processors
+def _load(uri: str, dtype: torch.dtype, device: str, family: str | None = None):
+    """The model at `uri`; BadInput when it cannot be loaded or is not of `family`."""
+    from mfpo_runtime.models import ModelLoadError, load_vlm  # late: models pulls in processors
 
     try:
-        return load_vlm(uri, dtype=dtype, device=device)
-    except (OSError, ValueError, StorageError) as err:
+        return load_vlm(uri, dtype=dtype, device=device, family=family)
+    except (OSError, ValueError, StorageError, ModelLoadError) as err:
         raise BadInput(f"cannot load the model at {uri}: {err}") from err
 
 
 def _merged_model(base: str, adapters: list[str], family: str, dtype, device: str):
     """Base weights with `adapters` merged in, through the lineage format load_vlm reads."""
     if not adapters:
-        return _load(base, dtype, device)
+        return _load(base, dtype, device, family)
     descriptor = Path(tempfile.mkdtemp(prefix="mfpo-lineage-"))
     (descriptor / POLICY_FILE).write_text(Lineage(family, base, adapters).to_json())
-    return _load(str(descriptor), dtype, device)
+    return _load(str(descriptor), dtype, device, family)
 
 
 def lora_config(lora: LoraSettings) -> LoraConfig:
@@ -153,7 +154,7 @@ def prepare(
         # reference = base: keep training the single adapter of the previous stage
         if adapter_dir is None:
             raise ValueError("prepare: stage continues an adapter but no adapter_dir was given")
-        loaded = _load(lineage.base, dtype, device)
+        loaded = _load(lineage.base, dtype, device, p.family)
         model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=True)
         continues = True
     reference = PrecomputedReference() if precomputed else AdapterReference(model)
@@ -162,14 +163,14 @@ def prepare(
 
 def _prepare_full(config: TrainConfig, lineage: Lineage, precomputed, dtype, device) -> StagePolicy:
     # A whole-model stage publishes itself as the base of its lineage: stage k starts there.
-    start = lineage.base
-    loaded = _load(start, dtype, device)
+    start, family = lineage.base, config.policy.family
+    loaded = _load(start, dtype, device, family)
     freeze_vision(loaded.model)
     if precomputed:
         reference: Reference = PrecomputedReference()
     else:
         ref_uri = start if config.policy.reference == "previous" else config.policy.base_uri
-        reference = FrozenModelReference(_load(ref_uri, dtype, device).model)
+        reference = FrozenModelReference(_load(ref_uri, dtype, device, family).model)
     return StagePolicy(loaded.model, reference, loaded.processor, lineage.family, Lineage(lineage.family, start), False)
 
 

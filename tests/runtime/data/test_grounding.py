@@ -230,3 +230,59 @@ def test_grounder_for_random_region_places_regions_by_the_spec_seed():
     placed = [ground(g, IMAGE, ["cat"], MASKS).mask for g in (first, second)]
     assert placed[0].sum() == placed[1].sum()
     assert not np.array_equal(placed[0], placed[1])
+
+
+# ------------------------------------------------------------------ the grounder's model directory
+
+
+def test_fallback_reasons_tell_no_keywords_from_keywords_not_grounded():
+    assert ground(AnnotationGrounder(), IMAGE, [], MASKS).reason == grounding.NO_KEYWORDS
+    assert ground(AnnotationGrounder(), IMAGE, ["lamp"], MASKS).reason == grounding.NOT_GROUNDED
+    assert ground(AnnotationGrounder(), IMAGE, ["cat"], MASKS).reason is None
+
+
+def test_a_model_directory_of_another_class_is_refused_by_its_model_type(tmp_path, tiny_llava_dir):
+    """The config.json's model_type is what transformers' AutoConfig dispatches on: CLIPSeg's is
+    CLIPSegConfig.model_type, Grounding DINO's and SAM's theirs. A LLaVA directory given as
+    the segmenter loaded into CLIPSeg with random weights and failed on every image with
+    'tuple index out of range', retried until the attempts ran out."""
+    from transformers import CLIPSegConfig, GroundingDinoConfig, SamConfig
+
+    assert (CLIPSegConfig.model_type, GroundingDinoConfig.model_type, SamConfig.model_type) == (
+        "clipseg", "grounding-dino", "sam",
+    )  # fmt: skip
+    llava = f"file://{tiny_llava_dir}"
+    with pytest.raises(grounding.GrounderError) as raised:
+        CLIPSegGrounder.from_uri(llava)
+    assert str(raised.value).startswith(f"imagePreference.grounding.modelUri {llava} holds a model")
+    assert "model_type 'llava'" in str(raised.value) and "expected 'clipseg'" in str(raised.value)
+    empty, detector = tmp_path / "empty", tmp_path / "detector"
+    empty.mkdir()
+    detector.mkdir()
+    (detector / "config.json").write_text('{"model_type": "grounding-dino"}')
+    with pytest.raises(grounding.GrounderError, match=r"samUri .*empty: no config.json there"):
+        grounding.GroundingSamGrounder.from_uris(str(detector), str(empty))
+    with pytest.raises(grounding.GrounderError, match=r"grounding.modelUri .* model_type 'llava'.*expected 'grounding-dino'"):
+        grounding.GroundingSamGrounder.from_uris(llava, str(empty))
+    with pytest.raises(grounding.GrounderError, match=r"modelUri file:///nowhere: no such"):
+        CLIPSegGrounder.from_uri("file:///nowhere")
+
+
+def test_a_segmenter_that_fails_on_a_well_formed_image_is_a_grounder_error(tmp_path, tiny_clipseg):
+    """A CLIPSeg directory of the right class whose decoder reads a layer the encoder does not
+    have: transformers raises IndexError on every image. Not a property of the image, so not a
+    bad record and not worth a retry: a GrounderError naming the field and the URI."""
+    import json
+    import shutil
+
+    broken = tmp_path / "clipseg"
+    shutil.copytree(tiny_clipseg, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "extract_layers": [0, 7]}))
+    grounder = CLIPSegGrounder.from_uri(f"file://{broken}")
+    with pytest.raises(grounding.GrounderError) as raised:
+        ground(grounder, IMAGE, ["cat"])
+    message = str(raised.value)
+    assert f"the clipseg grounder of imagePreference.grounding.modelUri file://{broken} failed" in message
+    assert "IndexError: tuple index out of range" in message and "20x10 image" in message
+    assert isinstance(raised.value.__cause__, IndexError)
