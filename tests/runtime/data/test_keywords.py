@@ -285,3 +285,94 @@ def test_top3_precision_on_the_labelled_answers(precision, setting, request):
     for item in answers:
         if len(item.objects) >= 3:
             assert len(ranker(item.answer)) == 3, item.id
+
+
+# ------------------------------------------------------------------ own data: free-form English
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Bright floodlights shine at the bottom of the frame.", ["floodlights"]),
+        ("Red blood vessels branch out from it across the orange retina.", ["blood vessels", "retina"]),
+        ("Candles flicker on a birthday cake.", ["candles", "birthday cake"]),
+        ("Two horses graze in a field while clouds drift across the sky.", ["horses", "field", "clouds", "sky"]),
+        # a noun after a plural that English puts before nouns, or after a singular determiner,
+        # is the compound's head
+        ("The sports field at the school is green.", ["sports field", "school"]),
+        ("A glasses case lies on the table.", ["glasses case", "table"]),
+    ],
+)
+def test_a_verb_after_a_plural_noun_is_not_glued_onto_it(answer, expected):
+    """The tagger's lexicon keeps one tag a word, its most frequent ("shine NN", "branch NN"):
+    after a plural subject the word is its verb, which the lexicon's inflections ("shines VBZ",
+    "branched VBN") show English has."""
+    assert sorted(rank_keywords(answer, top_k=10)) == sorted(expected)
+    assert keywords.has_verb_reading("shine") and keywords.has_verb_reading("branch")
+    assert not keywords.has_verb_reading("car")
+
+
+def test_a_possessive_opens_the_phrase_that_follows_it():
+    """'s splits two noun phrases, owner and owned: "the man's watch" is a watch (a word the
+    lexicon tags VB, so it was dropped); "'s" as "is" before an adjective is no possessive."""
+    assert rank_keywords("The man's watch is on the table.", top_k=10) == ["watch", "man", "table"]
+    assert set(rank_keywords("A man\u2019s hat and the girls' dresses.", top_k=10)) == {"man", "hat", "girls", "dresses"}
+    assert rank_keywords("The man's tall.", top_k=10) == ["man"]
+    assert rank_keywords("It's a cat.", top_k=10) == ["cat"]
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x1c", "\x7f", "\x85", "\u200b", "\u200d", "\u2060", "\ufeff", "\u2028", "\u2029"])
+def test_control_and_format_characters_are_spaces_to_the_ranker(character):
+    """Unicode's Cc, Cf, Zl and Zp characters are no part of a word (the Unicode Character
+    Database, via unicodedata): "A tabby cat\\0 lies" lost its cat to the token "cat\\0"."""
+    import unicodedata
+
+    assert unicodedata.category(character) in {"Cc", "Cf", "Zl", "Zp"}
+    answer = f"A tabby cat{character} lies on a carpet."
+    assert rank_keywords(answer) == ["cat", "carpet"]
+    assert answer == f"A tabby cat{character} lies on a carpet."  # the text itself is kept
+
+
+FOREIGN = {
+    "de": "Eine getigerte Katze liegt auf einem grauen Teppich und schaut nach links.",
+    "fr": "L'image montre une tasse de café blanche posée sur une soucoupe sur une table en bois.",
+    "es": "La imagen muestra un hombre montando un caballo marrón en un camino de tierra.",
+    "it": "Un gatto tigrato è sdraiato su un tappeto grigio e guarda verso sinistra.",
+    "nl": "Een gestreepte kat ligt op een grijs tapijt en kijkt naar links.",
+    "pt": "Um gato malhado está deitado sobre um tapete cinza e olha para a esquerda.",
+    "zh": "一只橘色的虎斑猫躺在灰色的地毯上，向左看。",
+    "ar": "فنجان قهوة أبيض على صحن فوق طاولة خشبية.",
+    "emoji": "☕ 🍽️ 🥄",
+}
+
+
+def test_answers_in_other_languages_look_non_english(precision):
+    """The ranker is English only; the cheap sign datagen counts and warns about is the share of
+    an answer's words in the tagger's English lexicon. Every English labelled answer passes but
+    the one that is half Arabic and Hebrew; descriptions in six other languages do not."""
+    english = [
+        item
+        for name in ("keyword_answers.jsonl", "keyword_answers_heldout.jsonl", "keyword_answers_own_data.jsonl")
+        for item in precision.load_answers(FIXTURES / name)
+    ]
+    assert len(english) == 102
+    failing = [item.id for item in english if not keywords.looks_english(item.answer)]
+    assert failing == ["od-008"]
+    assert all(keywords.english_share(item.answer) >= 0.85 for item in english if item.id != "od-008")
+    for language, answer in FOREIGN.items():
+        assert keywords.english_share(answer) < 0.3, language
+        assert not keywords.looks_english(answer), language
+    assert rank_keywords(FOREIGN["zh"]) == rank_keywords(FOREIGN["emoji"]) == []
+    assert keywords.looks_english("Yes.") and keywords.looks_english("Two books.")
+
+
+def test_top3_precision_on_the_own_data_answers(precision):
+    """The third labelled set: a tester's own answers and similar ones, labelled before the
+    repairs above were written (main's ranker: 0.824); the first two sets do not move."""
+    scores = {
+        name: precision.score(precision.current_ranker(), precision.load_answers(FIXTURES / name))
+        for name in ("keyword_answers_own_data.jsonl", "keyword_answers.jsonl", "keyword_answers_heldout.jsonl")
+    }
+    own, tuning, held_out = scores.values()
+    assert own.answers == 25 and own.precision >= 0.95, own
+    assert tuning.precision >= 167 / 171 and held_out.precision >= 59 / 60, scores  # 0.977, 0.983
