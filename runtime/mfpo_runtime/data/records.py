@@ -15,7 +15,7 @@ Pure data code: no torch.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -50,6 +50,12 @@ class PreferenceRecord(BaseModel):
     keywords: list[str] | None = None
     regions: list[list[int]] | None = Field(None, description="Noised boxes [x0, y0, x1, y1] per grounded keyword.")
     grounding: str | None = Field(None, description="How the regions were found, or 'fallback-whole-image'.")
+    fallback_reason: str | None = Field(
+        None,
+        description="Why a 'fallback-whole-image' record has no keyword region: 'no keyword candidates' "
+        "(the answer gave the ranker no object noun phrase: e.g. not English), 'keywords not grounded' "
+        "(the grounder found none), or \"regions outside the model's view\".",
+    )
     regions_kept: dict[str, float] | None = Field(
         None, description="Per keyword the grounder found: share of its region inside the model's view (a center crop can cut regions off)."
     )
@@ -72,6 +78,18 @@ class PreferenceRecord(BaseModel):
         if not value:
             raise ValueError("must be a non-empty string")
         return value
+
+
+def first_duplicate_id(records: Sequence[PreferenceRecord]) -> tuple[int, int] | None:
+    """(index of a record, index of a later one with the same id), or None when the ids are
+    unique. Every stage keys a record's artifacts by its id (noise seed, sampled answers,
+    reference log-probs), so records with one id would share them."""
+    seen: dict[str, int] = {}
+    for index, record in enumerate(records):
+        first = seen.setdefault(record.id, index)
+        if first != index:
+            return first, index
+    return None
 
 
 def read_records(root: str | Path) -> list[PreferenceRecord]:

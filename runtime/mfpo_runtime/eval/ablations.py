@@ -19,6 +19,7 @@ Called by benchmarks/ablation_report.py.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,9 @@ def counts_from_samples(samples: Sequence[dict], split: str) -> Counts:
     rows = sorted((s for s in samples if s.get("split", "eval") == split), key=lambda s: str(s["id"]))
     if not rows:
         raise ValueError(f"no evaluated samples of split {split!r}")
+    repeated = next((a["id"] for a, b in itertools.pairwise(rows) if str(a["id"]) == str(b["id"])), None)
+    if repeated is not None:  # runs are paired image by image, by id
+        raise ValueError(f"split {split!r}: two evaluated samples have the id {repeated!r}")
 
     def column(values) -> np.ndarray:
         return np.array(list(values), dtype=float)

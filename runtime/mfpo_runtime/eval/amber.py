@@ -175,7 +175,12 @@ def _queries_uri(base: str, bench: Benchmark) -> str:
 
 
 def _split_tasks(queries, annotations, queries_uri, bench):
-    by_id = {require(a, "id", "AMBER annotations"): a for a in annotations}
+    by_id: dict = {}
+    for number, annotation in enumerate(annotations):
+        key = require(annotation, "id", "AMBER annotations")
+        if key in by_id:  # a second annotation of an id would replace the first unseen
+            raise BadInput(f"AMBER annotations [{number}]: id {key!r} is annotated twice")
+        by_id[key] = annotation
     generative, discriminative = [], []
     for number, query in enumerate(queries):
         where = f"{queries_uri}[{number}]"

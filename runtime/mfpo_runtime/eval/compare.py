@@ -42,6 +42,7 @@ class Judged:
     key: tuple[str, str]
     sample: ChairSample
     truth: set[str]
+    number: int = -1  # its index among the result document's samples
 
 
 def load_judged(run_uri: str, policy: str, benchmark: str) -> dict[tuple[str, str], Judged]:
@@ -53,8 +54,14 @@ def load_judged(run_uri: str, policy: str, benchmark: str) -> dict[tuple[str, st
         if "mentioned" not in row or "truth" not in row:
             raise BadInput(f"{uri} sample {number}: no per-object judgement (mentioned, truth) to compare")
         key = (row.get("split", ""), str(row["id"]))
+        if key in judged:  # the pairing is by id: a second sample would replace the first
+            raise BadInput(
+                f"{uri} samples {judged[key].number} and {number} have the same id {key[1]!r}"
+                + (f" in split {key[0]!r}" if key[0] else "")
+                + ": paired comparison needs one sample an id (check the benchmark's ids)"
+            )
         truth = set(row["truth"])
-        judged[key] = Judged(key, chair_sample(row["mentioned"], truth, row.get("answer", "")), truth)
+        judged[key] = Judged(key, chair_sample(row["mentioned"], truth, row.get("answer", "")), truth, number)
     return judged
 
 

@@ -27,6 +27,7 @@ from mfpo_core import storage
 from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import BadInput, StageResult, policy_uri, result_uri, stage_uri
 
+from mfpo_runtime.data.records import first_duplicate_id
 from mfpo_runtime.stage import StageContext, StageOutcome
 from mfpo_runtime.stages import plain
 from mfpo_runtime.train import data as train_data
@@ -104,20 +105,38 @@ def publish_policy(policy: policies.StagePolicy, config: TrainConfig, target: st
 
 
 def with_reference_logps(ctx: StageContext, job: trainer.TrainJob, policy) -> train_data.TrainingSet:
-    """Records with ref_logps: read from a previous attempt, or computed once and published."""
+    """Records with ref_logps: read from a previous attempt, or computed once and published.
+
+    Keyed by record id: records that share one would train against one record's values, so
+    they are refused (bad input), and so are published values that miss a record."""
+    records = job.training_set.records
+    duplicate = first_duplicate_id(records)
+    if duplicate is not None:
+        raise BadInput(
+            f"{job.training_set.root}: records #{duplicate[0]} and #{duplicate[1]} share the id "
+            f"{records[duplicate[0]].id!r}; training.referenceMode precomputed keys each record's "
+            "reference log-probs by its id, so ids must be unique"
+        )
     uri = storage.join(ctx.config.stage_uri, "reference")
     if storage.is_complete(uri):
         values = storage.read_json(storage.join(uri, "ref_logps.json"))
+        missing = [r.id for r in records if r.id not in values]
+        if missing:
+            raise BadInput(
+                f"the reference log-probs published at {uri} hold no value for {len(missing)} of "
+                f"the stage's {len(records)} records (first: {missing[0]!r}): they were computed "
+                "for other data; delete them to compute them again"
+            )
     else:
         reference = policies.reference_for_precompute(policy, job.config, job.device.type)
-        values = dict(zip((r.id for r in job.training_set.records), _precompute(job, reference)))
+        values = dict(zip((r.id for r in records), _precompute(job, reference)))
         local = ctx.work_dir / "reference"
         local.mkdir(parents=True, exist_ok=True)
         (local / "ref_logps.json").write_text(json.dumps(values))
         if job.rank == 0:
             storage.publish_dir(local, uri)
-    records = [r.model_copy(update={"ref_logps": values[r.id]}) for r in job.training_set.records]
-    return train_data.TrainingSet(job.training_set.root, records)
+    updated = [r.model_copy(update={"ref_logps": values[r.id]}) for r in records]
+    return train_data.TrainingSet(job.training_set.root, updated)
 
 
 def _precompute(job: trainer.TrainJob, reference) -> list[dict[str, float]]:

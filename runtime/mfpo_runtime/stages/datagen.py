@@ -33,6 +33,7 @@ from mfpo_runtime.data import formats, grounding, keywords, noise
 from mfpo_runtime.data.records import MANIFEST_FILE, write_records
 from mfpo_runtime.progress import each_done, progress_bar
 from mfpo_runtime.stage import StageContext, StageOutcome
+from mfpo_runtime.stages import plain
 
 log = logging.getLogger("mfpo.datagen")
 
@@ -44,13 +45,29 @@ def dataset_uri(run_uri: str, shard: tuple[int, int]) -> str:
     return f"{shard_uri(run_uri, *shard)}/dataset"
 
 
+# A record's fallback reason (grounding.NO_KEYWORDS, ...) -> the shard count of that reason.
+FALLBACK_COUNTS = {
+    grounding.NO_KEYWORDS: "fallbacks_no_keywords",
+    grounding.NOT_GROUNDED: "fallbacks_not_grounded",
+    grounding.OUTSIDE_VIEW: "fallbacks_outside_view",
+}
+# Warn (once a shard) when at least this share of the answers gives no keyword candidate, or
+# looks non-English: the ranker reads English only.
+WARN_SHARE = 0.1
+
+
 @dataclass
 class ShardCounts:
     records: int = 0
     skipped: int = 0
-    fallbacks: int = 0
+    fallbacks: int = 0  # whole-image noise instead of keyword regions; by reason below
+    fallbacks_no_keywords: int = 0  # the answer gave no keyword candidate
+    fallbacks_not_grounded: int = 0  # keywords, but the grounder found none of them
+    fallbacks_outside_view: int = 0  # found, but the model's view cuts every region off
     ungrounded: int = 0  # no region and fallbackWholeImage false: left out, counted
     regions_lost: int = 0  # keyword regions found but cut off by the model's view (not noised)
+    no_keywords: int = 0  # answers (of records enriched or left out) without a keyword candidate
+    non_english: int = 0  # answers that look non-English (`keywords.looks_english`)
     skips: list[str] = field(default_factory=list)
 
     def outcome_metrics(self) -> dict[str, float]:
@@ -58,8 +75,13 @@ class ShardCounts:
             "records": self.records,
             "skipped": self.skipped,
             "fallbacks": self.fallbacks,
+            "fallbacks_no_keywords": self.fallbacks_no_keywords,
+            "fallbacks_not_grounded": self.fallbacks_not_grounded,
+            "fallbacks_outside_view": self.fallbacks_outside_view,
             "ungrounded": self.ungrounded,
             "regions_lost": self.regions_lost,
+            "no_keywords": self.no_keywords,
+            "non_english": self.non_english,
         }
 
 
@@ -76,17 +98,26 @@ class Enricher:
     answer_words: int  # keyword ranking reads the chosen answer up to this many words
     vectors: keywords.WordVectors | None = None  # None: rank_keywords' hashed n-gram default
 
-    def enrich(self, sample: formats.Sample, out_dir: Path):
-        """The enriched record (images written under out_dir/images), or None if ungrounded."""
+    def keywords_of(self, answer: str) -> list[str]:
         ks = self.keyword_spec
-        words = keywords.rank_keywords(
-            answer_head(sample.record.chosen, self.answer_words),
+        return keywords.rank_keywords(
+            answer,
             top_k=ks.top_k,
             phi=ks.phi,
             gamma=ks.gamma,
             decay=ks.decay,
             damping=ks.damping,
             vectors=self.vectors,
+        )
+
+    def enrich(self, sample: formats.Sample, out_dir: Path, words: list[str] | None = None):
+        """(the enriched record (images written under out_dir/images), its Grounding), or
+        (None, None) if ungrounded. `words`: the chosen answer's keywords, when known."""
+        if words is None:
+            words = self.keywords_of(answer_head(sample.record.chosen, self.answer_words))
+        where = (
+            f"record {sample.record.id!r} ({sample.source}; image {sample.image_source}, "
+            f"{sample.image.width}x{sample.image.height})"
         )
         try:
             found = grounding.ground(
@@ -97,10 +128,10 @@ class Enricher:
                 view=self.view,
                 fallback_whole_image=self.fallback_whole_image,
             )
+        except grounding.GrounderError as err:  # the grounder's model, not this image
+            raise BadInput(f"{where}: {err}") from err
         except ValueError as err:  # e.g. the model's processor has no fixed point for its size
-            raise BadInput(
-                f"record {sample.record.id!r} ({sample.image.width}x{sample.image.height}): {err}"
-            ) from err
+            raise BadInput(f"{where}: {err}") from err
         if found is None:
             return None, None
         ns = self.noise_spec
@@ -128,9 +159,11 @@ class Enricher:
                 "regions_kept": found.kept or None,
                 "regions_lost": found.lost or None,
                 "region_overlap": found.overlap,
+                "fallback_reason": found.reason,
                 "extra": {
                     **sample.record.extra,
-                    "source_image": sample.record.image,
+                    "source_record": sample.source,
+                    "source_image": sample.image_source,
                     "source_size": list(sample.image.size),
                     "grounded": found.grounded,
                 },
@@ -176,6 +209,8 @@ def enricher_for(ctx: StageContext) -> Enricher:
         grounder = grounding.grounder_for(
             pref.grounding, spec.data.format, cache_dir=str(ctx.work_dir / "models"), seed=pref.seed
         )
+    except grounding.GrounderError as err:  # names imagePreference.grounding.modelUri / samUri
+        raise BadInput(f"cannot load the {pref.grounding.method} grounder: {err}") from err
     except (storage.StorageError, OSError, ValueError) as err:
         raise BadInput(
             f"imagePreference.grounding: cannot load the {pref.grounding.method} grounder: {err}"
@@ -225,7 +260,7 @@ def _view(ctx: StageContext) -> grounding.View:
 
     try:
         family, image_processor = load_image_processor(
-            spec.model.uri, cache_dir=ctx.work_dir / "models"
+            spec.model.uri, cache_dir=ctx.work_dir / "models", family=plain(spec.model.family)
         )
         view = ModelView(family, image_processor)
     except (BadInput, storage.StorageError, OSError, ValueError, TypeError) as err:
@@ -241,15 +276,29 @@ def _word_vectors(spec) -> keywords.EmbeddingVectors:
     """The base model's input embeddings as word vectors; the model itself is let go at once."""
     from mfpo_runtime.models import load_vlm  # torch and transformers only when asked for
 
-    vlm = load_vlm(spec.model.uri)
+    vlm = load_vlm(spec.model.uri, family=plain(spec.model.family))
     return keywords.EmbeddingVectors.from_model(vlm.model, vlm.processor.tokenizer)
 
 
-def _samples(ctx: StageContext, shard: tuple[int, int]):
+def source_files(ctx: StageContext) -> formats.SourceFiles:
+    """The files of data.uri this shard reads, and those it passes over (logged, and listed in
+    the shard's manifest); bad input when data.uri holds files it cannot read."""
+    data = ctx.config.spec.data
+    try:
+        files = formats.source_files(data.uri, data.format)
+    except (FileNotFoundError, ValueError, TypeError, storage.StorageError) as err:
+        raise BadInput(f"data.uri {data.uri} ({data.format}): {err}") from err
+    log.info("datagen: reading %s", ", ".join(f.uri for f in files.read))
+    for path, why in files.ignored:
+        log.info("datagen: passing over %s (%s)", storage.join(data.uri, path) if path else data.uri, why)
+    return files
+
+
+def _samples(ctx: StageContext, shard: tuple[int, int], files: formats.SourceFiles):
     data = ctx.config.spec.data
     try:
         yield from formats.iter_samples(
-            data.uri, data.format, shard=shard, max_samples=data.max_samples
+            data.uri, data.format, shard=shard, max_samples=data.max_samples, files=files
         )
     except (FileNotFoundError, ValueError, TypeError, storage.StorageError) as err:
         raise BadInput(f"data.uri {data.uri} ({data.format}): {err}") from err
@@ -304,11 +353,32 @@ def _warn_if_every_region_fell_back(counts: ShardCounts, shard: tuple[int, int],
         )
 
 
+def _warn_if_answers_are_not_english(counts: ShardCounts, shard: tuple[int, int], ctx: StageContext) -> None:
+    """The keyword ranker reads English only: said once a shard when many answers give it no
+    candidate or look like another language (their records get whole-image noise, or keywords
+    that are no objects)."""
+    answers = counts.records + counts.ungrounded
+    if not answers:
+        return
+    if counts.no_keywords < WARN_SHARE * answers and counts.non_english < WARN_SHARE * answers:
+        return
+    log.warning(
+        "datagen shard %d of %d: %d of %d chosen answers gave no keyword candidate and %d look "
+        "non-English (fewer than %d%% of their words in the tagger's English lexicon): the keyword "
+        "ranker reads English only (docs/own-data.md), so their records are noised over the whole "
+        "image (fallback_reason %r) or at keywords that may name no object",
+        *shard, counts.no_keywords, answers, counts.non_english, round(100 * keywords.ENGLISH_SHARE),
+        grounding.NO_KEYWORDS,
+    )
+
+
 def _tally(found, counts: ShardCounts, ctx: StageContext) -> None:
     counts.records += 1
     ctx.metrics.inc("mfpo_datagen_records_total")
     if found.fallback:
         counts.fallbacks += 1
+        name = FALLBACK_COUNTS[found.reason]
+        setattr(counts, name, getattr(counts, name) + 1)
         ctx.metrics.inc("mfpo_datagen_grounding_fallbacks_total")
     if found.lost:
         counts.regions_lost += len(found.lost)
@@ -317,6 +387,7 @@ def _tally(found, counts: ShardCounts, ctx: StageContext) -> None:
 
 def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> ShardCounts:
     """Enrich every record of the shard into out_dir (records.jsonl, manifest.json, images/)."""
+    files = source_files(ctx)
     enricher = enricher_for(ctx)
     keep_freed_memory()
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -326,7 +397,7 @@ def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> 
     )
     if not bar.disable:  # counted only for a bar that is drawn: it reads the dataset once more
         bar.total = _shard_total(ctx, shard)
-    for item in each_done(_samples(ctx, shard), bar):
+    for item in each_done(_samples(ctx, shard, files), bar):
         if ctx.stop_requested:
             raise StageInterrupted(
                 f"datagen shard {shard[0]} of {shard[1]} stopped; it restarts from scratch"
@@ -334,11 +405,15 @@ def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> 
         if isinstance(item, formats.BadRecord):
             _on_bad(item, counts, ctx)
             continue
-        record, found = enricher.enrich(item, out_dir)
+        answer = answer_head(item.record.chosen, enricher.answer_words)
+        words = enricher.keywords_of(answer)
+        counts.no_keywords += not words
+        counts.non_english += not keywords.looks_english(answer)
+        record, found = enricher.enrich(item, out_dir, words)
         if record is None:
             log.warning(
-                "record %r: no region for keywords and fallbackWholeImage is false: left out",
-                item.record.id,
+                "record %r: no region for its keywords %s and fallbackWholeImage is false: left out",
+                item.record.id, words or f"(none: {grounding.NO_KEYWORDS})",
             )
             counts.ungrounded += 1
             continue
@@ -346,6 +421,7 @@ def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> 
         _tally(found, counts, ctx)
     _check_skipped(counts, shard, ctx)
     _warn_if_every_region_fell_back(counts, shard, ctx)
+    _warn_if_answers_are_not_english(counts, shard, ctx)
     write_records(
         records,
         out_dir,
@@ -356,6 +432,7 @@ def generate_shard(ctx: StageContext, shard: tuple[int, int], out_dir: Path) -> 
         grounding=ctx.config.spec.image_preference.grounding.method,
         counts=counts.outcome_metrics(),
         skips=counts.skips,
+        source_files=files.manifest(),
     )
     return counts
 

@@ -30,11 +30,13 @@ from mfpo_runtime.data.records import (
     RECORDS_FILE,
     DatasetError,
     PreferenceRecord,
+    first_duplicate_id,
     parse_records,
     write_records,
 )
 from mfpo_runtime.progress import progress_bar
 from mfpo_runtime.stage import StageContext, StageOutcome
+from mfpo_runtime.stages import plain
 from mfpo_runtime.stages.datagen import dataset_uri as shard_dataset_uri
 
 log = logging.getLogger("mfpo.score")
@@ -78,13 +80,31 @@ def shard_records(uri: str) -> list[PreferenceRecord]:
 
 
 def merge_shards(run_uri: str, count: int) -> list[PreferenceRecord]:
-    """Every shard's records, shard by shard; raises MissingShard naming the first missing one."""
+    """Every shard's records, shard by shard; raises MissingShard naming the first missing one,
+    and BadInput when two records share an id (datagen refuses them within one reading of the
+    data; shards that read different data, or published before that check, can still hold them)."""
     merged: list[PreferenceRecord] = []
+    shard_of: list[int] = []
     for index in range(count):
         uri = shard_dataset_uri(run_uri, (index, count))
         if not storage.is_complete(uri):
             raise MissingShard(f"datagen shard {index} of {count} has not published {uri}")
-        merged.extend(shard_records(uri))
+        records = shard_records(uri)
+        merged.extend(records)
+        shard_of.extend([index] * len(records))
+    duplicate = first_duplicate_id(merged)
+    if duplicate is not None:
+        where = [
+            f"datagen shard {shard_of[i]} of {count}, from "
+            f"{merged[i].extra.get('source_record', 'a place datagen did not record')}"
+            for i in duplicate
+        ]
+        raise BadInput(
+            f"two records have the id {merged[duplicate[0]].id!r} ({where[0]}; {where[1]}): a "
+            "record's id keys its sampled answers and reference log-probs, so ids must be unique "
+            f"across data.uri; fix the data, then start the run afresh (its datagen output at "
+            f"{stage_uri(run_uri, 'datagen')} holds both)"
+        )
     return merged
 
 
@@ -99,12 +119,12 @@ def _image(uri: str) -> Image.Image:
 
 
 def _load_reference(ctx: StageContext):
-    from mfpo_runtime.models import load_vlm  # imported late: torch and transformers
+    from mfpo_runtime.models import ModelLoadError, load_vlm  # imported late: torch, transformers
 
     model = ctx.config.spec.model
     try:
-        return load_vlm(model.uri)
-    except (storage.StorageError, OSError, ValueError) as err:
+        return load_vlm(model.uri, family=plain(model.family))
+    except (storage.StorageError, OSError, ValueError, ModelLoadError) as err:
         raise BadInput(f"model.uri {model.uri}: cannot load the reference model: {err}") from err
 
 

@@ -73,7 +73,9 @@ def test_rlaif_v_parquet_with_a_bad_record_skipped_and_counted(tmp_path: Path, c
     # RLAIF-V has no masks: every sample falls back to whole-image noise, and is counted,
     # and the log says that this is the global-noise ablation, not MFPO's regions.
     assert result.metrics == {
-        "records": 3, "skipped": 1, "fallbacks": 3, "ungrounded": 0, "regions_lost": 0
+        "records": 3, "skipped": 1, "fallbacks": 3, "fallbacks_no_keywords": 0,
+        "fallbacks_not_grounded": 3, "fallbacks_outside_view": 0, "ungrounded": 0,
+        "regions_lost": 0, "no_keywords": 0, "non_english": 0,
     }  # fmt: skip
     (warning,) = [r.getMessage() for r in caplog.records if "found no region in any" in r.getMessage()]
     assert "annotation grounder" in warning and "grounding-sam or clipseg" in warning
@@ -84,6 +86,7 @@ def test_rlaif_v_parquet_with_a_bad_record_skipped_and_counted(tmp_path: Path, c
     assert all(
         r.grounding == "fallback-whole-image" and r.regions == [[0, 0, 32, 32]] for r in records
     )
+    assert {r.fallback_reason for r in records} == {"keywords not grounded"}
     assert records[0].keywords[0] == "apple"
     assert Image.open(root / records[0].image).size == (32, 32)
     assert read_manifest(root)["skips"] == result.details["skips"]
@@ -308,19 +311,22 @@ def test_datagen_names_every_bad_file_and_string_and_keeps_the_good_ones_exactly
     config = stage_config(tmp_path, run_spec, "datagen")
     result = run_stage(config, progress=False)
     assert result.metrics == {
-        "records": 5, "skipped": 5, "fallbacks": 5, "ungrounded": 0, "regions_lost": 0
+        "records": 5, "skipped": 5, "fallbacks": 5, "fallbacks_no_keywords": 0,
+        "fallbacks_not_grounded": 5, "fallbacks_outside_view": 0, "ungrounded": 0,
+        "regions_lost": 0, "no_keywords": 0, "non_english": 0,
     }  # fmt: skip
     skips = result.details["skips"]
     expected = {
         1: "field 'chosen' holds the lone surrogate U+DC00 at character 9",
         2: "fields 'chosen' and 'rejected' hold the same answer",
         3: "image file is truncated",
-        5: "DecompressionBombWarning",
+        5: "9000 x 9000 = 81,000,000 pixels, more than the limit of 67,108,864 pixels",
         7: "SyntaxError: broken PNG file",
     }
     assert len(skips) == len(expected)
     for skip, (index, reason) in zip(skips, expected.items()):
-        assert f"record 'mine-{index}' (#{index})" in skip and reason in skip, skip
+        assert f"record 'mine-{index}' (#{index}, {data} line {index + 1})" in skip, skip
+        assert reason in skip, skip
         if index != 1 and index != 2:
             assert f"images/{index}.png" in skip
     root = _published(config, (0, 1))
@@ -435,3 +441,143 @@ def test_answer_head_counts_runs_of_letters_or_digits():
     assert answer_head("猫が座っている。 Кошка сидит", 2) == "猫が座っている。 Кошка"
     assert answer_head("short one", 10) == "short one"
     assert answer_head("", 5) == ""
+
+
+# ------------------------------------------------------------------ own data through the stage
+
+PHOTOS = Path(__file__).parents[2] / "fixtures" / "photos"
+
+
+def _exit_code_and_message(tmp_path: Path, monkeypatch, run_spec, shard: int | None = None):
+    """What the operator sees of a datagen attempt: its exit code and termination message."""
+    from mfpo_core.contract import TerminationSummary
+    from mfpo_runtime.stage import main
+
+    config = stage_config(tmp_path, run_spec, "datagen", shard=shard)
+    path = tmp_path / f"config-{shard}.json"
+    path.write_text(config.to_json())
+    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    codes = []
+    main(["--config", str(path), "--no-progress"], exit=codes.append)
+    return codes, TerminationSummary.decode((tmp_path / "termination-log").read_text()).message
+
+
+def _photo_rows(answers: dict[str, str], photo: str = "chelsea.jpg") -> list[dict]:
+    return [
+        {"id": key, "image": str(PHOTOS / photo), "question": "What is in the picture?",
+         "chosen": answer, "rejected": "A dog sleeps on a sofa next to a ball."}
+        for key, answer in answers.items()
+    ]  # fmt: skip
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("shard", [0, 1])
+def test_two_records_with_one_id_stop_every_shard_naming_both(tmp_path: Path, monkeypatch, shard):
+    """The tester's t1-emoji-rtl twice: both records passed datagen, score and align, and with
+    referenceMode precomputed one trained against the other's reference log-probs (loss.text
+    12.34 at step 1 instead of ln 2). Now every shard of the run exits 65 naming both."""
+    from mfpo_core.contract import ExitCode
+
+    rows = _photo_rows({"t1": "A tabby cat lies on a grey carpet.", "t2": "A cat on a rug.",
+                        "t3": "A grey carpet.", "t4": "A cat."})  # fmt: skip
+    rows[3]["id"] = "t1"
+    data = _write_jsonl(tmp_path / "text.jsonl", rows)
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs",
+                    image_preference={"imageSize": 32, "shards": 2})  # fmt: skip
+    codes, message = _exit_code_and_message(tmp_path, monkeypatch, run_spec, shard)
+    assert codes == [ExitCode.BAD_INPUT]
+    assert f"records #0, {data} line 1 and #3, {data} line 4 have the same id 't1'" in message
+
+
+def test_the_manifest_names_the_files_read_and_passed_over(tmp_path: Path):
+    root = tmp_path / "repo"
+    write_parquet(rlaif_v_rows(2), root / "data" / "train-00000-of-00001.parquet")
+    (root / "README.md").write_text("# my preferences\n")
+    (root / ".gitattributes").write_text("*.parquet filter=lfs\n")
+    run_spec = spec(f"file://{root}", "rlaif-v", f"file://{tmp_path}/runs",
+                    image_preference={"imageSize": 32})  # fmt: skip
+    config = stage_config(tmp_path, run_spec, "datagen")
+    assert run_stage(config, progress=False).metrics["records"] == 2
+    assert read_manifest(_published(config, (0, 1)))["source_files"] == {
+        "read": [f"file://{root}/data/train-00000-of-00001.parquet"],
+        "ignored": [{"path": ".gitattributes", "why": "hidden"}, {"path": "README.md", "why": "dataset metadata"}],
+    }
+
+
+def test_a_record_keeps_its_source_and_each_fallback_its_reason(tmp_path: Path, caplog):
+    """Answers in Chinese, Arabic, emoji alone give the English ranker no candidate: their
+    records fall back to whole-image noise, now with the reason, and the shard says once that
+    the ranker reads English only. The record keeps the image's path (was 'row-N')."""
+    answers = {
+        "zh": "一只橘色的虎斑猫躺在灰色的地毯上，向左看。",
+        "ar": "قطة مخططة مستلقية على سجادة رمادية.",
+        "de": "Eine getigerte Katze liegt auf einem grauen Teppich.",
+        "emoji": "🐱 🧶",
+        "en": "A tabby cat lies on a grey carpet.",
+    }
+    data = _write_jsonl(tmp_path / "intl.jsonl", _photo_rows(answers))
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs",
+                    image_preference={"imageSize": 32, "grounding": {"method": "annotation"}})  # fmt: skip
+    config = stage_config(tmp_path, run_spec, "datagen")
+    metrics = run_stage(config, progress=False).metrics
+    assert (metrics["no_keywords"], metrics["non_english"]) == (3, 4)
+    assert (metrics["fallbacks_no_keywords"], metrics["fallbacks_not_grounded"]) == (3, 2)
+    records = {r.id: r for r in read_records(_published(config, (0, 1)))}
+    assert {k: (r.keywords, r.fallback_reason) for k, r in records.items() if not r.keywords} == {
+        "zh": ([], "no keyword candidates"), "ar": ([], "no keyword candidates"),
+        "emoji": ([], "no keyword candidates"),
+    }  # fmt: skip
+    assert records["en"].fallback_reason == "keywords not grounded"  # no masks to annotate
+    assert records["en"].extra["source_image"] == str(PHOTOS / "chelsea.jpg")
+    assert records["en"].extra["source_record"] == f"{data} line 5"
+    (warning,) = [r.getMessage() for r in caplog.records if "reads English only" in r.getMessage()]
+    assert "3 of 5 chosen answers gave no keyword candidate and 4 look non-English" in warning
+
+
+def test_a_grounder_model_of_another_class_exits_65_before_any_record(tmp_path, monkeypatch, tiny_llava_dir):
+    """grounding: {method: clipseg, modelUri: <a LLaVA directory>} was retried until the attempts
+    ran out ('tuple index out of range', naming nothing)."""
+    from mfpo_core.contract import ExitCode
+
+    data = _write_jsonl(tmp_path / "d.jsonl", _photo_rows({"a": "A cat on a carpet."}))
+    grounding_spec = {"method": "clipseg", "modelUri": f"file://{tiny_llava_dir}"}
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs",
+                    image_preference={"imageSize": 32, "grounding": grounding_spec})  # fmt: skip
+    codes, message = _exit_code_and_message(tmp_path, monkeypatch, run_spec)
+    assert codes == [ExitCode.BAD_INPUT]
+    assert f"imagePreference.grounding.modelUri file://{tiny_llava_dir} holds a model of model_type 'llava'" in message
+
+
+def test_a_segmenter_failing_on_a_photo_exits_65_naming_the_record_and_the_model(tmp_path, monkeypatch):
+    from mfpo_core.contract import ExitCode
+    from mfpo_runtime.data.grounding import build_tiny_clipseg
+
+    model = build_tiny_clipseg(tmp_path / "clipseg", image_size=32)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "extract_layers": [0, 7]}))  # no layer 7
+    data = _write_jsonl(tmp_path / "d.jsonl", _photo_rows({"a": "A cat on a carpet."}))
+    grounding_spec = {"method": "clipseg", "modelUri": f"file://{model}"}
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs",
+                    image_preference={"imageSize": 32, "grounding": grounding_spec})  # fmt: skip
+    codes, message = _exit_code_and_message(tmp_path, monkeypatch, run_spec)
+    assert codes == [ExitCode.BAD_INPUT]
+    assert message.startswith(f"record 'a' ({data} line 1; image {PHOTOS / 'chelsea.jpg'}, 451x300)")
+    assert f"grounder of imagePreference.grounding.modelUri file://{model} failed" in message
+    assert "IndexError: tuple index out of range" in message
+
+
+def test_a_model_of_another_family_than_model_family_exits_65(tmp_path, monkeypatch, tiny_llava_dir):
+    from mfpo_core.contract import ExitCode
+
+    data = _write_jsonl(tmp_path / "d.jsonl", _photo_rows({"a": "A cat on a carpet."}))
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs",
+                    model={"uri": str(tiny_llava_dir), "family": "qwen2-vl"})  # fmt: skip
+    codes, message = _exit_code_and_message(tmp_path, monkeypatch, run_spec)
+    assert codes == [ExitCode.BAD_INPUT]
+    assert f"model.uri {tiny_llava_dir}:" in message
+    assert "holds a 'llava' model" in message and "but model.family is 'qwen2-vl'" in message

@@ -1,5 +1,6 @@
 """The score stage through the stage contract: merge shards, semantic entropy, curriculum bins."""
 
+import json
 import math
 from pathlib import Path
 
@@ -151,3 +152,32 @@ def test_rlaif_v_sample_with_clipseg_through_both_stages(tmp_path: Path, tiny_ll
     assert [r.grounding in ("clipseg", "fallback-whole-image") for r in records] == [True] * 4
     assert sorted(r.bin for r in records) == [1, 1, 2, 2]
     assert result.metrics["bin.1.records"] == 2
+
+
+def test_two_shards_holding_one_id_are_refused_naming_both(tmp_path: Path):
+    """Datagen refuses a duplicate id in the data it reads; shards that read different data
+    (the file changed between two shards' attempts) can still publish one id twice. Score reads
+    every shard and keys sampled answers by id: it stops, naming both records' shards and lines."""
+    from datagen_samples import png_bytes
+    from mfpo_core.contract import BadInput
+
+    (tmp_path / "0.png").write_bytes(png_bytes(0))
+    data = tmp_path / "prefs.jsonl"
+
+    def write(ids):
+        data.write_text("".join(
+            json.dumps({"id": i, "image": "0.png", "question": "q?", "chosen": f"A cat {i}.", "rejected": "A dog."}) + "\n"
+            for i in ids
+        ))  # fmt: skip
+
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs",
+                    image_preference={"shards": 2, "imageSize": 32})  # fmt: skip
+    write(["a", "b"])
+    run_stage(stage_config(tmp_path, run_spec, "datagen", shard=0), progress=False)  # publishes "a"
+    write(["x", "a"])
+    run_stage(stage_config(tmp_path, run_spec, "datagen", shard=1), progress=False)  # "a" again
+    with pytest.raises(BadInput) as raised:
+        run_stage(stage_config(tmp_path, run_spec, "score"), progress=False)
+    message = str(raised.value)
+    assert "two records have the id 'a'" in message
+    assert f"datagen shard 0 of 2, from {data} line 1; datagen shard 1 of 2, from {data} line 2" in message

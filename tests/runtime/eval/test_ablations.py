@@ -78,3 +78,13 @@ def test_interval_leaves_out_paths_that_never_reach():
 def test_a_split_without_samples_is_named():
     with pytest.raises(ValueError, match="eval-other"):
         ablations.counts_from_samples(SAMPLES, "eval-other")
+
+
+def test_counts_refuse_two_samples_with_one_id():
+    """Policies are paired image by image, by sample id (sorted): two samples with one id would
+    pair with whichever sorts first."""
+    from mfpo_runtime.eval.ablations import counts_from_samples
+
+    sample = {"split": "eval", "mentioned": ["cat"], "hallucinated": [], "truth": ["cat"]}
+    with pytest.raises(ValueError, match=r"split 'eval': two evaluated samples have the id 'b'"):
+        counts_from_samples([{**sample, "id": "b"}, {**sample, "id": "a"}, {**sample, "id": "b"}], "eval")

@@ -226,6 +226,15 @@ def test_amber_query_without_annotation_is_bad_input(amber_sample: Path, tmp_pat
                        BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
 
 
+def test_amber_annotations_with_one_id_twice_are_bad_input(amber_sample: Path, tmp_path: Path):
+    """Annotations are looked up by id: a second annotation of an id replaced the first unseen."""
+    annotations = json.loads((amber_sample / "annotations.json").read_text())
+    write_json(amber_sample / "annotations.json", [*annotations, {**annotations[0], "truth": ["moon"]}])
+    with pytest.raises(BadInput, match=rf"AMBER annotations \[{len(annotations)}\]: id {annotations[0]['id']!r} is annotated twice"):
+        amber.evaluate(ScriptedPolicy({}), benchmark(name="amber", uri=str(amber_sample)),
+                       BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
+
+
 # ------------------------------------------------------------------------------- POPE
 
 

@@ -77,6 +77,14 @@ def test_table_pairs_by_split_and_id_and_shows_the_base(tmp_path):
     assert "+0.000 [+0.000, +0.000]" in chair_s
 
 
+def test_two_samples_with_one_id_are_refused(tmp_path):
+    """Runs are paired sample by sample by (split, id): a second sample of an id replaced the
+    first, and the comparison silently ran on fewer samples."""
+    rows = [("eval", "7", ["cat"], TRUTH), ("eval", "8", ["dog"], TRUTH), ("eval", "7", ["sun"], TRUTH)]
+    with pytest.raises(BadInput, match=r"samples 0 and 2 have the same id '7' in split 'eval'"):
+        judged(tmp_path, "a", rows)
+
+
 def test_missing_evaluation_names_the_uri(tmp_path):
     with pytest.raises(
         BadInput, match="no evaluation of align-3 on synthetic at .*align-3/synthetic.json"

@@ -110,3 +110,32 @@ def test_sigterm_saves_a_checkpoint_and_raises(tiny_llava_dir, run_dir, spec_for
         run_stage(stage(spec, run_dir, 1), progress=False)
     assert latest_step(f"file://{run_dir}/align-1") == 0
     assert not (run_dir / "align-1" / "result.json").exists()
+
+
+def _record(record_id: str):
+    from mfpo_runtime.data.records import PreferenceRecord
+
+    return PreferenceRecord(id=record_id, question="q?", image="i.png", chosen="a cat", rejected="a dog")
+
+
+def test_precomputed_reference_refuses_records_that_share_an_id(tmp_path):
+    """ref_logps.json is keyed by record id: of two records with one id, one trained against the
+    other's reference log-probs (the tester's loss.text 12.34 at step 1 instead of ln 2).
+    Refused before anything is computed, and published values that miss a record are too."""
+    from types import SimpleNamespace
+
+    from mfpo_core.contract import BadInput
+    from mfpo_runtime.stages.align import with_reference_logps
+    from mfpo_runtime.train.data import TrainingSet
+
+    ctx = SimpleNamespace(config=SimpleNamespace(stage_uri=f"file://{tmp_path}/align-1"), work_dir=tmp_path)
+    shared = SimpleNamespace(training_set=TrainingSet(tmp_path, [_record("a"), _record("b"), _record("a")]))
+    with pytest.raises(BadInput, match=r"records #0 and #2 share the id 'a'"):
+        with_reference_logps(ctx, shared, policy=None)
+    local = tmp_path / "computed-before"
+    local.mkdir()
+    (local / "ref_logps.json").write_text(json.dumps({"a": {"chosen": -1.0, "rejected": -2.0, "perturbed": -3.0}}))
+    storage.publish_dir(local, f"file://{tmp_path}/align-1/reference")  # an earlier attempt's
+    other = SimpleNamespace(training_set=TrainingSet(tmp_path, [_record("a"), _record("c")]))
+    with pytest.raises(BadInput, match=r"hold no value for 1 of the stage's 2 records \(first: 'c'\)"):
+        with_reference_logps(ctx, other, policy=None)
