@@ -377,7 +377,13 @@ class DataSpec(ApiModel):
 
     uri: StorageUri = Field(
         ...,
-        description="Storage URI of the dataset (file or directory): file://, s3:// or a local path.",
+        description=(
+            "Storage URI of the dataset (file or directory): file://, s3:// or a local path. A "
+            "file by its name (any case): .parquet, .jsonl, .json (a list), .jsonl.gz, .json.gz. A "
+            "directory is read whole, subdirectories too, in path order; images, hidden files and "
+            "README/LICENSE/dataset metadata are passed over and listed, any other file refuses "
+            "it, as do files of several splits. Record ids must be unique across the dataset."
+        ),
     )
     format: DataFormat = Field(DataFormat.rlaif_v, description="Record format.")
     on_bad_record: BadRecordPolicy = Field(
@@ -396,7 +402,10 @@ class DataSpec(ApiModel):
 
 
 class KeywordSpec(ApiModel):
-    """Keyword ranking: multipartite-graph PageRank over the answer's object nouns (paper, 3.1)."""
+    """Keyword ranking: multipartite-graph PageRank over the answer's object nouns (paper, 3.1).
+    English only (an English part-of-speech tagger): an answer in another language gives no
+    keyword, and its record the whole-image fallback (fallback_reason "no keyword candidates"),
+    or wrong ones; datagen counts such answers (no_keywords, non_english) and warns."""
 
     top_k: int = Field(3, ge=1, le=64, description="Keywords kept per answer.")
     phi: float = Field(1.0, gt=0.0, description="Exponent of positional influence 1/(1+|l_i-l_j|^phi).")
