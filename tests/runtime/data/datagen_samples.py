@@ -72,7 +72,10 @@ def write_jsonl_with_image_files(rows: list[dict], root: Path) -> Path:
 
 def spec(data_uri: str, data_format: str, storage_uri: str, **overrides) -> MFPORunSpec:
     body = {
-        "model": {"uri": overrides.pop("model_uri", "file:///nonexistent-model")},
+        "model": {
+            "uri": overrides.pop("model_uri", "file:///nonexistent-model"),
+            "family": overrides.pop("model_family", "llava"),
+        },
         "data": {"uri": data_uri, "format": data_format, **overrides.pop("data", {})},
         # An s3:// run names its endpoint: the one the s3_bucket fixture points the stages at.
         "storage": {"uri": storage_uri, **({"endpoint": os.environ["MFPO_S3_ENDPOINT"]} if storage_uri.startswith("s3://") else {})},

@@ -87,7 +87,7 @@ def test_real_photos_reach_the_model_noised_at_the_step_set(
 ):
     run_spec = spec(
         f"file://{real_photo_dataset}", "synthetic", f"file://{tmp_path}/runs",
-        model_uri=f"file://{tiny_336[family]}",
+        model_uri=f"file://{tiny_336[family]}", model_family=family,
     )  # fmt: skip
     config = stage_config(tmp_path, run_spec, "datagen")
     result = run_stage(config, progress=False)
@@ -137,7 +137,7 @@ def test_the_model_reads_the_stored_pair(family, real_photo_dataset, tiny_336, t
     log-likelihood finite on both and different between them."""
     run_spec = spec(
         f"file://{real_photo_dataset}", "synthetic", f"file://{tmp_path}/runs",
-        model_uri=f"file://{tiny_336[family]}", data={"maxSamples": 1},
+        model_uri=f"file://{tiny_336[family]}", model_family=family, data={"maxSamples": 1},
     )  # fmt: skip
     config = stage_config(tmp_path, run_spec, "datagen")
     run_stage(config, progress=False)
