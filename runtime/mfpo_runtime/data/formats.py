@@ -279,14 +279,16 @@ def split_of(rel: str) -> str | None:
 def _directory_files(uri: str, rels: list[str]) -> SourceFiles:
     """Every data file under a directory, in path order; refused: files that are neither data
     nor passed over (records could be in them), and data files of several splits."""
-    read, ignored, unreadable, images_seen = [], [], [], 0
+    read, ignored, unreadable = [], [], []
+    images: dict[str, int] = {}  # directory ("" for the top) -> image files in it
     for rel in rels:
         found = data_kind(rel.rsplit("/", 1)[-1])
         why = None if found and rel.rsplit("/", 1)[-1] not in HF_FILES_TO_IGNORE else _passed_over(rel)
         if found and why is None:
             read.append(DataFile(storage.join(uri, rel), *found))
         elif why == "image":
-            images_seen += 1
+            folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+            images[folder] = images.get(folder, 0) + 1
         elif why is not None:
             ignored.append((rel, why))
         else:
@@ -299,8 +301,9 @@ def _directory_files(uri: str, rels: list[str]) -> SourceFiles:
             f"README/LICENSE/*.md and {', '.join(sorted(HF_FILES_TO_IGNORE - {'README.md'}))}): "
             "convert them, or move them out of the directory"
         )
-    if images_seen:
-        ignored.append(("", f"{images_seen} image files (not records: records name their images)"))
+    for folder, count in images.items():
+        plural = "s" if count != 1 else ""
+        ignored.append((folder, f"{count} image file{plural} (not records: records name their images)"))
     splits: dict[str, list[str]] = {}
     for file in read:
         split = split_of(file.uri[len(uri.rstrip("/")) + 1 :])

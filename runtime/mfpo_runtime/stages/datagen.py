@@ -289,8 +289,9 @@ def source_files(ctx: StageContext) -> formats.SourceFiles:
     except (FileNotFoundError, ValueError, TypeError, storage.StorageError) as err:
         raise BadInput(f"data.uri {data.uri} ({data.format}): {err}") from err
     log.info("datagen: reading %s", ", ".join(f.uri for f in files.read))
-    for path, why in files.ignored:
-        log.info("datagen: passing over %s (%s)", storage.join(data.uri, path) if path else data.uri, why)
+    for path, why in files.ignored:  # a folder's path ends in "/" ("" for data.uri's top)
+        where = storage.join(data.uri, path) if path else data.uri
+        log.info("datagen: passing over %s%s (%s)", where, "/" * (not path or path.endswith("/")), why)
     return files
 
 

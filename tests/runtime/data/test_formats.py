@@ -385,7 +385,7 @@ def test_a_directory_reads_every_data_file_whatever_the_case_and_gzip(tmp_path: 
     (root / "e.Json.GZ").write_bytes(gzip.compress(json.dumps([rows[5]]).encode()))
     files = formats.source_files(str(root), "rlaif-v")
     assert [f.name for f in files.read] == ["a.jsonl", "b.json", "c.JSONL", "d.jsonl.gz", "e.Json.GZ"]
-    assert files.ignored == [("", "1 image files (not records: records name their images)")]
+    assert files.ignored == [("images/", "1 image file (not records: records name their images)")]
     samples = _samples(iter_samples(str(root), "rlaif-v"))
     assert [s.record.id for s in samples] == [r["id"] for r in rows]
     assert formats.count_rows(str(root), "rlaif-v") == 6
