@@ -85,3 +85,15 @@ class MlflowServer:
     def log_tail(self, lines: int = 30) -> str:
         path = self.workdir / "server.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def wire_params(doc, prefix=""):
+    """A manifest's spec as dotted keys: the reference the logged params are held to."""
+    out = {}
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc)
+    for key, value in items:
+        if isinstance(value, (dict, list)) and value:
+            out.update(wire_params(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out

@@ -23,6 +23,7 @@ from mfpo_core.api import MFPORun
 from mfpo_core.contract import eval_results_uri
 from mfpo_operator import demo
 from mfpo_operator.local import LocalRunner
+from mlflow_server import wire_params
 
 pytestmark = pytest.mark.slow
 
@@ -55,16 +56,6 @@ def tiny_manifest(model_dir: Path, world_dir: Path, artifacts: Path, tracking_ur
     return demo.with_tracking(run, tracking_uri)
 
 
-def wire_params(doc, prefix=""):
-    """The manifest's spec as dotted keys: the reference the logged params are held to."""
-    out = {}
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc)
-    for key, value in items:
-        if isinstance(value, (dict, list)) and value:
-            out.update(wire_params(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = str(value)
-    return out
 
 
 def chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.models import load_vlm
 from mfpo_runtime.stage import run_stage
 from mfpo_runtime.train.checkpoints import latest_step, read_history
+from mlflow_server import wire_params
 
 TRAIN_KEYS = {
     "loss.text", "loss.image", "loss.anchor", "objective", "reward.chosen", "reward.rejected",
@@ -40,16 +41,6 @@ def only_run(client, spec):
     return runs[0]
 
 
-def wire_params(doc, prefix=""):
-    """The manifest's spec as dotted keys: the reference the logged params are held to."""
-    out = {}
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc)
-    for key, value in items:
-        if isinstance(value, (dict, list)) and value:
-            out.update(wire_params(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = {"{}": "{}", "[]": "[]"}.get(str(value), str(value))
-    return out
 
 
 def steps_of(client, run_id: str, key: str = "train.objective") -> list[int]:
