@@ -37,7 +37,9 @@ def run(world: Path, work: Path, out: Path) -> None:
     manifest = yaml.safe_load(QUICKSTART.read_text())
     spec = manifest["spec"]
     spec["data"]["uri"] = f"file://{world}/train"
-    spec["model"]["uri"] = "file:///unused-model"  # datagen with annotations loads no model
+    # Datagen with annotations reads no model, but checks that model.uri exists (stages.inputs).
+    (work / "unread-model").mkdir(parents=True, exist_ok=True)
+    spec["model"]["uri"] = f"file://{work}/unread-model"
     spec["storage"]["uri"] = f"file://{work}/artifacts"
     spec["evaluation"]["benchmarks"][0]["uri"] = f"file://{world}"
     run_spec = MFPORun.model_validate(manifest).spec
@@ -45,6 +47,8 @@ def run(world: Path, work: Path, out: Path) -> None:
     records = {}
     for index in range(shards):
         config = StageConfig(
+            uid="uid-test",
+            runner="operator",
             run="quickstart", stage="datagen", run_uri=f"file://{work}/runs/quickstart",
             spec=run_spec, shard_index=index,
         )  # fmt: skip

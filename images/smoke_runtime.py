@@ -28,7 +28,7 @@ def prepare(root: Path) -> None:
         "training": {"deepspeedStage": 2, "precision": "fp32"},
         "resources": {"gpusPerNode": 0},
     }
-    config = StageConfig(run="smoke", stage="datagen", run_uri=f"file://{root}/artifacts/smoke",
+    config = StageConfig(uid="uid-test", runner="operator", run="smoke", stage="datagen", run_uri=f"file://{root}/artifacts/smoke",
                          spec=spec, shard_index=0)
     (root / "datagen.json").write_text(config.model_dump_json(by_alias=True))
     print("prepared", root)

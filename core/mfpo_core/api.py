@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from mfpo_core import k8s
+from mfpo_core import k8s, uris
 from mfpo_core.k8s import Toleration  # noqa: F401 (api.Toleration: the type of resources.tolerations)
 from mfpo_core.stages import stage_names
 
@@ -197,36 +197,23 @@ S3_INPUT_ENDPOINT_HINT = "there is no default endpoint; write s3.amazonaws.com t
 # What `storage.parse` reads, and nothing else (nothing is fetched from a hub or over HTTP at
 # run time): s3://<bucket>[/<key>], file:///<absolute path> (or file://localhost/...),
 # file://./<path> and file://../<path> (relative to the manifest's directory), or a plain local
-# path without ':'. A bucket follows S3's naming rules, which MinIO's client checks
-# (minio.helpers.check_bucket_name with strict=True): 3-63 lowercase letters, digits, '.' or
-# '-', starting and ending with a letter or digit (this pattern), no '..', '.-' or '-.' and not
-# an IPv4 address (the rule below, in CEL for the CRD).
-_S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
-_STORAGE_URI = rf"s3://{_S3_BUCKET}(/.*)?|file://(localhost)?/.*|file://\.\.?/.*"
-STORAGE_URI_PATTERN = rf"^({_STORAGE_URI}|[^:]+)$"
-STORAGE_PREFIX_PATTERN = rf"^({_STORAGE_URI})$"  # spec.storage.uri: no plain path
-S3_BUCKET_FORBIDDEN_PATTERN = (
-    r"^s3://([^/]*(\.\.|\.-|-\.)"  # minio's unallowed successive characters
-    r"|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(/|$))"
-)
-S3_BUCKET_MESSAGE = (
-    "an s3:// bucket name may not contain '..', '.-' or '-.' nor be an IPv4 address (S3's bucket naming rules)"
-)
-STORAGE_URI_HINT = (
-    "s3://<bucket>/<key> (bucket: 3-63 lowercase letters, digits, '.' or '-'), file:///<absolute path> "
-    "or file://./<relative path>"
-)
+# path without ':'; never a '?', '#', control character, empty or dot segment, which the storage
+# layer cannot address faithfully (the rule and its sources: `mfpo_core.uris`).
+STORAGE_URI_PATTERN = uris.STORAGE_URI_PATTERN
+STORAGE_PREFIX_PATTERN = uris.STORAGE_PREFIX_PATTERN  # spec.storage.uri: no plain path
+S3_BUCKET_FORBIDDEN_PATTERN = uris.S3_BUCKET_FORBIDDEN_PATTERN
+S3_BUCKET_MESSAGE = uris.S3_BUCKET_MESSAGE
+STORAGE_URI_HINT = uris.STORAGE_URI_HINT
 MAX_URI_LENGTH = 1024
 
 
-def _uri_check(pattern: str, hint: str) -> Callable[[str], str]:
-    """pydantic's half of a URI rule (the CRD's: `_uri_schema`)."""
+def _uri_check(*, prefix: bool) -> Callable[[str], str]:
+    """pydantic's half of a URI rule (the CRD's: `_uri_schema`), in words that name the rule."""
 
     def check(value: str) -> str:
-        if not re.fullmatch(pattern, value):
-            raise ValueError(f"must be {hint}")
-        if re.match(S3_BUCKET_FORBIDDEN_PATTERN, value):
-            raise ValueError(S3_BUCKET_MESSAGE)
+        problem = uris.storage_uri_problem(value, prefix=prefix)
+        if problem:
+            raise ValueError(problem)
         return value
 
     return check
@@ -243,18 +230,19 @@ def _uri_schema(pattern: str) -> dict[str, Any]:
 StorageUri = Annotated[
     str,
     Field(min_length=1, max_length=MAX_URI_LENGTH),
-    AfterValidator(_uri_check(STORAGE_URI_PATTERN, f"a storage URI: {STORAGE_URI_HINT}, or a local path without ':'")),
+    AfterValidator(_uri_check(prefix=False)),
     WithJsonSchema(_uri_schema(STORAGE_URI_PATTERN)),
 ]
 # spec.storage.uri, the run's prefix: a URI, never a bare path.
 StoragePrefixUri = Annotated[
     str,
     Field(min_length=1, max_length=MAX_URI_LENGTH),
-    AfterValidator(_uri_check(STORAGE_PREFIX_PATTERN, f"a storage URI: {STORAGE_URI_HINT}")),
+    AfterValidator(_uri_check(prefix=True)),
     WithJsonSchema(_uri_schema(STORAGE_PREFIX_PATTERN)),
 ]
-# The judge's OpenAI-compatible API: an http(s) URL with a host.
-HTTP_URL_PATTERN = r"^https?://[^\s/?#@]+([/?#][^\s]*)?$"
+# An http(s) server the stages call (the judge, MLflow): a host, no user:password@, no query or
+# fragment (the stages append their API's paths to it).
+HTTP_URL_PATTERN = uris.HTTP_BASE_URL_PATTERN
 # Seeds: numpy's seed range; the stages add a per-epoch or per-record offset to it for torch.
 SEED_MAX = 2**32 - 1
 
@@ -639,16 +627,43 @@ class BenchmarkName(str, Enum):
     pope = "pope"
 
 
+class SyntheticSplit(str, Enum):
+    """Splits of the synthetic scenes world (what `python -m mfpo_runtime.data.scenes` writes)."""
+
+    eval = "eval"  # held-out scenes of the training distribution
+    eval_counterprior = "eval-counterprior"  # objects without their usual partner
+    train = "train"  # the training scenes themselves (how well the policy fits them)
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """A list of set semantics: the API server refuses a duplicate in a list whose
+    x-kubernetes-list-type is set ("Duplicate value"), and so does this twin."""
+    seen: list[Any] = []
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{getattr(value, 'value', value)!r} is listed twice: list each split once")
+        seen.append(value)
+    return values
+
+
+# One split each, in the benchmark's own names: a list with set semantics (the CRD's twin of _distinct).
+SET_LIST = {"x-kubernetes-list-type": "set"}
+
+
 class SyntheticOptions(ApiModel):
     """Options of the synthetic benchmark (name: synthetic)."""
 
-    splits: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=lambda: ["eval", "eval-counterprior"],
+    splits: Annotated[list[SyntheticSplit], AfterValidator(_distinct)] = Field(
+        # values, not members: the CRD generator writes this default into the schema
+        default_factory=lambda: [SyntheticSplit.eval.value, SyntheticSplit.eval_counterprior.value],  # type: ignore[list-item]
         min_length=1,
+        max_length=len(SyntheticSplit),
         description=(
-            "Splits of the world to evaluate (directories under uri): eval holds scenes of the "
-            "training distribution, eval-counterprior objects without their usual partner."
+            "Splits of the world to evaluate, each once (directories under uri): eval holds scenes of the "
+            "training distribution, eval-counterprior objects without their usual partner, train the "
+            "training scenes. A split the world lacks fails the run's first stage."
         ),
+        json_schema_extra=SET_LIST,
     )
     reliance: bool = Field(
         True, description="Measure the answers' reliance on the image (noised images: more generation)."
@@ -673,11 +688,16 @@ class PopeSplit(str, Enum):
 class PopeOptions(ApiModel):
     """Options of POPE (name: pope)."""
 
-    splits: list[PopeSplit] = Field(
+    splits: Annotated[list[PopeSplit], AfterValidator(_distinct)] = Field(
         # values, not members: the CRD generator writes this default into the schema
         default_factory=lambda: [split.value for split in PopeSplit],  # type: ignore[arg-type]
         min_length=1,
-        description="POPE splits to evaluate (files *<split>.json or *<split>.jsonl under uri).",
+        max_length=len(PopeSplit),
+        description=(
+            "POPE splits to evaluate, each once (files *<split>.json or *<split>.jsonl under uri, as POPE's "
+            "coco_pope_<split>.json). A split without its file fails the run's first stage."
+        ),
+        json_schema_extra=SET_LIST,
     )
     image_dir: StorageUri = Field("images", description="Images directory, relative to uri or a storage URI.")
 
@@ -689,17 +709,52 @@ class Judge(str, Enum):
     llm = "llm"  # an OpenAI-compatible chat endpoint (judgeUrl, judgeModel)
 
 
+# A key of a Secret, as the API server checks it (apimachinery's IsConfigMapKey): at most 253 of
+# alphanumerics, '-', '_' and '.', and neither '.', '..' nor starting with '..'.
+SECRET_KEY_PATTERN = r"^([-_a-zA-Z0-9][-._a-zA-Z0-9]*|\.[-_a-zA-Z0-9][-._a-zA-Z0-9]*)$"
+# The one environment variable of the eval pod that holds the judge's API key (from
+# objectHalbench.judgeSecretRef); only the judge reads it, and no other credential reaches it.
+JUDGE_KEY_VARIABLE = "MFPO_JUDGE_API_KEY"
+
+
+ONE_JUDGE_KEY_MESSAGE = (
+    f"evaluation.benchmarks: every objectHalbench.judgeSecretRef must name the same Secret key (the eval "
+    f"stage has one {JUDGE_KEY_VARIABLE})"
+)
+
+
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the run's namespace (core/v1 SecretKeySelector without optional)."""
+
+    name: k8s.DNS1123Subdomain = Field(..., description="Name of the Secret, in the run's namespace.")
+    key: str = Field(
+        ..., min_length=1, max_length=k8s.DNS1123_SUBDOMAIN_MAX, pattern=SECRET_KEY_PATTERN,
+        description="The key of the Secret's data that holds the value.",
+    )  # fmt: skip
+
+
 class ObjectHalBenchOptions(ApiModel):
     """Options of Object HalBench (name: object-halbench). Files are relative to uri or storage URIs."""
 
     judge: Judge = Field(Judge.rules, description="How object mentions are found.")
     judge_url: str | None = Field(
         None, max_length=MAX_URI_LENGTH, pattern=HTTP_URL_PATTERN,
-        description="Base URL of the judge's OpenAI-compatible API (judge: llm): http:// or https://, with a host.",
+        description=(
+            "Base URL of the judge's OpenAI-compatible API (judge: llm), to which /chat/completions is "
+            "appended: http:// or https://, a host, no user:password@ (the key comes from judgeSecretRef), "
+            "no query or fragment."
+        ),
     )  # fmt: skip
     judge_model: str | None = Field(None, min_length=1, description="Model name sent to the judge (judge: llm).")
-    judge_key_env: str = Field(
-        "OPENAI_API_KEY", min_length=1, description="Environment variable of the eval pod holding the judge's API key."
+    judge_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description=(
+            f"The judge's API key (judge: llm): a key of a Secret in the run's namespace, given to the eval "
+            f"stage alone as {JUDGE_KEY_VARIABLE} and sent to judgeUrl as a Bearer token; a run whose Secret "
+            "is missing waits (SecretMissing), one whose key is missing fails at the eval stage's start. "
+            f"Unset: the judge is called without a key. Locally, `mfpo run` reads {JUDGE_KEY_VARIABLE} from "
+            "its environment."
+        ),
     )
     questions: StorageUri = Field("questions.jsonl", description="The questions file (JSON lines).")
     instances: StorageUri = Field("instances.json", description="COCO instance annotations.")
@@ -852,7 +907,17 @@ class EvaluationSpec(ApiModel):
                         f"benchmarks[{index}]: its results would be named {bench.result_label} like an "
                         "earlier entry's: give entries of one benchmark distinct labels"
                     )
+        if len({(ref.name, ref.key) for _, ref in self.judge_secrets()}) > 1:
+            raise ValueError(ONE_JUDGE_KEY_MESSAGE)
         return self
+
+    def judge_secrets(self) -> list[tuple[str, SecretKeyRef]]:
+        """(field, reference) of every objectHalbench.judgeSecretRef, in entry order."""
+        return [
+            (f"spec.evaluation.benchmarks[{i}].objectHalbench.judgeSecretRef", b.object_halbench.judge_secret_ref)
+            for i, b in enumerate(self.benchmarks)
+            if b.object_halbench is not None and b.object_halbench.judge_secret_ref is not None
+        ]
 
 
 # -------------------------------------------------------- resources & scheduling

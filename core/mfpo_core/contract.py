@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mfpo_core import uris
 from mfpo_core.api import MFPORunSpec
 from mfpo_core.stages import kind_of
 
@@ -32,6 +33,8 @@ from mfpo_core.stages import kind_of
 TERMINATION_MESSAGE_LIMIT = 4096
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 RESULT_DOCUMENT = "result.json"
+# metadata.name of an MFPORun (api.ObjectMeta): a DNS label, one path segment of its prefix.
+RUN_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 class ExitCode(IntEnum):
@@ -58,13 +61,19 @@ def stage_kind(stage: str) -> str:
 
 
 def run_uri(storage_uri: str, run: str) -> str:
-    """A run's storage prefix: <spec.storage.uri>/<run name> (every stage writes under it)."""
-    return f"{storage_uri.rstrip('/')}/{run}"
+    """A run's storage prefix: <spec.storage.uri>/<run name> (every stage writes under it).
+    Refuses (ValueError) a prefix or name that would not name exactly that place."""
+    problem = uris.storage_uri_problem(storage_uri, prefix=True)
+    if problem:
+        raise ValueError(f"spec.storage.uri {storage_uri!r}: {problem}")
+    if not RUN_NAME.fullmatch(run):
+        raise ValueError(f"run name {run!r}: expected a DNS label (lowercase letters, digits, '-')")
+    return uris.join(storage_uri, run)
 
 
 def stage_uri(run_uri: str, stage: str) -> str:
     """Where a stage's artifacts live: <run_uri>/<stage>."""
-    return f"{run_uri.rstrip('/')}/{stage}"
+    return uris.join(run_uri, stage)
 
 
 def result_uri(run_uri: str, stage: str, shard: tuple[int, int] | None = None) -> str:
@@ -117,6 +126,32 @@ def policy_uri(run_uri: str, stage: str) -> str:
     return f"{stage_uri(run_uri, stage)}/policy"
 
 
+OWNER_DOCUMENT = "_owner.json"
+
+
+def owner_uri(run_uri: str) -> str:
+    """The ownership record of a run's prefix (`mfpo_core.ownership`)."""
+    return uris.join(run_uri, OWNER_DOCUMENT)
+
+
+class RunOwner(BaseModel):
+    """Whose a run's storage prefix is: one MFPORun object (its uid: a run deleted and created
+    again under the same name is another run), or one local run (the id its runner keeps in
+    its state). Written at the prefix by the first stage (`mfpo_core.ownership`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runner: Literal["operator", "local"] = Field(..., description="Who runs it: the operator or `mfpo run`.")
+    namespace: str = Field(..., min_length=1)
+    name: str = Field(..., min_length=1)
+    uid: str = Field(..., min_length=1, description="metadata.uid of the MFPORun, or the local run's id.")
+
+    def describe(self) -> str:
+        if self.runner == "operator":
+            return f"MFPORun {self.namespace}/{self.name} (uid {self.uid})"
+        return f"the local run {self.name} of namespace {self.namespace} (`mfpo run`, id {self.uid})"
+
+
 class StageConfig(BaseModel):
     """The document a stage command reads. Serialised as JSON into a ConfigMap or a file."""
 
@@ -124,13 +159,34 @@ class StageConfig(BaseModel):
 
     run: str = Field(..., min_length=1, description="Name of the MFPORun.")
     namespace: str = Field("default", min_length=1)
+    uid: str = Field(
+        ..., min_length=1,
+        description="metadata.uid of the MFPORun (the local runner's own id for a local run): with runner, "
+        "namespace and run, whose the run's prefix is (RunOwner).",
+    )  # fmt: skip
+    runner: Literal["operator", "local"] = Field(..., description="Who runs the stage: the operator or `mfpo run`.")
+    adopt_unowned: bool = Field(
+        False,
+        description=(
+            "Claim a prefix that holds artifacts but no ownership record: set for a run that completed "
+            "stages before ownership records existed (the runner knows it from its status)."
+        ),
+    )
     stage: str = Field(..., description="datagen, score, align-<k> or eval.")
     attempt: int = Field(1, ge=1, description="1-based attempt number (for metrics labels and logs).")
-    run_uri: str = Field(..., pattern=r"^(s3|file)://.+", description="Prefix of all the run's artifacts.")
+    run_uri: str = Field(..., description="Prefix of all the run's artifacts: a storage URI (uris' rule).")
     spec: MFPORunSpec
     shard_index: int | None = Field(
         None, ge=0, description="datagen only; None means: take JOB_COMPLETION_INDEX from the environment, else 0."
     )
+
+    @field_validator("run_uri")
+    @classmethod
+    def _addressable(cls, value: str) -> str:
+        problem = uris.storage_uri_problem(value, prefix=True)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("stage")
     @classmethod
@@ -149,6 +205,10 @@ class StageConfig(BaseModel):
     @property
     def kind(self) -> str:
         return stage_kind(self.stage)
+
+    @property
+    def owner(self) -> RunOwner:
+        return RunOwner(runner=self.runner, namespace=self.namespace, name=self.run, uid=self.uid)
 
     @property
     def align_index(self) -> int:

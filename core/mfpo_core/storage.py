@@ -29,13 +29,14 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from mfpo_core.api import S3_BUCKET_FORBIDDEN_PATTERN, S3_BUCKET_MESSAGE
+from mfpo_core import uris
 from mfpo_core.storage_base import (
     Backend,
     Location,
@@ -102,41 +103,47 @@ def using_env(env: Mapping[str, str]) -> Iterator[None]:
 
 
 def parse(uri: str) -> Location:
-    """Parse a storage URI. A plain path is taken as a local file path."""
+    """Parse a storage URI. A plain path is taken as a local file path.
+
+    A URI that `uris` refuses (a '?' or '#', which urlparse would cut off with what follows, a
+    control character, an empty or '.'/'..' segment) is refused here too, whoever built it: no
+    part of a URI is ever dropped or read differently by the two backends."""
     if not isinstance(uri, str) or not uri:
         raise StorageConfigError(f"storage URI must be a non-empty string, got {uri!r}")
     if "://" not in uri:
         return Location("file", "", str(Path(uri).absolute()))
+    scheme = uri.partition("://")[0]
+    if scheme not in ("file", "s3"):
+        raise StorageConfigError(f"unsupported storage URI {uri!r}: expected file:// or s3://")
     parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        if parsed.netloc in (".", ".."):
-            # file://./runs/x: relative to the working directory (`mfpo run` resolves a manifest's
-            # relative URIs against its own directory before they get here).
-            return Location("file", "", str(Path(parsed.netloc + parsed.path).absolute()))
-        if parsed.netloc not in ("", "localhost"):
-            raise StorageConfigError(f"malformed file URI {uri!r}: expected file:///absolute/path")
-        if not parsed.path:
-            raise StorageConfigError(f"malformed file URI {uri!r}: no path")
-        return Location("file", "", parsed.path)
+    if parsed.scheme == "file" and parsed.netloc not in ("", "localhost", ".", ".."):
+        raise StorageConfigError(f"malformed file URI {uri!r}: expected file:///absolute/path")
+    if parsed.scheme == "s3" and not parsed.netloc:
+        raise StorageConfigError(f"malformed s3 URI {uri!r}: expected s3://bucket/key")
+    if parsed.scheme == "s3" and not _BUCKET_NAME.match(parsed.netloc):
+        raise StorageConfigError(
+            f"malformed s3 URI {uri!r}: bucket name {parsed.netloc!r} must be 3-63 lowercase "
+            "letters, digits, dots or hyphens, starting and ending with a letter or digit"
+        )
+    problem = uris.storage_uri_problem(uri, prefix=True)
+    if problem:
+        raise StorageConfigError(f"malformed {parsed.scheme} URI {uri!r}: {problem}")
     if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise StorageConfigError(f"malformed s3 URI {uri!r}: expected s3://bucket/key")
-        if not _BUCKET_NAME.match(parsed.netloc):
-            raise StorageConfigError(
-                f"malformed s3 URI {uri!r}: bucket name {parsed.netloc!r} must be 3-63 lowercase "
-                "letters, digits, dots or hyphens, starting and ending with a letter or digit"
-            )
-        if re.match(S3_BUCKET_FORBIDDEN_PATTERN, uri):
-            raise StorageConfigError(f"malformed s3 URI {uri!r}: {S3_BUCKET_MESSAGE}")
         return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
-    raise StorageConfigError(f"unsupported storage URI {uri!r}: expected file:// or s3://")
+    if parsed.netloc in (".", ".."):
+        # file://./runs/x: relative to the working directory (`mfpo run` resolves a manifest's
+        # relative URIs against its own directory before they get here).
+        return Location("file", "", str(Path(parsed.netloc + parsed.path).absolute()))
+    return Location("file", "", parsed.path)
 
 
 def join(uri: str, *parts: str) -> str:
-    """Join path parts onto a storage URI (a relative file:// URI stays relative)."""
-    if "://" not in uri:
-        return str(Path(uri, *parts))
-    return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts if p]])
+    """Join path parts onto a storage URI (a relative file:// URI stays relative). A part that
+    would name another object than it says ('..', '//', '?'...) is a StorageConfigError."""
+    try:
+        return uris.join(uri, *parts)
+    except ValueError as err:
+        raise StorageConfigError(str(err)) from err
 
 
 def _backend(loc: Location) -> Backend:
@@ -200,6 +207,20 @@ class _FileBackend(Backend):
         tmp.write_bytes(data)
         os.replace(tmp, target)
 
+    def create_bytes(self, data: bytes, loc: Location) -> bool:
+        target = Path(loc.key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        draft = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        draft.write_bytes(data)
+        try:
+            # link() creates the name only if it is absent, with its whole content at once.
+            os.link(draft, target)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            draft.unlink()
+
 
 _FILE = _FileBackend()
 
@@ -235,6 +256,14 @@ def read_text(uri: str) -> str:
 
 def write_text(text: str, uri: str) -> None:
     write_bytes(text.encode("utf-8"), uri)
+
+
+def create_json(doc: Any, uri: str) -> bool:
+    """Write a JSON document only if none is there yet, atomically (on s3://, a conditional
+    write): True if this call wrote it, False if one existed. Of two callers, one wins."""
+    loc = parse(uri)
+    data = json.dumps(doc, indent=2, sort_keys=True, default=str).encode("utf-8")
+    return _backend(loc).create_bytes(data, loc)
 
 
 def read_json(uri: str) -> Any:

@@ -58,6 +58,9 @@ def _load(path: str) -> api.MFPORun:
 
 
 def _run(args: argparse.Namespace, *, retry: bool) -> int:
+    from mfpo_core.contract import ExitCode
+    from mfpo_core.ownership import OwnershipConflict
+
     from mfpo_operator.local import LocalRunner, MissingInputs, RunLocked
 
     manifest = _load(args.file)
@@ -75,6 +78,9 @@ def _run(args: argparse.Namespace, *, retry: bool) -> int:
     except RunLocked as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_LOCKED
+    except OwnershipConflict as err:  # another run's storage prefix: bad input, as a stage says it
+        print(f"error: {err}", file=sys.stderr)
+        return int(ExitCode.BAD_INPUT)
     if runner.stopped_by is not None:
         return 128 + runner.stopped_by
     return 0 if status.phase == "Succeeded" else 1

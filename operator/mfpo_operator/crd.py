@@ -226,7 +226,7 @@ def _benchmark_rules() -> list[dict[str, str]]:
 
 
 def _evaluation_rules() -> list[dict[str, str]]:
-    """Benchmark entries are distinct by (name, uri) and by result label."""
+    """Benchmark entries are distinct by (name, uri) and by result label, and name one judge key."""
     uri = "(has({0}.uri) ? {0}.uri : '')"
     label = "(has({0}.label) ? {0}.label : {0}.name)"
     same_data = f"a.name == b.name && {uri.format('a')} == {uri.format('b')}"
@@ -241,7 +241,19 @@ def _evaluation_rules() -> list[dict[str, str]]:
             "rule": each.format(same_label),
             "message": "evaluation.benchmarks: two entries have the same label (the benchmark's name if unset)",
         },
+        {
+            "rule": (
+                f"!has(self.benchmarks) || self.benchmarks.all(a, {_no_judge_secret('a')} || "
+                f"self.benchmarks.all(b, {_no_judge_secret('b')} || "
+                "b.objectHalbench.judgeSecretRef == a.objectHalbench.judgeSecretRef))"
+            ),
+            "message": api.ONE_JUDGE_KEY_MESSAGE,
+        },
     ]
+
+
+def _no_judge_secret(entry: str) -> str:
+    return f"!has({entry}.objectHalbench) || !has({entry}.objectHalbench.judgeSecretRef)"
 
 
 def _weights_rules() -> list[dict[str, str]]:

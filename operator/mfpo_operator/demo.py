@@ -28,7 +28,8 @@ from pathlib import Path
 
 from mfpo_core import cpus, storage
 from mfpo_core.api import MFPORun, MlflowTrackingSpec, TrackingSpec
-from mfpo_core.contract import eval_results_uri
+from mfpo_core.contract import ExitCode, eval_results_uri
+from mfpo_core.ownership import OwnershipConflict
 from pydantic import ValidationError
 
 from mfpo_operator.local import LocalRunner, MissingInputs, RunLocked
@@ -93,6 +94,9 @@ def _demo(compare: bool, progress: bool, tracking_uri: str | None) -> int:
     except RunLocked as err:
         print(f"error: {err}", file=sys.stderr)
         return 75
+    except OwnershipConflict as err:  # runs/quickstart/artifacts/<run> holds another run's artifacts
+        print(f"error: {err}", file=sys.stderr)
+        return int(ExitCode.BAD_INPUT)
     except MissingInputs as err:  # e.g. gpusPerNode > 0 on a machine without a GPU
         for line in err.missing:
             print(f"error: {line}", file=sys.stderr)
@@ -129,6 +133,9 @@ def run_pair(manifest: MFPORun, text_only: MFPORun, *, progress: bool, compare: 
     print("\n== MFPO (text + image + anchor terms) ==", flush=True)
     code = _run(manifest, progress)
     if code == 0 and compare:
+        # The copies land in the text-only run's prefix: it claims the prefix first, or its
+        # stages would find artifacts no ownership record says are its own.
+        LocalRunner(text_only, progress=progress, command="mfpo demo").claim()
         _reuse_shared_stages(manifest, text_only)
         print("\n== the same budget on text-only DPO (image and anchor weights 0) ==", flush=True)
         code = _run(text_only, progress)

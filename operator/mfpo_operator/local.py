@@ -3,8 +3,9 @@
 The same planner as the operator (`mfpo_operator.plan`) decides what to do; this module only
 turns its `StartAttempt` actions into `mfpo-stage --config ...` subprocesses (one per datagen
 shard) and their exit codes and termination summaries back into `Attempt` observations.
-The run's status and every attempt are kept under `<storage.uri>/<run>/_local/state.json`, so a
-run stopped at any moment (Ctrl-C, SIGTERM, a crash, a reboot) continues where it stopped when
+The run's status, every attempt and the run's identity (the id its storage prefix's ownership
+record holds, `mfpo_core.ownership`: a prefix that is another run's is refused before anything is
+written) are kept under `<storage.uri>/<run>/_local/state.json`, so a run stopped at any moment (Ctrl-C, SIGTERM, a crash, a reboot) continues where it stopped when
 started again: finished stages are not redone (their result documents exist) and the stage
 that was running resumes from its last checkpoint. A lock beside the state (`_local/lock.json`,
 the runner's host, pid and process start time) refuses a second runner of the same run; a lock
@@ -25,16 +26,18 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from mfpo_core import cpus, storage
-from mfpo_core.api import MFPORun, MFPORunStatus, RunPhase
+from mfpo_core import cpus, ownership, storage
+from mfpo_core.api import JUDGE_KEY_VARIABLE, MFPORun, MFPORunStatus, RunPhase
 from mfpo_core.contract import (
     ExitCode,
+    RunOwner,
     StageConfig,
     TerminationSummary,
     merge_shard_summaries,
@@ -80,10 +83,11 @@ def visible_gpus(environ: Mapping[str, str] = os.environ, gpus_dir: Path = NVIDI
     return min(present, usable)
 
 
-def missing_inputs(run: MFPORun) -> list[str]:
+def missing_inputs(run: MFPORun, environ: Mapping[str, str] = os.environ) -> list[str]:
     """`field: uri does not exist` for each local (file://) model, data or benchmark input that
-    is absent, and the GPUs the spec asks for when this machine shows fewer. Object-store inputs
-    are left to the stages, which name them if absent."""
+    is absent, the GPUs the spec asks for when this machine shows fewer, and the LLM judge's key
+    when judgeSecretRef is set but `environ` lacks it. Object-store inputs are left to the
+    stages (the first checks every input before any training)."""
     spec = run.spec
     missing = []
     gpus = spec.resources.gpus_per_node
@@ -102,6 +106,12 @@ def missing_inputs(run: MFPORun) -> list[str]:
         path = storage.local_path(uri) if uri.startswith("file://") or "://" not in uri else None
         if path is not None and not path.exists():
             missing.append(f"{field}: {uri} does not exist")
+    for field, ref in spec.evaluation.judge_secrets()[:1]:  # one key per run (api.py)
+        if not environ.get(JUDGE_KEY_VARIABLE):
+            missing.append(
+                f"{field}: set (Secret {ref.name!r}, key {ref.key!r}), but {JUDGE_KEY_VARIABLE} is not in this "
+                f"shell's environment: a local run reads the judge's key from there (export {JUDGE_KEY_VARIABLE}=...)"
+            )
     return missing
 
 
@@ -173,24 +183,59 @@ class LocalRunner:
         self._children: list[subprocess.Popen] = []
         self._status: MFPORunStatus | None = None
         self._recorded: list[_Recorded] = []
+        self.owner: RunOwner | None = None  # this local run's identity, kept in its state (claim())
+        self.adopt_unowned = False
 
     # ----------------------------------------------------------------- state
 
     def _load(self) -> tuple[MFPORunStatus | None, list[_Recorded]]:
-        with storage.using_env(self.env):
-            if not storage.exists(self.state_uri):
-                return None, []
-            doc = storage.read_json(self.state_uri)
+        doc = self._state_doc()
+        if doc is None:
+            return None, []
         status = MFPORunStatus.model_validate(doc["status"]) if doc.get("status") else None
         return status, [_Recorded(**a) for a in doc.get("attempts", [])]
 
+    def _state_doc(self) -> dict | None:
+        with storage.using_env(self.env):
+            return storage.read_json(self.state_uri) if storage.exists(self.state_uri) else None
+
     def _save(self) -> None:
         doc = {
+            "owner": self.owner.model_dump() if self.owner else None,
             "status": self._status.to_wire() if self._status else None,
             "attempts": [asdict(a) for a in self._recorded],
         }
         with storage.using_env(self.env):
             storage.write_json(doc, self.state_uri)
+
+    # ------------------------------------------------------------- ownership
+
+    def claim(self) -> RunOwner:
+        """Make the run's storage prefix this local run's (`mfpo_core.ownership`) and return
+        its identity: the id in its state, or a new one saved there first (so that a runner
+        killed right after claiming finds its identity again). Raises OwnershipConflict, having
+        written nothing, when the prefix is another run's or holds artifacts of a run that left
+        no ownership record. `run` calls it; `mfpo demo` too, before it copies outputs in."""
+        doc = self._state_doc()
+        recorded = RunOwner.model_validate(doc["owner"]) if doc and doc.get("owner") else None
+        # A state without an owner: a local run of an earlier version; its artifacts are its own.
+        self.adopt_unowned = doc is not None and recorded is None
+        owner = recorded or RunOwner(runner="local", namespace=self.namespace, name=self.name, uid=uuid.uuid4().hex)
+        with storage.using_env(self.env):
+            holder = ownership.owner_of(self.run_uri)
+            if holder is not None and holder != owner:
+                raise ownership.OwnershipConflict(ownership.conflict_message(self.run_uri, owner.describe(), holder))
+            self.owner = owner
+            if recorded is None:  # the identity is saved before the prefix is claimed with it
+                self._status, self._recorded = self._load()
+                self._save()
+            try:
+                ownership.claim(self.run_uri, owner, self.spec.stage_names(), adopt_unowned=self.adopt_unowned)
+            except ownership.OwnershipConflict:
+                if doc is None:  # leave no state in a prefix that is not ours
+                    storage.delete(self.state_uri)
+                raise
+        return owner
 
     def status(self) -> MFPORunStatus | None:
         return self._load()[0]
@@ -199,14 +244,23 @@ class LocalRunner:
 
     def run(self, *, retry: bool = False) -> MFPORunStatus:
         """Run until the run succeeds, fails, is suspended, or this process is asked to stop.
-        Raises MissingInputs (before anything starts) when a local input is absent, and
-        RunLocked while another runner of the same run is alive."""
+        Raises MissingInputs (before anything starts) when a local input is absent,
+        OwnershipConflict (before anything is written) when the storage prefix is another
+        run's, and RunLocked while another runner of the same run is alive."""
         missing = missing_inputs(self._manifest)
         if missing:
             raise MissingInputs(missing)
+        with storage.using_env(self.env):
+            holder = ownership.owner_of(self.run_uri)
+        doc = self._state_doc()
+        mine = RunOwner.model_validate(doc["owner"]) if doc and doc.get("owner") else None
+        if holder is not None and holder != mine:
+            this_run = mine.describe() if mine else f"the local run {self.name} of namespace {self.namespace} (`mfpo run`)"
+            raise ownership.OwnershipConflict(ownership.conflict_message(self.run_uri, this_run, holder))
         with storage.using_env(self.env):  # the lock lives beside the state: the run's endpoint
             self._acquire_lock()
             try:
+                self.claim()
                 return self._run_locked(retry)
             finally:
                 self._release_lock()
@@ -335,9 +389,13 @@ class LocalRunner:
     # -------------------------------------------------------------- attempts
 
     def _config(self, stage: str, attempt: int, shard_index: int | None) -> StageConfig:
+        assert self.owner is not None  # claim() ran
         return StageConfig(
             run=self.name,
             namespace=self.namespace,
+            uid=self.owner.uid,
+            runner="local",
+            adopt_unowned=self.adopt_unowned,
             stage=stage,
             attempt=attempt,
             run_uri=self.run_uri,

@@ -39,7 +39,7 @@ from typing import Any
 
 import jsonschema
 import yaml
-from mfpo_core import api, k8s
+from mfpo_core import api, k8s, uris
 from pydantic import ValidationError
 
 from mfpo_operator import kubectl_yaml
@@ -99,6 +99,8 @@ def _strict(node: Any, *, free_form: bool = False) -> Any:
         out["properties"] = {name: _strict(sub) for name, sub in node["properties"].items()}
         if not free_form and not node.get("x-kubernetes-preserve-unknown-fields"):
             out["additionalProperties"] = False
+    if node.get("x-kubernetes-list-type") == "set":  # the API server refuses duplicates in it
+        out["uniqueItems"] = True
     if node.get("nullable"):
         out["type"] = [node["type"], "null"]
         if "enum" in out:
@@ -173,7 +175,7 @@ PATTERN_HINTS = {
     k8s.DNS1123_SUBDOMAIN_PATTERN: "must be a DNS-1123 subdomain: lowercase alphanumerics, '-' or '.', starting and ending alphanumeric",
     k8s.DNS1123_LABEL_PATTERN: "must be a DNS-1123 label: lowercase alphanumerics or '-', starting and ending alphanumeric",
     k8s.IMAGE_REFERENCE_PATTERN: f"must be {k8s.IMAGE_REFERENCE_HINT}",
-    api.HTTP_URL_PATTERN: "must be an http:// or https:// URL with a host and no user:password@",
+    api.HTTP_URL_PATTERN: "must be an http:// or https:// URL with a host, without user:password@, query or fragment",
 }
 
 
@@ -208,7 +210,16 @@ def _schema_problems(error: jsonschema.ValidationError) -> Iterator[str]:
         yield f"{where}: Invalid value: {_value(value)}: must be at least {bound} characters long"
     elif kind == "pattern":
         meaning = PATTERN_HINTS.get(bound) or f"{where} in body should match '{bound}'"
+        if bound in (api.STORAGE_URI_PATTERN, api.STORAGE_PREFIX_PATTERN) and isinstance(value, str):
+            # Which part of the rule it breaks ('#', '//', '..'...): the pattern is too long to read.
+            meaning = uris.storage_uri_problem(value, prefix=bound == api.STORAGE_PREFIX_PATTERN) or meaning
         yield f"{where}: Invalid value: {_value(value)}: {meaning}"
+    elif kind == "uniqueItems":  # x-kubernetes-list-type: set, in the API server's words
+        seen: list[Any] = []
+        for index, item in enumerate(value):
+            if item in seen:
+                yield f"{field_path([*path, index])}: Duplicate value: {_value(item)}"
+            seen.append(item)
     elif kind == "minItems":
         yield f"{where}: Invalid value: {_value(value)}: must have at least {bound} items"
     elif kind in ("maxItems", "maxProperties"):

@@ -1,7 +1,9 @@
 """`mfpo-stage --config CONFIG`: run one stage of a run through the stage contract.
 
 The same command runs in a Job's container and in a local subprocess. It validates the
-config, returns at once when the stage's result document exists, dispatches to the stage's
+config, checks that the run's storage prefix is this run's (`mfpo_core.ownership`: claimed by
+the first stage, another run's is bad input), returns at once when the stage's result document
+exists, dispatches to the stage's
 implementation, writes the result document and the termination summary, and maps the
 outcome to an exit code (see `contract.ExitCode`). SIGTERM sets a flag that long stages poll
 (`StageContext.stop_requested`) to save a checkpoint and raise `StageInterrupted`.
@@ -29,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mfpo_core import cpus, storage
+from mfpo_core import cpus, ownership, storage
 from mfpo_core.contract import (
     DEFAULT_TERMINATION_LOG,
     BadInput,
@@ -222,6 +224,9 @@ def _track_outcome(tracker: MlflowTracker, config: StageConfig, outcome: StageOu
 def run_stage(config: StageConfig, *, progress: bool = True, metrics_address: str | None = None) -> StageResult:
     """Run one stage in this process (idempotent). Raises BadInput, StageInterrupted or others."""
     shard = _resolve_shard(config)
+    # Before anything under the prefix is trusted: it must be this run's (another run of the
+    # same name may have written there). Raises OwnershipConflict (bad input) when it is not.
+    ownership.claim(config.run_uri, config.owner, config.spec.stage_names(), adopt_unowned=config.adopt_unowned)
     done_uri = result_uri(config.run_uri, config.stage, shard)
     if storage.exists(done_uri):
         log.info("%s already done (%s): nothing to do", config.stage, done_uri)

@@ -90,16 +90,16 @@ def all_rules() -> list[str]:
 def test_every_rule_compiles() -> None:
     rules = all_rules()
     # 2 immutability + noise + 2 grounding + weights + storage endpoint + judge + 4 benchmark
-    # options + the removed options map + a benchmark's data + 2 distinct benchmarks
+    # options + the removed options map + a benchmark's data + 2 distinct benchmarks + one judge key
     # + 3 quantities (cpu not negative; memory, shmSize whole bytes within bounds) + s3 inputs
-    # need the endpoint + synthetic needs a world (21)
+    # need the endpoint + synthetic needs a world (22)
     # + alpha-bar stays positive + 16 storage URIs' bucket rule
     # + tolerations (3, and the key's prefix) + nodeSelector's keys
     # + 2 node requirements (3 value counts and the key's prefix each)
     # + 4 pod affinity terms (3 label-key rules, topologyKey, 2 label selectors of 4 rules each
     #   (keys of matchLabels, the key's prefix, 2 value counts), matchLabelKeys, mismatchLabelKeys)
     # + the runtime image (not an image ID; its repository path's length) + 3 model locations
-    assert len(rules) == 21 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2) + 2 + 3
+    assert len(rules) == 22 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2) + 2 + 3
     for rule in rules:
         compiled(rule)
 

@@ -28,7 +28,7 @@ SPEC = {
 
 
 def make_config(**overrides) -> StageConfig:
-    doc = {"run": "demo", "stage": "align-2", "run_uri": "file:///runs/demo", "spec": SPEC}
+    doc = {"run": "demo", "uid": "uid-demo", "runner": "operator", "stage": "align-2", "run_uri": "file:///runs/demo", "spec": SPEC}
     return StageConfig.model_validate({**doc, **overrides})
 
 
@@ -79,7 +79,7 @@ def test_config_roundtrip_and_properties() -> None:
     ("overrides", "field", "text"),
     [
         ({"stage": "train"}, "stage", "not one of datagen, score, align-<k>, eval"),
-        ({"run_uri": "/runs/demo"}, "run_uri", "should match pattern"),
+        ({"run_uri": "/runs/demo"}, "run_uri", "must be a storage URI"),
         ({"run": ""}, "run", "at least 1 character"),
         ({"attempt": 0}, "attempt", "greater than or equal to 1"),
         ({"shard_index": -1}, "shard_index", "greater than or equal to 0"),

@@ -225,7 +225,7 @@ def test_the_crd_file_is_what_the_generator_writes() -> None:
 def test_every_rule_is_under_the_cost_limits() -> None:
     costs = CostReport()
     assert crd_errors(cases.mfporun_crd(), costs) == []
-    assert len(costs.rules) == 112  # every rule of the CRD was estimated (none skipped)
+    assert len(costs.rules) == 113  # every rule of the CRD was estimated (none skipped)
     worst = max(costs.rules, key=lambda rule: rule[2])
     assert worst[2] <= cel.STATIC_ESTIMATED_COST_LIMIT, worst
     assert costs.total <= cel.STATIC_ESTIMATED_CRD_COST_LIMIT

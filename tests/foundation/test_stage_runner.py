@@ -77,7 +77,7 @@ def write_config(
         "storage": {"uri": runs_uri},
         **spec_extra,
     }
-    config = StageConfig(run="demo", stage=stage_name, run_uri=run_uri, spec=spec)
+    config = StageConfig(uid="uid-test", runner="operator", run="demo", stage=stage_name, run_uri=run_uri, spec=spec)
     path = tmp_path / f"{stage_name}.json"
     path.write_text(config.to_json())
     return path, run_uri
@@ -458,7 +458,7 @@ def test_an_unreachable_endpoint_is_one_retryable_line_without_traceback(
     assert run_main(config) == 1
 
     message = (
-        f"cannot reach S3 endpoint http://{dead} for s3://mfpo/runs/demo/align-1/result.json "
+        f"cannot reach S3 endpoint http://{dead} for s3://mfpo/runs/demo/_owner.json "
         f"after {s3_backend.MAX_RETRIES} retries: cannot connect: [Errno 111] Connection refused"
     )
     assert summary(termination_log)["message"] == message

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 
 import pytest
 from foundation_s3 import ACCESS_KEY, SECRET_KEY, free_port
-from mfpo_core import s3_backend, storage
+from mfpo_core import ownership, s3_backend, storage
 from mfpo_core.api import MFPORun, StorageSpec
-from mfpo_core.contract import StageResult, result_uri
+from mfpo_core.contract import RunOwner, StageResult, result_uri
 from mfpo_operator import cli
 from mfpo_operator.kube.artifacts import delete_run_artifacts
 from mfpo_operator.kube.jobs import _env
@@ -151,6 +151,7 @@ def test_a_local_run_talks_to_the_manifests_endpoint_only(
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     runs = f"s3://{moto_bucket}/runs"
     run = run_manifest({"uri": runs, "endpoint": moto_endpoint, "secure": False})
+    LocalRunner(run, progress=False, stage_command=REAL_STAGE).claim()  # the results below are this run's
     with storage.using_env({**storage.storage_env(run.spec.storage), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                             "AWS_SECRET_ACCESS_KEY": SECRET_KEY}):  # fmt: skip
         for stage in run.spec.stage_names():
@@ -173,11 +174,13 @@ def test_artifact_deletion_uses_the_runs_endpoint_and_secret(
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # the operator holds no keys; the Secret does
     run = run_manifest({"uri": f"s3://{moto_bucket}/runs", "endpoint": moto_endpoint, "secure": False})
     secret = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    owner = RunOwner(runner="operator", namespace="default", name="demo", uid="uid-demo")
     with storage.using_env(storage.storage_env(run.spec.storage, secret)):
+        ownership.claim(f"s3://{moto_bucket}/runs/demo", owner, run.spec.stage_names())
         storage.write_text("x", f"s3://{moto_bucket}/runs/demo/score/result.json")
         storage.write_text("y", f"s3://{moto_bucket}/runs/other/result.json")
 
-    assert delete_run_artifacts(run.spec, "demo", secret) == f"s3://{moto_bucket}/runs/demo"
+    assert delete_run_artifacts(run.spec, owner, secret) == f"s3://{moto_bucket}/runs/demo"
 
     assert objects(moto_endpoint, moto_bucket) == ["runs/other/result.json"]
 
@@ -217,9 +220,10 @@ def test_mfpo_run_and_status_name_an_unreachable_endpoint_in_one_line(
     )
     assert cli.main([command, str(path)]) == 1
     err = capsys.readouterr().err
-    first_object = "lock.json" if command == "run" else "state.json"  # a runner takes the lock first
+    # A runner reads whose the prefix is first (mfpo_core.ownership); status reads the state.
+    first_object = "_owner.json" if command == "run" else "_local/state.json"
     assert err == (
-        f"error: cannot reach S3 endpoint http://{dead} for s3://{moto_bucket}/runs/demo/_local/"
+        f"error: cannot reach S3 endpoint http://{dead} for s3://{moto_bucket}/runs/demo/"
         f"{first_object} after {s3_backend.MAX_RETRIES} retries: cannot connect: [Errno 111] "
         "Connection refused\n"
     )

@@ -17,7 +17,8 @@ import pytest
 from api_answers import not_found
 from kube_world import NS, Kube, eventually, run_manifest, running_operator
 from kubernetes.client.rest import ApiException
-from mfpo_core import s3_backend
+from mfpo_core import ownership, s3_backend, storage
+from mfpo_core.contract import RunOwner, result_uri
 from mfpo_operator.kube.artifacts import delete_for_run
 
 RUN_PATH = f"/apis/mfpo.dev/v1alpha1/namespaces/{NS}/mfporuns/demo"
@@ -94,6 +95,11 @@ class _Cluster:
 SPEC = {k: v for k, v in run_manifest()["spec"].items() if k != "storage"}
 
 
+def body(spec: dict, name: str = "old", uid: str = "uid-old", status: dict | None = None) -> dict:
+    return {"metadata": {"name": name, "namespace": "ns", "uid": uid}, "spec": spec, "status": status or {}}
+
+
+
 @pytest.mark.parametrize(
     "storage,cluster,final,reason",
     [
@@ -106,15 +112,41 @@ SPEC = {k: v for k, v in run_manifest()["spec"].items() if k != "storage"}
     ids=["invalid-spec", "secret-gone", "secret-forbidden"],
 )  # fmt: skip
 def test_each_failure_is_final_or_retried(storage, cluster, final, reason):
-    outcome = delete_for_run(cluster, {**SPEC, "storage": storage}, "old", "ns")
+    outcome = delete_for_run(cluster, body({**SPEC, "storage": storage}))
     assert not outcome.deleted and outcome.final is final
     assert outcome.reason.startswith(reason)
     assert outcome.left_behind().startswith(f"artifacts under {storage['uri']}/old not deleted: ")
 
 
+def claimed(run_uri: str, name: str, uid: str, namespace: str = "ns") -> None:
+    """What the run's first stage does: its ownership record, then its artifacts."""
+    owner = RunOwner(runner="operator", namespace=namespace, name=name, uid=uid)
+    ownership.claim(run_uri, owner, ["datagen"])
+    storage.write_json({"stage": "datagen"}, result_uri(run_uri, "datagen"))
+
+
 def test_a_deleted_run_prefix_is_reported_deleted(tmp_path):
-    (tmp_path / "runs" / "r" / "stage").mkdir(parents=True)
+    claimed(f"file://{tmp_path}/runs/r", "r", "uid-r")
     spec = {**SPEC, "storage": {"uri": f"file://{tmp_path}/runs"}}
-    outcome = delete_for_run(_Cluster(), spec, "r", "ns")
+    outcome = delete_for_run(_Cluster(), body(spec, "r", "uid-r"))
     assert outcome.deleted and outcome.prefix == f"file://{tmp_path}/runs/r"
     assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_another_runs_artifacts_are_never_deleted(tmp_path):
+    """Before: deleting a run with deleteOnRunDeletion deleted whatever lay under
+    <storage.uri>/<name>: the artifacts of a run of the same name in another namespace, or of an
+    earlier run of the name whose artifacts were kept."""
+    spec = {**SPEC, "storage": {"uri": f"file://{tmp_path}/runs", "deleteOnRunDeletion": True}}
+    claimed(f"file://{tmp_path}/runs/r", "r", "uid-team-a", namespace="team-a")
+    outcome = delete_for_run(_Cluster(), body(spec, "r", "uid-team-b"))
+    assert not outcome.deleted and outcome.final
+    assert outcome.reason == "they belong to MFPORun team-a/r (uid uid-team-a), not to this run"
+    assert (tmp_path / "runs/r/datagen/result.json").exists()
+    # No record: a run of an earlier version. Its own only if it completed stages.
+    (tmp_path / "runs/r/_owner.json").unlink()
+    outcome = delete_for_run(_Cluster(), body(spec, "r", "uid-team-b"))
+    assert not outcome.deleted and "no ownership record says they (datagen) are this run's" in outcome.reason
+    done = {"stages": [{"name": "datagen", "phase": "Succeeded", "attempts": 1}]}
+    assert delete_for_run(_Cluster(), body(spec, "r", "uid-old", status=done)).deleted
+    assert not (tmp_path / "runs/r").exists()

@@ -6,7 +6,7 @@ import json
 
 import kubernetes_validate
 import pytest
-from mfpo_core.api import MlflowTrackingSpec, TrackingSpec
+from mfpo_core.api import JUDGE_KEY_VARIABLE, EvaluationSpec, MlflowTrackingSpec, TrackingSpec
 from mfpo_core.contract import StageConfig
 from mfpo_operator.kube import jobs
 from mfpo_operator.kube.jobs import RunRef
@@ -281,3 +281,24 @@ def test_an_api_server_error_on_the_pod_template_names_the_run_field():
     assert jobs.run_field("spec.template.spec.tolerations[0].efect") == "spec.resources.tolerations[0].efect"
     assert jobs.run_field("spec.template.spec.affinityX") is None
     assert jobs.run_field("spec.template.spec.containers[0].image") is None
+
+
+def test_the_judge_key_reaches_the_eval_stage_alone_as_a_secret_reference():
+    judged = {"name": "object-halbench", "uri": "s3://bench/coco", "objectHalbench": {
+        "judge": "llm", "judgeUrl": "https://judge.example.net/v1", "judgeModel": "m",
+        "judgeSecretRef": {"name": "judge-key", "key": "api-key"}}}  # fmt: skip
+    spec = cluster_spec()
+    spec.evaluation = EvaluationSpec.model_validate({"benchmarks": [judged]})
+    for manifest in all_manifests(spec):
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    for stage in spec.stage_names():
+        env = jobs.job(RUN, spec, stage, 1, f"demo-{stage}-a1")["spec"]["template"]["spec"]["containers"][0]["env"]
+        judge = [e for e in env if e["name"] == JUDGE_KEY_VARIABLE]
+        if stage != "eval":
+            assert judge == [], stage
+            continue
+        assert judge == [{"name": "MFPO_JUDGE_API_KEY",
+                          "valueFrom": {"secretKeyRef": {"name": "judge-key", "key": "api-key", "optional": True}}}]  # fmt: skip
+    # The ConfigMap holds the reference, never a key.
+    config = jobs.config_map(RUN, spec, "eval", 1, "x")["data"]["stage.json"]
+    assert '"judgeSecretRef": {\n' in config and "judgeKeyEnv" not in config

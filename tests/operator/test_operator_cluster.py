@@ -114,6 +114,31 @@ async def test_a_missing_tracking_secret_holds_the_run_until_it_exists(kube):
         await eventually(lambda: "demo-datagen-a1" in kube.jobs(), timeout=30, what="the Job")
 
 
+async def test_a_missing_judge_secret_holds_the_run_before_any_training(kube):
+    # Read by the eval stage only, the judge's key is waited for before the first stage: a run
+    # without it would train for hours and fail in its last stage.
+    judged = {"name": "object-halbench", "uri": "s3://bench/coco", "objectHalbench": {
+        "judge": "llm", "judgeUrl": "https://judge.example.net/v1", "judgeModel": "m",
+        "judgeSecretRef": {"name": "judge-key", "key": "api-key"}}}  # fmt: skip
+    storage = {"uri": "s3://mfpo/runs", "endpoint": "minio.mfpo:9000"}
+    async with running_operator():
+        await kube.create_run(run_manifest(storage=storage, evaluation={"benchmarks": [judged]}))
+        await eventually(
+            lambda: condition(kube, "Progressing").get("reason") == "SecretMissing",
+            what="the Progressing condition naming the missing Secret",
+        )
+        message = condition(kube, "Progressing")["message"]
+        assert "secret 'judge-key' (spec.evaluation.benchmarks[0].objectHalbench.judgeSecretRef.name)" in message
+        assert kube.jobs() == {}
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                  "metadata": {"name": "judge-key", "namespace": NS}}  # fmt: skip
+        response = await kube.kmock.post(f"/api/v1/namespaces/{NS}/secrets", json=secret)
+        assert response.status < 300
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), timeout=30, what="the Job")
+    env = kube.jobs()["demo-datagen-a1"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "MFPO_JUDGE_API_KEY" not in {e["name"] for e in env}  # the eval stage's alone
+
+
 def _pending_pod(job: str, waiting: dict | None = None, unschedulable: str | None = None) -> dict:
     status: dict = {"phase": "Pending", "startTime": "2025-01-01T00:00:00Z"}
     if unschedulable:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from mfpo_core import ownership
 from mfpo_core.api import MFPORunStatus
-from mfpo_core.contract import TerminationSummary
+from mfpo_core.contract import RunOwner, TerminationSummary
 from mfpo_operator.kube.artifacts import delete_run_artifacts
 from mfpo_operator.kube.metrics import OPERATOR_METRICS, OperatorMetrics
 from mfpo_operator.kube.status import (
@@ -201,10 +202,12 @@ def test_artifacts_are_deleted_under_the_run_prefix(tmp_path):
     spec = make_spec(
         storage={"uri": f"file://{tmp_path}", "endpoint": "minio:9000", "secure": False}
     )
+    owner = RunOwner(runner="operator", namespace="ns", name="r", uid="uid-r")
+    ownership.claim(f"file://{tmp_path}/r", owner, spec.stage_names())
     (tmp_path / "r" / "datagen").mkdir(parents=True)
     (tmp_path / "r" / "datagen" / "result.json").write_text("{}")
     (tmp_path / "other").mkdir()
-    assert delete_run_artifacts(spec, "r", {}) == f"file://{tmp_path}/r"
+    assert delete_run_artifacts(spec, owner, {}) == f"file://{tmp_path}/r"
     assert not (tmp_path / "r").exists() and (tmp_path / "other").exists()
 
 

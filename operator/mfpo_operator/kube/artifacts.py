@@ -6,6 +6,9 @@ deletion must always complete, also when its Secret went first (a namespace bein
 deletes it) or its storage keeps failing (the handler gives up after a bounded time). What is
 not deleted is named in the outcome, for the Warning event the handler posts.
 
+Only the run's own artifacts: the prefix's ownership record (`mfpo_core.ownership`) must name
+this run (its uid), else nothing is deleted and the outcome says whose they are.
+
 Credentials come from the run's Secret, passed in as an environment mapping, so that
 concurrent deletions of runs with different Secrets never share process-wide state. No torch:
 storage imports none.
@@ -17,12 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.rest import ApiException
-from mfpo_core import storage
-from mfpo_core.api import MFPORunSpec
+from mfpo_core import ownership, storage
+from mfpo_core.api import MFPORunSpec, MFPORunStatus
+from mfpo_core.contract import RunOwner, stage_uri
 from mfpo_core.storage import StorageConfigError
 from pydantic import ValidationError
 
 from mfpo_operator.kube.cluster import Cluster
+from mfpo_operator.kube.reconcile import completed_stages
 from mfpo_operator.plan import run_uri
 
 
@@ -39,21 +44,40 @@ class Outcome:
         return f"artifacts under {self.prefix} not deleted: {self.reason}; delete them by hand"
 
 
-def delete_run_artifacts(spec: MFPORunSpec, run: str, secret: dict[str, str]) -> str:
+def delete_run_artifacts(
+    spec: MFPORunSpec, owner: RunOwner, secret: dict[str, str], *, completed_stages: bool = False
+) -> str:
     """Delete everything under the run's prefix with the settings its stage pods get (the
-    spec's endpoint, the Secret's keys), never the operator's own; returns the prefix."""
-    prefix = run_uri(spec, run)
+    spec's endpoint, the Secret's keys), never the operator's own; returns the prefix.
+
+    Only the owner's: a prefix whose ownership record names another run (one of the same name
+    in another namespace, or a later run of the name) is left alone (OwnershipConflict), and so
+    is one without a record unless the run completed stages (then they are its own, written
+    before records existed) or it holds nothing of a run."""
+    prefix = run_uri(spec, owner.name)
     with storage.using_env(storage.storage_env(spec.storage, secret)):
+        recorded = ownership.owner_of(prefix)
+        if recorded is not None and recorded != owner:
+            raise ownership.OwnershipConflict(f"they belong to {recorded.describe()}, not to this run")
+        if recorded is None and not completed_stages:
+            leftovers = [s for s in spec.stage_names() if storage.exists(stage_uri(prefix, s))]
+            if leftovers:
+                raise ownership.OwnershipConflict(
+                    f"no ownership record says they ({', '.join(leftovers)}) are this run's, which completed no stage"
+                )
         storage.delete(prefix)
     return prefix
 
 
-def delete_for_run(cluster: Cluster, spec: dict[str, Any], run: str, namespace: str) -> Outcome:
+def delete_for_run(cluster: Cluster, body: dict[str, Any]) -> Outcome:
     """One attempt at deleting a run's artifacts, every failure classified (never raises)."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    run, namespace = meta["name"], meta.get("namespace") or "default"
     # The prefix as the spec names it, also when this version refuses the spec.
     prefix = f"{(spec.get('storage') or {}).get('uri', '<spec.storage.uri>')}/{run}"
     try:
         run_spec = MFPORunSpec.model_validate(spec)
+        status = MFPORunStatus.model_validate(body.get("status") or {})
     except ValidationError as err:
         # Stored under an older CRD (e.g. s3:// without an endpoint): no retry can fix it.
         reason = f"the run's spec is not valid in this version ({err.errors()[0]['msg']})"
@@ -70,8 +94,11 @@ def delete_for_run(cluster: Cluster, spec: dict[str, Any], run: str, namespace: 
                 return Outcome(prefix, deleted=False, final=True, reason=f"{where} not found")
             return Outcome(prefix, deleted=False, final=False,
                            reason=f"{where} not readable ({err.status} {err.reason})")  # fmt: skip
+    owner = RunOwner(runner="operator", namespace=namespace, name=run, uid=meta.get("uid") or "-")
     try:
-        delete_run_artifacts(run_spec, run, secret)
+        delete_run_artifacts(run_spec, owner, secret, completed_stages=completed_stages(status))
+    except ownership.OwnershipConflict as err:  # another run's: never deleted
+        return Outcome(prefix, deleted=False, final=True, reason=str(err))
     except StorageConfigError as err:  # e.g. no credentials in the Secret
         return Outcome(prefix, deleted=False, final=True, reason=str(err))
     except Exception as err:  # noqa: BLE001 - the storage's own errors: retried, then given up

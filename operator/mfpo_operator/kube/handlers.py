@@ -230,11 +230,10 @@ RETRY_DELAY_SECONDS = 60.0
 
 @kopf.on.delete(**_RUNS, when=_delete_artifacts_requested)
 async def delete_artifacts(
-    body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, memo: kopf.Memo,
-    runtime: Any, **_: Any,
+    body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, runtime: Any, **_: Any,
 ) -> None:  # fmt: skip
     """Delete the run's artifacts; release the run when they are deleted, cannot be (its
-    Secret or a valid spec is gone: at once), or keep failing for give_up_seconds() (counted
+    Secret or a valid spec is gone, or they are another run's: at once), or keep failing for give_up_seconds() (counted
     by kopf from the first attempt, across operator restarts). A run released with its
     artifacts still there gets a Warning event `ArtifactsLeftBehind` naming their prefix.
 
@@ -242,7 +241,9 @@ async def delete_artifacts(
     before it exits, and a storage request may hang for minutes; a cancelled await here lets a
     SIGTERM'd operator exit at once (the finalizer stays: the next operator deletes again)."""
     operator: Operator = memo.operator
-    outcome = await in_daemon_thread(delete_for_run, operator.cluster, dict(spec), name, namespace)
+    # The whole body: the prefix is deleted only for its owner, the run of this uid.
+    run = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+    outcome = await in_daemon_thread(delete_for_run, operator.cluster, run)
     if outcome.deleted:
         log.info("%s/%s: deleted the run's artifacts under %s", namespace, name, outcome.prefix)
         return

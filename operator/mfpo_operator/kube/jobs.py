@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.utils import parse_quantity
-from mfpo_core.api import API_VERSION, KIND, TRACKING_CREDENTIAL_VARIABLES, MFPORunSpec
+from mfpo_core.api import (
+    API_VERSION,
+    JUDGE_KEY_VARIABLE,
+    KIND,
+    TRACKING_CREDENTIAL_VARIABLES,
+    MFPORunSpec,
+)
 from mfpo_core.contract import DEFAULT_TERMINATION_LOG, ExitCode, StageConfig
 from mfpo_core.stages import kind_of
 from mfpo_core.storage import CREDENTIAL_VARIABLES, storage_env
@@ -138,10 +144,18 @@ def is_multi_node(spec: MFPORunSpec, stage: str) -> bool:
     return kind_of(stage).distributed and spec.resources.nodes > 1
 
 
-def stage_config(run: RunRef, spec: MFPORunSpec, stage: str, attempt: int) -> StageConfig:
+def stage_config(
+    run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, *, adopt_unowned: bool = False
+) -> StageConfig:
+    """The stage's config: with the run's uid, which its storage prefix's ownership record
+    holds (`mfpo_core.ownership`); `adopt_unowned` for a run that completed stages before
+    such records existed."""
     return StageConfig(
         run=run.name,
         namespace=run.namespace,
+        uid=run.uid,
+        runner="operator",
+        adopt_unowned=adopt_unowned,
         stage=stage,
         attempt=attempt,
         run_uri=run_uri(spec, run.name),
@@ -150,14 +164,15 @@ def stage_config(run: RunRef, spec: MFPORunSpec, stage: str, attempt: int) -> St
 
 
 def config_map(
-    run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, job: str
+    run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, job: str, *, adopt_unowned: bool = False
 ) -> dict[str, Any]:
     """The stage config document, mounted read-only at CONFIG_DIR. Holds no credentials."""
+    config = stage_config(run, spec, stage, attempt, adopt_unowned=adopt_unowned)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(run, config_map_name(job), stage, attempt),
-        "data": {CONFIG_KEY: stage_config(run, spec, stage, attempt).to_json()},
+        "data": {CONFIG_KEY: config.to_json()},
     }
 
 
@@ -247,6 +262,7 @@ def _env(spec: MFPORunSpec, stage: str, job: str) -> list[dict[str, Any]]:
             ref = {"name": spec.storage.secret_name, "key": key}
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     env += _tracking_env(spec)
+    env += _judge_env(spec, stage)
     if is_multi_node(spec, stage):
         index = f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
         env += [
@@ -270,6 +286,20 @@ def _tracking_env(spec: MFPORunSpec) -> list[dict[str, Any]]:
         {"name": key, "valueFrom": {"secretKeyRef": {"name": mlflow.secret_name, "key": key, "optional": True}}}
         for key in TRACKING_CREDENTIAL_VARIABLES
     ]
+
+
+def _judge_env(spec: MFPORunSpec, stage: str) -> list[dict[str, Any]]:
+    """The LLM judge's key (objectHalbench.judgeSecretRef, one per run), for the eval stage
+    alone, in the one variable only the judge reads. `optional`: a Secret without the key starts
+    the pod, whose stage then names the missing key as bad input (a required reference would
+    leave it waiting in CreateContainerConfigError); the operator holds the run while the Secret
+    itself is missing (reconcile's SecretMissing)."""
+    secrets = spec.evaluation.judge_secrets()
+    if kind_of(stage).name != "eval" or not secrets:
+        return []
+    _, ref = secrets[0]
+    selector = {"name": ref.name, "key": ref.key, "optional": True}
+    return [{"name": JUDGE_KEY_VARIABLE, "valueFrom": {"secretKeyRef": selector}}]
 
 
 def _resources(spec: MFPORunSpec) -> dict[str, Any]:
@@ -390,10 +420,10 @@ def job(run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, name: str) -> 
 
 
 def attempt_manifests(
-    run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, name: str
+    run: RunRef, spec: MFPORunSpec, stage: str, attempt: int, name: str, *, adopt_unowned: bool = False
 ) -> list[dict[str, Any]]:
     """Everything one attempt needs, in creation order (the Job last: it needs the others)."""
-    manifests = [config_map(run, spec, stage, attempt, name)]
+    manifests = [config_map(run, spec, stage, attempt, name, adopt_unowned=adopt_unowned)]
     if is_multi_node(spec, stage):
         manifests.append(headless_service(run, stage, attempt, name))
     manifests.append(job(run, spec, stage, attempt, name))

@@ -282,7 +282,7 @@ def _act(
         if missing is not None:
             return planner.plan(hold=missing)
         try:
-            _create_attempt(op, run, spec, action)
+            _create_attempt(op, run, spec, action, adopt_unowned=completed_stages(planner.status))
         except _Refused as refused:
             _remove_attempt(op, run.namespace, spec, action.stage, action.job, job_too=False)
             quota = quota_exceeded(refused.error)
@@ -300,8 +300,19 @@ class _Refused(Exception):
     error: ApiException
 
 
-def _create_attempt(op: Operator, run: jobs.RunRef, spec: MFPORunSpec, action: StartAttempt):
-    for manifest in jobs.attempt_manifests(run, spec, action.stage, action.attempt, action.job):
+def completed_stages(status: MFPORunStatus | None) -> bool:
+    """Whether the run completed a stage: then its storage prefix holds its own artifacts, also
+    without an ownership record (a run that started before records existed: its stages adopt
+    the prefix). A run that completed none has claimed its prefix with its first stage, or
+    finds there another run's artifacts."""
+    return status is not None and any(stage.phase == StagePhase.succeeded for stage in status.stages)
+
+
+def _create_attempt(op: Operator, run: jobs.RunRef, spec: MFPORunSpec, action: StartAttempt, *, adopt_unowned: bool):
+    manifests = jobs.attempt_manifests(
+        run, spec, action.stage, action.attempt, action.job, adopt_unowned=adopt_unowned
+    )
+    for manifest in manifests:
         what = f"{manifest['kind']} {manifest['metadata']['name']}"
         try:
             created = op.cluster.create(manifest)
@@ -370,9 +381,10 @@ def quota_exceeded(err: ApiException) -> str | None:
 def _missing_prerequisite(
     op: Operator, namespace: str, spec: MFPORunSpec
 ) -> tuple[str, str] | None:
-    """(reason, message) when the stage ServiceAccount, the storage or the tracking Secret does
-    not exist (the tracking Secret's keys are optional references: a missing Secret would only
-    leave the stages unauthenticated, silently).
+    """(reason, message) when the stage ServiceAccount, the storage, tracking or judge Secret
+    does not exist (the tracking Secret's keys are optional references: a missing Secret would
+    only leave the stages unauthenticated, silently; the judge's is needed by the last stage
+    only, and held for from the first, before any training).
 
     Without this check the Job is created anyway and then hangs: the Job controller cannot
     create a pod for a missing ServiceAccount (event FailedCreate on the Job), and the kubelet
@@ -387,6 +399,8 @@ def _missing_prerequisite(
     tracking = spec.tracking.mlflow if spec.tracking else None
     secrets = [("spec.storage.secretName", spec.storage.secret_name),
                ("spec.tracking.mlflow.secretName", tracking.secret_name if tracking else None)]  # fmt: skip
+    # The judge's key is read by the eval stage only, but a run without it would train for nothing.
+    secrets += [(f"{field}.name", ref.name) for field, ref in spec.evaluation.judge_secrets()]
     for spec_field, secret in secrets:
         if secret and not op.cluster.exists("Secret", namespace, secret):
             return "SecretMissing", (

@@ -174,6 +174,19 @@ def _queries_uri(base: str, bench: Benchmark) -> str:
     raise BadInput(f"AMBER at {base}: none of {QUERY_FILES} found (or set option queries)")
 
 
+def required_inputs(bench: Benchmark, base: str) -> list[str]:
+    """What reading AMBER at `base` would miss: its query, annotation, vocabulary and
+    safe-word files and its images directory (each named by its option)."""
+    try:
+        files = [("queries", _queries_uri(base, bench))]
+    except BadInput as err:
+        return [str(err)]
+    options = bench.options
+    files += [("annotations", file_uri(base, options.annotations)), ("relation", file_uri(base, options.relation)),
+              ("safeWords", file_uri(base, options.safe_words)), ("imageDir", file_uri(base, options.image_dir))]  # fmt: skip
+    return [f"AMBER at {base}: {uri} (amber.{option}) does not exist" for option, uri in files if not storage.exists(uri)]
+
+
 def _split_tasks(queries, annotations, queries_uri, bench):
     by_id: dict = {}
     for number, annotation in enumerate(annotations):

@@ -41,6 +41,7 @@ class BenchmarkEnv:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     default_uri: str | None = None  # where the benchmark's data is when its spec names none
     progress: bool = False
+    judge_api_key: str | None = field(default=None, repr=False)  # the LLM judge's key (MFPO_JUDGE_API_KEY)
 
 
 # Inline base64 image data starts with the encoded magic bytes of PNG, JPEG, GIF or WebP.

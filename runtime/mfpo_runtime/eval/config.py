@@ -29,7 +29,7 @@ class ObjectHalBenchOptions:
     judge: Literal["rules", "llm"]
     judge_url: str | None
     judge_model: str | None
-    judge_key_env: str
+    judge_secret_ref: str | None  # "<secret>/<key>" the key comes from; the key itself: BenchmarkEnv.judge_api_key
     questions: str
     instances: str
     captions: str | None

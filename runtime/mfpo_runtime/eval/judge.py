@@ -4,8 +4,10 @@ Object HalBench's later versions (RLHF-V) let GPT extract the objects of long an
 rules miss paraphrases. This judge asks any OpenAI-compatible `/chat/completions` endpoint
 (vLLM, TGI, llama.cpp, OpenAI) for a JSON list of the physical objects a description claims,
 then maps each through the same synonym table as the rules, so both extractors report the same
-canonical names. The API key comes from the environment (variable named by `key_env`), never
-from the run's spec. Plain urllib: one POST per response needs no client library.
+canonical names. The API key is given by the caller (the eval stage reads it from
+MFPO_JUDGE_API_KEY, which the Job builder fills from objectHalbench.judgeSecretRef and nothing
+else), never from the run's spec; a judge that refuses it (401, 403) is bad input, not a retry.
+Plain urllib: one POST per response needs no client library.
 
 Called by mfpo_runtime.eval.object_halbench when a benchmark's options say `judge: llm`.
 """
@@ -13,11 +15,12 @@ Called by mfpo_runtime.eval.object_halbench when a benchmark's options say `judg
 from __future__ import annotations
 
 import json
-import os
 import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+from mfpo_core.contract import BadInput
 
 from mfpo_runtime.data.mentions import MentionExtractor
 
@@ -32,12 +35,19 @@ class JudgeError(RuntimeError):
     """The judge endpoint failed or answered something that is not a JSON list (retryable)."""
 
 
+# The judge's answers to a key it does not accept: no retry with the same key can pass.
+REFUSED_KEY_STATUSES = (401, 403)
+
+
 @dataclass
 class OpenAIJudge:
     base_url: str  # e.g. http://judge:8000/v1
     model: str
-    key_env: str = "OPENAI_API_KEY"
+    api_key: str | None = None  # sent as a Bearer token; None: no Authorization header
     timeout_s: float = 60.0
+
+    def __repr__(self) -> str:  # never print the key
+        return f"OpenAIJudge(base_url={self.base_url!r}, model={self.model!r}, key={'set' if self.api_key else 'none'})"
 
     def _complete(self, prompt: str) -> str:
         body = json.dumps({
@@ -46,15 +56,20 @@ class OpenAIJudge:
             "temperature": 0,
         }).encode()  # fmt: skip
         headers = {"Content-Type": "application/json"}
-        if os.environ.get(self.key_env):
-            headers["Authorization"] = f"Bearer {os.environ[self.key_env]}"
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         url = f"{self.base_url.rstrip('/')}/chat/completions"
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 doc = json.loads(response.read())
             return doc["choices"][0]["message"]["content"]
-        except (urllib.error.URLError, OSError, KeyError, IndexError, json.JSONDecodeError) as err:
+        except urllib.error.HTTPError as err:
+            if err.code in REFUSED_KEY_STATUSES:
+                given = "the key of objectHalbench.judgeSecretRef" if self.api_key else "no key (judgeSecretRef is unset)"
+                raise BadInput(f"judge {url} refused the request (HTTP {err.code}) with {given}") from err
+            raise JudgeError(f"judge {url} (model {self.model}) failed: {err}") from err
+        except (urllib.error.URLError, OSError, KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
             raise JudgeError(f"judge {url} (model {self.model}) failed: {err}") from err
 
     def objects_named(self, response: str) -> list[str]:

@@ -11,7 +11,8 @@ Data, as storage URIs (`bench.uri` is the directory; options override each file)
 Ground truth per image = the categories of its instance annotations plus the COCO objects its
 reference captions name, both mapped through CHAIR's synonym list (as in the original code).
 Object mentions come from the rules (`coco_extractor`) or, with options `objectHalbench.judge:
-llm`, from an OpenAI-compatible judge (judgeUrl, judgeModel, judgeKeyEnv).
+llm`, from an OpenAI-compatible judge (judgeUrl, judgeModel; its key from judgeSecretRef, given
+to the eval stage as MFPO_JUDGE_API_KEY and passed here in `BenchmarkEnv.judge_api_key`).
 Called through mfpo_runtime.eval.benchmarks by the eval stage.
 """
 
@@ -81,12 +82,26 @@ def _image_files(instances_uri: str) -> dict[int, str]:
     return {img["id"]: img["file_name"] for img in doc.get("images", [])}
 
 
-def _mention_fn(bench: Benchmark, extractor: MentionExtractor):
+def _mention_fn(bench: Benchmark, extractor: MentionExtractor, env: BenchmarkEnv):
     options = bench.options  # judge llm comes with judgeUrl and judgeModel (api.py checks it)
     if options.judge == "rules":
         return extractor.mentions
-    llm = OpenAIJudge(options.judge_url, options.judge_model, key_env=options.judge_key_env)
+    llm = OpenAIJudge(options.judge_url, options.judge_model, api_key=env.judge_api_key)
     return lambda text: llm.mentions(text, extractor)
+
+
+def required_inputs(bench: Benchmark, base: str) -> list[str]:
+    """What reading Object HalBench at `base` would miss: the questions and COCO instances files,
+    the captions file when named. (The images directory is read only for questions that carry no
+    image, which only reading the questions tells.)"""
+    options = bench.options
+    files = [("questions", options.questions), ("instances", options.instances)]
+    files += [("captions", options.captions)] if options.captions else []
+    return [
+        f"Object HalBench at {base}: {file_uri(base, name)} (objectHalbench.{option}) does not exist"
+        for option, name in files
+        if not storage.exists(file_uri(base, name))
+    ]
 
 
 def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
@@ -119,7 +134,7 @@ def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkRe
         truths.append(truth.get(image_id, set()))
         ids.append(image_id)
     answers = policy.answer(questions, images)
-    mention = _mention_fn(bench, extractor)
+    mention = _mention_fn(bench, extractor, env)
     judged = [scores.chair_sample(mention(a), t, a) for a, t in zip(answers, truths)]
     metrics = scores.chair(judged, truths)
     metrics["well_formed"] = scores.well_formed_rate(answers)

@@ -7,7 +7,8 @@ Data, in POPE's own format (`bench.uri` is the directory):
         JSON lines {"question_id": 1, "image": "COCO_val2014_000000310196.jpg",
                     "text": "Is there a snowboard in the image?", "label": "yes"}
         (any file named *random.json[l], *popular.json[l], *adversarial.json[l] is found;
-        options `pope.splits` pick some, e.g. [random, adversarial])
+        options `pope.splits` pick some, each once, e.g. [random, adversarial]; a split listed
+        without its file is bad input naming it)
     images/   the images (options `pope.imageDir`)
 
 An answer is read as POPE's evaluate.py reads it (`scores.parse_yes_no`: its first sentence).
@@ -40,21 +41,41 @@ SPLITS = ("random", "popular", "adversarial")
 
 
 def split_files(base: str, wanted: list[str]) -> dict[str, str]:
-    """split -> URI of its question file, among the files directly under `base`."""
+    """split -> URI of its question file, among the files directly under `base`; a split
+    listed without its file is bad input naming it."""
+    found, missing = _find_splits(base, wanted)
+    if missing:
+        raise BadInput("; ".join(missing))
+    return found
+
+
+def _find_splits(base: str, wanted: list[str]) -> tuple[dict[str, str], list[str]]:
     names = [rel for rel in storage.list_files(base) if "/" not in rel]
-    found = {}
+    found, missing = {}, []
     for split in wanted:
         matches = [n for n in names if n.endswith((f"{split}.json", f"{split}.jsonl"))]
         if matches:
             found[split] = storage.join(base, min(matches))
-    return found
+        else:
+            missing.append(
+                f"POPE at {base}: split {split!r} (pope.splits) has no question file "
+                f"*{split}.json or *{split}.jsonl there (POPE's own: coco_pope_{split}.json)"
+            )
+    return found, missing
+
+
+def required_inputs(bench: Benchmark, base: str) -> list[str]:
+    """What reading the benchmark at `base` would miss: a split's file, the images directory."""
+    _, missing = _find_splits(base, list(bench.options.splits))
+    image_dir = file_uri(base, bench.options.image_dir)
+    if not storage.exists(image_dir):
+        missing.append(f"POPE at {base}: the images directory {image_dir} (pope.imageDir) does not exist")
+    return missing
 
 
 def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
     files = split_files(base, list(bench.options.splits))
-    if not files:
-        raise BadInput(f"POPE at {base}: no question file named *random.json, *popular.json or *adversarial.json")
     image_dir = file_uri(base, bench.options.image_dir)
     metrics: dict[str, float] = {}
     samples = []

@@ -1,9 +1,10 @@
 """The synthetic benchmark: the scenes world's evaluation splits, with exact ground truth.
 
 Data: the world written by `mfpo_runtime.data.scenes` (`bench.uri` is the world's root, or one
-split's dataset directory). Splits (options `synthetic.splits`, default [eval,
-eval-counterprior]): the held-out scenes of the training distribution, and the counter-prior
-scenes where an object appears without its usual partner, where prior-driven hallucination shows.
+split's dataset directory, then with one split listed). Splits (options `synthetic.splits`,
+default [eval, eval-counterprior], each once): the held-out scenes of the training distribution,
+and the counter-prior scenes where an object appears without its usual partner, where
+prior-driven hallucination shows. A split the world lacks is bad input naming it.
 
 Metrics per split (the `eval` split unprefixed, others prefixed `counterprior.`):
 - CHAIR (chair_s, chair_s_all, chair_i), recall, mean_length, mentioning_rate, against the
@@ -31,7 +32,7 @@ from PIL import Image
 from mfpo_runtime.data import images
 from mfpo_runtime.data.mentions import MentionExtractor, synthetic_extractor
 from mfpo_runtime.data.noise import seed_for
-from mfpo_runtime.data.records import DatasetError, PreferenceRecord, read_records
+from mfpo_runtime.data.records import RECORDS_FILE, DatasetError, PreferenceRecord, read_records
 from mfpo_runtime.eval import reliance, scores
 from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult, data_uri, limit
 from mfpo_runtime.eval.config import Benchmark
@@ -39,13 +40,37 @@ from mfpo_runtime.eval.generation import Policy
 
 
 def split_uris(base: str, wanted: list[str]) -> dict[str, str]:
-    """split -> dataset URI: `base` itself when it is one dataset, else `base/<split>`."""
-    if storage.exists(storage.join(base, "records.jsonl")):
-        return {wanted[0] if len(wanted) == 1 else "eval": base}
-    found = {s: storage.join(base, s) for s in wanted if storage.exists(storage.join(base, s, "records.jsonl"))}
-    if not found:
-        raise BadInput(f"synthetic benchmark at {base}: no records.jsonl there nor under {wanted}")
-    return found
+    """split -> dataset URI: `base` itself when it is one dataset (then one split may be listed),
+    else `base/<split>` for every split listed; a split the world lacks is bad input naming it."""
+    problems = split_problems(base, wanted)
+    if problems:
+        raise BadInput("; ".join(problems))
+    if _is_one_dataset(base):
+        return {wanted[0]: base}
+    return {split: storage.join(base, split) for split in wanted}
+
+
+def _is_one_dataset(base: str) -> bool:
+    return storage.exists(storage.join(base, RECORDS_FILE))
+
+
+def split_problems(base: str, wanted: list[str]) -> list[str]:
+    """What is missing for the splits listed: checked by the eval stage and, before any
+    training, by the run's first stage (`stages.inputs`)."""
+    if _is_one_dataset(base):
+        if len(wanted) == 1:
+            return []
+        return [
+            (f"synthetic benchmark at {base}: it is one dataset ({RECORDS_FILE} at its root), but "
+            f"synthetic.splits lists {len(wanted)} splits {wanted}: point uri at the world's root (the "
+            "directory holding one directory per split), or list the one split it is")
+        ]
+    return [
+        f"synthetic benchmark at {base}: split {split!r} (synthetic.splits) has no "
+        f"{storage.join(base, split, RECORDS_FILE)}"
+        for split in wanted
+        if not storage.exists(storage.join(base, split, RECORDS_FILE))
+    ]
 
 
 def metric_prefix(split: str) -> str:
@@ -139,6 +164,11 @@ def _reliance(policy, root, records, questions, images, answers, extractor, benc
 def default_uri(data_uri_of_run: str) -> str:
     """The world's root from a run's data URI (a synthetic run trains on `<world>/train`)."""
     return data_uri_of_run.rstrip("/").removesuffix("/train")
+
+
+def required_inputs(bench: Benchmark, base: str) -> list[str]:
+    """Problems with the benchmark's data at `base` that reading it would meet (see `split_problems`)."""
+    return split_problems(base, list(bench.options.splits))
 
 
 def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:

@@ -12,6 +12,9 @@ image processor gives them (resize, crop or pad, any-res grid, dynamic resolutio
 The processor then has nothing left to resample, so the noise reaches the model at the step
 the user set; grounded regions a center crop cuts off are recorded per record.
 
+Shard 0 first checks that every input of the run exists (`stages.inputs`: model, data,
+segmenters, every benchmark's files), so that a wrong URI fails before any training.
+
 Called by `mfpo_runtime.stage.run_stage` (the `mfpo-stage` command). Checkpoint-free: a
 preempted shard starts over; a shard whose dataset is already published returns its counts.
 """
@@ -33,7 +36,7 @@ from mfpo_runtime.data import formats, grounding, keywords, noise
 from mfpo_runtime.data.records import MANIFEST_FILE, write_records
 from mfpo_runtime.progress import each_done, progress_bar
 from mfpo_runtime.stage import StageContext, StageOutcome
-from mfpo_runtime.stages import plain
+from mfpo_runtime.stages import inputs, plain
 
 log = logging.getLogger("mfpo.datagen")
 
@@ -448,6 +451,8 @@ def _published_counts(uri: str) -> ShardCounts:
 
 def run(ctx: StageContext) -> StageOutcome:
     shard = ctx.shard or (0, 1)
+    if shard[0] == 0:  # one shard is enough; its failure fails the whole datagen Job
+        inputs.check_inputs(ctx.config.spec)
     uri = dataset_uri(ctx.config.run_uri, shard)
     if storage.is_complete(uri):
         log.info("shard %d of %d already published at %s", *shard, uri)

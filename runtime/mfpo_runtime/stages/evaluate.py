@@ -22,12 +22,19 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
 from mfpo_core import storage
-from mfpo_core.api import BenchmarkSpec, DataFormat, EvaluationSpec
+from mfpo_core.api import (
+    JUDGE_KEY_VARIABLE,
+    BenchmarkSpec,
+    DataFormat,
+    EvaluationSpec,
+    SecretKeyRef,
+)
 from mfpo_core.contract import (
     BadInput,
     StageConfig,
@@ -67,8 +74,16 @@ def benchmark_config(bench: BenchmarkSpec) -> Benchmark:
     name = plain(bench.name)
     kind = OPTIONS_OF[name]
     options = bench.options
-    values = {field.name: plain(getattr(options, field.name)) for field in fields(kind)}
+    values = {field.name: _option(getattr(options, field.name)) for field in fields(kind)}
     return Benchmark(name, bench.label or name, bench.uri, bench.max_samples, kind(**values))
+
+
+def _option(value: Any) -> Any:
+    """An option as the benchmark modules read it: plain values; a Secret reference as its
+    "<secret>/<key>" (the key's value travels in BenchmarkEnv.judge_api_key)."""
+    if isinstance(value, SecretKeyRef):
+        return f"{value.name}/{value.key}"
+    return plain(value)
 
 
 def generation_settings(evaluation: EvaluationSpec, seed: int) -> GenerationSettings:
@@ -105,7 +120,24 @@ def _env(ctx: StageContext) -> BenchmarkEnv:
     spec = ctx.config.spec
     default = synthetic.default_uri(spec.data.uri) if spec.data.format == DataFormat.synthetic.value else None
     settings = generation_settings(spec.evaluation, seed=spec.training.seed)
-    return BenchmarkEnv(work_dir=ctx.work_dir, settings=settings, default_uri=default, progress=ctx.progress)
+    return BenchmarkEnv(work_dir=ctx.work_dir, settings=settings, default_uri=default, progress=ctx.progress,
+                        judge_api_key=judge_api_key(spec.evaluation))  # fmt: skip
+
+
+def judge_api_key(evaluation: EvaluationSpec) -> str | None:
+    """The LLM judge's key, from MFPO_JUDGE_API_KEY (the Job builder fills it from
+    objectHalbench.judgeSecretRef; `mfpo run` passes its shell's). A judgeSecretRef whose key is
+    not there is bad input now, at the stage's start, not a retried failure after the policies
+    have been evaluated."""
+    key = os.environ.get(JUDGE_KEY_VARIABLE) or None
+    secrets = evaluation.judge_secrets()
+    if secrets and key is None:
+        field, ref = secrets[0]
+        raise BadInput(
+            f"{field}: the judge's key is not in this stage's environment as {JUDGE_KEY_VARIABLE}: the Secret "
+            f"{ref.name!r} has no key {ref.key!r}, or it is empty (in a local run: export {JUDGE_KEY_VARIABLE})"
+        )
+    return key if secrets else None  # without judgeSecretRef the judge is called without a key
 
 
 def _check_policy(name: str, uri: str) -> None:
@@ -166,7 +198,7 @@ def write_report(ctx: StageContext, scores: report.Scores, benchmark_of: dict[st
 def run(ctx: StageContext) -> StageOutcome:
     if not ctx.config.spec.evaluation.benchmarks:
         raise BadInput("spec.evaluation.benchmarks is empty: nothing to evaluate")
-    env = _env(ctx)
+    env = _env(ctx)  # first: a missing judge key fails before anything is evaluated
     scores: report.Scores = {}
     for name, uri in policies(ctx.config):
         scores[name] = evaluate_policy(ctx, name, uri, env)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from mfpo_core import storage
 from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import StageConfig
 from PIL import Image
@@ -70,18 +71,35 @@ def write_jsonl_with_image_files(rows: list[dict], root: Path) -> Path:
     return root / "data.jsonl"
 
 
+def beside(data_uri: str, name: str) -> str:
+    """A URI next to the data (a child of its parent): where `spec` writes the inputs the run's
+    first stage checks but these tests never read."""
+    return storage.join(data_uri.rstrip("/").rsplit("/", 1)[0], name)
+
+
 def spec(data_uri: str, data_format: str, storage_uri: str, **overrides) -> MFPORunSpec:
+    """A run spec for stage tests. The run's first stage checks that every input exists
+    (stages.inputs), so what these tests never read is written beside the data: a model
+    directory (never read when imagePreference.imageSize is set) and, for formats other than
+    synthetic, whose world evaluates itself, a POPE benchmark of one split."""
+    model_uri = overrides.pop("model_uri", None)
+    if model_uri is None:
+        model_uri = beside(data_uri, "unread-model")
+        storage.write_text("not a model: the tests that use it set imageSize\n", storage.join(model_uri, "README"))
+    if data_format == "synthetic":
+        # The world's train split stands in for its evaluation splits (these worlds have no other).
+        evaluation = {"benchmarks": [{"name": "synthetic", "uri": data_uri.rstrip("/").rsplit("/", 1)[0], "synthetic": {"splits": ["train"]}}]}
+    else:
+        pope = beside(data_uri, "unread-pope")
+        storage.write_text("", storage.join(pope, "coco_pope_random.json"))
+        storage.write_text("", storage.join(pope, "images", "README"))
+        evaluation = {"benchmarks": [{"name": "pope", "uri": pope, "pope": {"splits": ["random"]}}]}
     body = {
-        "model": {
-            "uri": overrides.pop("model_uri", "file:///nonexistent-model"),
-            "family": overrides.pop("model_family", "llava"),
-        },
+        "model": {"uri": model_uri, "family": overrides.pop("model_family", "llava")},
         "data": {"uri": data_uri, "format": data_format, **overrides.pop("data", {})},
         # An s3:// run names its endpoint: the one the s3_bucket fixture points the stages at.
         "storage": {"uri": storage_uri, **({"endpoint": os.environ["MFPO_S3_ENDPOINT"]} if storage_uri.startswith("s3://") else {})},
-        # Only synthetic data brings its own evaluation world; other formats name a benchmark
-        # (never read here: these tests run datagen).
-        **({} if data_format == "synthetic" else {"evaluation": {"benchmarks": [{"name": "pope", "uri": "file:///unused-pope"}]}}),
+        "evaluation": evaluation,
         **overrides,
     }
     return MFPORunSpec.model_validate(body)
@@ -91,6 +109,8 @@ def stage_config(
     tmp_path: Path, run_spec: MFPORunSpec, stage: str, shard: int | None = None
 ) -> StageConfig:
     return StageConfig(
+        uid="uid-test",
+        runner="operator",
         run="demo",
         stage=stage,
         run_uri=f"file://{tmp_path}/runs/demo",

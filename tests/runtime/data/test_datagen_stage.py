@@ -145,7 +145,7 @@ def test_missing_model_is_bad_input_naming_model_uri_and_image_size(tmp_path: Pa
     config = stage_config(
         tmp_path, spec(_world(tmp_path, 2), "synthetic", f"file://{tmp_path}/runs"), "datagen"
     )
-    with pytest.raises(BadInput, match="model.uri file:///nonexistent-model.*imagePreference.imageSize"):
+    with pytest.raises(BadInput, match="model.uri file://.*unread-model.*imagePreference.imageSize"):
         run_stage(config, progress=False)
 
 
@@ -581,3 +581,39 @@ def test_a_model_of_another_family_than_model_family_exits_65(tmp_path, monkeypa
     assert codes == [ExitCode.BAD_INPUT]
     assert f"model.uri {tiny_llava_dir}:" in message
     assert "holds a 'llava' model" in message and "but model.family is 'qwen2-vl'" in message
+
+
+def test_every_input_of_the_run_is_checked_by_its_first_stage_before_any_work(tmp_path: Path):
+    """Before: a benchmark's data was first read by the eval stage, after every alignment stage
+    had trained; a split the data lacked was left out without a word."""
+    data = write_parquet(rlaif_v_rows(2), tmp_path / "rlaif.parquet")
+    pope_dir = tmp_path / "pope"
+    (pope_dir / "images").mkdir(parents=True)
+    (pope_dir / "coco_pope_random.json").write_text("")  # random only; the default lists all three
+    benchmarks = [{"name": "pope", "uri": str(pope_dir)},
+                  {"name": "object-halbench", "uri": f"file://{tmp_path}/cocoo"},  # a typo
+                  {"name": "synthetic", "uri": f"file://{tmp_path}/no-world"}]  # fmt: skip
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs", image_preference={"imageSize": 32},
+                    model_uri=f"file://{tmp_path}/no-model", evaluation={"benchmarks": benchmarks})  # fmt: skip
+    config = stage_config(tmp_path, run_spec, "datagen", 0)
+    with pytest.raises(BadInput) as caught:
+        run_stage(config, progress=False)
+    assert str(caught.value) == (
+        "inputs the run would fail to read (checked before any training): "
+        f"spec.model.uri: file://{tmp_path}/no-model does not exist; "
+        f"spec.evaluation.benchmarks[0]: POPE at {pope_dir}: split 'popular' (pope.splits) has no question file "
+        "*popular.json or *popular.jsonl there (POPE's own: coco_pope_popular.json); "
+        f"spec.evaluation.benchmarks[0]: POPE at {pope_dir}: split 'adversarial' (pope.splits) has no question "
+        "file *adversarial.json or *adversarial.jsonl there (POPE's own: coco_pope_adversarial.json); "
+        f"spec.evaluation.benchmarks[1]: evaluation benchmark object-halbench: file://{tmp_path}/cocoo does not exist; "
+        f"spec.evaluation.benchmarks[2]: evaluation benchmark synthetic: file://{tmp_path}/no-world does not exist"
+    )
+    assert not storage.exists(dataset_uri(config.run_uri, (0, 1)))  # nothing done
+
+
+def test_the_first_stage_checks_the_splits_of_the_runs_own_world(tmp_path: Path):
+    world = _world(tmp_path, 2)  # a train split only: the default benchmark needs eval, eval-counterprior
+    run_spec = spec(world, "synthetic", f"file://{tmp_path}/runs", image_preference={"imageSize": 32},
+                    evaluation={"benchmarks": [{"name": "synthetic"}]})  # fmt: skip
+    with pytest.raises(BadInput, match=r"split 'eval' \(synthetic.splits\) has no .*/world/eval/records.jsonl; "):
+        run_stage(stage_config(tmp_path, run_spec, "datagen", 0), progress=False)

@@ -14,7 +14,7 @@ from mfpo_runtime.stages.score import scored_dataset_uri
 
 
 def _config(run_spec, run_uri: str, stage: str, shard: int | None = None) -> StageConfig:
-    return StageConfig(run="demo", stage=stage, run_uri=run_uri, spec=run_spec, shard_index=shard)
+    return StageConfig(uid="uid-test", runner="operator", run="demo", stage=stage, run_uri=run_uri, spec=run_spec, shard_index=shard)
 
 
 def test_synthetic_world_in_s3_two_shards(tmp_path: Path, s3_bucket: str, tiny_llava_dir: Path):

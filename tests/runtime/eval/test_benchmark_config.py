@@ -40,12 +40,13 @@ def test_given_options_label_and_limit_arrive_as_plain_values():
     entry = BenchmarkSpec.model_validate({
         "name": "object-halbench", "label": "coco-val", "uri": "s3://bkt/coco", "maxSamples": 7,
         "objectHalbench": {"judge": "llm", "judgeUrl": "http://judge:8000", "judgeModel": "j-1",
-                           "judgeKeyEnv": "JUDGE_KEY", "questions": "q.jsonl", "captions": "c.json"},
+                           "judgeSecretRef": {"name": "judge", "key": "api-key"}, "questions": "q.jsonl",
+                           "captions": "c.json"},
     })
     assert benchmark_config(entry) == Benchmark(
         name="object-halbench", label="coco-val", uri="s3://bkt/coco", max_samples=7,
         options=ObjectHalBenchOptions(
-            judge="llm", judge_url="http://judge:8000", judge_model="j-1", judge_key_env="JUDGE_KEY",
+            judge="llm", judge_url="http://judge:8000", judge_model="j-1", judge_secret_ref="judge/api-key",
             questions="q.jsonl", instances="instances.json", captions="c.json", image_dir="images",
         ),
     )

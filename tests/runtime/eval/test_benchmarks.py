@@ -28,6 +28,7 @@ from mfpo_core.api import BenchmarkSpec
 from mfpo_core.contract import BadInput
 from mfpo_runtime.eval import amber, object_halbench, pope
 from mfpo_runtime.eval.common import BenchmarkEnv
+from mfpo_runtime.eval.judge import OpenAIJudge
 from mfpo_runtime.stages.evaluate import benchmark_config
 from pydantic import ValidationError
 
@@ -91,6 +92,11 @@ class MockJudge(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["messages"][0]["content"]
         MockJudge.seen_auth.append(self.headers.get("Authorization", ""))
+        if self.headers.get("Authorization") == "Bearer revoked-token":  # as OpenAI answers a bad key
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if "puppy" in prompt:
             listed = 'Objects: ["man", "puppy", "cat"]'
         elif "couch" in prompt:
@@ -118,13 +124,48 @@ def mock_judge_url():
     server.server_close()
 
 
+def llm_judged(coco_sample: Path, judge_url: str):
+    return benchmark(name="object-halbench", uri=str(coco_sample), object_halbench={
+        "judge": "llm", "judgeUrl": judge_url, "judgeModel": "judge-1",
+        "judgeSecretRef": {"name": "judge", "key": "api-key"}})  # fmt: skip
+
+
 def test_object_halbench_with_llm_judge(coco_sample: Path, tmp_path: Path, mock_judge_url, monkeypatch):
-    monkeypatch.setenv("JUDGE_KEY", "secret-token")
-    bench = benchmark(name="object-halbench", uri=str(coco_sample), object_halbench={
-        "judge": "llm", "judgeUrl": mock_judge_url, "judgeModel": "judge-1", "judgeKeyEnv": "JUDGE_KEY"})  # fmt: skip
-    m = object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path)).metrics
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "storage-secret")  # in every stage pod's environment
+    env = BenchmarkEnv(work_dir=tmp_path, judge_api_key="secret-token")
+    m = object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), llm_judged(coco_sample, mock_judge_url), env).metrics
     assert m["chair_s"] == pytest.approx(1 / 2) and m["chair_i"] == pytest.approx(1 / 5)
-    assert MockJudge.seen_auth[-1] == "Bearer secret-token"
+    assert set(MockJudge.seen_auth[-2:]) == {"Bearer secret-token"}  # the judge's key, nothing else
+    MockJudge.seen_auth.clear()
+    object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), llm_judged(coco_sample, mock_judge_url),
+                             BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
+    assert set(MockJudge.seen_auth) == {""}  # no key given: no Authorization, whatever the environment holds
+
+
+def test_a_key_the_judge_refuses_is_bad_input_not_a_retry(coco_sample: Path, tmp_path: Path, mock_judge_url):
+    env = BenchmarkEnv(work_dir=tmp_path, judge_api_key="revoked-token")
+    with pytest.raises(BadInput, match=r"refused the request \(HTTP 401\) with the key of objectHalbench.judgeSecretRef"):
+        object_halbench.evaluate(ScriptedPolicy(COCO_ANSWERS), llm_judged(coco_sample, mock_judge_url), env)
+    assert "revoked-token" not in repr(env) and "revoked-token" not in repr(OpenAIJudge("http://j/v1", "m", "revoked-token"))
+
+
+@pytest.mark.parametrize("variable", ["AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY"])
+def test_the_judge_key_can_no_longer_name_an_environment_variable(coco_sample: Path, variable: str):
+    """judgeKeyEnv let a manifest send any variable of the eval pod (the storage Secret's key
+    among them) as a Bearer token to a URL of its choosing: removed (docs/upgrade.md)."""
+    with pytest.raises(ValidationError, match="judgeKeyEnv"):
+        BenchmarkSpec.model_validate({"name": "object-halbench", "uri": str(coco_sample), "objectHalbench": {
+            "judge": "llm", "judgeUrl": "https://judge.example.net/v1", "judgeModel": "m", "judgeKeyEnv": variable}})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "url", ["https://user:pw@judge.example.net/v1", "https://token@judge.example.net/v1",
+            "https://judge.example.net/v1?key=abc", "https://judge.example.net/v1#x"],
+)  # fmt: skip
+def test_a_judge_url_with_credentials_query_or_fragment_is_refused(coco_sample: Path, url: str):
+    with pytest.raises(ValidationError, match="judgeUrl"):
+        BenchmarkSpec.model_validate({"name": "object-halbench", "uri": str(coco_sample), "objectHalbench": {
+            "judge": "llm", "judgeUrl": url, "judgeModel": "m"}})  # fmt: skip
 
 
 def test_llm_judge_needs_its_url(coco_sample: Path):
@@ -256,10 +297,10 @@ POPE_ANSWERS = {
 
 
 def test_pope_hand_worked(pope_sample: Path, tmp_path: Path):
-    result = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), benchmark(name="pope", uri=str(pope_sample)),
-                           BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
+    bench = benchmark(name="pope", uri=str(pope_sample), pope={"splits": ["random", "adversarial"]})
+    result = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
     m = result.metrics
-    assert "popular.f1" not in m  # no popular file: evaluated splits only
+    assert "popular.f1" not in m  # the splits listed only
     # random: TP dog, FP cat, FN car, TN tree.
     assert m["random.accuracy"] == pytest.approx(2 / 4)
     assert m["random.precision"] == pytest.approx(1 / 2) and m["random.recall"] == pytest.approx(1 / 2)
@@ -279,6 +320,19 @@ def test_pope_splits_option(pope_sample: Path, tmp_path: Path):
                       "adversarial.yes_ratio", "accuracy", "precision", "recall", "f1", "yes_ratio"}  # fmt: skip
     with pytest.raises(ValidationError, match="pope.splits.0"):
         BenchmarkSpec(name="pope", uri=str(pope_sample), pope={"splits": ["hard"]})
+
+
+def test_a_pope_split_without_its_file_is_bad_input_naming_it(pope_sample: Path, tmp_path: Path):
+    """POPE's data is one file per split (coco_pope_random.json, ..._popular.json,
+    ..._adversarial.json in its repository's output/coco/): a split listed without its file was
+    left out silently, and the scores looked complete."""
+    bench = benchmark(name="pope", uri=str(pope_sample))  # all three splits; the sample has no popular
+    with pytest.raises(BadInput, match=r"split 'popular' \(pope.splits\) has no question file"):
+        pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+    assert pope.required_inputs(bench, str(pope_sample)) == [
+        (f"POPE at {pope_sample}: split 'popular' (pope.splits) has no question file *popular.json or "
+        "*popular.jsonl there (POPE's own: coco_pope_popular.json)")
+    ]
 
 
 def test_pope_without_question_files_is_bad_input(tmp_path: Path):

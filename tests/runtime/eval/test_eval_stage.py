@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from eval_helpers import write_amber_sample, write_coco_sample, write_pope_sample
 from mfpo_core import storage
-from mfpo_core.api import MFPORunSpec
+from mfpo_core.api import JUDGE_KEY_VARIABLE, MFPORunSpec
 from mfpo_core.contract import ExitCode, StageConfig, eval_result_uri, policy_uri
 from mfpo_runtime.eval.common import BenchmarkResult
 from mfpo_runtime.metrics import StageMetrics
@@ -26,7 +26,7 @@ def eval_config(tmp_path: Path, model_dir: Path, world_dir: Path, benchmarks: li
         "evaluation": {"benchmarks": benchmarks, "maxNewTokens": 5, "batchSize": 4, **evaluation},
         "resources": {"gpusPerNode": 0},
     })  # fmt: skip
-    return StageConfig(run="demo", stage="eval", run_uri=f"file://{tmp_path}/runs/demo", spec=spec)
+    return StageConfig(uid="uid-test", runner="operator", run="demo", stage="eval", run_uri=f"file://{tmp_path}/runs/demo", spec=spec)
 
 
 def publish_policies(config: StageConfig, model_dir: Path, stages: list[str]) -> None:
@@ -41,7 +41,7 @@ def test_eval_stage_on_all_benchmarks(tmp_path: Path, tiny_llava_dir: Path, worl
         {"name": "synthetic", "maxSamples": 2},
         {"name": "object-halbench", "uri": str(write_coco_sample(tmp_path))},
         {"name": "amber", "uri": str(write_amber_sample(tmp_path))},
-        {"name": "pope", "uri": str(write_pope_sample(tmp_path))},
+        {"name": "pope", "uri": str(write_pope_sample(tmp_path)), "pope": {"splits": ["random", "adversarial"]}},
     ]
     config = eval_config(tmp_path, tiny_llava_dir, world_dir, benchmarks)
     publish_policies(config, tiny_llava_dir, ["align-2"])
@@ -121,3 +121,26 @@ def test_two_entries_of_one_benchmark_keep_their_own_results(tmp_path: Path, mon
         assert {label: r["metrics"]["f1"] for label, r in out.items()} == expected
     for label, f1 in expected.items():
         assert storage.read_json(eval_result_uri(config.run_uri, "base", label))["metrics"] == {"f1": f1}
+
+
+def test_a_judge_secret_whose_key_is_absent_fails_the_eval_stage_at_its_start(tmp_path: Path, monkeypatch):
+    """Before: the judge was called without a key after every policy had been generated for,
+    and its refusal was a retried failure, in the run's last stage."""
+    monkeypatch.delenv(JUDGE_KEY_VARIABLE, raising=False)
+    judged = {"name": "object-halbench", "uri": "file:///bench/coco", "objectHalbench": {
+        "judge": "llm", "judgeUrl": "https://judge.example.net/v1", "judgeModel": "m",
+        "judgeSecretRef": {"name": "judge", "key": "api-key"}}}  # fmt: skip
+    config = eval_config(tmp_path, tmp_path / "model", tmp_path / "world", [judged])
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    codes: list[int] = []
+    main(["--config", str(path), "--no-progress"], exit=codes.append)
+    assert codes == [ExitCode.BAD_INPUT]
+    message = json.loads((tmp_path / "termination-log").read_text())["message"]
+    assert message == (
+        "spec.evaluation.benchmarks[0].objectHalbench.judgeSecretRef: the judge's key is not in this stage's "
+        "environment as MFPO_JUDGE_API_KEY: the Secret 'judge' has no key 'api-key', or it is empty (in a "
+        "local run: export MFPO_JUDGE_API_KEY)"
+    )
+    assert not storage.exists(f"{config.run_uri}/eval")  # nothing evaluated

@@ -40,7 +40,7 @@ def flagship_eval(tmp_path: Path, termination_log: Path, monkeypatch: pytest.Mon
     doc = yaml.safe_load(FLAGSHIP.read_text())["spec"]
     doc["curriculum"] |= curriculum
     spec = MFPORunSpec.model_validate(doc)
-    config = StageConfig(run="llava15-7b-mfpo", namespace="mfpo", stage="eval",
+    config = StageConfig(uid="uid-test", runner="operator", run="llava15-7b-mfpo", namespace="mfpo", stage="eval",
                          run_uri=f"file://{tmp_path}/runs/llava15-7b-mfpo", spec=spec)  # fmt: skip
     values = random.Random(0)
     for policy, _ in evaluate.policies(config):

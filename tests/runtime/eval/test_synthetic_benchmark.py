@@ -78,10 +78,32 @@ def test_one_split_directory_and_default_uri(world_dir: Path, tmp_path: Path):
     bench = benchmark(name="synthetic", synthetic={"reliance": False}, max_samples=3)
     env = BenchmarkEnv(work_dir=tmp_path, default_uri=synthetic.default_uri(f"file://{world_dir}/train"))
     assert synthetic.evaluate(policy, bench, env).details["records"] == {"eval": 3, "eval-counterprior": 3}
-    single = benchmark(name="synthetic", uri=str(world_dir / "eval-counterprior"), synthetic={"reliance": False})
-    assert "counterprior.chair_s" not in synthetic.evaluate(policy, single, env).metrics
-    with pytest.raises(BadInput, match="no records.jsonl"):
+    single = benchmark(name="synthetic", uri=str(world_dir / "eval-counterprior"),
+                       synthetic={"reliance": False, "splits": ["eval-counterprior"]})  # fmt: skip
+    metrics = synthetic.evaluate(policy, single, env).metrics
+    assert "counterprior.chair_s" in metrics and "chair_s" not in metrics  # named as the split listed
+    with pytest.raises(BadInput, match=r"split 'eval' \(synthetic.splits\) has no .*eval/records.jsonl"):
         synthetic.evaluate(policy, benchmark(name="synthetic", uri=str(tmp_path)), env)
+
+
+def test_a_split_the_world_lacks_or_one_dataset_read_as_two_is_bad_input(world_dir: Path, tmp_path: Path):
+    """Splits were looked up leniently: one missing was left out without a word (the scores
+    looked complete), and one split's directory was scored as `eval` whatever it held."""
+    policy = ByImagePolicy(scripted_answers(world_dir))
+    env = BenchmarkEnv(work_dir=tmp_path)
+    partial = tmp_path / "partial-world"
+    partial.mkdir()
+    (partial / "eval").symlink_to(world_dir / "eval", target_is_directory=True)
+    bench = benchmark(name="synthetic", uri=str(partial), synthetic={"reliance": False})
+    with pytest.raises(BadInput, match=r"split 'eval-counterprior' \(synthetic.splits\) has no "):
+        synthetic.evaluate(policy, bench, env)
+    assert synthetic.required_inputs(bench, str(partial)) == [
+        (f"synthetic benchmark at {partial}: split 'eval-counterprior' (synthetic.splits) has no "
+        f"{partial}/eval-counterprior/records.jsonl")
+    ]
+    one = benchmark(name="synthetic", uri=str(world_dir / "eval-counterprior"), synthetic={"reliance": False})
+    with pytest.raises(BadInput, match="it is one dataset .* but synthetic.splits lists 2 splits"):
+        synthetic.evaluate(policy, one, env)
 
 
 @pytest.mark.slow

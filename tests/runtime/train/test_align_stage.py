@@ -13,7 +13,7 @@ from torch.testing import assert_close
 
 
 def stage(spec, run_dir, k: int) -> StageConfig:
-    return StageConfig(run="r", stage=f"align-{k}", run_uri=f"file://{run_dir}", spec=spec)
+    return StageConfig(uid="uid-test", runner="operator", run="r", stage=f"align-{k}", run_uri=f"file://{run_dir}", spec=spec)
 
 
 def policy_params(uri):

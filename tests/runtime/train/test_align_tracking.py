@@ -30,7 +30,7 @@ def tracked(spec, uri: str):
 
 
 def config(spec, run_dir, k: int, attempt: int = 1) -> StageConfig:
-    return StageConfig(run="r", namespace="team-a", stage=f"align-{k}", attempt=attempt,
+    return StageConfig(uid="uid-test", runner="operator", run="r", namespace="team-a", stage=f"align-{k}", attempt=attempt,
                        run_uri=f"file://{run_dir}", spec=spec)  # fmt: skip
 
 

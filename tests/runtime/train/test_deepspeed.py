@@ -15,7 +15,7 @@ from mfpo_core.contract import StageConfig
 
 
 def torchrun_stage(spec, run_dir, tmp_path) -> subprocess.CompletedProcess:
-    config = StageConfig(run="r", stage="align-1", run_uri=f"file://{run_dir}", spec=spec)
+    config = StageConfig(uid="uid-test", runner="operator", run="r", stage="align-1", run_uri=f"file://{run_dir}", spec=spec)
     path = tmp_path / "config.json"
     path.write_text(config.to_json())
     proc = subprocess.run(
