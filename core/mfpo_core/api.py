@@ -653,15 +653,15 @@ SET_LIST = {"x-kubernetes-list-type": "set"}
 class SyntheticOptions(ApiModel):
     """Options of the synthetic benchmark (name: synthetic)."""
 
-    splits: Annotated[list[SyntheticSplit], AfterValidator(_distinct)] = Field(
-        # values, not members: the CRD generator writes this default into the schema
-        default_factory=lambda: [SyntheticSplit.eval.value, SyntheticSplit.eval_counterprior.value],  # type: ignore[list-item]
+    splits: Annotated[list[SyntheticSplit], AfterValidator(_distinct)] | None = Field(
+        None,
         min_length=1,
         max_length=len(SyntheticSplit),
         description=(
-            "Splits of the world to evaluate, each once (directories under uri): eval holds scenes of the "
-            "training distribution, eval-counterprior objects without their usual partner, train the "
-            "training scenes. A split the world lacks fails the run's first stage."
+            "Splits of the world to evaluate, each once: eval holds scenes of the training distribution, "
+            "eval-counterprior objects without their usual partner, train the training scenes. Unset: eval "
+            "and eval-counterprior when uri is the world's root (a directory per split), or the one split "
+            "uri's dataset is. A split the data lacks fails the run's first stage."
         ),
         json_schema_extra=SET_LIST,
     )

@@ -584,6 +584,47 @@ OBJECT_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name -> (m
 }  # fmt: skip
 
 
+# Issue 24: storage URIs the storage layer could not address faithfully, benchmark splits that
+# are not the data's, the judge's key and URL (mfpo must refuse exactly what the server refuses).
+_S3 = {"storage": {"uri": "s3://mfpo/runs", "endpoint": "minio.mfpo:9000"}}
+_JUDGE = {"judge": "llm", "judgeUrl": "https://judge.example.net/v1", "judgeModel": "m"}
+
+
+def _judged(*entries: dict[str, Any]) -> dict[str, Any]:
+    benchmarks = [{"name": "object-halbench", "uri": f"s3://mfpo/bench/coco-{i}", "label": f"coco-{i}",
+                   "objectHalbench": {**_JUDGE, **options}} for i, options in enumerate(entries)]  # fmt: skip
+    return {**_S3, "evaluation": {"benchmarks": benchmarks}}
+
+
+def _benchmark(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"evaluation": {"benchmarks": [entry]}}
+
+
+OBJECT_CASES.update({
+    "uri storage.uri with a fragment": ({}, {"storage": {"uri": "s3://mfpo/runs#team-a", "endpoint": "minio:9000"}}),
+    "uri storage.uri with a query": ({}, {"storage": {"uri": "file:///x/runs?team=a"}}),
+    "uri model.uri with a version query": ({}, {"model": {"uri": "s3://mfpo/models?versionId=3"}, **_S3}),
+    "uri data.uri with an empty segment": ({}, {"data": {"uri": "file:///data//train"}}),
+    "uri data.uri with a dot-dot segment": ({}, {"data": {"uri": "file:///data/../train"}}),
+    "uri data.uri with a spaced dot-dot segment": ({}, {"data": {"uri": "file:///data/ .. /train"}}),
+    "uri data.uri with a control character": ({}, {"data": {"uri": "file:///data/a\nb"}}),
+    "uri pope.imageDir up a directory": ({}, _benchmark({"name": "pope", "uri": "file:///p", "pope": {"imageDir": "../images"}})),
+    "uri odd but faithful names": ({}, {"model": {"uri": "file:///models/a b/c%20d/é/train=1/.x"}}),
+    "uri the file system's root as storage.uri": ({}, {"storage": {"uri": "file:///"}}),
+    "split misspelled": ({}, _benchmark({"name": "synthetic", "uri": "file:///w", "synthetic": {"splits": ["eval", "counterprior"]}})),
+    "split listed twice": ({}, _benchmark({"name": "synthetic", "uri": "file:///w", "synthetic": {"splits": ["eval", "eval"]}})),
+    "split a path": ({}, _benchmark({"name": "synthetic", "uri": "file:///w", "synthetic": {"splits": ["../../other-team/world/eval"]}})),
+    "split pope's listed twice": ({}, _benchmark({"name": "pope", "uri": "file:///p", "pope": {"splits": ["random", "random"]}})),
+    "judge key named by judgeKeyEnv": ({}, _judged({"judgeKeyEnv": "AWS_SECRET_ACCESS_KEY"})),
+    "judge URL with user:password@": ({}, _judged({"judgeUrl": "https://user:pw@judge.example.net/v1"})),
+    "judge URL with a query": ({}, _judged({"judgeUrl": "https://judge.example.net/v1?key=abc"})),
+    "judge Secret key '..'": ({}, _judged({"judgeSecretRef": {"name": "judge", "key": ".."}})),
+    "judge two keys": ({}, _judged({"judgeSecretRef": {"name": "judge", "key": "a"}}, {"judgeSecretRef": {"name": "judge", "key": "b"}})),
+    "judge one key": ({}, _judged({"judgeSecretRef": {"name": "judge", "key": "api-key"}}, {"judgeSecretRef": {"name": "judge", "key": "api-key"}})),
+})  # fmt: skip
+ISSUE_24_CASES = [name for name in OBJECT_CASES if name.startswith(("uri ", "split ", "judge "))]
+
+
 def object_case(name: str) -> dict[str, Any]:
     metadata, changes = OBJECT_CASES[name]
     spec = copy.deepcopy(MINIMAL_SPEC)
@@ -719,7 +760,9 @@ def server_answer_run(run: dict[str, Any], kubeconfig: str) -> list[str]:
     api = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
     group, version = run["apiVersion"].split("/")
     try:
-        api.create_namespaced_custom_object(group, version, "default", "mfporuns", run, dry_run="All")
+        api.create_namespaced_custom_object(
+            group, version, "default", "mfporuns", run, dry_run="All", field_validation="Strict"
+        )  # strict: as kubectl apply sends it (--validate=strict, its default)
     except ApiException as err:
         if err.status == 409:  # AlreadyExists comes from storage, after validation passed
             return []

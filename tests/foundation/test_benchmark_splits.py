@@ -38,6 +38,8 @@ def test_the_split_names_are_the_datas_own() -> None:
         node = crd.resource_schema()["properties"]["spec"]["properties"]["evaluation"]["properties"]["benchmarks"]
         splits = node["items"]["properties"][options]["properties"]["splits"]
         assert splits["x-kubernetes-list-type"] == "set" and splits["maxItems"] == len(splits["items"]["enum"])
+        # synthetic: unset means the world's eval splits, or the one split its uri's dataset is.
+        assert splits.get("default") == (None if options == "synthetic" else ["random", "popular", "adversarial"])
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Literal
 class SyntheticOptions:
     """The synthetic world's splits and the reliance measures' noise (`eval.synthetic`)."""
 
-    splits: tuple[str, ...]
+    splits: tuple[str, ...] | None  # None: eval and eval-counterprior of a world, or the one dataset's split
     reliance: bool
     noise_seed: int
     heavy_noise_step: int

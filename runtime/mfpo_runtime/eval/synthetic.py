@@ -1,10 +1,11 @@
 """The synthetic benchmark: the scenes world's evaluation splits, with exact ground truth.
 
 Data: the world written by `mfpo_runtime.data.scenes` (`bench.uri` is the world's root, or one
-split's dataset directory, then with one split listed). Splits (options `synthetic.splits`,
-default [eval, eval-counterprior], each once): the held-out scenes of the training distribution,
-and the counter-prior scenes where an object appears without its usual partner, where
-prior-driven hallucination shows. A split the world lacks is bad input naming it.
+split's dataset directory: then that split, its manifest's). Splits (options
+`synthetic.splits`, each once; unset: [eval, eval-counterprior] of a world's root): the held-out
+scenes of the training distribution, and the counter-prior scenes where an object appears
+without its usual partner, where prior-driven hallucination shows. A split the data lacks is
+bad input naming it.
 
 Metrics per split (the `eval` split unprefixed, others prefixed `counterprior.`):
 - CHAIR (chair_s, chair_s_all, chair_i), recall, mean_length, mentioning_rate, against the
@@ -32,43 +33,60 @@ from PIL import Image
 from mfpo_runtime.data import images
 from mfpo_runtime.data.mentions import MentionExtractor, synthetic_extractor
 from mfpo_runtime.data.noise import seed_for
-from mfpo_runtime.data.records import RECORDS_FILE, DatasetError, PreferenceRecord, read_records
+from mfpo_runtime.data.records import (
+    MANIFEST_FILE,
+    RECORDS_FILE,
+    DatasetError,
+    PreferenceRecord,
+    read_records,
+)
 from mfpo_runtime.eval import reliance, scores
 from mfpo_runtime.eval.common import BenchmarkEnv, BenchmarkResult, data_uri, limit
 from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import Policy
 
+# The splits evaluated when synthetic.splits is unset and uri is the world's root.
+DEFAULT_SPLITS = ("eval", "eval-counterprior")
 
-def split_uris(base: str, wanted: list[str]) -> dict[str, str]:
-    """split -> dataset URI: `base` itself when it is one dataset (then one split may be listed),
-    else `base/<split>` for every split listed; a split the world lacks is bad input naming it."""
+
+def split_uris(base: str, wanted: list[str] | None) -> dict[str, str]:
+    """split -> dataset URI: `base/<split>` for each split listed (default DEFAULT_SPLITS), or
+    `base` itself when it is one split's dataset; a split the data lacks is bad input naming it."""
     problems = split_problems(base, wanted)
     if problems:
         raise BadInput("; ".join(problems))
-    if _is_one_dataset(base):
-        return {wanted[0]: base}
-    return {split: storage.join(base, split) for split in wanted}
+    one = _one_dataset_split(base, wanted)
+    if one is not None:
+        return {one: base}
+    return {split: storage.join(base, split) for split in wanted or DEFAULT_SPLITS}
 
 
-def _is_one_dataset(base: str) -> bool:
-    return storage.exists(storage.join(base, RECORDS_FILE))
+def _one_dataset_split(base: str, wanted: list[str] | None) -> str | None:
+    """The split `base` is when it is one dataset (its manifest's split, else the one listed,
+    else eval); None when it is a world's root."""
+    if not storage.exists(storage.join(base, RECORDS_FILE)):
+        return None
+    manifest = storage.join(base, MANIFEST_FILE)
+    named = storage.read_json(manifest).get("split") if storage.exists(manifest) else None
+    return named or (wanted[0] if wanted else "eval")
 
 
-def split_problems(base: str, wanted: list[str]) -> list[str]:
+def split_problems(base: str, wanted: list[str] | None) -> list[str]:
     """What is missing for the splits listed: checked by the eval stage and, before any
     training, by the run's first stage (`stages.inputs`)."""
-    if _is_one_dataset(base):
-        if len(wanted) == 1:
+    one = _one_dataset_split(base, wanted)
+    if one is not None:
+        if wanted is None or list(wanted) == [one]:
             return []
         return [
-            (f"synthetic benchmark at {base}: it is one dataset ({RECORDS_FILE} at its root), but "
-            f"synthetic.splits lists {len(wanted)} splits {wanted}: point uri at the world's root (the "
-            "directory holding one directory per split), or list the one split it is")
+            (f"synthetic benchmark at {base}: it is one dataset, of split {one!r}, but synthetic.splits lists "
+            f"{list(wanted)}: point uri at the world's root (the directory holding one directory per split), "
+            "or list that split, or leave synthetic.splits unset")
         ]
     return [
         f"synthetic benchmark at {base}: split {split!r} (synthetic.splits) has no "
         f"{storage.join(base, split, RECORDS_FILE)}"
-        for split in wanted
+        for split in wanted or DEFAULT_SPLITS
         if not storage.exists(storage.join(base, split, RECORDS_FILE))
     ]
 
@@ -166,14 +184,18 @@ def default_uri(data_uri_of_run: str) -> str:
     return data_uri_of_run.rstrip("/").removesuffix("/train")
 
 
+def _listed(bench: Benchmark) -> list[str] | None:
+    return list(bench.options.splits) if bench.options.splits is not None else None
+
+
 def required_inputs(bench: Benchmark, base: str) -> list[str]:
     """Problems with the benchmark's data at `base` that reading it would meet (see `split_problems`)."""
-    return split_problems(base, list(bench.options.splits))
+    return split_problems(base, _listed(bench))
 
 
 def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
     base = data_uri(bench, env)
-    wanted = list(bench.options.splits)
+    wanted = _listed(bench)
     metrics: dict[str, float] = {}
     samples: list[dict[str, Any]] = []
     counts = {}

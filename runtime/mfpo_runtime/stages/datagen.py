@@ -36,7 +36,7 @@ from mfpo_runtime.data import formats, grounding, keywords, noise
 from mfpo_runtime.data.records import MANIFEST_FILE, write_records
 from mfpo_runtime.progress import each_done, progress_bar
 from mfpo_runtime.stage import StageContext, StageOutcome
-from mfpo_runtime.stages import inputs, plain
+from mfpo_runtime.stages import plain
 
 log = logging.getLogger("mfpo.datagen")
 
@@ -452,6 +452,10 @@ def _published_counts(uri: str) -> ShardCounts:
 def run(ctx: StageContext) -> StageOutcome:
     shard = ctx.shard or (0, 1)
     if shard[0] == 0:  # one shard is enough; its failure fails the whole datagen Job
+        # Imported here: the benchmark modules it asks bring transformers, which a shard that
+        # only noises images never needs otherwise.
+        from mfpo_runtime.stages import inputs
+
         inputs.check_inputs(ctx.config.spec)
     uri = dataset_uri(ctx.config.run_uri, shard)
     if storage.is_complete(uri):

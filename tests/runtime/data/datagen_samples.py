@@ -87,8 +87,8 @@ def spec(data_uri: str, data_format: str, storage_uri: str, **overrides) -> MFPO
         model_uri = beside(data_uri, "unread-model")
         storage.write_text("not a model: the tests that use it set imageSize\n", storage.join(model_uri, "README"))
     if data_format == "synthetic":
-        # The world's train split stands in for its evaluation splits (these worlds have no other).
-        evaluation = {"benchmarks": [{"name": "synthetic", "uri": data_uri.rstrip("/").rsplit("/", 1)[0], "synthetic": {"splits": ["train"]}}]}
+        # The training dataset stands in for the evaluation (these worlds have no other split).
+        evaluation = {"benchmarks": [{"name": "synthetic", "uri": data_uri}]}
     else:
         pope = beside(data_uri, "unread-pope")
         storage.write_text("", storage.join(pope, "coco_pope_random.json"))

@@ -31,7 +31,7 @@ def test_unset_options_take_the_api_defaults():
         options=PopeOptions(splits=("random", "popular", "adversarial"), image_dir="images"),
     )
     assert benchmark_config(BenchmarkSpec(name="synthetic")).options == SyntheticOptions(
-        splits=("eval", "eval-counterprior"), reliance=True, noise_seed=0, heavy_noise_step=900,
+        splits=None, reliance=True, noise_seed=0, heavy_noise_step=900,
         region_noise_step=500,
     )
 

@@ -101,9 +101,13 @@ def test_a_split_the_world_lacks_or_one_dataset_read_as_two_is_bad_input(world_d
         (f"synthetic benchmark at {partial}: split 'eval-counterprior' (synthetic.splits) has no "
         f"{partial}/eval-counterprior/records.jsonl")
     ]
-    one = benchmark(name="synthetic", uri=str(world_dir / "eval-counterprior"), synthetic={"reliance": False})
-    with pytest.raises(BadInput, match="it is one dataset .* but synthetic.splits lists 2 splits"):
-        synthetic.evaluate(policy, one, env)
+    one = {"name": "synthetic", "uri": str(world_dir / "eval-counterprior")}
+    listed = benchmark(**one, synthetic={"reliance": False, "splits": ["eval", "eval-counterprior"]})
+    with pytest.raises(BadInput, match="it is one dataset, of split 'eval-counterprior', but synthetic.splits lists"):
+        synthetic.evaluate(policy, listed, env)
+    # Unset splits: the one dataset is its manifest's split (it was scored as `eval` before).
+    unset = benchmark(**one, synthetic={"reliance": False}, max_samples=2)
+    assert synthetic.evaluate(policy, unset, env).details["records"] == {"eval-counterprior": 2}
 
 
 @pytest.mark.slow
