@@ -4,11 +4,13 @@ artifacts kept (deleteOnRunDeletion defaults to false) and created again under i
 another run (another uid), and its first stage refuses the prefix instead of the new run
 reporting the old one's results as its own. Attempts of one run carry on across an operator
 restart.
+
+The operator deletes an attempt's Job and ConfigMap once its outcome is recorded in status, so
+the kubelet keeps each stage config it ran (`kubelet.configs`) for the tests to read.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import types
 from pathlib import Path
@@ -39,6 +41,7 @@ def kubelet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
     async def run_job(kube: Kube, job: str) -> tuple[int, TerminationSummary]:
         document = kube.objects("v1/configmaps")[f"{job}-config"]["data"]["stage.json"]
+        run_job.configs[job] = StageConfig.from_json(document)  # type: ignore[attr-defined]
         path = tmp_path / f"{job}.json"
         path.write_text(document)
         log.unlink(missing_ok=True)
@@ -50,6 +53,7 @@ def kubelet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         await kube.finish_job(job, exit_code=codes[0], summary=summary)
         return codes[0], summary
 
+    run_job.configs = {}  # type: ignore[attr-defined]  # job -> the StageConfig it ran
     return run_job
 
 
@@ -74,7 +78,8 @@ async def test_a_run_created_again_under_its_name_is_refused_the_old_runs_result
             await eventually(lambda job=job: job in kube.jobs(), what=f"job {job}")
             assert (await kubelet(kube, job))[0] == 0
         await eventually(lambda: kube.status("first").get("phase") == "Succeeded", what="the first run succeeded")
-    config = StageConfig.from_json(kube.objects("v1/configmaps")["first-eval-a1-config"]["data"]["stage.json"])
+    assert "first-eval-a1-config" not in kube.objects("v1/configmaps")  # deleted once recorded
+    config = kubelet.configs["first-eval-a1"]
     assert (config.uid, config.runner, config.namespace) == ("uid-first", "operator", NS)
 
     await kube.kmock.delete(f"/apis/mfpo.dev/v1alpha1/namespaces/{NS}/mfporuns/first")
@@ -116,6 +121,5 @@ async def test_an_attempt_after_an_operator_restart_carries_on_with_the_runs_art
             await eventually(lambda job=job: job in kube.jobs(), what=job)
             assert (await kubelet(kube, job))[0] == 0
         await eventually(lambda: kube.status("first").get("phase") == "Succeeded", what="succeeded")
-    documents = json.loads(json.dumps(kube.objects("v1/configmaps")))
-    uids = {StageConfig.from_json(c["data"]["stage.json"]).uid for c in documents.values()}
-    assert uids == {"uid-first"}
+    assert set(kubelet.configs) == {"first-datagen-a1", "first-score-a2", *(f"first-{n}-a1" for n in STAGES[2:])}
+    assert {config.uid for config in kubelet.configs.values()} == {"uid-first"}
