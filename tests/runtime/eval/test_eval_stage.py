@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from eval_helpers import write_amber_sample, write_coco_sample, write_pope_sample
-from mfpo_core import storage
+from mfpo_core import ownership, storage
 from mfpo_core.api import JUDGE_KEY_VARIABLE, MFPORunSpec
 from mfpo_core.contract import ExitCode, StageConfig, eval_result_uri, policy_uri
 from mfpo_runtime.eval.common import BenchmarkResult
@@ -30,7 +30,9 @@ def eval_config(tmp_path: Path, model_dir: Path, world_dir: Path, benchmarks: li
 
 
 def publish_policies(config: StageConfig, model_dir: Path, stages: list[str]) -> None:
-    # The tiny model itself stands in for each align stage's published policy (a HF directory).
+    # The tiny model itself stands in for each align stage's published policy (a HF directory),
+    # written under the prefix the run's first stage claimed.
+    ownership.claim(config.run_uri, config.owner, [])
     for stage in stages:
         storage.publish_dir(model_dir, policy_uri(config.run_uri, stage))
 

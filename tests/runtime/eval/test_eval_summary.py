@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mfpo_core import storage
+from mfpo_core import ownership, storage
 from mfpo_core.api import MFPORunSpec
 from mfpo_core.contract import TERMINATION_MESSAGE_LIMIT, StageConfig, eval_result_uri, result_uri
 from mfpo_runtime import stage
@@ -42,6 +42,7 @@ def flagship_eval(tmp_path: Path, termination_log: Path, monkeypatch: pytest.Mon
     spec = MFPORunSpec.model_validate(doc)
     config = StageConfig(uid="uid-test", runner="operator", run="llava15-7b-mfpo", namespace="mfpo", stage="eval",
                          run_uri=f"file://{tmp_path}/runs/llava15-7b-mfpo", spec=spec)  # fmt: skip
+    ownership.claim(config.run_uri, config.owner, [])  # as the run's first stage did
     values = random.Random(0)
     for policy, _ in evaluate.policies(config):
         for bench, names in BENCHMARK_METRICS.items():

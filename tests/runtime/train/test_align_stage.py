@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from claimed_prefix import claimed
 from mfpo_core import storage
 from mfpo_core.contract import StageConfig, StageInterrupted, policy_uri
 from mfpo_runtime.models import load_vlm
@@ -13,7 +14,7 @@ from torch.testing import assert_close
 
 
 def stage(spec, run_dir, k: int) -> StageConfig:
-    return StageConfig(uid="uid-test", runner="operator", run="r", stage=f"align-{k}", run_uri=f"file://{run_dir}", spec=spec)
+    return claimed(StageConfig(uid="uid-test", runner="operator", run="r", stage=f"align-{k}", run_uri=f"file://{run_dir}", spec=spec))
 
 
 def policy_params(uri):

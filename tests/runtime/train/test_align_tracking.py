@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 import torch
+from claimed_prefix import claimed
 from mfpo_core.api import MlflowTrackingSpec, TrackingSpec
 from mfpo_core.contract import StageConfig, StageInterrupted, policy_uri
 from mfpo_runtime import stage as stage_module
@@ -30,8 +31,8 @@ def tracked(spec, uri: str):
 
 
 def config(spec, run_dir, k: int, attempt: int = 1) -> StageConfig:
-    return StageConfig(uid="uid-test", runner="operator", run="r", namespace="team-a", stage=f"align-{k}", attempt=attempt,
-                       run_uri=f"file://{run_dir}", spec=spec)  # fmt: skip
+    return claimed(StageConfig(uid="uid-test", runner="operator", run="r", namespace="team-a", stage=f"align-{k}",
+                               attempt=attempt, run_uri=f"file://{run_dir}", spec=spec))  # fmt: skip
 
 
 def only_run(client, spec):

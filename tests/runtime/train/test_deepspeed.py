@@ -11,11 +11,12 @@ import subprocess
 import sys
 
 import pytest
+from claimed_prefix import claimed
 from mfpo_core.contract import StageConfig
 
 
 def torchrun_stage(spec, run_dir, tmp_path) -> subprocess.CompletedProcess:
-    config = StageConfig(uid="uid-test", runner="operator", run="r", stage="align-1", run_uri=f"file://{run_dir}", spec=spec)
+    config = claimed(StageConfig(uid="uid-test", runner="operator", run="r", stage="align-1", run_uri=f"file://{run_dir}", spec=spec))
     path = tmp_path / "config.json"
     path.write_text(config.to_json())
     proc = subprocess.run(
