@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 from mfpo_core import k8s, uris
 from mfpo_core.k8s import Toleration  # noqa: F401 (api.Toleration: the type of resources.tolerations)
@@ -647,7 +648,7 @@ def _distinct(values: list[Any]) -> list[Any]:
 
 
 # One split each, in the benchmark's own names: a list with set semantics (the CRD's twin of _distinct).
-SET_LIST = {"x-kubernetes-list-type": "set"}
+SET_LIST: JsonDict = {"x-kubernetes-list-type": "set"}
 
 
 class SyntheticOptions(ApiModel):

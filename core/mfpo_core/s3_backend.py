@@ -47,7 +47,7 @@ import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
-from minio.helpers import MIN_PART_SIZE
+from minio.helpers import MIN_PART_SIZE, DictType
 from urllib3.exceptions import (
     ConnectTimeoutError,
     NewConnectionError,
@@ -369,7 +369,7 @@ class S3Backend(Backend):
         (it files unknown headers as metadata), hence its request method. A server that ignores
         the header overwrites: the caller reads the object back and compares."""
         self._require_key(loc)
-        headers = {
+        headers: DictType = {
             "If-None-Match": "*",
             "Content-Type": "application/json",
             f"x-amz-meta-{SHA256_METADATA}": hashlib.sha256(data).hexdigest(),
