@@ -142,11 +142,14 @@ def test_another_runs_artifacts_are_never_deleted(tmp_path):
     outcome = delete_for_run(_Cluster(), body(spec, "r", "uid-team-b"))
     assert not outcome.deleted and outcome.final
     assert outcome.reason == "they belong to MFPORun team-a/r (uid uid-team-a), not to this run"
+    # The Warning event never tells the user to delete another run's results by hand.
+    assert outcome.left_behind().endswith("; they are not this run's: leave them")
     assert (tmp_path / "runs/r/datagen/result.json").exists()
     # No record: a run of an earlier version. Its own only if it completed stages.
     (tmp_path / "runs/r/_owner.json").unlink()
     outcome = delete_for_run(_Cluster(), body(spec, "r", "uid-team-b"))
     assert not outcome.deleted and "no ownership record says they (datagen) are this run's" in outcome.reason
+    assert "delete them by hand" not in outcome.left_behind()
     done = {"stages": [{"name": "datagen", "phase": "Succeeded", "attempts": 1}]}
     assert delete_for_run(_Cluster(), body(spec, "r", "uid-old", status=done)).deleted
     assert not (tmp_path / "runs/r").exists()

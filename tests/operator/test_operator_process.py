@@ -4,7 +4,7 @@ kmock: it exits on SIGTERM in every state, and a restart after SIGKILL acts at o
 A pod's SIGTERM is followed by SIGKILL after terminationGracePeriodSeconds (30 s, the chart's
 value). On a real control plane (the lab) the operator of main took 57 s to exit after a
 SIGTERM while a watched namespace was gone (kopf's peering keep-alive retried its 403 under
-asyncio.shield), and a restart after a SIGKILL waited 42-58 s for the dead operator's
+asyncio.shield), and a restart after a SIGKILL waited 35-59 s (docs/install.md) for the dead operator's
 KopfPeering record (lifetime 60 s) to expire before it acted.
 """
 

@@ -39,8 +39,11 @@ class Outcome:
     deleted: bool
     final: bool
     reason: str = ""  # why not deleted
+    others: bool = False  # the prefix's ownership record names another run: never delete by hand
 
     def left_behind(self) -> str:
+        if self.others:
+            return f"artifacts under {self.prefix} not deleted: {self.reason}; they are not this run's: leave them"
         return f"artifacts under {self.prefix} not deleted: {self.reason}; delete them by hand"
 
 
@@ -97,8 +100,8 @@ def delete_for_run(cluster: Cluster, body: dict[str, Any]) -> Outcome:
     owner = RunOwner(runner="operator", namespace=namespace, name=run, uid=meta.get("uid") or "-")
     try:
         delete_run_artifacts(run_spec, owner, secret, completed_stages=completed_stages(status))
-    except ownership.OwnershipConflict as err:  # another run's: never deleted
-        return Outcome(prefix, deleted=False, final=True, reason=str(err))
+    except ownership.OwnershipConflict as err:  # another run's (or no record says whose): never deleted
+        return Outcome(prefix, deleted=False, final=True, reason=str(err), others=True)
     except StorageConfigError as err:  # e.g. no credentials in the Secret
         return Outcome(prefix, deleted=False, final=True, reason=str(err))
     except Exception as err:  # noqa: BLE001 - the storage's own errors: retried, then given up
