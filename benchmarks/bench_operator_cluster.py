@@ -8,7 +8,7 @@ one leaves them to the cluster: kube-apiserver, the Job controller, the garbage 
 a kubelet. The stage image must succeed at once (an `mfpo-stage` that writes a succeeded
 termination summary for the stage named in its config and exits 0; docs/performance.md shows
 the one used on the lab). The CRD must be installed; the kubeconfig's user needs to create
-namespaces and MFPORuns, and is the operator's (cluster-wide, `--standalone`).
+namespaces and MFPORuns, and is the operator's (cluster-wide, a single replica).
 
 Creates --namespaces namespaces `<prefix>-<i>`, starts the operator of --tree (default: this
 checkout) as a subprocess, creates the runs at once and waits until every run succeeded.
@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kubernetes
-from bench_operator import histogram_quantile, sample
+from bench_operator import histogram_quantile, operator_command, sample
 from kubernetes.client.rest import ApiException
 
 HERE = Path(__file__).resolve().parents[1]
@@ -139,8 +138,7 @@ def main(args: argparse.Namespace) -> None:
     tree = Path(args.tree).resolve()
     log_path = Path(tempfile.mkdtemp(prefix="mfpo-bench-cluster-")) / "operator.log"
     env = {**os.environ, "PYTHONPATH": f"{tree}/core:{tree}/operator"}
-    command = [sys.executable, "-m", "mfpo_operator.kube", "--standalone", "--liveness", "",
-               "--metrics-port", str(args.metrics_port)]  # fmt: skip
+    command = operator_command(tree, args.metrics_port)
     with log_path.open("w") as log:
         operator = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
