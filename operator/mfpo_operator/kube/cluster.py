@@ -55,12 +55,15 @@ EVENT_MESSAGE_LIMIT = 1024
 @dataclass
 class Observed:
     """What one look at a run's Jobs found: its attempts, the evicted pods of its running
-    Jobs, and the names of its Jobs by (stage, attempt) with those being deleted."""
+    Jobs, the names of its Jobs by (stage, attempt) with those being deleted, and whether a
+    running Job has fewer ready pods than it runs (its pods were looked at: they may be
+    stuck, and only a later look at them shows it)."""
 
     attempts: list[Attempt] = field(default_factory=list)
     evictions: list[Eviction] = field(default_factory=list)
     jobs: dict[tuple[str, int], str] = field(default_factory=dict)
     deleting: set[tuple[str, int]] = field(default_factory=set)
+    unready: bool = False
 
 
 def load_config() -> kubernetes.client.Configuration:
@@ -140,18 +143,35 @@ class Cluster:
         items = json.loads(raw.data).get("items") or []
         return [item for item in items if _matches(item, wanted)]
 
-    def attempts(
-        self, namespace: str, run: str, uid: str, resume_step: ResumeStep | None = None
-    ) -> Observed:
-        """Every attempt of the run still visible as a Job owned by it, and the evictions
-        seen among the pods of its running Jobs. `resume_step` is asked for a Job suspended
-        after it ran (see `status.suspension`)."""
+    def list_jobs(self, namespace: str, run: str) -> list[dict[str, Any]]:
+        """The run's Jobs as the API server has them now (one list call)."""
         wanted = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: run}
-        jobs = [
-            j
-            for j in self._list(self.batch.list_namespaced_job, namespace, wanted)
-            if _owned(j, uid)
-        ]
+        return self._list(self.batch.list_namespaced_job, namespace, wanted)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job as the API server has it now; None when it is gone."""
+        try:
+            raw = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return json.loads(raw.data)
+
+    def attempts(
+        self,
+        namespace: str,
+        run: str,
+        uid: str,
+        resume_step: ResumeStep | None = None,
+        jobs: list[dict[str, Any]] | None = None,
+    ) -> Observed:
+        """Every attempt of the run visible as a Job owned by it (`jobs`, else listed now),
+        and the evictions seen among the pods of its running Jobs. `resume_step` is asked for
+        a Job suspended after it ran (see `status.suspension`)."""
+        if jobs is None:
+            jobs = self.list_jobs(namespace, run)
+        jobs = [j for j in jobs if _owned(j, uid)]
         with self._lock:
             cache = self._finished.setdefault((namespace, run), {})
             listed = {j["metadata"].get("uid") or j["metadata"]["name"] for j in jobs}
@@ -196,6 +216,8 @@ class Cluster:
         name = job["metadata"]["name"]
         attempt = attempt_from_job(job, [])
         pods: list[dict[str, Any]] = []
+        if attempt.state not in TERMINAL and _pods_not_ready(job):
+            observed.unready = True
         if attempt.state in TERMINAL or _pods_not_ready(job):
             pods = self._list(self.core.list_namespaced_pod, namespace, {JOB_NAME_LABEL: name})
         elif not stopped_after_start(job):
@@ -219,8 +241,9 @@ class Cluster:
         # Filtered here too: an API that ignores the field selector (kmock) returns them all.
         return [e for e in items if (e.get("involvedObject") or {}).get("name") == job]
 
-    def create(self, manifest: dict[str, Any]) -> bool:
-        """Create a ConfigMap, Service or Job; False when it already exists (idempotent).
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a ConfigMap, Service or Job: the object as created (parsed as JSON, not into
+        the client's models); None when it already exists (idempotent).
 
         Strict field validation: an unknown field is a 400 naming it (apiserver
         pkg/endpoints/handlers/create.go: a strict decoding error under
@@ -232,12 +255,12 @@ class Cluster:
             "Service": self.core.create_namespaced_service,
         }[manifest["kind"]]
         try:
-            create(namespace, manifest, field_validation="Strict")
+            raw = create(namespace, manifest, field_validation="Strict", _preload_content=False)
         except ApiException as err:
             if err.status == 409:
-                return False
+                return None
             raise
-        return True
+        return json.loads(raw.data)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete a Job, ConfigMap or Service; a Job's pods go in the background (they get
@@ -248,7 +271,7 @@ class Cluster:
             "Service": self.core.delete_namespaced_service,
         }[kind]
         try:
-            delete(name, namespace, propagation_policy="Background")
+            _drop(delete(name, namespace, propagation_policy="Background", _preload_content=False))
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -261,7 +284,10 @@ class Cluster:
 
         Posted with the operator's own client, not `kopf.event`: that one reads kopf's context
         variables, which exist only in kopf's handler threads, not in the ticker thread."""
-        self.core.create_namespaced_event(body["metadata"]["namespace"], event_body(body, event))
+        namespace = body["metadata"]["namespace"]
+        _drop(self.core.create_namespaced_event(
+            namespace, event_body(body, event), _preload_content=False
+        ))  # fmt: skip
 
     def exists(self, kind: str, namespace: str, name: str) -> bool:
         """Whether a ServiceAccount or Secret exists (read with `get`, the one verb granted).
@@ -273,7 +299,7 @@ class Cluster:
             "Secret": self.core.read_namespaced_secret,
         }[kind]
         try:
-            read(name, namespace, _preload_content=False)
+            _drop(read(name, namespace, _preload_content=False))
         except ApiException as err:
             if err.status == 403:
                 log.debug("%s/%s %s: not readable (403), not checked", namespace, kind, name)
@@ -312,11 +338,29 @@ class _ApiClientWithTimeout(kubernetes.client.ApiClient):
         return super().request(*args, _request_timeout=_request_timeout or self.timeout, **kwargs)
 
 
+def _drop(response) -> None:
+    """Discard a raw response (`_preload_content=False`: nothing decoded into the client's
+    models): urllib3 returns its connection to the pool only once its body is read."""
+    response.drain_conn()
+
+
+# Added by the Job controller once a Job's outcome is decided, before its pods have all
+# terminated and it gets Complete or Failed (Kubernetes 1.31+, "Termination of Job pods":
+# https://kubernetes.io/docs/concepts/workloads/controllers/job/#termination-of-job-pods).
+_ENDING = ("SuccessCriteriaMet", "FailureTarget")
+
+
 def _pods_not_ready(job: dict[str, Any]) -> bool:
     """A running, admitted Job with fewer ready pods than it runs: its pods may be stuck
-    (the Job controller counts Ready pods in status.ready; a suspended Job has none)."""
+    (the Job controller counts Ready pods in status.ready; a suspended Job has none). Not a
+    Job whose outcome is decided (its pods are ending: its Complete or Failed event follows)."""
     spec, status = job.get("spec") or {}, job.get("status") or {}
-    return not spec.get("suspend") and (status.get("ready") or 0) < (spec.get("parallelism") or 1)
+    ending = any(
+        c.get("type") in _ENDING and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    ready = status.get("ready") or 0
+    return not spec.get("suspend") and not ending and ready < (spec.get("parallelism") or 1)
 
 
 def _owned(job: dict[str, Any], uid: str) -> bool:

@@ -5,10 +5,10 @@ pass to `kopf.run` / `kopf.operator`. The handlers are sync functions: kopf runs
 thread pool, where the synchronous `kubernetes` client is at home.
 
 Triggers: an MFPORun appears or its spec/retry annotation changes (an event), one of its
-Jobs changes (an event), one of its stage pods cannot run or is disrupted (an event: an image
-pull failing changes the pod, not its Job), and the operator's ticker thread when a backoff
-ends or a periodic resync is due (a kopf timer would need a finalizer on every run; the ticker
-needs none).
+Jobs changes something a reconcile reads (an event, kept in the operator's `JobCache` first),
+one of its stage pods cannot run or is disrupted (an event: an image pull failing changes the
+pod, not its Job), and the operator's ticker thread when a run is due (see `kube.reconcile`;
+a kopf timer would need a finalizer on every run; the ticker needs none).
 Deleting a run deletes its Jobs, pods, ConfigMaps and Services through owner references;
 only with `spec.storage.deleteOnRunDeletion` does a kopf finalizer hold the deletion until
 its artifacts are deleted, or are known to be left behind (a Warning event names them).
@@ -38,6 +38,7 @@ from mfpo_core.api import GROUP, PLURAL, VERSION
 
 from mfpo_operator.kube.artifacts import Outcome, delete_for_run
 from mfpo_operator.kube.cluster import Cluster
+from mfpo_operator.kube.job_cache import JobCache
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
 from mfpo_operator.kube.reconcile import Operator, reconcile
@@ -50,7 +51,8 @@ REGISTRY = kopf.OperatorRegistry()
 _RUNS = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": REGISTRY}
 # The operator's own Jobs and pods (the Job template carries the run's labels to its pods).
 _OURS = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESENT}
-# The same, as a server-side selector: the API server streams only stage pods, not every pod.
+# The same, as a server-side selector: the API server streams only the operator's Jobs and
+# stage pods, not every Job and pod of the cluster.
 STAGE_POD_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_RUN}"
 log = logging.getLogger("mfpo.operator")
 T = TypeVar("T")
@@ -93,6 +95,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
     settings.networking.error_backoffs = RetryForever()
     settings.process.ultimate_exiting_timeout = EXIT_TIMEOUT_SECONDS
     settings.watching.label_selectors["v1", "pods"] = STAGE_POD_SELECTOR
+    settings.watching.label_selectors["batch", "jobs"] = STAGE_POD_SELECTOR
     namespaces = list(memo.get("namespaces") or [])
     if namespaces and not any(_is_pattern(n) for n in namespaces):
         # A namespaced grant cannot list namespaces or CRDs cluster-wide: kopf's scanning would
@@ -108,7 +111,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
         metrics=metrics,
         post_event=cluster.post_event,
         resync_seconds=float(os.environ.get("MFPO_OPERATOR_RESYNC_SECONDS", "60")),
+        verify_seconds=float(os.environ.get("MFPO_OPERATOR_VERIFY_SECONDS", "600")),
         finished_series_seconds=float(os.environ.get("MFPO_FINISHED_SERIES_SECONDS", "3600")),
+        jobs=JobCache(),
     )
     binding = memo.get("role_binding")
     memo.role_guard = None
@@ -201,8 +206,17 @@ def run_changed(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_OURS, registry=REGISTRY)
-def job_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    reconcile(memo.operator, namespace, labels[LABEL_RUN])
+def job_changed(
+    type: str | None, body: kopf.Body, labels: kopf.Labels, namespace: str, memo: kopf.Memo,
+    **_: Any,
+) -> None:  # fmt: skip
+    """Kept in the operator's JobCache first; a trigger only when it changed something a
+    reconcile reads (not the echo of a Job the operator created, not a version bump)."""
+    jobs: JobCache = memo.operator.jobs
+    job = dict(body)
+    changed = jobs.forget(job) if type == "DELETED" else jobs.observe(job)
+    if changed:
+        reconcile(memo.operator, namespace, labels[LABEL_RUN])
 
 
 @kopf.on.event("v1", "pods", labels=_OURS, registry=REGISTRY)

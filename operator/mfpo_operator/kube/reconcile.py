@@ -1,10 +1,26 @@
 """One reconcile of one MFPORun: read it and its Jobs, ask the planner, act, write status.
 
 Called by the kopf handlers (`kube.handlers`) from kopf's worker threads, for a run event,
-an event of one of its Jobs or stage pods, or the ticker thread (backoff ends, periodic
-resync, retiring the metric series of finished runs). A per-run lock serialises reconciles of
-the same run inside this operator (kopf peering keeps other operators out); creation is
-idempotent anyway, because every object has a deterministic name.
+an event of one of its Jobs that changes something or of its stage pods, or the ticker thread.
+A per-run lock serialises reconciles of the same run inside this operator (one replica);
+creation is idempotent anyway, because every object has a deterministic name.
+
+The run is read with a get; its Jobs come from the watch-fed `JobCache` (no list call) once
+they were listed for it in this process (its first reconcile lists them), and are listed
+afresh only when the cache and the status disagree: the cache lacks the Job of an attempt
+the status says is running (before the run's storage is read for it, or the planner concludes
+it vanished), or holds one of an attempt the status does not know. A plan that changes
+nothing costs the get alone, and a status equal to the stored one is not written.
+
+The ticker (`Operator.tick_forever`) looks at a run only when it is due:
+- a full reconcile when the planner asked for one (a backoff ends, a held start is retried,
+  a stopped attempt is awaited), and every `resync_seconds` while a running Job has fewer
+  ready pods than it runs (its pods may be stuck: a pod that cannot even be created, the
+  Job controller's FailedCreate, shows in no pod event);
+- otherwise, every `verify_seconds` (spread out), a check of the run's live Jobs in the cache
+  with one get each, which reconciles only if one differs (kopf's watch, re-listing after an
+  expired resource version, reports no deletion it missed);
+- the metric series of finished runs are retired after `finished_series_seconds`.
 
 Where the Jobs cannot tell, the run's storage is read (`kube.run_storage`): the result
 document of a stage whose Job is gone or whose summary was cut, the step a disrupted stage
@@ -17,6 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import random
 import re
 import threading
 import time
@@ -31,7 +49,8 @@ from mfpo_core.contract import TerminationSummary, result_location
 from pydantic import ValidationError
 
 from mfpo_operator.kube import jobs
-from mfpo_operator.kube.cluster import Cluster
+from mfpo_operator.kube.cluster import Cluster, Observed
+from mfpo_operator.kube.job_cache import JobCache
 from mfpo_operator.kube.metrics import OperatorMetrics
 from mfpo_operator.kube.run_storage import RunStorage
 from mfpo_operator.kube.status import Eviction, recorded_attempts, status_patch
@@ -64,11 +83,17 @@ class Operator:
     metrics: OperatorMetrics
     post_event: PostEvent
     resync_seconds: float = 60.0
+    # How often the live Jobs of a run with nothing due are checked against the API server.
+    verify_seconds: float = 600.0
     # How long a finished run keeps its per-stage metric series (then only its summary).
     finished_series_seconds: float = 3600.0
     clock: Callable[[], datetime] = utcnow
+    # The watch-fed view of the stage Jobs; None: every reconcile lists them (and the ticker
+    # reconciles every unfinished run every resync_seconds).
+    jobs: JobCache | None = None
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _due: dict[Key, float] = field(default_factory=dict)  # wall time of the next needed look
+    _verify_only: set[Key] = field(default_factory=set)  # due runs that need only a check
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _evictions_told: dict[Key, set[str]] = field(default_factory=dict)  # pod uids per run
     _evictions_pending: dict[Key, dict[str, Eviction]] = field(default_factory=dict)
@@ -78,24 +103,71 @@ class Operator:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def due_runs(self) -> list[Key]:
-        """Runs whose backoff has ended or whose periodic resync is due."""
+    def due_runs(self) -> tuple[list[Key], list[Key]]:
+        """(runs due for a reconcile, runs due for a check of their Jobs), earliest first."""
         now = time.time()
         with self._guard:
-            return [key for key, due in self._due.items() if due <= now]
+            due = sorted((when, key) for key, when in self._due.items() if when <= now)
+            looks = [key for _, key in due if key not in self._verify_only]
+            checks = [key for _, key in due if key in self._verify_only]
+        return looks, checks
 
-    def schedule(self, key: Key, result: Plan) -> None:
+    def schedule(self, key: Key, result: Plan, observed: Observed | None = None) -> None:
         """When to look at a run again without a trigger; never for a finished run."""
         with self._guard:
             if result.status.phase in (RunPhase.succeeded, RunPhase.failed):
                 self._due.pop(key, None)
+                self._verify_only.discard(key)
                 if key not in self._retire:
                     when = time.time() + self.finished_series_seconds
                     self._retire[key] = (when, result.status.phase)
                 return
             self._retire.pop(key, None)
-            delay = min(result.requeue_after or self.resync_seconds, self.resync_seconds)
-            self._due[key] = time.time() + delay
+            if result.requeue_after is not None:
+                self._look_at(key, min(result.requeue_after, self.resync_seconds))
+            elif self.jobs is None or observed is None or observed.unready or _starts(result):
+                self._look_at(key, self.resync_seconds)  # a new Job's pods are not ready yet
+            else:
+                self._check_at(key)
+
+    def retry(self, key: Key) -> None:
+        """A reconcile failed: look again at the next resync (a skipped Job event may have
+        been the only trigger)."""
+        with self._guard:
+            self._look_at(key, self.resync_seconds)
+
+    def unschedule(self, key: Key) -> None:
+        with self._guard:
+            self._due.pop(key, None)
+            self._verify_only.discard(key)
+
+    def _look_at(self, key: Key, delay: float) -> None:
+        self._due[key] = time.time() + delay
+        self._verify_only.discard(key)
+
+    def _check_at(self, key: Key) -> None:
+        # Spread: runs created together would otherwise all be checked in the same tick.
+        self._due[key] = time.time() + self.verify_seconds * random.uniform(0.5, 1.5)
+        self._verify_only.add(key)
+
+    def verify(self, key: Key) -> None:
+        """Check the run's live Jobs in the cache against the API server (a get each);
+        reconcile only when one differs."""
+        namespace, name = key
+        changed = False
+        for job in self.jobs.live(namespace, name):
+            meta = job["metadata"]
+            current = self.cluster.get_job(namespace, meta["name"])
+            if current is None or current["metadata"].get("uid") != meta.get("uid"):
+                changed |= self.jobs.forget(job)  # gone (a Job of the same name is another)
+            if current is not None:
+                changed |= self.jobs.observe(current)
+        if changed:
+            reconcile(self, namespace, name)
+        else:
+            with self._guard:
+                if key in self._due:  # not forgotten meanwhile
+                    self._check_at(key)
 
     def new_evictions(
         self, key: Key, seen: list[Eviction], resume_step: Callable[[str], int | None]
@@ -136,50 +208,103 @@ class Operator:
         with self._guard:
             self._locks.pop(key, None)
             self._due.pop(key, None)
+            self._verify_only.discard(key)
             self._evictions_told.pop(key, None)
             self._evictions_pending.pop(key, None)
             self._retire.pop(key, None)
         self.cluster.forget_run(*key)
+        if self.jobs is not None:
+            self.jobs.forget_run(*key)
         self.metrics.forget(*key)
 
+    def checks_per_tick(self, every: float) -> int:
+        """At most this many Job checks per tick: twice the even spread of all the runs'
+        checks over verify_seconds (the rest wait for the next tick, earliest first)."""
+        with self._guard:
+            runs = len(self._due)
+        return max(1, math.ceil(2 * runs * every / self.verify_seconds))
+
     def tick_forever(self, stop: threading.Event, every: float) -> None:
-        """The ticker thread: reconcile the runs that are due. (kopf timers would put a
-        finalizer on every run; this needs none.)"""
+        """The ticker thread: reconcile or check the runs that are due. (kopf timers would put
+        a finalizer on every run; this needs none.)"""
         while not stop.wait(every):
             self.retire_finished()
-            for namespace, name in self.due_runs():
+            looks, checks = self.due_runs()
+            for namespace, name in looks:
                 try:
                     reconcile(self, namespace, name)
                 except Exception:
                     log.exception("%s/%s: reconcile failed; tried again later", namespace, name)
+            for namespace, name in checks[: self.checks_per_tick(every)]:
+                try:
+                    self.verify((namespace, name))
+                except Exception:
+                    log.exception("%s/%s: check of its Jobs failed; tried again later",
+                                  namespace, name)  # fmt: skip
 
 
 def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
     """Bring one run one step forward; None when it is gone or being deleted."""
     key = (namespace, name)
     with op.lock(key), op.metrics.reconcile_timer():
-        body = op.cluster.get_run(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return None
         try:
-            spec = MFPORunSpec.model_validate(body.get("spec") or {})
-        except ValidationError as err:
-            _reject(op, body, err)
+            outcome = _reconcile_locked(op, key)
+        except Exception:
+            op.retry(key)
+            raise
+        if outcome is None:
             return None
-        planner = _Planner(op, body, spec)
-        result = _act(op, body, spec, planner.plan(), planner)
-        patch = status_patch(result.status, body.get("status"))
-        if patch:
-            op.cluster.patch_run_status(namespace, name, patch)
-        # Metrics before events: a lost event must never lose a counted attempt.
-        op.metrics.observe(namespace, name, result)
-        op.schedule(key, result)
-        _delete_recorded(op, planner, result.status)
-        evicted = op.new_evictions(key, planner.observed.evictions, planner.storage.resume_step)
-        events = [*result.events, *evicted]
+        body, result, events = outcome
     # Events are a courtesy: posted outside the run's lock and the reconcile timer.
     _post(op, body, events)
     return result
+
+
+def _reconcile_locked(
+    op: Operator, key: Key
+) -> tuple[dict[str, Any], Plan, list[Event]] | None:
+    namespace, name = key
+    body = op.cluster.get_run(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        op.unschedule(key)  # gone, or left to the deletion handler
+        return None
+    try:
+        spec = MFPORunSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        _reject(op, body, err)
+        return None
+    planner = _Planner(op, body, spec)
+    result = _act(op, body, spec, planner.plan(), planner)
+    patch = status_patch(result.status, body.get("status"))
+    if patch:
+        op.cluster.patch_run_status(namespace, name, patch)
+    # Metrics before events: a lost event must never lose a counted attempt.
+    op.metrics.observe(namespace, name, result)
+    op.schedule(key, result, planner.observed)
+    _delete_recorded(op, planner, result.status)
+    evicted = op.new_evictions(key, planner.observed.evictions, planner.storage.resume_step)
+    return body, result, [*result.events, *evicted]
+
+
+def _disagree(status: MFPORunStatus | None, observed: Observed) -> bool:
+    """The status says a stage's latest attempt is running and it is not observed (what the
+    planner would call vanished, and `_Planner._recover_vanished` would read storage for), or
+    an attempt is observed that the status does not know (newer than its stage's latest: on
+    a real cluster, a Job created just before an operator restart, which a restart lists
+    anyway; kmock also reports a Job whose creation a test refused)."""
+    if status is None:
+        return True
+    seen = {(a.stage, a.attempt) for a in observed.attempts}
+    latest = {stage.name: stage.attempts for stage in status.stages}
+    vanished = any(
+        stage.phase == StagePhase.running and stage.attempts and (stage.name, stage.attempts) not in seen
+        for stage in status.stages
+    )
+    return vanished or any(attempt > latest.get(stage, 0) for stage, attempt in seen)
+
+
+def _starts(result: Plan) -> bool:
+    return any(isinstance(action, StartAttempt) for action in result.actions)
 
 
 def _post(op: Operator, body: dict[str, Any], events: list[Event]) -> None:
@@ -205,11 +330,25 @@ class _Planner:
                         meta["namespace"], meta["name"], err)  # fmt: skip
             self.status = None
         self.storage = RunStorage(spec, meta["name"], self._credentials)
-        self.observed = op.cluster.attempts(
-            meta["namespace"], meta["name"], meta.get("uid", ""), self.storage.resume_step
-        )
+        self.observed = self._observe_jobs()
         self.now = op.clock()
         self._complete_from_storage()
+
+    def _observe_jobs(self) -> Observed:
+        """The run's attempts from the cache (see `kube.job_cache`), or from a listing: without
+        a cache, for a run not listed yet in this process, or when the cache and the status
+        disagree (only a listing tells whether a Job is gone, or not seen yet)."""
+        meta = self.body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        cache, step = self.op.jobs, self.storage.resume_step
+        if cache is not None and cache.seeded(namespace, name):
+            observed = self.op.cluster.attempts(namespace, name, uid, step, cache.jobs(namespace, name))
+            if not _disagree(self.status, observed):
+                return observed
+        listed = self.op.cluster.list_jobs(namespace, name)
+        if cache is not None:
+            cache.replace(namespace, name, listed)
+        return self.op.cluster.attempts(namespace, name, uid, step, listed)
 
     def _credentials(self) -> dict[str, str] | None:
         """The run's storage Secret, None when it is gone or the operator may not read it."""
@@ -276,7 +415,7 @@ def _act(
     run = jobs.RunRef.from_body(body)
     for action in result.actions:
         if isinstance(action, StopAttempt):
-            op.cluster.delete_job(run.namespace, action.job)
+            _delete_job(op, run.namespace, run.name, action.job)
             continue
         missing = _missing_prerequisite(op, run.namespace, spec)
         if missing is not None:
@@ -284,7 +423,7 @@ def _act(
         try:
             _create_attempt(op, run, spec, action, adopt_unowned=completed_stages(planner.status))
         except _Refused as refused:
-            _remove_attempt(op, run.namespace, spec, action.stage, action.job, job_too=False)
+            _remove_attempt(op, run.namespace, run.name, spec, action.stage, action.job, job_too=False)
             quota = quota_exceeded(refused.error)
             if quota is not None:
                 return planner.plan(hold=("QuotaExceeded", quota))
@@ -320,13 +459,16 @@ def _create_attempt(op: Operator, run: jobs.RunRef, spec: MFPORunSpec, action: S
             if rejected_request(err):
                 raise _Refused(what, err) from err
             raise
-        if not created:
+        if created is None:
             log.info("%s/%s already exists", run.namespace, what)
+        elif manifest["kind"] == "Job" and op.jobs is not None:
+            op.jobs.observe(created)  # the next reconcile sees it before its watch event
 
 
 def _remove_attempt(
-    op: Operator, namespace: str, spec: MFPORunSpec, stage: str, job: str, *, job_too: bool = True
-) -> None:
+    op: Operator, namespace: str, run: str, spec: MFPORunSpec, stage: str, job: str, *,
+    job_too: bool = True,
+) -> None:  # fmt: skip
     """Delete an attempt's ConfigMap and Service (and its Job): after its outcome is recorded,
     or when its Job could not be created (nothing half-made stays behind to be reused)."""
     kinds = [*(["Job"] if job_too else []), "ConfigMap"]
@@ -334,7 +476,18 @@ def _remove_attempt(
     if jobs.is_multi_node(spec, stage):
         kinds.append("Service")
     for kind in kinds:
-        op.cluster.delete(kind, namespace, names[kind])
+        if kind == "Job":
+            _delete_job(op, namespace, run, job)
+        else:
+            op.cluster.delete(kind, namespace, names[kind])
+
+
+def _delete_job(op: Operator, namespace: str, run: str, job: str) -> None:
+    """Delete the Job (its pods in the background: the Job itself goes at once) and drop it
+    from the cache, so that a reconcile before its DELETED event does not delete it again."""
+    op.cluster.delete_job(namespace, job)
+    if op.jobs is not None:
+        op.jobs.forget_name(namespace, run, job)
 
 
 def _delete_recorded(op: Operator, planner: _Planner, stored: MFPORunStatus) -> None:
@@ -349,7 +502,7 @@ def _delete_recorded(op: Operator, planner: _Planner, stored: MFPORunStatus) -> 
         if job is None or key in observed.deleting:
             continue
         try:
-            _remove_attempt(op, meta["namespace"], planner.spec, attempt.stage, job)
+            _remove_attempt(op, meta["namespace"], meta["name"], planner.spec, attempt.stage, job)
         except ApiException as err:  # tried again at the next look
             log.warning("%s/%s: Job %s not deleted: %s %s", meta["namespace"], meta["name"], job,
                         err.status, err.reason)  # fmt: skip
