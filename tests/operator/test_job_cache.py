@@ -1,12 +1,15 @@
 """The operator's watch-fed view of its Jobs (`kube.job_cache`): what a late or missed watch
-event may and may not do to it. The Job controller never removes a Job's Complete or Failed
+event may and may not do to it; and kopf's per-event diff base, built for runs only. The Job controller never removes a Job's Complete or Failed
 condition (a finished Job is final: pkg/controller/job), and a deleted object's uid is never
 reused (metav1.ObjectMeta.uid)."""
 
 from __future__ import annotations
 
+import kopf
 from kube_world import NS
+from mfpo_operator.kube.handlers import RunsDiffBaseStorage
 from mfpo_operator.kube.job_cache import JobCache
+from mfpo_operator.validation import LAST_HANDLED_KEY, LAST_HANDLED_PREFIX
 
 
 def _job(name: str, run: str = "demo", uid: str | None = None, **status) -> dict:
@@ -61,3 +64,15 @@ def test_a_job_the_operator_deleted_is_gone_before_its_event():
     cache.forget_name(NS, "demo", "a")
     assert cache.jobs(NS, "demo") == []
     assert not cache.observe(_job("a", uid="u1", conditions=COMPLETE))  # its late events
+
+
+def test_kopf_builds_a_diff_base_for_runs_only():
+    # kopf deep-copies every event's body into a diff base (processing.py `_detect_causes`)
+    # and compares it only where a change-detecting handler watches: the runs' deletion.
+    storage = RunsDiffBaseStorage(prefix=LAST_HANDLED_PREFIX, key=LAST_HANDLED_KEY)
+    plain = kopf.AnnotationsDiffBaseStorage(prefix=LAST_HANDLED_PREFIX, key=LAST_HANDLED_KEY)
+    job = {"apiVersion": "batch/v1", "kind": "Job", **_job("a", uid="u1")}
+    run = {"apiVersion": "mfpo.dev/v1alpha1", "kind": "MFPORun", "metadata": {"name": "demo"},
+           "spec": {"suspend": False}}  # fmt: skip
+    assert storage.build(body=kopf.Body(job)) == {}
+    assert storage.build(body=kopf.Body(run)) == plain.build(body=kopf.Body(run)) != {}

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import kopf
-from mfpo_core.api import GROUP, PLURAL, VERSION
+from mfpo_core.api import GROUP, KIND, PLURAL, VERSION
 
 from mfpo_operator.kube.artifacts import Outcome, delete_for_run
 from mfpo_operator.kube.cluster import Cluster
@@ -74,6 +74,20 @@ class RetryForever:
         return itertools.chain((1, 1, 2, 3, 5, 8, 13, 21), itertools.repeat(30.0))
 
 
+class RunsDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base (the last handled spec, kept in an annotation), built for MFPORuns
+    only. kopf builds one for every event of every resource it watches, as a deep copy of the
+    whole body (kopf/_core/reactor/processing.py `_detect_causes`), and compares it only for
+    a resource with a change-detecting handler: here the runs' deletion handler. A Job's or a
+    pod's was never read, and copying it was the largest single part of kopf's per-event work
+    (15% of the operator's CPU with 200 runs on kmock, py-spy)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        if body.get("kind") != KIND:
+            return {}  # never compared: no change-detecting handler watches Jobs or pods
+        return super().build(body=body, extra_fields=extra_fields)
+
+
 @kopf.on.login(registry=REGISTRY)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster service account, else the kubeconfig: the same as the kubernetes client."""
@@ -86,7 +100,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mfpo.dev")
     # A copy of the spec in an annotation: `validation.size_problems` counts it against the
     # API server's 256 KiB for all annotations.
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = RunsDiffBaseStorage(
         prefix=LAST_HANDLED_PREFIX, key=LAST_HANDLED_KEY
     )
     settings.posting.level = logging.WARNING  # our transitions are posted explicitly
