@@ -233,14 +233,17 @@ def job_changed(
         reconcile(memo.operator, namespace, labels[LABEL_RUN])
 
 
-@kopf.on.event("v1", "pods", labels=_OURS, registry=REGISTRY)
-def pod_changed(
-    type: str | None, body: kopf.Body, labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any
-) -> None:
+def _pod_needs_look(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    return type != "DELETED" and pod_needs_look(dict(body))
+
+
+# The filter runs in kopf's event loop: the pod events that need no look (most of them) are
+# not handed to a worker thread.
+@kopf.on.event("v1", "pods", labels=_OURS, when=_pod_needs_look, registry=REGISTRY)
+def pod_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """A stage pod that cannot run (ErrImagePull, Unschedulable...) or was disrupted: shown on
     the run within seconds, not at the next resync."""
-    if type != "DELETED" and pod_needs_look(dict(body)):
-        reconcile(memo.operator, namespace, labels[LABEL_RUN])
+    reconcile(memo.operator, namespace, labels[LABEL_RUN])
 
 
 def _delete_artifacts_requested(spec: kopf.Spec, **_: Any) -> bool:
