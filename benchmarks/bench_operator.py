@@ -18,8 +18,9 @@ writes it. Three phases:
 2. idle (--idle-seconds, 0 to skip): nothing changes; every reconcile is the operator's own
    periodic work (its ticker), every API call it makes is the cost of waiting runs;
 3. progress: every running Job finishes (pods Succeeded with a termination summary, Job
-   condition Complete); each next Job runs, then finishes --stage-seconds later; until every
-   run succeeded.
+   condition Complete) after --stage-seconds on average (jittered, the same draws for every
+   operator; 0: all at once, a burst that measures throughput); each next Job runs, then
+   finishes likewise; until every run succeeded.
 
 Prints, per phase: the operator's API calls by verb and resource (told apart from kopf's own and
 the driver's by their User-Agent: the kubernetes client's `OpenAPI-Generator` is the operator's
@@ -43,6 +44,7 @@ import collections
 import itertools
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -262,14 +264,25 @@ def counting_emulator(tally: Tally) -> kmock.KubernetesEmulator:
 
 @dataclass
 class Driver:
-    """The Job controller and the kubelet, polling kmock's objects every 50 ms."""
+    """The Job controller and the kubelet, polling kmock's objects every 50 ms. A Job runs
+    for stage_seconds x uniform(0.5, 1.5) (the Jobs running when the progress phase begins:
+    x uniform(0, 1) from then), drawn from a seeded generator: the same for every operator."""
 
     server: object
     stage_seconds: float
-    started: dict[tuple[str, str], tuple[float, dict]] = field(default_factory=dict)
+    # (namespace, Job) -> (when it finishes, None once finished; the Job)
+    started: dict[tuple[str, str], tuple[float | None, dict]] = field(default_factory=dict)
     finished_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (ns, run) -> when
     reactions: list[float] = field(default_factory=list)
     finishing: bool = False
+    draw: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def begin_finishing(self) -> None:
+        now = time.monotonic()
+        for key, (due, job) in sorted(self.started.items()):
+            if due is not None:
+                self.started[key] = (now + self.stage_seconds * self.draw.uniform(0, 1), job)
+        self.finishing = True
 
     async def step(self) -> None:
         for job in live(self.server, "jobs"):
@@ -281,12 +294,13 @@ class Driver:
             if run in self.finished_at:
                 self.reactions.append(time.monotonic() - self.finished_at.pop(run))
             await start(self.server, job)
-            self.started[key] = (time.monotonic(), job)
+            lasts = self.stage_seconds * self.draw.uniform(0.5, 1.5)
+            self.started[key] = (time.monotonic() + lasts, job)
         if not self.finishing:
             return
         now = time.monotonic()
-        for key, (since, job) in list(self.started.items()):
-            if since is not None and now - since >= self.stage_seconds:
+        for key, (due, job) in list(self.started.items()):
+            if due is not None and now >= due:
                 await finish(self.server, job)
                 self.started[key] = (None, job)
                 meta = job["metadata"]
@@ -465,7 +479,7 @@ async def scenario(args: argparse.Namespace, tree: Path, metrics_port: int) -> R
                 await driver.until(lambda: False, args.idle_seconds)
 
             async def progress() -> None:
-                driver.finishing = True
+                driver.begin_finishing()
                 await driver.until(lambda: succeeded() == args.runs, args.timeout)
 
             await phase("start", create_and_start)
@@ -533,6 +547,7 @@ def report(result: Result, args: argparse.Namespace) -> dict[str, float]:
                   f"{figures['idle calls per run per resync period']:.2f} API calls, "
                   f"{figures['idle reconciles per run per resync period']:.2f} reconciles")  # fmt: skip
         if phase.name == "progress":
+            figures["progress wall s"] = phase.seconds
             figures["progress calls per reconcile"] = per
             figures["progress reconcile p95 ms"] = phase.quantile(0.95) * 1000
             figures["progress operator CPU s"] = cpu
@@ -578,7 +593,8 @@ if __name__ == "__main__":
     parser.add_argument("--resync-seconds", type=float, default=10.0,
                         help="the operator's MFPO_OPERATOR_RESYNC_SECONDS (default 60 in production)")  # fmt: skip
     parser.add_argument("--stage-seconds", type=float, default=0.0,
-                        help="how long each Job runs in the progress phase")  # fmt: skip
+                        help="how long a Job runs in the progress phase, on average (0: finished "
+                        "at once, all together: a burst)")  # fmt: skip
     parser.add_argument("--tree", default=str(HERE), help="checkout whose operator is measured")
     parser.add_argument("--compare", default=None,
                         help="another checkout (e.g. a worktree at main) measured first")  # fmt: skip
