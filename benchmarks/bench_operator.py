@@ -177,8 +177,7 @@ async def finish(server, job: dict) -> None:
 
 
 def live(server, plural: str) -> list[dict]:
-    return [obj.raw for (res, _, _), obj in server.objects.items()
-            if getattr(res, "plural", None) == plural and not obj.deleted]  # fmt: skip
+    return [obj.raw for obj in server.objects_of(plural) if not obj.deleted]
 
 
 def who(request) -> str:
@@ -220,9 +219,10 @@ def counting_emulator(tally: Tally) -> kmock.KubernetesEmulator:
 
     - kmock logs every request, per server and per reaction, and scans those logs to route each
       request (quadratic in the requests served): a request is forgotten once served;
-    - kmock finds the objects of a request by scanning all the objects it holds: here they are
-      indexed by (resource, namespace) (kmock never removes an object from `_objects`, it marks
-      it deleted, and a dict keeps insertion order: new keys are those past the last count)."""
+    - kmock finds the objects of a request, and the resources it serves, by scanning all the
+      objects it holds: here they are indexed by (resource, namespace) (kmock never removes an
+      object from `_objects`, it marks it deleted, and a dict keeps insertion order: new keys
+      are those past the last count)."""
 
     class CountingEmulator(kmock.KubernetesEmulator):
         async def _handle(self, request):
@@ -239,13 +239,27 @@ def counting_emulator(tally: Tally) -> kmock.KubernetesEmulator:
                             del log[index]
                             break
 
-        def _KubernetesEmulator__get_objs(self, request, strict: bool) -> list:
+        def places(self) -> dict:
+            """{(resource, namespace): {name: object}}, brought up to date."""
             places = self.__dict__.setdefault("_places", {})
             everything = self._objects._objects
             indexed = self.__dict__.get("_indexed", 0)
             for key in itertools.islice(everything, indexed, None):
                 places.setdefault((key[0], key[1]), {})[key[2]] = everything[key]
             self.__dict__["_indexed"] = len(everything)
+            return places
+
+        def objects_of(self, plural: str) -> list:
+            return [obj for (resource, _), objects in self.places().items()
+                    if resource.plural == plural for obj in objects.values()]  # fmt: skip
+
+        def _get_resources(self) -> list:
+            # kmock's adds the resource of every object it holds, scanning them all.
+            declared = kmock.KubernetesScaffold._get_resources(self)
+            return list({*declared, *(resource for resource, _ in self.places())})
+
+        def _KubernetesEmulator__get_objs(self, request, strict: bool) -> list:
+            places = self.places()
             if request.namespace is None and not strict:  # cluster-wide: every namespace
                 wanted = [p for p in places if p[0] == request.resource]
             else:

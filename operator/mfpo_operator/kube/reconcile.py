@@ -16,7 +16,8 @@ The ticker (`Operator.tick_forever`) looks at a run only when it is due:
 - a full reconcile when the planner asked for one (a backoff ends, a held start is retried,
   a stopped attempt is awaited), and every `resync_seconds` while a running Job has fewer
   ready pods than it runs (its pods may be stuck: a pod that cannot even be created, the
-  Job controller's FailedCreate, shows in no pod event);
+  Job controller's FailedCreate, shows in no pod event) or its attempt waits with a reason
+  (Kueue admission, a stuck pod: its message says for how long);
 - otherwise, every `verify_seconds` (spread out), a check of the run's live Jobs in the cache
   with one get each, which reconciles only if one differs (kopf's watch, re-listing after an
   expired resource version, reports no deletion it missed);
@@ -125,7 +126,7 @@ class Operator:
             self._retire.pop(key, None)
             if result.requeue_after is not None:
                 self._look_at(key, min(result.requeue_after, self.resync_seconds))
-            elif self.jobs is None or observed is None or observed.unready or _starts(result):
+            elif self.jobs is None or observed is None or _waits(observed) or _starts(result):
                 self._look_at(key, self.resync_seconds)  # a new Job's pods are not ready yet
             else:
                 self._check_at(key)
@@ -301,6 +302,14 @@ def _disagree(status: MFPORunStatus | None, observed: Observed) -> bool:
         for stage in status.stages
     )
     return vanished or any(attempt > latest.get(stage, 0) for stage, attempt in seen)
+
+
+def _waits(observed: Observed) -> bool:
+    """A running attempt whose pods may be stuck (fewer ready than it runs), or that waits
+    with a reason (its message says for how long: refreshed at each resync)."""
+    return observed.unready or any(
+        a.state == AttemptState.running and a.waiting_reason for a in observed.attempts
+    )
 
 
 def _starts(result: Plan) -> bool:
