@@ -71,3 +71,14 @@ def namespace_terminating(plural: str, name: str, namespace: str) -> dict[str, A
         }]},
         "code": 403,
     }  # fmt: skip
+
+
+def storage_timeout(request: Any) -> dict[str, Any]:
+    """A 500 for an etcd error that no storage layer converted (here `etcdserver: request
+    timed out`, etcd's ErrTimeout text): the endpoint handlers' `ErrorToAPIStatus` makes it a
+    Failure with code 500, reason Unknown (empty, so omitted) and the error's text as message
+    (apiserver pkg/endpoints/handlers/responsewriters/status.go)."""
+    return {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "etcdserver: request timed out", "code": 500,
+    }  # fmt: skip

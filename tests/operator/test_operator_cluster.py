@@ -15,6 +15,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from api_answers import storage_timeout
 from kube_world import (
     JOBS,
     NS,
@@ -64,6 +65,30 @@ async def test_a_job_the_api_server_rejects_fails_the_run_naming_the_field(kube)
             lambda: any(e["reason"] == "StageFailed" for e in events(kube)), what="the event"
         )
     assert kube.jobs() == {}  # nothing half-created looks like a running attempt
+
+
+async def test_a_reconcile_that_fails_in_an_event_handler_is_tried_again(kube, caplog):
+    # A run's first reconcile comes from its ADDED event, and kopf never retries an event
+    # handler's error (only change handlers' errors are retried). On main nothing looked at
+    # the run again: a single 500 on the get of the run left it without a Job, for ever.
+    run = f"/apis/mfpo.dev/v1alpha1/namespaces/{NS}/mfporuns/demo"
+    answered = []
+
+    def first_get_of_the_run(request) -> bool:
+        return request.method == "GET" and request.url.path == run and not answered
+
+    def timeout(request) -> dict:
+        answered.append(request)
+        return storage_timeout(request)
+
+    kube.kmock[first_get_of_the_run] << 500 << timeout
+    caplog.set_level(logging.ERROR, logger="mfpo.operator")
+    async with running_operator():  # the resync is 60 s: the retry is the ticker's backoff
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="the first Job")
+    assert len(answered) == 1
+    said = [r.getMessage() for r in caplog.records if "reconcile failed" in r.getMessage()]
+    assert said and "tried again in 1 s" in said[0] and "etcdserver: request timed out" in said[0]
 
 
 async def test_a_missing_service_account_holds_the_run_with_the_reason_until_it_exists(kube):

@@ -41,7 +41,7 @@ from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.job_cache import JobCache
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
-from mfpo_operator.kube.reconcile import Operator, reconcile
+from mfpo_operator.kube.reconcile import Operator, ReconcileFailed, reconcile
 from mfpo_operator.kube.role_guard import RoleBindingGuard, holds_finalizer
 from mfpo_operator.kube.status import pod_needs_look
 from mfpo_operator.plan import RETRY_ANNOTATION, Event
@@ -189,6 +189,15 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
         operator.cluster.close()
 
 
+def _reconcile(operator: Operator, namespace: str, name: str) -> None:
+    """A reconcile from an event handler. Its error is logged here, not raised: kopf would log
+    it as ignored (it retries no event handler), while the ticker does try again."""
+    try:
+        reconcile(operator, namespace, name)
+    except ReconcileFailed as err:
+        log.error("%s", err, exc_info=err.__cause__)
+
+
 def _needs_reconcile(event_type: str | None, body: kopf.Body) -> bool:
     """Skip the echo of our own status writes: only new specs and retry requests matter."""
     if event_type in (None, "ADDED"):  # None: the initial listing (operator start)
@@ -216,7 +225,7 @@ def run_changed(
         except Exception:  # the run is reconciled anyway; tried again at its next event
             log.exception("%s: the operator's RoleBinding not kept for run %s", namespace, name)
     if _needs_reconcile(type, body):
-        reconcile(memo.operator, namespace, name)
+        _reconcile(memo.operator, namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_OURS, registry=REGISTRY)
@@ -230,7 +239,7 @@ def job_changed(
     job = dict(body)
     changed = jobs.forget(job) if type == "DELETED" else jobs.observe(job)
     if changed:
-        reconcile(memo.operator, namespace, labels[LABEL_RUN])
+        _reconcile(memo.operator, namespace, labels[LABEL_RUN])
 
 
 def _pod_needs_look(type: str | None, body: kopf.Body, **_: Any) -> bool:
@@ -243,7 +252,7 @@ def _pod_needs_look(type: str | None, body: kopf.Body, **_: Any) -> bool:
 def pod_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """A stage pod that cannot run (ErrImagePull, Unschedulable...) or was disrupted: shown on
     the run within seconds, not at the next resync."""
-    reconcile(memo.operator, namespace, labels[LABEL_RUN])
+    _reconcile(memo.operator, namespace, labels[LABEL_RUN])
 
 
 def _delete_artifacts_requested(spec: kopf.Spec, **_: Any) -> bool:

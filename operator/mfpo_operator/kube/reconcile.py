@@ -21,6 +21,8 @@ The ticker (`Operator.tick_forever`) looks at a run only when it is due:
 - otherwise, every `verify_seconds` (spread out), a check of the run's live Jobs in the cache
   with one get each, which reconciles only if one differs (kopf's watch, re-listing after an
   expired resource version, reports no deletion it missed);
+- a run whose reconcile failed (from an event handler too: kopf retries no event handler's
+  error) after 1, 2, 4... s, at most `resync_seconds`;
 - the metric series of finished runs are retired after `finished_series_seconds`.
 
 Where the Jobs cannot tell, the run's storage is read (`kube.run_storage`): the result
@@ -69,6 +71,8 @@ from mfpo_operator.plan import (
 log = logging.getLogger("mfpo.operator")
 
 PostEvent = Callable[[dict[str, Any], Event], None]
+# The first retry of a failed reconcile; doubled at each failure in a row, up to the resync.
+RETRY_FIRST_SECONDS = 1.0
 Key = tuple[str, str]  # (namespace, run)
 
 
@@ -95,6 +99,7 @@ class Operator:
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _due: dict[Key, float] = field(default_factory=dict)  # wall time of the next needed look
     _verify_only: set[Key] = field(default_factory=set)  # due runs that need only a check
+    _failures: dict[Key, int] = field(default_factory=dict)  # reconciles failed in a row
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _evictions_told: dict[Key, set[str]] = field(default_factory=dict)  # pod uids per run
     _evictions_pending: dict[Key, dict[str, Eviction]] = field(default_factory=dict)
@@ -116,6 +121,7 @@ class Operator:
     def schedule(self, key: Key, result: Plan, observed: Observed | None = None) -> None:
         """When to look at a run again without a trigger; never for a finished run."""
         with self._guard:
+            self._failures.pop(key, None)
             if result.status.phase in (RunPhase.succeeded, RunPhase.failed):
                 self._due.pop(key, None)
                 self._verify_only.discard(key)
@@ -131,14 +137,20 @@ class Operator:
             else:
                 self._check_at(key)
 
-    def retry(self, key: Key) -> None:
-        """A reconcile failed: look again at the next resync (a skipped Job event may have
-        been the only trigger)."""
+    def retry(self, key: Key) -> float:
+        """A reconcile failed: the ticker looks again after a backoff (1, 2, 4... s, at most
+        resync_seconds), the delay returned. kopf never retries an event handler's error
+        (only change handlers' are retried), and the event may have been the only trigger:
+        a run's first reconcile, or a Job event the cache has taken in already."""
         with self._guard:
-            self._look_at(key, self.resync_seconds)
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(self.resync_seconds, RETRY_FIRST_SECONDS * 2 ** (failures - 1))
+            self._look_at(key, delay)
+        return delay
 
     def unschedule(self, key: Key) -> None:
         with self._guard:
+            self._failures.pop(key, None)
             self._due.pop(key, None)
             self._verify_only.discard(key)
 
@@ -153,16 +165,21 @@ class Operator:
 
     def verify(self, key: Key) -> None:
         """Check the run's live Jobs in the cache against the API server (a get each);
-        reconcile only when one differs."""
+        reconcile only when one differs. A failed check asks for a reconcile (`retry`): the
+        cache may have taken in a change of one Job before the get of another failed."""
         namespace, name = key
         changed = False
-        for job in self.jobs.live(namespace, name):
-            meta = job["metadata"]
-            current = self.cluster.get_job(namespace, meta["name"])
-            if current is None or current["metadata"].get("uid") != meta.get("uid"):
-                changed |= self.jobs.forget(job)  # gone (a Job of the same name is another)
-            if current is not None:
-                changed |= self.jobs.observe(current)
+        try:
+            for job in self.jobs.live(namespace, name):
+                meta = job["metadata"]
+                current = self.cluster.get_job(namespace, meta["name"])
+                if current is None or current["metadata"].get("uid") != meta.get("uid"):
+                    changed |= self.jobs.forget(job)  # gone (a Job of the same name is another)
+                if current is not None:
+                    changed |= self.jobs.observe(current)
+        except Exception:
+            self.retry(key)
+            raise
         if changed:
             reconcile(self, namespace, name)
         else:
@@ -209,6 +226,7 @@ class Operator:
         with self._guard:
             self._locks.pop(key, None)
             self._due.pop(key, None)
+            self._failures.pop(key, None)
             self._verify_only.discard(key)
             self._evictions_told.pop(key, None)
             self._evictions_pending.pop(key, None)
@@ -234,31 +252,51 @@ class Operator:
             for namespace, name in looks:
                 try:
                     reconcile(self, namespace, name)
-                except Exception:
-                    log.exception("%s/%s: reconcile failed; tried again later", namespace, name)
+                except ReconcileFailed as err:
+                    log.error("%s", err, exc_info=err.__cause__)
             for namespace, name in checks[: self.checks_per_tick(every)]:
                 try:
                     self.verify((namespace, name))
+                except ReconcileFailed as err:
+                    log.error("%s", err, exc_info=err.__cause__)
                 except Exception:
-                    log.exception("%s/%s: check of its Jobs failed; tried again later",
+                    log.exception("%s/%s: check of its Jobs failed; reconciled again later",
                                   namespace, name)  # fmt: skip
 
 
 def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
-    """Bring one run one step forward; None when it is gone or being deleted."""
+    """Bring one run one step forward; None when it is gone or being deleted. An error is
+    raised after the ticker was told to try again (`Operator.retry`)."""
     key = (namespace, name)
     with op.lock(key), op.metrics.reconcile_timer():
         try:
             outcome = _reconcile_locked(op, key)
-        except Exception:
-            op.retry(key)
-            raise
+        except Exception as err:
+            delay = op.retry(key)
+            raise ReconcileFailed(f"{namespace}/{name}: reconcile failed; tried again in "
+                                  f"{delay:g} s: {_error_text(err)}") from err  # fmt: skip
         if outcome is None:
             return None
         body, result, events = outcome
     # Events are a courtesy: posted outside the run's lock and the reconcile timer.
     _post(op, body, events)
     return result
+
+
+class ReconcileFailed(Exception):
+    """A reconcile raised; its run is due again (the message says when)."""
+
+
+def _error_text(err: Exception) -> str:
+    """One line: an API error's status and the API server's message (str() of the client's
+    ApiException spans lines of headers), else the exception's type and text."""
+    if isinstance(err, ApiException):
+        try:
+            message = json.loads(err.body or "{}").get("message")
+        except ValueError:
+            message = None
+        return f"{err.status} {err.reason}: {message or err.body}"
+    return f"{type(err).__name__}: {err}"
 
 
 def _reconcile_locked(
