@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import fmean, pstdev
 
@@ -14,8 +14,18 @@ from bench_ablations import REFERENCE, SPLITS, VARIANTS, Layout, PlannedRun, Pro
 from mfpo_core import storage
 from mfpo_core.contract import eval_result_uri
 from mfpo_runtime.eval import ablations as stats
+from mfpo_runtime.eval.answer_tokens import template_prefixes
+from mfpo_runtime.eval.scores import degeneracy
 
 RELIANCE = "logp_drop_excess"  # nats/token: drop with objects noised minus background noised
+TEMPLATE_HEADS = set(template_prefixes())  # "The image shows", "There are", ...
+RELIANCE_NOTE = (
+    "'reliance excess' (`logp_drop_excess`, nats/token): the drop of the reference answer's "
+    "log-likelihood when the objects are noised minus the drop when an equal-area background is: "
+    "the image term's own quantity, measured on held-out images with the same kind of noise. A "
+    "manipulation check (the term did what it optimises), not evidence of better grounding; it also "
+    "grows with how far training moves the model."
+)
 
 
 def _load(runs: list[PlannedRun], layout: Layout) -> tuple[dict, dict]:
@@ -41,7 +51,9 @@ def write_report(runs: list[PlannedRun], layout: Layout, profile: Profile, *, ro
         f"# Ablations on the synthetic world ({meta['profile']} profile)", "",
         (f"{len(docs)} runs; {meta['environment']['threads']} threads; torch {meta['environment']['torch']}, "
          f"transformers {meta['environment']['transformers']}; {meta['seconds_total'] / 60:.1f} min this "
-         f"session. Intervals: 95% paired bootstrap over images and seeds ({rounds} rounds)."), "",
+         f"session. Intervals: 95% paired bootstrap over images and seeds ({rounds} rounds). They do not "
+         "cover what every run shares: the captioner (one bootstrap), datagen's noise draw and the "
+         "reliance measure's (one seed each), the world's scenes and the thread count."), "",
     ]  # fmt: skip
     (layout.out / "report.md").write_text("\n".join(header + sections))
 
@@ -81,8 +93,76 @@ def analyse(runs, docs, base, split, prefix, profile: Profile, rounds: int) -> d
                 row[f"delta_{metric}"] = float(draws[0])
                 row[f"delta_{metric}_ci"] = stats.interval(draws[1:])
         rows.append(row)
+    base_metrics = {k: base["metrics"].get(prefix + k, math.nan) for k in ("mentioning_rate", "well_formed", RELIANCE)}
     return {"equal_steps": rows, "matched_recall": matched(curves, base_rates, profile),
-            "base": {k: float(v[0]) for k, v in base_rates.items()}, "images": len(base_counts.ids)}  # fmt: skip
+            "per_rate": per_rate(groups, docs, prefix, seeds),
+            "both_naming": both_naming(complete, image_w, seed_w),
+            "silent": silent_answers(groups, docs, split, profile),
+            "base": {**{k: float(v[0]) for k, v in base_rates.items()}, **base_metrics},
+            "images": len(base_counts.ids)}  # fmt: skip
+
+
+PER_RATE_METRICS = ("chair_s", "recall", "mentioning_rate", RELIANCE)
+
+
+def per_rate(groups: dict, docs: dict, prefix: str, seeds: int) -> list[dict]:
+    """Seed means of every variant run at several learning rates, one row per rate."""
+    rates_of = defaultdict(list)
+    for name, lr in groups:
+        rates_of[name].append(lr)
+    rows = []
+    for variant in VARIANTS:
+        rates = sorted(rates_of.get(variant.name, []))
+        for lr in rates if len(rates) > 1 else []:
+            if len(groups[(variant.name, lr)]) != seeds:
+                continue
+            metric_docs = [docs[r.name]["metrics"] for r in groups[(variant.name, lr)]]
+            row = {"variant": variant.name, "label": variant.label, "lr": lr}
+            row |= {m: fmean(d.get(prefix + m, math.nan) for d in metric_docs) for m in PER_RATE_METRICS}
+            rows.append(row)
+    return rows
+
+
+def both_naming(complete: dict, image_w: np.ndarray, seed_w: np.ndarray) -> list[dict]:
+    """Each variant against MFPO at the same rate on the images both answer with an object."""
+    rows = []
+    for (name, lr), per_seed in sorted(complete.items(), key=lambda item: (_order(item[0][0]), item[0][1])):
+        reference = complete.get((REFERENCE, lr))
+        if name == REFERENCE or reference is None:
+            continue
+        draws = stats.both_naming_chair_s(per_seed, reference, image_w, seed_w)
+        delta = draws["variant"] - draws["reference"]
+        rows.append({"variant": name, "lr": lr, "share": float(draws["share"][0]),
+                     "chair_s": float(draws["variant"][0]), "reference_chair_s": float(draws["reference"][0]),
+                     "delta_chair_s": float(delta[0]), "delta_chair_s_ci": stats.interval(delta[1:])})  # fmt: skip
+    return rows
+
+
+def _order(name: str) -> int:
+    return next(i for i, v in enumerate(VARIANTS) if v.name == name)
+
+
+SILENT_EXAMPLES = 3
+
+
+def silent_answers(groups: dict, docs: dict, split: str, profile: Profile) -> list[dict]:
+    """Per variant at MFPO's rate: the answers that name no object (all seeds), how many of them
+    are degenerate by `eval.scores.degeneracy`, how many stop right after a template's opening
+    words ("The image shows."), and the most frequent ones."""
+    rows = []
+    for variant in VARIANTS:
+        runs = groups.get((variant.name, profile.mfpo_lr), [])
+        samples = [s for r in runs for s in docs[r.name]["samples"] if s.get("split", "eval") == split]
+        silent = [s["answer"].strip() for s in samples if not s["mentioned"]]
+        if not runs:
+            continue
+        rows.append({
+            "variant": variant.name, "label": variant.label, "answers": len(samples), "silent": len(silent),
+            "degenerate": sum(1 for a in silent if degeneracy(a) is not None),
+            "template_only": sum(1 for a in silent if a.rstrip(". ").strip() in TEMPLATE_HEADS),
+            "examples": Counter(silent).most_common(SILENT_EXAMPLES),
+        })  # fmt: skip
+    return rows
 
 
 def matched(curves: dict, base_rates: dict, profile: Profile) -> list[dict]:
@@ -148,7 +228,7 @@ def markdown_section(length: str, split: str, table: dict) -> str:
          "with a hallucinated object / answers naming any object; 'CHAIRs all': the same / every answer "
          "(Rohrbach et al.'s published definition, which an answer naming nothing lowers); 'names': the share "
          "of answers naming an object:"), "",
-        "| variant | CHAIRs | CHAIRs all | names | CHAIRi | recall | well-formed | reliance excess | Δ CHAIRs [95% CI] | Δ recall [95% CI] |",
+        "| variant | CHAIRs | CHAIRs all | names | CHAIRi | recall | well-formed | reliance excess (manipulation check) | Δ CHAIRs [95% CI] | Δ recall [95% CI] |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in table["equal_steps"]:
@@ -159,6 +239,10 @@ def markdown_section(length: str, split: str, table: dict) -> str:
             f"{_ci(row.get('delta_chair_s', math.nan), row.get('delta_chair_s_ci'))} | "
             f"{_ci(row.get('delta_recall', math.nan), row.get('delta_recall_ci'))} |"
         )
+    lines += ["", RELIANCE_NOTE]
+    lines += _per_rate_lines(table)
+    lines += _both_naming_lines(table)
+    lines += _silent_lines(table)
     matches = table["matched_recall"]
     if not matches:
         lines += ["", "Matched recall: needs several learning rates per frontier variant (the full profile)."]
@@ -181,6 +265,61 @@ def markdown_section(length: str, split: str, table: dict) -> str:
                 f"{row['chair_i']:.3f} | {_ci(row.get('delta_chair_s', math.nan), row.get('delta_chair_s_ci'))} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _per_rate_lines(table: dict) -> list[str]:
+    rows = table.get("per_rate", [])
+    if not rows:
+        return []
+    base = table["base"]
+    lines = ["", "Per learning rate (mean over seeds; the frontiers' points; base model first):", "",
+             "| variant | learning rate | CHAIRs | recall | names | reliance excess |", "|---|---|---|---|---|---|",
+             (f"| base model | - | {base['chair_s']:.3f} | {base['recall']:.3f} | {base['mentioning_rate']:.2f} | "
+              f"{base[RELIANCE]:.3f} |")]  # fmt: skip
+    for row in rows:
+        lines.append(f"| {row['label']} | {row['lr']:g} | {row['chair_s']:.3f} | {row['recall']:.3f} | "
+                     f"{row['mentioning_rate']:.2f} | {row[RELIANCE]:.3f} |")  # fmt: skip
+    return lines
+
+
+def _both_naming_lines(table: dict) -> list[str]:
+    rows = table.get("both_naming", [])
+    if not rows:
+        return []
+    lines = ["", ("CHAIRs on the images that both the variant and MFPO (same rate, same seed) answer with an "
+                  "object: CHAIRs leaves out an answer that names nothing, which favours the variant that "
+                  "abstains on hard images; here both are scored on one set of images (Δ = variant − MFPO, "
+                  "95% paired bootstrap):"), "",
+             "| variant | learning rate | images both name | CHAIRs variant | CHAIRs MFPO | Δ CHAIRs [95% CI] |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in rows:
+        if math.isnan(row["chair_s"]):
+            lines.append(f"| {row['variant']} | {row['lr']:g} | 0.00 | - | - | - |")
+            continue
+        lines.append(f"| {row['variant']} | {row['lr']:g} | {row['share']:.2f} | {row['chair_s']:.3f} | "
+                     f"{row['reference_chair_s']:.3f} | {_ci(row['delta_chair_s'], row['delta_chair_s_ci'])} |")  # fmt: skip
+    return lines
+
+
+def _silent_lines(table: dict) -> list[str]:
+    rows = [r for r in table.get("silent", []) if r["silent"]]
+    if not rows:
+        return ["", "Every answer at MFPO's rate names an object."]
+    lines = ["", ("Answers that name no object, at MFPO's rate over all seeds: how many, how many are degenerate "
+                  "(`eval.scores.degeneracy`: no word, garbled, repetition), how many stop right after a "
+                  "template's opening words (\"The image shows.\": a sentence without its object, which the "
+                  "degeneracy check passes), and the most frequent:"), "",
+             "| variant | name nothing / answers | degenerate | opening words only | most frequent |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for row in rows:
+        examples = "; ".join(f"{_quoted(text)} ×{count}" for text, count in row["examples"])
+        lines.append(f"| {row['label']} | {row['silent']} / {row['answers']} | {row['degenerate']} | "
+                     f"{row['template_only']} | {examples} |")  # fmt: skip
+    return lines
+
+
+def _quoted(text: str) -> str:
+    return "`" + (text.replace("|", "\\|").replace("`", "'") or " ") + "`"
 
 
 def plot_frontiers(runs, docs, base, profile: Profile, path: Path) -> None:

@@ -4,20 +4,25 @@
     python benchmarks/bench_ablations.py                  # the whole benchmark, <= 90 min
     python benchmarks/bench_ablations.py --report-only    # tables and plots from finished runs
     python benchmarks/bench_ablations.py --repeat mfpo-d-lr1-s0   # rerun one from scratch, compare
+    python benchmarks/bench_ablations.py --variants top-1,step-200   # only these (and MFPO)
 
 Variants (MFPO = text + image + anchor terms, keyword-region noise, 3-stage curriculum):
 text-only DPO; DPO + anchor (= MFPO without the image term: the same objective, run once);
 MFPO; random-region noise of equal area; global noise; without the anchor; one stage instead
-of the curriculum. Each over the profile's seeds; text-only DPO and MFPO also over three
-learning rates (their CHAIR-vs-recall frontiers), the others at MFPO's. Everything runs twice:
-on the default world (rejected answers one object longer: the length shortcut) and on the
-length-controlled one (`scenes.WorldConfig.length_controlled`).
+of the curriculum; m' made from the top-1 keyword's region only, with noise step 200 instead
+of 500, and the anchor at weight 2 (issue 26: do answers stop naming objects because m'
+erases them all?). Each
+over the profile's seeds; text-only DPO and MFPO also over three learning rates (their
+CHAIR-vs-recall frontiers), the others at MFPO's. Everything runs twice: on the default world
+(rejected answers one object longer: the length shortcut) and on the length-controlled one
+(`scenes.WorldConfig.length_controlled`).
 
 Every run is an MFPORun executed by the local runner (`LocalRunner(manifest).run()`), as the
 demo does. Runs that differ only in the objective or the seed share one datagen and score
-(copied from the group's first run, as `mfpo demo` does); noise variants make their own datagen
-(their own score gives the same bins: sampling is seeded); one-stage makes its own score. All
-runs train the same number of steps (one epoch of the same training pairs).
+(copied from the group's first run, as `mfpo demo` does); variants with another m' (noise region,
+keywords, step) make their own datagen (their own score gives the same bins: sampling is
+seeded); one-stage makes its own score. All runs train the same number of steps (one epoch
+of the same training pairs).
 
 Resumable: a run whose final evaluation exists is never run again; a half-finished one
 continues through the local runner's own resume. One progress line per run, with an estimate
@@ -33,7 +38,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -82,13 +87,20 @@ class Variant:
     grounding: str = "annotation"
     stages: int = 3
     frontier: bool = False  # run over every learning rate of the profile
+    top_k: int = 3  # imagePreference.keywords.topK
+    noise_step: int = 500  # imagePreference.noise.step (of 1000)
+
+    @property
+    def datagen_group(self) -> str:
+        """Runs of one datagen group make the same m' (grounding, keywords, noise step)."""
+        if (self.top_k, self.noise_step) == (3, 500):
+            return "keyword" if self.grounding == "annotation" else self.grounding
+        return f"{self.grounding}-top{self.top_k}-t{self.noise_step}"
 
     @property
     def data_group(self) -> str:
         """Runs of one group share datagen and score: they differ in objective or seed only."""
-        if self.grounding != "annotation":
-            return self.grounding
-        return "keyword" if self.stages == 3 else f"keyword-{self.stages}-stages"
+        return self.datagen_group if self.stages == 3 else f"{self.datagen_group}-{self.stages}-stages"
 
 
 VARIANTS = [
@@ -99,6 +111,11 @@ VARIANTS = [
     Variant("global-noise", "MFPO, global noise", (1, 1, 1), grounding="whole-image"),
     Variant("no-anchor", "MFPO without L_anchor", (1, 1, 0)),
     Variant("one-stage", "MFPO, one stage (no curriculum)", (1, 1, 1), stages=1),
+    # Issue 26 (why MFPO's answers name nothing): m' that removes less -- one keyword's region
+    # instead of three, milder noise (t = 200 instead of 500) -- and a stronger anchor.
+    Variant("top-1", "MFPO, top-1 keyword region", (1, 1, 1), top_k=1),
+    Variant("step-200", "MFPO, noise step 200", (1, 1, 1), noise_step=200),
+    Variant("anchor-2", "MFPO, anchor weight 2", (1, 1, 2)),
 ]
 REFERENCE = "mfpo"
 WORLD_TRAIN = 2000  # scenes of the train split (the demo's world): the captioner's captions
@@ -173,9 +190,10 @@ def manifest(run: PlannedRun, profile: Profile, layout: Layout, *, evaluate_base
             "data": {"uri": layout.world(run.length) + "/train", "format": "synthetic",
                      "maxSamples": profile.train},
             "storage": {"uri": layout.artifacts},
-            "imagePreference": {"keywords": {"topK": 3},
+            "imagePreference": {"keywords": {"topK": run.variant.top_k},
                                 "grounding": {"method": run.variant.grounding, "fallbackWholeImage": True},
-                                "noise": {"step": 500, "scheduleSteps": 1000}, "shards": 1, "seed": 0},
+                                "noise": {"step": run.variant.noise_step, "scheduleSteps": 1000},
+                                "shards": 1, "seed": 0},
             "curriculum": {"stages": run.variant.stages, "entropySamples": profile.entropy_samples,
                            "temperature": 1.0, "maxNewTokens": 16, "reference": "base"},
             "objective": {"beta": 0.1, "eta": 0.0, "weights": {"text": text, "image": image, "anchor": anchor}},
@@ -193,14 +211,16 @@ def manifest(run: PlannedRun, profile: Profile, layout: Layout, *, evaluate_base
 
 
 def share_stages(run: PlannedRun, runs: list[PlannedRun], layout: Layout) -> None:
-    """Copy datagen (and score) from the first run of the same data group, once it has them."""
-    same_group = [r for r in runs if r.length == run.length and r.variant.data_group == run.variant.data_group]
-    keyword = [r for r in runs if r.length == run.length and r.variant.data_group == "keyword"]
+    """Copy datagen (and score) from the first run of the same data group, once it has them;
+    datagen alone from the first run with the same m' (one-stage: the same data, its own bins)."""
+    world = [r for r in runs if r.length == run.length]
+    same_group = [r for r in world if r.variant.data_group == run.variant.data_group]
+    same_datagen = [r for r in world if r.variant.datagen_group == run.variant.datagen_group]
     parts = []
     if same_group[0] is not run:
         parts = [(same_group[0], "datagen"), (same_group[0], "score")]
-    elif run.variant.grounding == "annotation" and keyword and keyword[0] is not run:
-        parts = [(keyword[0], "datagen")]  # one-stage: the same data, its own bins
+    elif same_datagen[0] is not run:
+        parts = [(same_datagen[0], "datagen")]
     for source, part in parts:
         src, dst = storage.join(layout.run_uri(source), part), storage.join(layout.run_uri(run), part)
         if storage.list_files(src) and not storage.list_files(dst):
@@ -319,6 +339,16 @@ def _earlier_timing(layout: Layout) -> dict | None:
     return {k: earlier[k] for k in ("seconds_total", "seconds_per_run", "load_average") if k in earlier}
 
 
+def variant_names(text: str) -> tuple[str, ...]:
+    """--variants: known names, MFPO (the reference and every group's first run) always in."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = [v.name for v in VARIANTS]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"--variants: unknown {unknown or 'empty list'}; expected some of {known}")
+    return tuple(n for n in known if n in names or n == REFERENCE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the <= 10 minute profile")
@@ -328,11 +358,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1000, help="bootstrap rounds")
     parser.add_argument("--report-only", action="store_true", help="no runs: tables from finished ones")
     parser.add_argument("--repeat", metavar="RUN", help="run a finished run again from scratch and compare its metrics")
+    parser.add_argument("--variants", type=variant_names, default=None,
+                        help=f"comma-separated, of {', '.join(v.name for v in VARIANTS)}: only these (and "
+                             f"{REFERENCE}, the reference of every table); default: the profile's")  # fmt: skip
     args = parser.parse_args(argv)
     name = args.profile or ("quick" if args.quick else "full")
     profile = PROFILES[name]
+    if args.variants:
+        profile = replace(profile, variants=args.variants)
     layout = Layout(Path(args.out or f"runs/ablations/{name}").resolve())
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the stage processes inherit it
+    # The stage processes inherit both; MFPO_THREADS wins over OMP_NUM_THREADS in a stage
+    # (mfpo_core.cpus), so one left in the caller's environment would override --threads.
+    os.environ["MFPO_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
     ledger = Ledger()
     runs = plan(profile)
     if args.repeat:

@@ -19,8 +19,9 @@ def test_full_plan_covers_the_issue_matrix():
     per_variant = Counter(r.variant.name for r in runs)
     # Frontier variants: 3 rates x 3 seeds; the others at MFPO's rate; each in both worlds.
     assert per_variant == {"mfpo": 18, "text-dpo": 18, "dpo-anchor": 6, "random-region": 6,
-                           "global-noise": 6, "no-anchor": 6, "one-stage": 6}  # fmt: skip
-    assert len({r.name for r in runs}) == len(runs) == 66
+                           "global-noise": 6, "no-anchor": 6, "one-stage": 6,
+                           "top-1": 6, "step-200": 6, "anchor-2": 6}  # fmt: skip
+    assert len({r.name for r in runs}) == len(runs) == 84
     for length in profile.lengths:
         first = next(r for r in runs if r.length == length)
         assert (first.variant.name, first.lr, first.seed) == ("mfpo", profile.mfpo_lr, 0)
@@ -34,6 +35,8 @@ def test_every_run_is_a_valid_manifest_of_its_variant(tmp_path):
         weights = spec.objective.weights
         assert (weights.text, weights.image, weights.anchor) == run.variant.weights
         assert spec.image_preference.grounding.method == run.variant.grounding
+        assert spec.image_preference.keywords.top_k == run.variant.top_k
+        assert spec.image_preference.noise.step == run.variant.noise_step
         assert spec.curriculum.stages == run.variant.stages
         assert (spec.training.learning_rate, spec.training.seed) == (run.lr, run.seed)
         assert spec.data.max_samples == bench.PROFILES["full"].train
@@ -63,6 +66,40 @@ def test_shared_stages_come_from_the_group_source(tmp_path):
     assert copied(noise) == set()  # its own perturbed images
     other_world = next(r for r in runs if r.variant.name == "text-dpo" and r.length != source.length)
     assert copied(other_world) == set()
+    # Another m' (one keyword, milder noise): its own datagen, never MFPO's.
+    for name in ("top-1", "step-200"):
+        assert copied(next(r for r in runs if r.variant.name == name and r.length == source.length)) == set()
+    anchor = next(r for r in runs if r.variant.name == "anchor-2" and r.length == source.length)
+    assert copied(anchor) == {"datagen", "score"}  # another objective only
+
+
+def test_the_issue_26_variants_differ_from_mfpo_in_one_setting_each(tmp_path):
+    profile = bench.PROFILES["full"]
+    layout = bench.Layout(tmp_path)
+    runs = {r.name: r for r in bench.plan(profile)}
+
+    def spec(name):
+        return bench.manifest(runs[name], profile, layout, evaluate_base=False).spec.model_dump()
+
+    mfpo = spec("mfpo-d-lr1-s0")
+    for name, path, value in [("top-1", ("image_preference", "keywords", "top_k"), 1),
+                              ("step-200", ("image_preference", "noise", "step"), 200),
+                              ("anchor-2", ("objective", "weights", "anchor"), 2)]:  # fmt: skip
+        other = spec(f"{name}-d-lr1-s0")
+        changed = other
+        for key in path[:-1]:
+            changed = changed[key]
+        assert changed[path[-1]] == value
+        changed[path[-1]] = mfpo[path[0]][path[1]][path[2]]  # put MFPO's back: nothing else differs
+        assert other == mfpo
+
+
+def test_variants_option_keeps_mfpo_and_names_unknown_ones():
+    assert bench.variant_names("top-1, step-200") == ("mfpo", "top-1", "step-200")
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown \\['top-2'\\]"):
+        bench.variant_names("top-1,top-2")
 
 
 def test_finished_runs_are_never_run_again(tmp_path, monkeypatch, capsys):
@@ -147,3 +184,24 @@ def test_matched_recall_at_the_far_end_and_midway():
     rows = {r["variant"]: r for r in midway["rows"]}
     assert rows["mfpo"]["chair_s"] == pytest.approx(0.4)  # halfway from (0.9, 0.5) to (0.7, 0.3)
     assert rows["text-dpo"]["chair_s"] == pytest.approx(0.45)
+
+
+def test_answers_that_name_nothing_are_counted_by_kind():
+    """Silent answers at MFPO's rate, over seeds: degenerate ones by eval.scores.degeneracy, those
+    that stop after a template's opening words, the most frequent first."""
+    from ablation_report import _grouped, silent_answers
+
+    profile = bench.PROFILES["full"]
+    runs = [r for r in bench.plan(profile) if r.variant.name == "mfpo" and r.lr == profile.mfpo_lr
+            and r.length == "default"]  # fmt: skip
+
+    def sample(answer, mentioned=()):
+        return {"split": "eval", "answer": answer, "mentioned": list(mentioned)}
+
+    docs = {run.name: {"samples": [sample("The image shows."), sample("There are a sun.", ["sun"]),
+                                   sample("the the the the"), sample("There is nothing here."),
+                                   {**sample("x"), "split": "eval-counterprior"}]}
+            for run in runs}  # fmt: skip
+    (row,) = silent_answers(_grouped(runs), docs, "eval", profile)
+    assert (row["answers"], row["silent"], row["degenerate"], row["template_only"]) == (12, 9, 3, 3)
+    assert row["examples"][0] == ("The image shows.", 3)

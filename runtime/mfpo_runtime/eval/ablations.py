@@ -85,6 +85,38 @@ def seed_mean(per_seed: Sequence[Counts], image_w: np.ndarray, seed_w: np.ndarra
     return {k: sum(seed_w[:, s] * per[s][k] for s in range(len(per))) / len(per) for k in RATES}
 
 
+def both_naming_chair_s(
+    per_seed: Sequence[Counts], reference: Sequence[Counts], image_w: np.ndarray, seed_w: np.ndarray
+) -> dict[str, np.ndarray]:
+    """CHAIRs of a variant and of the reference on the images that BOTH answer with an object.
+
+    CHAIRs leaves out answers that name nothing, so a variant that abstains on the images it
+    would hallucinate on looks better. Here the two are scored on one set of images: for seed
+    s, those where the variant's run s and the reference's run s both name an object (seeds are
+    paired as everywhere in the bootstrap); per-seed rates averaged over seeds under the seed
+    weights. Returns {"variant", "reference", "share"}, each (R,): the two CHAIRs and the
+    share of the images both name something in (image weights (R, N), seed weights (R, S)).
+    """
+    if len(per_seed) != len(reference):
+        raise ValueError(f"{len(per_seed)} runs of the variant but {len(reference)} of the reference")
+    for mine, theirs in zip(per_seed, reference):
+        if mine.ids != theirs.ids:
+            raise ValueError("both-naming CHAIRs needs the same images in the same order")
+
+    def share(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+        top, bottom = image_w @ numerator, image_w @ denominator  # (R,)
+        return np.divide(top, bottom, out=np.full_like(top, np.nan), where=bottom > 0)
+
+    out = {"variant": [], "reference": [], "share": []}
+    for mine, theirs in zip(per_seed, reference):
+        both = mine.naming * theirs.naming  # (N,)
+        out["variant"].append(share(mine.hallucinating * both, both))
+        out["reference"].append(share(theirs.hallucinating * both, both))
+        out["share"].append(share(both, np.ones_like(both)))
+    seeds = len(per_seed)
+    return {k: sum(seed_w[:, s] * v[s] for s in range(seeds)) / seeds for k, v in out.items()}
+
+
 def resample_weights(images: int, seeds: int, rounds: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap multiplicities (R, N) for images and (R, S) for seeds; row 0 is the sample itself."""
     rng = np.random.default_rng(seed)

@@ -27,15 +27,27 @@ KEY_METRICS = {
     "pope": ["accuracy", "f1", "yes_ratio"],
 }
 LOWER_IS_BETTER = ("chair", "hal", "cog")
-# Image reliance: an answer that changes with the image, and a larger drop on objects than on
-# background, mean the model looks at the image (after text-only DPO the paper saw 9% change).
-HIGHER_IS_BETTER = ("answer_change_rate", "object_change_rate", "object_reliance_contrast", "logp_drop_excess")
+# Image reliance: an answer that changes with the image means the model looks at it (after
+# text-only DPO the paper saw 9% change).
+HIGHER_IS_BETTER = ("answer_change_rate", "object_change_rate")
+# The graded reliance is MFPO's image term's own quantity (y_w's likelihood on the image against
+# the image with its objects noised), measured on held-out images: a manipulation check, with
+# no better direction; it also grows with how far training moved the model.
+MANIPULATION_CHECKS = ("logp_drop_excess", "object_reliance_contrast")
+MANIPULATION_NOTE = (
+    "`logp_drop_excess` and `object_reliance_contrast` are a manipulation check, not a score: the "
+    "drop of the reference answer's log-likelihood when the objects are noised, against an equal-area "
+    "background, is what MFPO's image term optimises (measured here on held-out images). Higher means "
+    "the term did what it optimises, not that the policy grounds its answers better."
+)
 # Not fractions: printed as numbers, not percentages.
 RAW_METRICS = ("mean_length", "logp_drop", "object_reliance_contrast")
 
 
 def better(metric: str) -> str:
     last = metric.rsplit(".", 1)[-1]
+    if last in MANIPULATION_CHECKS:
+        return "-"
     if last in HIGHER_IS_BETTER:
         return "higher"
     if any(last.startswith(m) for m in LOWER_IS_BETTER):
@@ -89,6 +101,8 @@ def _table(bench: str, policies: list[str], scores: Scores) -> list[str]:
     flags = [", ".join(scores[p].get(bench, {}).get("flags", [])) or "-" for p in policies]
     if any(f != "-" for f in flags):
         lines.append(f"| flags | | {' | '.join(flags)} |")
+    if any(m.rsplit(".", 1)[-1] in MANIPULATION_CHECKS for m in metrics):
+        lines += ["", MANIPULATION_NOTE]
     return [*lines, ""]
 
 

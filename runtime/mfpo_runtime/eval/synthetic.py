@@ -17,6 +17,8 @@ Metrics per split (the `eval` split unprefixed, others prefixed `counterprior.`)
 - logp_drop_object / logp_drop_background / logp_drop_excess / object_reliance_contrast: the
   graded reliance on the reference answer at step `regionNoiseStep` (default 500, the paper's t);
   the contrast (d_obj - d_bg) / (|d_obj| + |d_bg|) lies in [-1, 1] (`reliance.GradedReliance`).
+  MFPO's image term optimises this very quantity (with its own m'), so for a policy trained
+  with it these are a manipulation check, not evidence of better grounding.
 Option `synthetic.reliance: false` skips both reliance forms. Called via mfpo_runtime.eval.benchmarks.
 """
 

@@ -88,3 +88,39 @@ def test_counts_refuse_two_samples_with_one_id():
     sample = {"split": "eval", "mentioned": ["cat"], "hallucinated": [], "truth": ["cat"]}
     with pytest.raises(ValueError, match=r"split 'eval': two evaluated samples have the id 'b'"):
         counts_from_samples([{**sample, "id": "b"}, {**sample, "id": "a"}, {**sample, "id": "b"}], "eval")
+
+
+def _counts(naming, hallucinating):
+    n = len(naming)
+    zeros = np.zeros(n)
+    return ablations.Counts(ids=tuple("abcd"[:n]), naming=np.array(naming, float),
+                            hallucinating=np.array(hallucinating, float), mentions=zeros,
+                            hallucinated=zeros, recalled=zeros, truths=zeros)  # fmt: skip
+
+
+def test_both_naming_chair_s_scores_both_on_one_set_of_images():
+    """Seed 0: the variant is silent on image b (where MFPO hallucinates), so by CHAIRs it looks
+    better (0/3 against MFPO's 2/4); on the images both name (a, c, d) it is 0/3 against 1/3.
+    Seed 1: both name a and b only: 1/2 against 0/2. Seed mean: 0.25 against 1/6."""
+    variant = [_counts([1, 0, 1, 1], [0, 0, 0, 0]), _counts([1, 1, 0, 1], [1, 0, 0, 1])]
+    mfpo = [_counts([1, 1, 1, 1], [0, 1, 1, 0]), _counts([1, 1, 1, 0], [0, 0, 1, 0])]
+    ones = np.ones((1, 4))
+    got = ablations.both_naming_chair_s(variant, mfpo, ones, np.ones((1, 2)))
+    assert got["variant"] == pytest.approx([(0 / 3 + 1 / 2) / 2])
+    assert got["reference"] == pytest.approx([(1 / 3 + 0 / 2) / 2])
+    assert got["share"] == pytest.approx([(3 / 4 + 2 / 4) / 2])
+    # Resample weights: image b twice, d left out; seed 0 drawn twice.
+    got = ablations.both_naming_chair_s(variant, mfpo, np.array([[1.0, 2.0, 1.0, 0.0]]), np.array([[2.0, 0.0]]))
+    assert got["variant"] == pytest.approx([0.0])  # seed 0: a, c both named; b silent for the variant
+    assert got["reference"] == pytest.approx([0.5])  # seed 0 on a, c: c hallucinates
+    # No image both name: NaN, never a division by zero.
+    silent = [_counts([0, 0, 0, 0], [0, 0, 0, 0])]
+    assert np.isnan(ablations.both_naming_chair_s(silent, mfpo[:1], ones, np.ones((1, 1)))["variant"][0])
+
+
+def test_both_naming_chair_s_refuses_unpaired_runs():
+    with pytest.raises(ValueError, match="runs of the variant"):
+        ablations.both_naming_chair_s([_counts([1], [0])], [], np.ones((1, 1)), np.ones((1, 1)))
+    other = ablations.Counts(("z",), *(np.ones(1) for _ in range(6)))
+    with pytest.raises(ValueError, match="same images"):
+        ablations.both_naming_chair_s([_counts([1], [0])], [other], np.ones((1, 1)), np.ones((1, 1)))

@@ -31,7 +31,17 @@ def test_better_direction():
     assert report.better("answer_change_rate") == "higher"  # the answer depends on the image
     assert report.better("logp_drop_object") == "-"
     assert report.better("random.f1") == "higher"
-    assert report.better("object_reliance_contrast") == "higher"
+    # The image term's own quantity: a manipulation check, no better direction (issue 26).
+    assert report.better("object_reliance_contrast") == "-"
+    assert report.better("counterprior.logp_drop_excess") == "-"
+
+
+def test_the_graded_reliance_is_called_a_manipulation_check():
+    scores = {p: {"synthetic": {"metrics": {"chair_s": 0.5, "logp_drop_excess": 0.3}}} for p in ("base", "align-1")}
+    text = report.markdown("demo", scores)
+    assert "| logp_drop_excess | - | 0.300 | 0.300 |" in text
+    assert "manipulation check, not a score" in text
+    assert "manipulation check" not in report.markdown("demo", SCORES)  # said where it is read only
 
 
 def test_plot_writes_a_png(tmp_path: Path):
