@@ -328,7 +328,7 @@ def environment(threads: int) -> dict[str, object]:
     """Thread count and versions every result is recorded with (without importing torch)."""
     versions = {name: metadata.version(name) for name in ("torch", "transformers", "peft", "numpy")}
     return {"threads": threads, **versions, "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count()}  # fmt: skip
+            "cpus": os.cpu_count(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}  # fmt: skip
 
 
 def _earlier_timing(layout: Layout) -> dict | None:
@@ -370,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     # The stage processes inherit both; MFPO_THREADS wins over OMP_NUM_THREADS in a stage
     # (mfpo_core.cpus), so one left in the caller's environment would override --threads.
     os.environ["MFPO_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    # OpenMP threads that sleep instead of spinning while they wait for each other: on a machine
+    # whose CPUs are shared, a spinning thread burns the time its partner needs. Same threads,
+    # same work split, same numbers (measured: a 40-step bootstrap at 2 threads under load ~11
+    # gave identical weights in 24-30 s instead of 352-367 s; docs/results.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ledger = Ledger()
     runs = plan(profile)
     if args.repeat:

@@ -156,7 +156,9 @@ def analyse(profile: Profile, layout: Layout, log=print) -> dict:
     if not any(r.variant.name == REFERENCE for r in runs):
         raise SystemExit(f"no finished MFPO run under {layout.out}: run bench_ablations.py first")
     from mfpo_runtime.models import load_vlm
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per loaded policy says nothing here
     results: dict = {}
     for length in profile.lengths:
         mine = [r for r in runs if r.length == length]
