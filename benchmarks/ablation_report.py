@@ -18,7 +18,7 @@ from mfpo_runtime.eval.answer_tokens import template_prefixes
 from mfpo_runtime.eval.scores import degeneracy
 
 RELIANCE = "logp_drop_excess"  # nats/token: drop with objects noised minus background noised
-TEMPLATE_HEADS = set(template_prefixes())  # "The image shows", "There are", ...
+TEMPLATE_HEADS = template_prefixes()  # "The image shows", "There are", ...
 RELIANCE_NOTE = (
     "'reliance excess' (`logp_drop_excess`, nats/token): the drop of the reference answer's "
     "log-likelihood when the objects are noised minus the drop when an equal-area background is: "
@@ -145,10 +145,17 @@ def _order(name: str) -> int:
 SILENT_EXAMPLES = 3
 
 
+def opening_words_only(answer: str) -> bool:
+    """True for an answer that is the first words of a template and stops ("There.", "The image
+    shows.", "The objects are."): a sentence cut before its object, which degeneracy passes."""
+    words = answer.strip().rstrip(". ").split()
+    return bool(words) and any(head.split()[: len(words)] == words for head in TEMPLATE_HEADS)
+
+
 def silent_answers(groups: dict, docs: dict, split: str, profile: Profile) -> list[dict]:
     """Per variant at MFPO's rate: the answers that name no object (all seeds), how many of them
-    are degenerate by `eval.scores.degeneracy`, how many stop right after a template's opening
-    words ("The image shows."), and the most frequent ones."""
+    are degenerate by `eval.scores.degeneracy`, how many are a template's opening words and a
+    stop (`opening_words_only`), and the most frequent ones."""
     rows = []
     for variant in VARIANTS:
         runs = groups.get((variant.name, profile.mfpo_lr), [])
@@ -159,7 +166,7 @@ def silent_answers(groups: dict, docs: dict, split: str, profile: Profile) -> li
         rows.append({
             "variant": variant.name, "label": variant.label, "answers": len(samples), "silent": len(silent),
             "degenerate": sum(1 for a in silent if degeneracy(a) is not None),
-            "template_only": sum(1 for a in silent if a.rstrip(". ").strip() in TEMPLATE_HEADS),
+            "template_only": sum(1 for a in silent if opening_words_only(a)),
             "examples": Counter(silent).most_common(SILENT_EXAMPLES),
         })  # fmt: skip
     return rows
@@ -306,9 +313,9 @@ def _silent_lines(table: dict) -> list[str]:
     if not rows:
         return ["", "Every answer at MFPO's rate names an object."]
     lines = ["", ("Answers that name no object, at MFPO's rate over all seeds: how many, how many are degenerate "
-                  "(`eval.scores.degeneracy`: no word, garbled, repetition), how many stop right after a "
-                  "template's opening words (\"The image shows.\": a sentence without its object, which the "
-                  "degeneracy check passes), and the most frequent:"), "",
+                  "(`eval.scores.degeneracy`: no word, garbled, repetition), how many are a template's opening "
+                  "words and a stop (\"There.\", \"The image shows.\": a sentence cut before its object, which "
+                  "the degeneracy check passes), and the most frequent:"), "",
              "| variant | name nothing / answers | degenerate | opening words only | most frequent |",
              "|---|---|---|---|---|"]  # fmt: skip
     for row in rows:

@@ -106,8 +106,9 @@ def margins_and_choices(loaded, samples: list, pairs: dict[str, tuple]) -> list[
             "id": sample.record.id,
             "margin": {c: m[c] - m2[c] for c in CLASSES},
             "object_logp_clean": _per_token(on_m, "object"),
-            "p_article": on_m.p_article, "p_stop": on_m.p_stop,
+            "p_article": on_m.p_article, "p_stop": on_m.p_stop, "p_stop_before_list": on_m.p_stop_before_list,
             "p_article_noised": on_m2.p_article, "p_stop_noised": on_m2.p_stop,
+            "p_stop_before_list_noised": on_m2.p_stop_before_list,
         })  # fmt: skip
     return rows
 
@@ -126,7 +127,8 @@ def names_nothing(run: PlannedRun, layout: Layout, split: str) -> dict[str, bool
 # -------------------------------------------------------------------------- summary
 
 
-GROUP_FIELDS = ("p_article", "p_stop", "p_article_noised", "p_stop_noised", "object_logp_clean")
+GROUP_FIELDS = ("p_article", "p_stop", "p_stop_before_list", "p_article_noised", "p_stop_noised",
+                "p_stop_before_list_noised", "object_logp_clean")
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -237,27 +239,30 @@ def markdown(results: dict, profile_name: str) -> str:
                           f"| policy | {' | '.join(CLASSES)} | total |", f"|---|{'---|' * (len(CLASSES) + 1)}"]  # fmt: skip
                 for label, summary in own:
                     lines.append(f"| {label} | {' | '.join(_f(summary['margin'][c]) for c in (*CLASSES, 'total'))} |")
-            lines += ["", ("Right after the template prefix (\"The image shows\", \"There are\", ...): p(article) / "
-                           "p(\".\" or EOS) on m and on m', on the images where the policy's own answer names "
-                           "nothing and where it names something (n: images × seeds):"), "",
-                      "| policy | names nothing: n | p(article) / p(stop) on m | names something: n | p(article) / p(stop) on m | all: p(article) / p(stop) on m' |",
-                      "|---|---|---|---|---|---|"]  # fmt: skip
+            lines += ["", ("Stopping before the object list, following y_w's opening words: 'before list' = "
+                           "1 − Π(1 − p(\".\" or EOS)) over the positions up to the first article; 'at list' = "
+                           "p(article) / p(stop) right after the template prefix (\"The image shows\", \"There "
+                           "are\"). On m for the images where the policy's own answer names nothing and where it "
+                           "names something (n: images × seeds), and on m' for all:"), "",
+                      "| policy | names nothing: n | before list, m | at list, m | names something: n | before list, m | at list, m | all: before list, m' | at list, m' |",
+                      "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
             for name, entry in table.items():
                 by = entry["by MFPO's answer" if name == BASE else "by own answer"]
                 label = "base model (grouped by MFPO's answers)" if name == BASE else entry["label"]
-                lines.append(f"| {label} | {by['names nothing']['n']} | {_pair(by['names nothing'])} | "
-                             f"{by['names something']['n']} | {_pair(by['names something'])} | "
-                             f"{_pair(by['all'], noised=True)} |")  # fmt: skip
+                silent, naming, every = by["names nothing"], by["names something"], by["all"]
+                lines.append(f"| {label} | {silent['n']} | {_f(silent.get('p_stop_before_list'), 3)} | {_pair(silent)} | "
+                             f"{naming['n']} | {_f(naming.get('p_stop_before_list'), 3)} | {_pair(naming)} | "
+                             f"{_f(every.get('p_stop_before_list_noised'), 3)} | {_pair(every, noised=True)} |")  # fmt: skip
             lines += ["", ("On the images where MFPO's answer (same seed) names nothing against those where it names "
-                           "something: each policy's p(article) / p(stop) on m, and its mean log-prob per token of "
-                           "y_w's object names on m (how sure it is of the objects):"), "",
-                      "| policy | MFPO names nothing: p(article) / p(stop) | log-prob of names | MFPO names something: p(article) / p(stop) | log-prob of names |",
+                           "something: each policy's chance of stopping before the list on m, and its mean log-prob "
+                           "per token of y_w's object names on m (how sure it is of the objects):"), "",
+                      "| policy | MFPO names nothing: before list | log-prob of names | MFPO names something: before list | log-prob of names |",
                       "|---|---|---|---|---|"]  # fmt: skip
             for name, entry in table.items():
-                by = entry["by MFPO's answer"]
+                silent, naming = entry["by MFPO's answer"]["names nothing"], entry["by MFPO's answer"]["names something"]
                 label = "base model" if name == BASE else entry["label"]
-                lines.append(f"| {label} | {_pair(by['names nothing'])} | {_f(by['names nothing'].get('object_logp_clean'))} | "
-                             f"{_pair(by['names something'])} | {_f(by['names something'].get('object_logp_clean'))} |")  # fmt: skip
+                lines.append(f"| {label} | {_f(silent.get('p_stop_before_list'), 3)} | {_f(silent.get('object_logp_clean'))} | "
+                             f"{_f(naming.get('p_stop_before_list'), 3)} | {_f(naming.get('object_logp_clean'))} |")  # fmt: skip
             lines.append("")
     return "\n".join(lines)
 

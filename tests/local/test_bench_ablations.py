@@ -200,8 +200,17 @@ def test_answers_that_name_nothing_are_counted_by_kind():
 
     docs = {run.name: {"samples": [sample("The image shows."), sample("There are a sun.", ["sun"]),
                                    sample("the the the the"), sample("There is nothing here."),
-                                   {**sample("x"), "split": "eval-counterprior"}]}
+                                   sample("There.."), {**sample("x"), "split": "eval-counterprior"}]}
             for run in runs}  # fmt: skip
     (row,) = silent_answers(_grouped(runs), docs, "eval", profile)
-    assert (row["answers"], row["silent"], row["degenerate"], row["template_only"]) == (12, 9, 3, 3)
+    assert (row["answers"], row["silent"], row["degenerate"], row["template_only"]) == (15, 12, 3, 6)
     assert row["examples"][0] == ("The image shows.", 3)
+
+
+def test_opening_words_only():
+    from ablation_report import opening_words_only
+
+    for answer in ("There.", "There..", "The image shows.", "The objects are.", " I can see ."):
+        assert opening_words_only(answer), answer
+    for answer in ("There is nothing here.", "The image shows a sun.", "The.image.", "", "."):
+        assert not opening_words_only(answer), answer

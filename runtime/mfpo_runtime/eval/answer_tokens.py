@@ -14,9 +14,10 @@ class:
     eos        the end-of-sequence token the answer ends with
 
 `answer_token_scores` runs a policy on (question, image, answer) rows and returns, per row, each
-answer token's log-probability and class, and at the first article (the position right after
-the template prefix) the probability mass of an article against that of stopping ("." or EOS):
-a policy that has learnt to end the answer before its object list shows there. Used by
+answer token's log-probability and class, the probability of stopping ("." or EOS) at every
+position, and at the first article (the position right after the template prefix) the mass of
+an article against that of stopping: a policy that has learnt to end the answer before its
+object list shows there. Used by
 benchmarks/names_nothing.py to split the image term's margin log pi(y_w|m) - log pi(y_w|m') by
 token class. Pure Python except `answer_token_scores` (torch).
 """
@@ -48,7 +49,7 @@ def template_prefixes() -> list[str]:
     for template in scenes.ANSWER_TEMPLATES:
         head = template.split("{objects}")[0].rstrip()
         prefixes |= {head.replace("{verb}", verb) for verb in ("is", "are")}
-    return sorted(prefixes, key=len, reverse=True)
+    return sorted(prefixes, key=lambda p: (-len(p), p))  # longest first, then alphabetical
 
 
 _PIECE = re.compile(r"\s*(,|[^\s,]+)")  # a list word or comma with the whitespace before it
@@ -121,6 +122,17 @@ class TokenScores:
     classes: list[str]  # CLASSES (or MIXED), one per token
     p_article: float  # at the first article: pi(article) summed over `choice_ids`
     p_stop: float  # the same position: pi('.') + pi(EOS)
+    p_stops: list[float]  # pi('.') + pi(EOS) at every answer token's position, in order
+
+    @property
+    def p_stop_before_list(self) -> float:
+        """The chance of ending the answer before its first article, following y_w's opening
+        words: 1 - prod(1 - p_stop) over the positions up to the first article ("There." stops
+        where "is" was due, "The image shows." where the article was)."""
+        keep = 1.0
+        for p_stop in self.p_stops[: self.classes.index("article") + 1]:
+            keep *= 1.0 - p_stop
+        return 1.0 - keep
 
     def by_class(self) -> dict[str, float]:
         """Summed log-prob of the answer's tokens of each class (0.0 for a class it lacks)."""
@@ -170,6 +182,7 @@ def answer_token_scores(
             first_article = classes.index("article")
             at = offset + first_article
             out.append(TokenScores(token_logps[offset : offset + count].tolist(), classes,
-                                   float(p_article[at]), float(p_stop[at])))  # fmt: skip
+                                   float(p_article[at]), float(p_stop[at]),
+                                   p_stop[offset : offset + count].tolist()))  # fmt: skip
             offset += count
     return out

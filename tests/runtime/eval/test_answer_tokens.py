@@ -113,3 +113,9 @@ def test_scores_match_the_models_own_forward(tiny_model_dir, scene_images):
         stop = [tok.convert_tokens_to_ids(t) for t in (".", fam.eos_token)]
         assert scores.p_article == pytest.approx(float(probs[row, at, article].sum()), abs=1e-5)
         assert scores.p_stop == pytest.approx(float(probs[row, at, stop].sum()), abs=1e-5)
+        positions = range(start - 1, start - 1 + len(scores.classes))  # predicting each answer token
+        assert scores.p_stops == pytest.approx([float(probs[row, p, stop].sum()) for p in positions], abs=1e-5)
+        keep = 1.0
+        for p in positions[: scores.classes.index("article") + 1]:
+            keep *= 1.0 - float(probs[row, p, stop].sum())
+        assert scores.p_stop_before_list == pytest.approx(1.0 - keep, abs=1e-5)
