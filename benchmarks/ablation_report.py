@@ -49,13 +49,25 @@ def write_report(runs: list[PlannedRun], layout: Layout, profile: Profile, *, ro
     (layout.out / "results.json").write_text(json.dumps({**meta, "tables": tables, "runs": per_run}, indent=1))
     header = [
         f"# Ablations on the synthetic world ({meta['profile']} profile)", "",
-        (f"{len(docs)} runs; {meta['environment']['threads']} threads; torch {meta['environment']['torch']}, "
-         f"transformers {meta['environment']['transformers']}; {meta['seconds_total'] / 60:.1f} min this "
-         f"session. Intervals: 95% paired bootstrap over images and seeds ({rounds} rounds). They do not "
+        (f"{len(docs)} of {len(runs)} planned runs finished{_missing(runs, docs)}; "
+         f"{meta['environment']['threads']} threads; torch {meta['environment']['torch']}, "
+         f"transformers {meta['environment']['transformers']}; {_took(meta)}. Intervals: 95% paired bootstrap over images and seeds ({rounds} rounds). They do not "
          "cover what every run shares: the captioner (one bootstrap), datagen's noise draw and the "
          "reliance measure's (one seed each), the world's scenes and the thread count."), "",
     ]  # fmt: skip
     (layout.out / "report.md").write_text("\n".join(header + sections))
+
+
+def _missing(runs: list[PlannedRun], docs: dict) -> str:
+    """' (missing: ...)' naming the planned runs without a final evaluation, or ''."""
+    missing = [r.name for r in runs if r.name not in docs]
+    return f" (missing: {', '.join(missing)})" if missing else ""
+
+
+def _took(meta: dict) -> str:
+    if meta.get("seconds_total") is None:  # --report-only of runs whose session left no timing
+        return "run time not recorded (tables made with --report-only)"
+    return f"{meta['seconds_total'] / 60:.1f} min this session"
 
 
 def _grouped(runs: list[PlannedRun]) -> dict[tuple[str, float], list[PlannedRun]]:
@@ -159,10 +171,10 @@ def silent_answers(groups: dict, docs: dict, split: str, profile: Profile) -> li
     rows = []
     for variant in VARIANTS:
         runs = groups.get((variant.name, profile.mfpo_lr), [])
+        if len(runs) != len(profile.seeds):  # a variant whose seeds have not all finished: no row
+            continue
         samples = [s for r in runs for s in docs[r.name]["samples"] if s.get("split", "eval") == split]
         silent = [s["answer"].strip() for s in samples if not s["mentioned"]]
-        if not runs:
-            continue
         rows.append({
             "variant": variant.name, "label": variant.label, "answers": len(samples), "silent": len(silent),
             "degenerate": sum(1 for a in silent if degeneracy(a) is not None),
@@ -342,7 +354,7 @@ def plot_frontiers(runs, docs, base, profile: Profile, path: Path) -> None:
         b = base["metrics"]
         ax.plot([b[prefix + "recall"]], [b[prefix + "chair_s"]], "k*", markersize=12, label="base")
         for variant in VARIANTS:
-            keys = sorted(k for k in groups if k[0] == variant.name)
+            keys = sorted(k for k in groups if k[0] == variant.name and len(groups[k]) == len(profile.seeds))
             if not keys:
                 continue
             points = [[docs[r.name]["metrics"] for r in groups[k]] for k in keys]

@@ -389,8 +389,8 @@ def main(argv: list[str] | None = None) -> int:
 
     timing = {"seconds_total": round(time.monotonic() - ledger.started, 1), "seconds_per_run": ledger.seconds,
               "load_average": {"before": load_before, "after_each_run": ledger.load}}  # fmt: skip
-    if args.report_only:  # the timings are those of the session that ran the runs
-        timing = _earlier_timing(layout) or timing
+    if args.report_only:  # the timings are those of the session that ran the runs, if it finished
+        timing = _earlier_timing(layout) or {"seconds_total": None}
     write_report(
         runs, layout, profile, rounds=args.rounds,
         meta={"profile": name, "settings": asdict(profile), "environment": environment(args.threads), **timing},

@@ -165,6 +165,9 @@ def analyse(profile: Profile, layout: Layout, log=print) -> dict:
     for length in profile.lengths:
         mine = [r for r in runs if r.length == length]
         reference_runs = {r.seed: r for r in mine if r.variant.name == REFERENCE}
+        if not reference_runs:  # an interrupted benchmark: this world has no finished MFPO run yet
+            log(f"{length} world: no finished MFPO run at its rate; left out", flush=True)
+            continue
         for split in SPLITS:
             began = time.monotonic()
             samples = evaluation_samples(layout, length, split, profile)
@@ -216,7 +219,12 @@ def _f(value, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def markdown(results: dict, profile_name: str) -> str:
+def _label(entry: dict, seeds: int) -> str:
+    """The variant's label, with its number of runs when fewer than the profile's seeds finished."""
+    return entry["label"] if entry["runs"] == seeds else f"{entry['label']} ({entry['runs']} of {seeds} seeds)"
+
+
+def markdown(results: dict, profile_name: str, profile_seeds: int) -> str:
     lines = [f"# Why MFPO's answers name nothing ({profile_name} profile)", "",
              ("Per run at MFPO's learning rate, pooled over its seeds, on each split's evaluation images; the base "
               "model beside each of MFPO's seeds. y_w: the image's faithful caption. m': the image with MFPO's "
@@ -230,10 +238,10 @@ def markdown(results: dict, profile_name: str) -> str:
                       f"| policy | {' | '.join(CLASSES)} | total |", f"|---|{'---|' * (len(CLASSES) + 1)}"]  # fmt: skip
             for name, entry in table.items():
                 summary = entry["by MFPO's answer"]["all"] if name == BASE else entry["by own answer"]["all"]
-                label = "base model" if name == BASE else entry["label"]
+                label = "base model" if name == BASE else _label(entry, profile_seeds)
                 cells = [_f(summary["margin"][c]) for c in (*CLASSES, "total")]
                 lines.append(f"| {label} | {' | '.join(cells)} |")
-            own = [(e["label"], e["own m'"]) for n, e in table.items() if n != BASE and e.get("own m'")]
+            own = [(_label(e, profile_seeds), e["own m'"]) for n, e in table.items() if n != BASE and e.get("own m'")]
             if own:
                 lines += ["", "The same with each run's own m' (its datagen's region, keywords and step):", "",
                           f"| policy | {' | '.join(CLASSES)} | total |", f"|---|{'---|' * (len(CLASSES) + 1)}"]  # fmt: skip
@@ -248,7 +256,7 @@ def markdown(results: dict, profile_name: str) -> str:
                       "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
             for name, entry in table.items():
                 by = entry["by MFPO's answer" if name == BASE else "by own answer"]
-                label = "base model (grouped by MFPO's answers)" if name == BASE else entry["label"]
+                label = "base model (grouped by MFPO's answers)" if name == BASE else _label(entry, profile_seeds)
                 silent, naming, every = by["names nothing"], by["names something"], by["all"]
                 lines.append(f"| {label} | {silent['n']} | {_f(silent.get('p_stop_before_list'), 3)} | {_pair(silent)} | "
                              f"{naming['n']} | {_f(naming.get('p_stop_before_list'), 3)} | {_pair(naming)} | "
@@ -260,7 +268,7 @@ def markdown(results: dict, profile_name: str) -> str:
                       "|---|---|---|---|---|"]  # fmt: skip
             for name, entry in table.items():
                 silent, naming = entry["by MFPO's answer"]["names nothing"], entry["by MFPO's answer"]["names something"]
-                label = "base model" if name == BASE else entry["label"]
+                label = "base model" if name == BASE else _label(entry, profile_seeds)
                 lines.append(f"| {label} | {_f(silent.get('p_stop_before_list'), 3)} | {_f(silent.get('object_logp_clean'))} | "
                              f"{_f(naming.get('p_stop_before_list'), 3)} | {_f(naming.get('object_logp_clean'))} |")  # fmt: skip
             lines.append("")
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     results = analyse(profile, layout)
     (layout.out / "names-nothing.json").write_text(json.dumps(results, indent=1))
-    (layout.out / "names-nothing.md").write_text(markdown(results, args.profile))
+    (layout.out / "names-nothing.md").write_text(markdown(results, args.profile, len(profile.seeds)))
     print(f"{time.monotonic() - began:.0f} s; report: {layout.out / 'names-nothing.md'}")
     return 0
 

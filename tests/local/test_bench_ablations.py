@@ -214,3 +214,26 @@ def test_opening_words_only():
         assert opening_words_only(answer), answer
     for answer in ("There is nothing here.", "The image shows a sun.", "The.image.", "", "."):
         assert not opening_words_only(answer), answer
+
+
+def test_a_variant_with_unfinished_seeds_has_no_silent_row():
+    """An interrupted benchmark: a variant with 2 of 3 seeds finished is left out of the silent
+    answers' table (its counts would be over fewer answers than the others')."""
+    from ablation_report import _grouped, silent_answers
+
+    profile = bench.PROFILES["full"]
+    runs = [r for r in bench.plan(profile) if r.variant.name == "mfpo" and r.lr == profile.mfpo_lr
+            and r.length == "default"][:2]  # fmt: skip
+    docs = {run.name: {"samples": [{"split": "eval", "answer": "There.", "mentioned": []}]} for run in runs}
+    assert silent_answers(_grouped(runs), docs, "eval", profile) == []
+
+
+def test_the_report_header_names_missing_runs_and_unknown_time():
+    from ablation_report import _missing, _took
+
+    runs = bench.plan(bench.PROFILES["smoke"])
+    docs = {runs[0].name: {}}
+    assert _missing(runs, docs) == f" (missing: {', '.join(r.name for r in runs[1:])})"
+    assert _missing(runs[:1], docs) == ""
+    assert _took({"seconds_total": None}) == "run time not recorded (tables made with --report-only)"
+    assert _took({"seconds_total": 90.0}) == "1.5 min this session"
