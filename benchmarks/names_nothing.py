@@ -45,9 +45,10 @@ from bench_ablations import (
     plan,
 )
 from mfpo_core import storage
-from mfpo_core.contract import StageConfig, policy_uri
+from mfpo_core.contract import StageConfig, policy_uri, shard_uri
 from mfpo_runtime.data import formats
 from mfpo_runtime.data.images import decode
+from mfpo_runtime.data.records import RECORDS_FILE, read_records
 from mfpo_runtime.eval.answer_tokens import CLASSES, answer_token_scores
 from mfpo_runtime.metrics import StageMetrics
 from mfpo_runtime.stage import StageContext
@@ -122,6 +123,54 @@ def names_nothing(run: PlannedRun, layout: Layout, split: str) -> dict[str, bool
     """record id -> True when the run's evaluated greedy answer names no object."""
     samples = storage.read_json(layout.result(run))["samples"]
     return {str(s["id"]): not s["mentioned"] for s in samples if s.get("split", "eval") == split}
+
+
+# ------------------------------------------------------------ what each m' removes
+
+
+def what_m_prime_removes(profile: Profile, layout: Layout) -> dict:
+    """Per world and datagen group (one m' recipe), from its first finished run's training
+    records: how many of the scene's objects the keywords name (and so the noise covers), and
+    for the random region where it went (moved whole off the objects, or the blob of
+    `grounding.place_off_objects` step 2; its share on the objects)."""
+    out: dict = {}
+    for length in profile.lengths:
+        seen: dict[str, dict] = {}
+        for run in plan(profile):
+            group = run.variant.datagen_group
+            dataset = Path(str(storage.local_path(shard_uri(layout.run_uri(run), 0, 1)))) / "dataset"
+            if run.length != length or group in seen or not (dataset / RECORDS_FILE).is_file():
+                continue
+            records = read_records(dataset)
+            several = [r for r in records if len(r.keywords or []) > 1]
+            seen[group] = {
+                "run": run.name, "top_k": run.variant.top_k, "noise_step": run.variant.noise_step,
+                "grounding": run.variant.grounding, "records": len(records),
+                "keywords": fmean(len(r.keywords or []) for r in records),
+                "objects": fmean(len(r.objects or []) for r in records),
+                "every_object": fmean(set(r.objects or []) <= set(r.keywords or []) for r in records),
+                "overlapping": sum(1 for r in records if (r.region_overlap or 0) > 0),
+                # a region moved whole keeps one box per keyword; the blob has one box
+                "moved_whole": sum(1 for r in several if len(r.regions or []) == len(r.keywords or [])),
+                "several_keywords": len(several),
+            }  # fmt: skip
+        out[length] = seen
+    return out
+
+
+def m_prime_markdown(removes: dict) -> list[str]:
+    lines = ["## What each m' removes (the training records of each datagen recipe)", "",
+             "| world | m' recipe | records | objects / record | keywords / record | keywords name every object | region on the objects | moved whole (of records with 2+ keywords) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for length, groups in removes.items():
+        for group, g in groups.items():
+            random = g["grounding"] == "random-region"
+            lines.append(
+                f"| {length} | {group} (top-{g['top_k']}, t = {g['noise_step']}) | {g['records']} | {g['objects']:.2f} | "
+                f"{g['keywords']:.2f} | {g['every_object']:.0%} | {g['overlapping'] if random else '-'} | "
+                f"{str(g['moved_whole']) + ' of ' + str(g['several_keywords']) if random else '-'} |"
+            )
+    return [*lines, ""]
 
 
 # -------------------------------------------------------------------------- summary
@@ -291,8 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout(Path(args.out or f"runs/ablations/{args.profile}").resolve())
     began = time.monotonic()
     results = analyse(profile, layout)
-    (layout.out / "names-nothing.json").write_text(json.dumps(results, indent=1))
-    (layout.out / "names-nothing.md").write_text(markdown(results, args.profile, len(profile.seeds)))
+    removes = what_m_prime_removes(profile, layout)
+    (layout.out / "names-nothing.json").write_text(json.dumps({"m_prime": removes, "worlds": results}, indent=1))
+    text = markdown(results, args.profile, len(profile.seeds))
+    head, _, rest = text.partition("\n## ")
+    (layout.out / "names-nothing.md").write_text("\n".join([head, *m_prime_markdown(removes)]) + "## " + rest)
     print(f"{time.monotonic() - began:.0f} s; report: {layout.out / 'names-nothing.md'}")
     return 0
 

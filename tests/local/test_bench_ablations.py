@@ -237,3 +237,32 @@ def test_the_report_header_names_missing_runs_and_unknown_time():
     assert _missing(runs[:1], docs) == ""
     assert _took({"seconds_total": None}) == "run time not recorded (tables made with --report-only)"
     assert _took({"seconds_total": 90.0}) == "1.5 min this session"
+
+
+def test_what_each_m_prime_removes_is_read_from_the_training_records(tmp_path):
+    """names_nothing's table of m' recipes: keywords naming every object of the scene, and where
+    the random region went (one box per keyword when moved whole, one box for the blob)."""
+    from mfpo_core.contract import shard_uri
+    from mfpo_runtime.data.records import PreferenceRecord, write_records
+    from names_nothing import what_m_prime_removes
+
+    profile = bench.PROFILES["full"]
+    layout = bench.Layout(tmp_path)
+    runs = {r.variant.name: r for r in bench.plan(profile) if r.length == "default" and r.seed == 0}
+
+    def record(i, objects, keywords, regions, overlap=None):
+        return PreferenceRecord(id=f"r{i}", question="q", image="x.png", chosen="c", rejected="r",
+                                objects=objects, keywords=keywords, regions=regions, region_overlap=overlap)  # fmt: skip
+
+    box = [0, 0, 1, 1]
+    write_records([record(0, ["sun", "cup"], ["sun", "cup"], [box, box]), record(1, ["sun", "cup", "car"], ["sun"], [box])],
+                  storage.local_path(shard_uri(layout.run_uri(runs["mfpo"]), 0, 1)) / "dataset")  # fmt: skip
+    write_records([record(0, ["sun", "cup"], ["sun", "cup"], [box, box], 0.0),
+                   record(1, ["sun", "cup"], ["sun", "cup"], [box], 0.25)],
+                  storage.local_path(shard_uri(layout.run_uri(runs["random-region"]), 0, 1)) / "dataset")  # fmt: skip
+    removes = what_m_prime_removes(profile, layout)["default"]
+    assert set(removes) == {"keyword", "random-region"}  # the other recipes have no records here
+    keyword = removes["keyword"]
+    assert (keyword["records"], keyword["every_object"], keyword["keywords"], keyword["objects"]) == (2, 0.5, 1.5, 2.5)
+    random = removes["random-region"]
+    assert (random["overlapping"], random["moved_whole"], random["several_keywords"]) == (1, 1, 2)
