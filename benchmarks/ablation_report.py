@@ -250,6 +250,8 @@ def markdown_section(length: str, split: str, table: dict) -> str:
         "| variant | CHAIRs | CHAIRs all | names | CHAIRi | recall | well-formed | reliance excess (manipulation check) | Δ CHAIRs [95% CI] | Δ recall [95% CI] |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
+    if not table["equal_steps"]:
+        lines.append("| (no variant has every seed finished at MFPO's rate here) | | | | | | | | | |")
     for row in table["equal_steps"]:
         lines.append(
             f"| {row['label']} | {row['chair_s']:.3f} ± {row['chair_s_sd']:.3f} | {row['chair_s_all']:.3f} | "
@@ -264,7 +266,8 @@ def markdown_section(length: str, split: str, table: dict) -> str:
     lines += _silent_lines(table)
     matches = table["matched_recall"]
     if not matches:
-        lines += ["", "Matched recall: needs several learning rates per frontier variant (the full profile)."]
+        lines += ["", ("Matched recall: needs several learning rates per frontier variant, every seed finished "
+                       "(the full profile).")]
     for match in matches:
         where = ("the lowest recall every traced frontier reaches (the far end of one of them)"
                  if match["where"] == "lowest" else "midway between that and the base model's recall")
@@ -321,8 +324,10 @@ def _both_naming_lines(table: dict) -> list[str]:
 
 
 def _silent_lines(table: dict) -> list[str]:
-    rows = [r for r in table.get("silent", []) if r["silent"]]
+    rows = table.get("silent", [])
     if not rows:
+        return ["", "Answers that name no object: no variant has every seed finished at MFPO's rate here."]
+    if not any(r["silent"] for r in rows):
         return ["", "Every answer at MFPO's rate names an object."]
     lines = ["", ("Answers that name no object, at MFPO's rate over all seeds: how many, how many are degenerate "
                   "(`eval.scores.degeneracy`: no word, garbled, repetition), how many are a template's opening "
@@ -331,7 +336,7 @@ def _silent_lines(table: dict) -> list[str]:
              "| variant | name nothing / answers | degenerate | opening words only | most frequent |",
              "|---|---|---|---|---|"]  # fmt: skip
     for row in rows:
-        examples = "; ".join(f"{_quoted(text)} ×{count}" for text, count in row["examples"])
+        examples = "; ".join(f"{_quoted(text)} ×{count}" for text, count in row["examples"]) or "-"
         lines.append(f"| {row['label']} | {row['silent']} / {row['answers']} | {row['degenerate']} | "
                      f"{row['template_only']} | {examples} |")  # fmt: skip
     return lines
