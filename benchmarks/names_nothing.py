@@ -158,15 +158,20 @@ def what_m_prime_removes(profile: Profile, layout: Layout) -> dict:
     return out
 
 
+NOISED = {"annotation": "keyword regions", "random-region": "their area off the objects",
+          "whole-image": "whole image"}  # grounding method -> where m' is noised
+
+
 def m_prime_markdown(removes: dict) -> list[str]:
     lines = ["## What each m' removes (the training records of each datagen recipe)", "",
              "| world | m' recipe | records | objects / record | keywords / record | keywords name every object | region on the objects | moved whole (of records with 2+ keywords) |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for length, groups in removes.items():
-        for group, g in groups.items():
+        for g in groups.values():
             random = g["grounding"] == "random-region"
             lines.append(
-                f"| {length} | {group} (top-{g['top_k']}, t = {g['noise_step']}) | {g['records']} | {g['objects']:.2f} | "
+                f"| {length} | {NOISED[g['grounding']]}, top-{g['top_k']} keywords, t = {g['noise_step']} | "
+                f"{g['records']} | {g['objects']:.2f} | "
                 f"{g['keywords']:.2f} | {g['every_object']:.0%} | {g['overlapping'] if random else '-'} | "
                 f"{str(g['moved_whole']) + ' of ' + str(g['several_keywords']) if random else '-'} |"
             )
@@ -344,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     (layout.out / "names-nothing.json").write_text(json.dumps({"m_prime": removes, "worlds": results}, indent=1))
     text = markdown(results, args.profile, len(profile.seeds))
     head, _, rest = text.partition("\n## ")
-    (layout.out / "names-nothing.md").write_text("\n".join([head, *m_prime_markdown(removes)]) + "## " + rest)
+    (layout.out / "names-nothing.md").write_text("\n".join([head, *m_prime_markdown(removes)]) + "\n## " + rest)
     print(f"{time.monotonic() - began:.0f} s; report: {layout.out / 'names-nothing.md'}")
     return 0
 
