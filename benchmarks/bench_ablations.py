@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that sleep instead of spinning while they wait for each other: on a machine
     # whose CPUs are shared, a spinning thread burns the time its partner needs. Same threads,
     # same work split, same numbers (measured: a 40-step bootstrap at 2 threads under load ~11
-    # gave identical weights in 24-30 s instead of 352-367 s; docs/results.md).
+    # gave identical weights in 24-30 s instead of 352-367 s; benchmarks/bench_wait_policy.py).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ledger = Ledger()
     runs = plan(profile)
