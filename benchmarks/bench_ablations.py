@@ -264,6 +264,17 @@ class Ledger:
     started: float = field(default_factory=time.monotonic)
 
 
+def start_run(
+    run: PlannedRun, runs: list[PlannedRun], profile: Profile, layout: Layout, *, evaluate_base: bool
+) -> LocalRunner:
+    """The run's local runner, its prefix claimed, then the stages it shares copied in (copied
+    first, they would be artifacts no ownership record says are its own: mfpo_core.ownership)."""
+    runner = LocalRunner(manifest(run, profile, layout, evaluate_base=evaluate_base), progress=False)
+    runner.claim()
+    share_stages(run, runs, layout)
+    return runner
+
+
 def run_all(runs: list[PlannedRun], profile: Profile, layout: Layout, ledger: Ledger) -> bool:
     base_run = runs[0]
     total = len(runs)
@@ -271,9 +282,8 @@ def run_all(runs: list[PlannedRun], profile: Profile, layout: Layout, ledger: Le
         if storage.exists(layout.result(run)):
             print(f"[{number:>2}/{total}] {run.name}: done earlier", flush=True)
             continue
-        share_stages(run, runs, layout)
         began = time.monotonic()
-        status = LocalRunner(manifest(run, profile, layout, evaluate_base=run is base_run), progress=False).run()
+        status = start_run(run, runs, profile, layout, evaluate_base=run is base_run).run()
         if status.phase != "Succeeded":
             print(f"[{number:>2}/{total}] {run.name}: {status.phase}; see {layout.run_uri(run)}", file=sys.stderr)
             return False

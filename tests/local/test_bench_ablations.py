@@ -102,6 +102,24 @@ def test_variants_option_keeps_mfpo_and_names_unknown_ones():
         bench.variant_names("top-1,top-2")
 
 
+def test_a_run_claims_its_prefix_before_the_shared_stages_are_copied_in(tmp_path):
+    """Copied into an unclaimed prefix, the shared datagen and score are artifacts no ownership
+    record says are the run's, and its first stage refuses them (mfpo_core.ownership)."""
+    from mfpo_core import ownership
+
+    profile = bench.PROFILES["full"]
+    layout = bench.Layout(tmp_path)
+    runs = bench.plan(profile)
+    for part in ("datagen", "score"):
+        _fake_stage(layout, runs[0], part)
+    other_seed = next(r for r in runs if r.variant.name == "text-dpo" and r.length == runs[0].length)
+    runner = bench.start_run(other_seed, runs, profile, layout, evaluate_base=False)
+    run_uri = layout.run_uri(other_seed)
+    assert storage.list_files(storage.join(run_uri, "score"))
+    # What the run's first stage does with its prefix (mfpo_runtime.stage): it is the run's own.
+    ownership.claim(run_uri, runner.owner, ["datagen", "score"])
+
+
 def test_finished_runs_are_never_run_again(tmp_path, monkeypatch, capsys):
     profile = bench.PROFILES["smoke"]
     layout = bench.Layout(tmp_path)
