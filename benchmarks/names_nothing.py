@@ -75,7 +75,9 @@ def image_pairs(run: PlannedRun, profile: Profile, layout: Layout, samples: list
     """record id -> (m, m') as this run's datagen makes them from these records: the run's own
     spec through the datagen stage's enricher (keywords, grounding, noise, the model's view)."""
     spec = manifest(run, profile, layout, evaluate_base=False).spec
-    config = StageConfig(run=run.name, stage="datagen", run_uri=f"file://{work}/run", spec=spec)
+    # A scratch run of this process (its prefix is `work`'s, claimed by nobody): no stage runs.
+    config = StageConfig(uid="names-nothing", runner="local", run=run.name, stage="datagen",
+                         run_uri=f"file://{work}/run", spec=spec)  # fmt: skip
     ctx = StageContext(config=config, work_dir=work, metrics=StageMetrics.for_config(config), progress=False)
     enricher = datagen.enricher_for(ctx)
     out_dir = work / f"pairs-{run.variant.datagen_group}"
