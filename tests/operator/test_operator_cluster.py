@@ -123,17 +123,24 @@ async def test_a_missing_tracking_secret_holds_the_run_until_it_exists(kube):
     # token only), so the kubelet would start the pod without them and the stages would talk to
     # MLflow unauthenticated: the operator waits for the Secret as it does for storage's.
     tracking = {"mlflow": {"uri": "http://mlflow.mlflow:5000", "secretName": "mlflow-creds"}}
+    await held_until_the_secret_exists(kube, run_manifest(tracking=tracking), "mlflow-creds",
+                                       "spec.tracking.mlflow.secretName")  # fmt: skip
+
+
+async def held_until_the_secret_exists(kube, manifest, secret_name: str, field: str) -> None:
+    """The run is held (SecretMissing naming the Secret and its field, no Job) until the Secret
+    is created, then its first Job starts."""
     async with running_operator():
-        await kube.create_run(run_manifest(tracking=tracking))
+        await kube.create_run(manifest)
         await eventually(
             lambda: condition(kube, "Progressing").get("reason") == "SecretMissing",
             what="the Progressing condition naming the missing Secret",
         )
         message = condition(kube, "Progressing")["message"]
-        assert "secret 'mlflow-creds' (spec.tracking.mlflow.secretName)" in message
+        assert f"secret '{secret_name}' ({field})" in message
         assert kube.jobs() == {}
         secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                  "metadata": {"name": "mlflow-creds", "namespace": NS}}  # fmt: skip
+                  "metadata": {"name": secret_name, "namespace": NS}}  # fmt: skip
         response = await kube.kmock.post(f"/api/v1/namespaces/{NS}/secrets", json=secret)
         assert response.status < 300
         await eventually(lambda: "demo-datagen-a1" in kube.jobs(), timeout=30, what="the Job")
@@ -146,20 +153,9 @@ async def test_a_missing_judge_secret_holds_the_run_before_any_training(kube):
         "judge": "llm", "judgeUrl": "https://judge.example.net/v1", "judgeModel": "m",
         "judgeSecretRef": {"name": "judge-key", "key": "api-key"}}}  # fmt: skip
     storage = {"uri": "s3://mfpo/runs", "endpoint": "minio.mfpo:9000"}
-    async with running_operator():
-        await kube.create_run(run_manifest(storage=storage, evaluation={"benchmarks": [judged]}))
-        await eventually(
-            lambda: condition(kube, "Progressing").get("reason") == "SecretMissing",
-            what="the Progressing condition naming the missing Secret",
-        )
-        message = condition(kube, "Progressing")["message"]
-        assert "secret 'judge-key' (spec.evaluation.benchmarks[0].objectHalbench.judgeSecretRef.name)" in message
-        assert kube.jobs() == {}
-        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                  "metadata": {"name": "judge-key", "namespace": NS}}  # fmt: skip
-        response = await kube.kmock.post(f"/api/v1/namespaces/{NS}/secrets", json=secret)
-        assert response.status < 300
-        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), timeout=30, what="the Job")
+    manifest = run_manifest(storage=storage, evaluation={"benchmarks": [judged]})
+    await held_until_the_secret_exists(kube, manifest, "judge-key",
+                                       "spec.evaluation.benchmarks[0].objectHalbench.judgeSecretRef.name")  # fmt: skip
     env = kube.jobs()["demo-datagen-a1"]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert "MFPO_JUDGE_API_KEY" not in {e["name"] for e in env}  # the eval stage's alone
 

@@ -87,15 +87,21 @@ def test_eval_stage_resumes_and_exports_gauges(tmp_path: Path, tiny_llava_dir: P
     assert gauge == 0.25
 
 
-def test_missing_policy_is_bad_input_exit_code(tmp_path: Path, tiny_llava_dir: Path, world_dir: Path, monkeypatch):
-    config = eval_config(tmp_path, tiny_llava_dir, world_dir, [{"name": "synthetic"}], evaluateBase=False)
+def bad_input_summary(config, tmp_path: Path, monkeypatch) -> dict:
+    """Run the stage's entry point on `config`; it must exit with the bad-input code. Returns
+    the termination summary it wrote."""
     path = tmp_path / "config.json"
     path.write_text(config.to_json())
     monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
     codes: list[int] = []
     main(["--config", str(path), "--no-progress"], exit=codes.append)
     assert codes == [ExitCode.BAD_INPUT]
-    summary = json.loads((tmp_path / "termination-log").read_text())
+    return json.loads((tmp_path / "termination-log").read_text())
+
+
+def test_missing_policy_is_bad_input_exit_code(tmp_path: Path, tiny_llava_dir: Path, world_dir: Path, monkeypatch):
+    config = eval_config(tmp_path, tiny_llava_dir, world_dir, [{"name": "synthetic"}], evaluateBase=False)
+    summary = bad_input_summary(config, tmp_path, monkeypatch)
     assert summary["status"] == "bad-input" and "align-2 is not published" in summary["message"]
     assert not storage.exists(f"{config.run_uri}/eval/result.json")
 
@@ -133,13 +139,7 @@ def test_a_judge_secret_whose_key_is_absent_fails_the_eval_stage_at_its_start(tm
         "judge": "llm", "judgeUrl": "https://judge.example.net/v1", "judgeModel": "m",
         "judgeSecretRef": {"name": "judge", "key": "api-key"}}}  # fmt: skip
     config = eval_config(tmp_path, tmp_path / "model", tmp_path / "world", [judged])
-    path = tmp_path / "config.json"
-    path.write_text(config.to_json())
-    monkeypatch.setenv("MFPO_TERMINATION_LOG", str(tmp_path / "termination-log"))
-    codes: list[int] = []
-    main(["--config", str(path), "--no-progress"], exit=codes.append)
-    assert codes == [ExitCode.BAD_INPUT]
-    message = json.loads((tmp_path / "termination-log").read_text())["message"]
+    message = bad_input_summary(config, tmp_path, monkeypatch)["message"]
     assert message == (
         "spec.evaluation.benchmarks[0].objectHalbench.judgeSecretRef: the judge's key is not in this stage's "
         "environment as MFPO_JUDGE_API_KEY: the Secret 'judge' has no key 'api-key', or it is empty (in a "
