@@ -137,6 +137,8 @@ BAD_VALUES = {
     "storage mode enum": ({"storage": {"mode": "gcs"}}, "storage.mode"),
     "namespace name": ({"watch": {"namespaces": ["Team_A"]}}, "watch.namespaces.0"),
     "port range": ({"operator": {"metricsPort": 80}}, "operator.metricsPort"),
+    # kopf standalone, no peering or leader election: never two operators.
+    "two operators": ({"operator": {"replicas": 2}}, "operator.replicas"),
     "alert severity": (
         {"prometheusRule": {"alerts": {"MFPORunStuck": {"severity": "page"}}}},
         "severity",
@@ -197,6 +199,31 @@ def test_operator_deployment(default_docs):
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MFPO_OPERATOR_WORKERS"] == "16"
     assert "MFPO_OPERATOR_WORKERS" in Path(kube.__file__).with_name("handlers.py").read_text()
+
+
+def test_operator_replicas_is_a_value_so_an_upgrade_keeps_it():
+    """`kubectl scale` is undone by the next `helm upgrade` (Helm's three-way merge patches the
+    live object to the rendered manifest: helm.sh/docs/faq/changes_since_helm2, "Improved
+    Upgrade Strategy"), so turning the in-cluster operator off for one run by hand is a value."""
+    assert one(render(), "Deployment")["spec"]["replicas"] == 1
+    # Unset (`--set key=null` removes it, as `helm upgrade --reuse-values` from a chart
+    # without the key renders with that chart's defaults): one operator, as before.
+    unset = render(set_values=("operator.replicas=null",))
+    assert one(unset, "Deployment")["spec"]["replicas"] == 1
+    off = render(set_values=("operator.replicas=0",))
+    assert one(off, "Deployment")["spec"]["replicas"] == 0
+    # Off, the ServiceAccount and its grants stay: a hand-run operator uses that token.
+    assert by_kind(off, "ServiceAccount") and by_kind(off, "ClusterRole")
+
+
+@pytest.mark.parametrize("port", ["operator.metricsPort=8080", "operator.healthPort=9090"])
+def test_metrics_and_health_on_one_port_fail_at_install(port: str):
+    """kopf's health server and prometheus-client's metrics server each bind their port; the
+    second bind fails with EADDRINUSE and the operator exits (a CrashLoopBackOff). The values
+    schema cannot compare two values (JSON Schema has no such keyword), so the template fails."""
+    result = helm_template(set_values=(port,), check=False)
+    assert result.returncode != 0, f"{port} was accepted"
+    assert "operator.metricsPort and operator.healthPort are both" in result.stderr, result.stderr
 
 
 def test_cluster_mode_watches_all_namespaces_and_pins_the_digest():

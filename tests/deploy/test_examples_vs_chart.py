@@ -174,3 +174,11 @@ def test_notes_of_a_bundled_install_point_at_the_bundled_minio(tmp_path):
     notes = render_notes(tmp_path, "storage.mode=bundled")
     assert "endpoint: mfpo-minio.mfpo.svc:9000" in notes and "secretName: mfpo-minio" in notes
     assert "docs/first-run.md" in notes
+
+
+def test_notes_of_an_install_without_its_operator_say_so_and_how_to_turn_it_on(tmp_path):
+    notes = render_notes(tmp_path, "operator.replicas=0")
+    assert "the in-cluster operator does not run" in notes
+    assert "rollout status" not in notes  # a Deployment of 0 replicas never rolls out a pod
+    assert "--reuse-values --set operator.replicas=1" in notes
+    assert "rollout status deployment/mfpo" in render_notes(tmp_path / "on")

@@ -15,6 +15,13 @@ upgrade replaces the old binding by this one instead of patching it. */ -}}
 {{- printf "%s-operator" (include "mfpo.fullname" .) -}}
 {{- end -}}
 
+{{- /* operator.replicas, 1 when unset: `helm upgrade --reuse-values` from a chart without the
+key renders with that chart's defaults (helm's action.Upgrade.reuseValues), where it is
+missing. Not `default 1`: it would turn 0 into 1. */ -}}
+{{- define "mfpo.operatorReplicas" -}}
+{{- if kindIs "invalid" .Values.operator.replicas -}}1{{- else -}}{{ .Values.operator.replicas }}{{- end -}}
+{{- end -}}
+
 {{- define "mfpo.selectorLabels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
