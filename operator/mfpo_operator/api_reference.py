@@ -46,6 +46,14 @@ characters with two-digit stage and attempt numbers) is cut and ends with 8 hex 
 The rest of `metadata` is Kubernetes' ObjectMeta, decoded as strictly as `kubectl apply`
 decodes it: a field ObjectMeta lacks (`lables`) is refused, and labels, annotations, owner
 references and finalizers follow the API server's rules.
+
+## Updates
+
+CEL, at the object's root, on every update of the object: {crd.SUCCEEDED_SPEC_RULE["message"]}.
+A Succeeded run's metadata (labels, annotations) and status may still change. The
+spec of a `Pending`, `Running` or `Suspended` run may change (stages not yet run take the
+edit), and so may a `Failed` run's: fix it, then retry ([failures.md](failures.md#a-run-that-failed-for-good)).
+`model.uri` and `storage.uri` never change once the run exists.
 """
 
 

@@ -483,6 +483,29 @@ def _metadata_schema() -> dict[str, Any]:
     }
 
 
+# A Succeeded run's spec is the one its results came from: the API server refuses a change to it
+# (before, the edit was accepted, observedGeneration moved, nothing re-ran, and the run claimed a
+# spec its policies and scores did not come from). Only a rule at the root sees spec and status
+# at once (Kubernetes docs, "Validation rules": a rule scoped to the root "may make field
+# selection into any fields declared in the OpenAPIv3 schema ... in both the spec and status in
+# the same expression"); it is a transition rule (oldSelf), so creation is never checked. A
+# status write (the /status subresource) cannot change spec, so the operator's writes pass.
+# Failed runs stay editable: an edit and the mfpo.dev/retry annotation is the fix
+# (docs/failures.md); a Pending, Running or Suspended run takes an edit in its later stages.
+SUCCEEDED_SPEC_RULE = {
+    "rule": (
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
+        f"oldSelf.status.phase != '{api.RunPhase.succeeded.value}' || self.spec == oldSelf.spec"
+    ),
+    "message": (
+        "spec cannot change once the run has Succeeded: its results came from this spec; "
+        "apply the changed spec as a new run (another metadata.name)"
+    ),
+    "fieldPath": ".spec",
+    "reason": "FieldValueForbidden",
+}
+
+
 def resource_schema() -> dict[str, Any]:
     """The whole object's openAPIV3Schema (apiVersion, kind, metadata, spec, status)."""
     spec = {"description": api.MFPORunSpec.__doc__.strip(), **openapi_schema(api.MFPORunSpec)}
@@ -498,6 +521,7 @@ def resource_schema() -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
+        "x-kubernetes-validations": [SUCCEEDED_SPEC_RULE],
     }
 
 

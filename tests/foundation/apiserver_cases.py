@@ -7,12 +7,18 @@ the recorder of what a real API server answers to them.
   the 10,000,000 limit: the API server's "exceeds budget by factor of 1.000006x" then states the
   rule's cost to within 5/M (see the test module).
 
+- TRANSITIONS: updates of a stored run (a spec edit, an annotation, a status write...) in each
+  phase, for the CRD's transition rules (a Succeeded run's spec is frozen).
+
     python tests/foundation/apiserver_cases.py KUBECONFIG   record the answers of the API server
-                                                           KUBECONFIG points at (dry run: nothing
-                                                           is created) into apiserver_answers.json
+                                                           KUBECONFIG points at (dry run, but for
+                                                           the TRANSITIONS' runs) into
+                                                           apiserver_answers.json
 
 Every CRD sent is renamed into the group costprobe.example.com and sent with dryRun=All, so a
-shared cluster is left exactly as it was. Answers are stored sorted, with the Go struct dumps
+shared cluster is left exactly as it was; each TRANSITIONS case creates a run `transition-case`
+in `default` (the real mfporuns.mfpo.dev CRD installed), writes its status, sends the update
+with dryRun=All and deletes the run. Answers are stored sorted, with the Go struct dumps
 of bad values reduced to their type (`apiserver_crd.without_struct_dumps`).
 """
 
@@ -418,9 +424,21 @@ _EXTRA_PROBES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+def _root_rule_nodes() -> list[tuple[str, dict[str, Any]]]:
+    """(id, node with only that rule) for the rules at the generated CRD's root: the root's
+    properties (spec, status...) under a map, where a rule sees the same types."""
+    root = _schema(mfporun_crd())
+    node = {"type": "object", "properties": _without_rules(root["properties"])}
+    return [
+        (f"root#{i}", {**node, "x-kubernetes-validations": [rule]})
+        for i, rule in enumerate(root.get("x-kubernetes-validations", []))
+    ]
+
+
 def cost_probes() -> list[tuple[str, dict[str, Any]]]:
     """(id, node with one rule): the generated CRD's rules, then the extra ones."""
     probes = _rule_nodes(_schema(mfporun_crd())["properties"]["spec"], "spec")
+    probes.extend(_root_rule_nodes())
     for name, node, rule in _EXTRA_PROBES:
         probes.append((name, {**node, "x-kubernetes-validations": [{"rule": rule}]}))
     return probes
@@ -731,6 +749,67 @@ def kubectl_answer(text: str, kubeconfig: str) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------- updates of a stored run
+
+# name -> (the stored run's status.phase or None, the update). An update is `spec` (a merge
+# patch of the spec, through the main endpoint, as `kubectl edit`/`patch` sends it),
+# `annotation` (metadata only: mfpo.dev/retry), `status` (a merge patch through the /status
+# subresource, as the operator writes it) or `spec+status` (one patch through the main endpoint
+# changing both: the API server drops its status part, apiextensions-apiserver
+# pkg/registry/customresource/strategy.go PrepareForUpdate).
+TRANSITION_RUN = "transition-case"
+EDITED_SPEC = {"training": {"learningRate": 0.0005}}
+TRANSITIONS: dict[str, tuple[str | None, str]] = {
+    "no status, spec edited": (None, "spec"),
+    "Pending, spec edited": ("Pending", "spec"),
+    "Running, spec edited": ("Running", "spec"),
+    "Suspended, spec edited": ("Suspended", "spec"),
+    "Failed, spec edited": ("Failed", "spec"),
+    "Succeeded, spec edited": ("Succeeded", "spec"),
+    "Succeeded, spec edited with status.phase Failed in the same patch": ("Succeeded", "spec+status"),
+    "Succeeded, the same spec patched": ("Succeeded", "same-spec"),
+    "Succeeded, annotated mfpo.dev/retry": ("Succeeded", "annotation"),
+    "Succeeded, status written": ("Succeeded", "status"),
+}
+
+
+def transition_patch(update: str) -> tuple[str, dict[str, Any]]:
+    """(endpoint, merge patch) of an update: endpoint "" (the object) or "status"."""
+    return {
+        "spec": ("", {"spec": EDITED_SPEC}),
+        "spec+status": ("", {"spec": EDITED_SPEC, "status": {"phase": "Failed"}}),
+        "same-spec": ("", {"spec": {"model": MINIMAL_SPEC["model"]}}),
+        "annotation": ("", {"metadata": {"annotations": {"mfpo.dev/retry": "1"}}}),
+        "status": ("status", {"status": {"progress": "6/6"}}),
+    }[update]
+
+
+def server_answer_transition(name: str, kubeconfig: str) -> list[str]:
+    """The errors the API server gives for the case's update of a stored run ([] if accepted)."""
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    phase, update = TRANSITIONS[name]
+    api = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
+    where = ("mfpo.dev", "v1alpha1", "default", "mfporuns", TRANSITION_RUN)
+    run = {"apiVersion": "mfpo.dev/v1alpha1", "kind": "MFPORun", "metadata": {"name": TRANSITION_RUN},
+           "spec": copy.deepcopy(MINIMAL_SPEC)}  # fmt: skip
+    api.create_namespaced_custom_object(*where[:4], run)
+    try:
+        if phase is not None:
+            api.patch_namespaced_custom_object_status(*where, {"status": {"phase": phase}})
+        endpoint, patch = transition_patch(update)
+        send = api.patch_namespaced_custom_object_status if endpoint else api.patch_namespaced_custom_object
+        send(*where, patch, dry_run="All")
+    except ApiException as err:
+        body = json.loads(err.body)
+        causes = body.get("details", {}).get("causes") or [{"field": "", "message": body["message"]}]
+        return sorted(f"{c.get('field')}: {c.get('message')}" for c in causes)
+    finally:
+        api.delete_namespaced_custom_object(*where)
+    return []
+
+
 # ------------------------------------------------------------------ the real thing
 
 
@@ -791,6 +870,7 @@ def record(kubeconfig: str) -> dict[str, Any]:
         "run_names": {name: server_answer_run(run_named(name), kubeconfig) for name in RUN_NAMES},
         "objects": {name: server_answer_object(object_case(name), kubeconfig) for name in OBJECT_CASES},
         "kubectl": {name: kubectl_answer(text, kubeconfig) for name, text in KUBECTL_CASES.items()},
+        "transitions": {name: server_answer_transition(name, kubeconfig) for name in TRANSITIONS},
     }
 
 

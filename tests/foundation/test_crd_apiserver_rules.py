@@ -7,7 +7,7 @@ for the CEL cost estimate, apiserver_cel.py; this module holds the generated CRD
 (crds/mfpo.dev_mfporuns.yaml from operator/mfpo_operator/crd.py, and charts/mfpo/crds/: the
 chart's copy; the chart shipped kopf's peering CRDs too until the operator went standalone) to
 them, and holds the replica to the real API server: 62
-deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 137 CEL cost
+deliberately broken copies of the MFPORun CRD (apiserver_cases.MUTANTS) and a CRD of 138 CEL cost
 probes were sent to kube-apiserver v1.32.13 (dry run), and its answers are recorded in
 apiserver_answers.json. Each test of a rule fails on a mutant breaking that rule, with the very
 error text the API server gave.
@@ -99,18 +99,19 @@ syntax differences beyond lookaround, backreferences and possessive quantifiers;
 runtime limits (per call, per object), which apply when a run is written, not the CRD.
 
 Calibration of the cost estimate against the real API server (kube-apiserver v1.32.13 of the
-lab, dry run): each of the 137 probes (the generated CRD's 113 rules, 22 more rules exercising
+lab, dry run): each of the 138 probes (the generated CRD's 114 rules, 22 more rules exercising
 string sizes, unbounded strings and lists, maps, `in`, size(), matches, contains, `+`, has(),
 the conditional, exists/exists_one/all/map/filter, nested comprehensions, date-times, oldSelf,
 and two of cardinality: a rule under an unbounded list, and under two nested bounded lists) sits
 under a map of `maxProperties: M` with M the fewest copies that take the replica's estimate over
 10,000,000, so that the API server states the product with six decimals ("exceeds budget by
-factor of 1.000006x"): its cost is then known to within 5/M. All 137 agree exactly, e.g.
+factor of 1.000006x"): its cost is then known to within 5/M. All 138 agree exactly, e.g.
 
     spec.evaluation#0, the pairwise benchmark rule   replica 111,477   server 1.003293x at M=90
     spec.resources.cpu#0, `type(self) == string ...` replica 314,578   server 1.006650x at M=32
     spec.resources.memory#0, four quantity(self)     replica 1,572,894 server 1.101026x at M=7
     spec#0, the s3-endpoint rule                     replica 164       server 1.000006x at M=60,976
+    root#0, a Succeeded run's spec frozen            replica 13        server 1.000000x at M=769,231
     unbounded-list-all                               replica 5,242,878 server 1.048576x at M=2
     rule-under-unbounded-list (3 MiB / 3 bytes)      replica 11 x 1,048,576: server 1.153434x
 
@@ -122,7 +123,7 @@ string (an int-or-string has no maxLength, and library/cost.go charges quantity(
 argument's size even for a global call), as is `type(self) == int`; the largest rule under
 lists, times the most items of the lists around it, costs 553,328 (a pod affinity term's
 matchLabelKeys checked against its labelSelector's keys, 16 x 16, in each of 16 terms); the
-whole CRD 12,531,405 (13 %).
+whole CRD 12,531,418 (13 %).
 
 Re-record after a Kubernetes upgrade with a lab running (../shared/lab):
     python tests/foundation/apiserver_cases.py $KUBECONFIG     (dry run: creates nothing)
@@ -225,13 +226,13 @@ def test_the_crd_file_is_what_the_generator_writes() -> None:
 def test_every_rule_is_under_the_cost_limits() -> None:
     costs = CostReport()
     assert crd_errors(cases.mfporun_crd(), costs) == []
-    assert len(costs.rules) == 113  # every rule of the CRD was estimated (none skipped)
+    assert len(costs.rules) == 114  # every rule of the CRD was estimated (none skipped)
     worst = max(costs.rules, key=lambda rule: rule[2])
     assert worst[2] <= cel.STATIC_ESTIMATED_COST_LIMIT, worst
     assert costs.total <= cel.STATIC_ESTIMATED_CRD_COST_LIMIT
     # The margins the docstring states: the largest rules are the byte quantities', then a pod
     # affinity term's.
-    assert (worst[2], costs.total) == (1_572_894, 12_531_405)
+    assert (worst[2], costs.total) == (1_572_894, 12_531_418)
     assert worst[0].endswith("properties[memory].x-kubernetes-validations[0].rule")
     affinity = max((r for r in costs.rules if "properties[podAffinity]" in r[0]), key=lambda rule: rule[2])
     assert affinity[2] == 553_328 and affinity[0].endswith("x-kubernetes-validations[2].rule")
@@ -311,8 +312,8 @@ def test_every_probe_was_priced_precisely_by_the_api_server() -> None:
     (so with six decimals): the probes pin each rule's cost, not just its order of magnitude."""
     factors = _factors(ANSWERS["cost_probes"])
     probes = cases.cost_probes()
-    assert len(probes) + len(cases.CARDINALITY_PROBES) == 137
-    assert len(factors) == 137
+    assert len(probes) + len(cases.CARDINALITY_PROBES) == 138
+    assert len(factors) == 138
     assert all(1.0 <= float(f) < 1.5 and len(f.split(".")[1]) == 6 for f in factors.values()), (
         factors
     )
@@ -450,6 +451,82 @@ def test_mfpo_refuses_exactly_the_spec_fields_the_api_server_refuses(name: str) 
             assert line in mine
 
 
+# ------------------------------------------------------ updates of a stored run
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 section 2, MergePatch (what `kubectl patch --type merge` sends), transcribed: the
+    venv's jsonpatch is RFC 6902 only."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def updated(stored: dict[str, Any], endpoint: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """The object the API server validates for a patch, the status subresource enabled
+    (apiextensions-apiserver pkg/registry/customresource/strategy.go PrepareForUpdate: an update
+    of the object keeps the stored status; status_strategy.go PrepareForUpdate: an update of
+    /status keeps everything but the status)."""
+    new = merge_patch(stored, patch)
+    if endpoint == "status":
+        return {**stored, "status": new.get("status")}
+    return {**new, "status": stored.get("status")} if "status" in stored else new
+
+
+def root_rules_accept(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """The generated CRD's rules at its root, evaluated with cel-python on (self, oldSelf)."""
+    import kubernetes_cel
+    from celpy import json_to_cel
+
+    rules = crd_generator.resource_schema().get("x-kubernetes-validations", [])
+    activation = {"self": json_to_cel(new), "oldSelf": json_to_cel(old)}
+    return all(bool(kubernetes_cel.program(r["rule"]).evaluate(activation)) for r in rules)
+
+
+@pytest.mark.parametrize("name", sorted(cases.TRANSITIONS))
+def test_the_crds_transition_rules_judge_updates_as_the_api_server_did(name: str) -> None:
+    """Each update of a stored run the lab's kube-apiserver v1.32.13 was sent
+    (apiserver_cases.TRANSITIONS): the CRD's root rules accept it exactly when the server did."""
+    phase, update = cases.TRANSITIONS[name]
+    stored: dict[str, Any] = {
+        "apiVersion": "mfpo.dev/v1alpha1",
+        "kind": "MFPORun",
+        "metadata": {"name": cases.TRANSITION_RUN},
+        "spec": cases.MINIMAL_SPEC,
+    }
+    if phase is not None:
+        stored["status"] = {"phase": phase}
+    endpoint, patch = cases.transition_patch(update)
+    server = ANSWERS["transitions"][name]
+    assert root_rules_accept(updated(stored, endpoint, patch), stored) is (server == []), server
+
+
+def test_a_succeeded_runs_spec_is_frozen_and_a_failed_runs_is_not() -> None:
+    """A Succeeded run's spec edit used to be accepted (observedGeneration moved, nothing re-ran,
+    the run claimed a spec its results did not come from): the API server now refuses it; a Failed run stays
+    editable (edit, then mfpo.dev/retry: docs/failures.md); the operator's status writes and a
+    retry annotation still pass; a patch that also sets status.phase cannot get around it."""
+    answers = ANSWERS["transitions"]
+    frozen = [
+        (
+            "spec: Forbidden: spec cannot change once the run has Succeeded: its results came "
+            "from this spec; apply the changed spec as a new run (another metadata.name)"
+        )
+    ]
+    assert answers["Succeeded, spec edited"] == frozen
+    assert answers["Succeeded, spec edited with status.phase Failed in the same patch"] == frozen
+    for name in ("Failed", "Running", "Suspended", "Pending", "no status"):
+        assert answers[f"{name}, spec edited"] == []
+    for name in ("the same spec patched", "annotated mfpo.dev/retry", "status written"):
+        assert answers[f"Succeeded, {name}"] == []
+
+
 # --------------------------------------------------------------- the real thing
 
 
@@ -458,7 +535,7 @@ LAB = os.environ.get("MFPO_LAB_KUBECONFIG")
 
 @pytest.mark.skipif(not LAB, reason="MFPO_LAB_KUBECONFIG names no API server (../shared/lab)")
 def test_the_replica_answers_as_a_live_api_server() -> None:
-    """Everything above, against a running kube-apiserver (dry run: nothing is created)."""
+    """Everything above, against a running kube-apiserver (dry run: nothing is left behind)."""
     assert LAB is not None
     for crd in cases.load_crds():
         assert cases.server_answer(cases.renamed(crd), LAB) == []
@@ -471,3 +548,5 @@ def test_the_replica_answers_as_a_live_api_server() -> None:
     for name in cases.ISSUE_24_CASES:
         answer = cases.server_answer_object(cases.object_case(name), LAB)
         assert answer == ANSWERS["objects"][name], name
+    for name in cases.TRANSITIONS:  # creates and deletes a run transition-case in default
+        assert cases.server_answer_transition(name, LAB) == ANSWERS["transitions"][name], name
