@@ -209,7 +209,7 @@ async def test_a_stuck_pod_is_shown_on_the_run_with_how_long_it_waited(kube, rea
         await eventually(lambda: any(e["reason"] == reason for e in events(kube)), what="event")
     stage = kube.status()["stages"][0]
     assert stage["reason"] == reason
-    assert "pod demo-datagen-a1-0-abcde" in stage["message"] and " for " in stage["message"]
+    assert "pod demo-datagen-a1-0-abcde" in stage["message"] and " since " in stage["message"]
 
 
 async def test_a_job_the_controller_cannot_create_pods_for_is_shown_on_the_run(kube, monkeypatch):
@@ -244,7 +244,9 @@ async def test_a_job_the_controller_cannot_create_pods_for_is_shown_on_the_run(k
         await eventually(lambda: any(e["reason"] == "FailedCreate" for e in events(kube)), what="event")
     stage = kube.status()["stages"][0]
     assert stage["reason"] == "FailedCreate"
-    assert stage["message"].startswith("attempt 1 waiting: Job demo-datagen-a1 cannot create its pods for 2m")
+    assert stage["message"].startswith(
+        f"attempt 1 waiting: Job demo-datagen-a1 cannot create its pods since {event['firstTimestamp']}"
+    )
     assert "Error creating: pods \"demo-datagen-a1-x7k2p\" is forbidden: exceeded quota" in stage["message"]
 
 

@@ -12,6 +12,7 @@ from mfpo_operator.kube.metrics import OPERATOR_METRICS, OperatorMetrics
 from mfpo_operator.kube.status import (
     attempt_from_job,
     evictions,
+    pod_waiting,
     recorded_attempts,
     status_patch,
     suspension,
@@ -88,6 +89,31 @@ def test_disruption_and_deletion_are_disruptions():
     assert attempt_from_job(job([FAILED]), [pod(0, 143, "", disrupted=True)]).disrupted
     deleted = attempt_from_job(job(deleting=True), [])
     assert deleted.state == AttemptState.failed and deleted.disrupted
+
+
+def test_a_restart_after_a_disruption_is_no_retry_in_the_metrics():
+    """docs/failures.md: attempts stopped from outside (suspend, eviction, a deleted Job) do not
+    count against retries.maxAttempts (plan._counted); mfpo_stage_retries_total counted them."""
+    metrics = OperatorMetrics()
+    world = World(make_spec(retries={"maxAttempts": 3, "backoffSeconds": 0}))
+    metrics.observe("ml", "r", world.reconcile())  # datagen a1
+    world.spec = make_spec(suspend=True)
+    metrics.observe("ml", "r", world.reconcile())  # a1 stopped
+    world.spec = make_spec(retries={"maxAttempts": 3, "backoffSeconds": 0})
+    metrics.observe("ml", "r", world.reconcile())  # resumed: a2
+    world.finish("r-datagen-a2", exit_code=143, message="evicted", disrupted=True)
+    metrics.observe("ml", "r", world.reconcile())  # a3
+    del world.jobs["r-datagen-a3"]  # a deleted Job
+    metrics.observe("ml", "r", world.reconcile())  # a4
+    labels = {"namespace": "ml", "run": "r", "stage": "datagen"}
+    get = metrics.registry.get_sample_value
+    assert get("mfpo_stage_attempts_total", labels) == 4.0
+    assert get("mfpo_stage_retries_total", labels) in (None, 0.0)
+    world.finish("r-datagen-a4", exit_code=1)
+    metrics.observe("ml", "r", world.reconcile())  # a4 failed
+    metrics.observe("ml", "r", world.reconcile())  # a5: a retry
+    assert world.live() == ["r-datagen-a5"]
+    assert get("mfpo_stage_retries_total", labels) == 1.0
 
 
 def test_status_patch_sends_only_changes_and_nulls_removed_keys():
@@ -236,13 +262,40 @@ def test_a_job_whose_pods_cannot_be_created_says_why_from_the_controllers_event(
                       "2025-01-01T00:03:00Z", uid="other-uid"),
         failed_create("r-score-a1", "another Job", "2025-01-01T00:00:00Z", "2025-01-01T00:04:00Z"),
     ]
-    now = datetime(2025, 1, 1, 0, 5, tzinfo=timezone.utc)
-    attempt = attempt_from_job(running, [], now, events=events)
+    attempt = attempt_from_job(running, [], events=events)
     assert attempt.state == AttemptState.running and attempt.waiting_reason == "FailedCreate"
-    assert attempt.message == f"Job r-datagen-a1 cannot create its pods for 5m00s: Error creating: {QUOTA}"
+    assert attempt.message == (
+        f"Job r-datagen-a1 cannot create its pods since 2025-01-01T00:00:00Z: Error creating: {QUOTA}"
+    )
     # Once the Job has its pods, an old FailedCreate event no longer speaks for it.
     started = {"metadata": {"name": "r-datagen-a1-x7k2p"}, "status": {"phase": "Running"}}
-    assert attempt_from_job(running, [started], now, events=events).waiting_reason is None
+    assert attempt_from_job(running, [started], events=events).waiting_reason is None
+
+
+# kube-scheduler's FitError on the pod (pkg/scheduler/schedule_one.go): PodScheduled=False,
+# reason Unschedulable, lastTransitionTime when it first could not be placed.
+UNSCHEDULABLE_POD = {
+    "metadata": {"name": "gpu9-datagen-a1-0-kvghm"},
+    "status": {"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+        "lastTransitionTime": "2026-12-07T06:12:03Z"}]},
+}  # fmt: skip
+
+
+def test_a_waiting_pod_says_since_when_not_a_duration_that_goes_stale():
+    """The message is stored on the run and rewritten only when something changes: it said
+    "unschedulable for 0s" on a run 53 s old. It names the time the API object records."""
+    assert pod_waiting([UNSCHEDULABLE_POD]) == ("Unschedulable", (
+        "pod gpu9-datagen-a1-0-kvghm unschedulable since 2026-12-07T06:12:03Z: "
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."))  # fmt: skip
+    pulling = {"metadata": {"name": "p", "creationTimestamp": "2026-12-07T06:11:58Z"},
+               "status": {"startTime": "2026-12-07T06:12:00+00:00", "containerStatuses": [{
+                   "name": "stage", "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                          "message": "Back-off pulling image"}}}]}}  # fmt: skip
+    assert pod_waiting([pulling]) == (
+        "ImagePullBackOff", "pod p ImagePullBackOff since 2026-12-07T06:12:00Z: Back-off pulling image"
+    )
 
 
 def test_recorded_attempts_are_those_the_stored_status_has_folded():
@@ -274,23 +327,22 @@ def suspended_job(started: bool, active: int = 0, queue: str | None = "team-a") 
 
 
 def test_a_suspended_job_says_whether_it_waits_for_admission_or_was_preempted():
-    now = datetime(2025, 1, 1, 0, 5, tzinfo=timezone.utc)
     never_ran = suspended_job(started=False)
-    assert suspension(never_ran, [], now) == ("AwaitingAdmission", (
-        "Job r-datagen-a1 waiting for Kueue to admit it (LocalQueue team-a) for 3m00s; why: "
+    assert suspension(never_ran, []) == ("AwaitingAdmission", (
+        "Job r-datagen-a1 waiting for Kueue to admit it (LocalQueue team-a) since 2025-01-01T00:02:00Z; why: "
         "kubectl get workloads -l kueue.x-k8s.io/job-uid=job-uid -o yaml"))  # fmt: skip
     stopping = suspended_job(started=True, active=1)
-    assert suspension(stopping, [], now, lambda stage: 40) is None  # its pods still save a checkpoint
+    assert suspension(stopping, [], lambda stage: 40) is None  # its pods still save a checkpoint
     stopped = suspended_job(started=True)
     kueue = {"reason": "Stopped", "message": "Preempted to accommodate a higher priority Workload",
              "involvedObject": {"kind": "Job", "name": "r-datagen-a1"}, "eventTime": "2025-01-01T00:02:00Z"}  # fmt: skip
     asked = []
-    assert suspension(stopped, [kueue], now, lambda stage: asked.append(stage) or 40) == ("Preempted", (
-        "Job r-datagen-a1 stopped by Kueue for 3m00s (Preempted to accommodate a higher priority "
+    assert suspension(stopped, [kueue], lambda stage: asked.append(stage) or 40) == ("Preempted", (
+        "Job r-datagen-a1 stopped by Kueue since 2025-01-01T00:02:00Z (Preempted to accommodate a higher priority "
         "Workload); resumes from step 40 when Kueue admits it again"))  # fmt: skip
     assert asked == ["align-1"]
     by_hand = suspended_job(started=True, queue=None)
-    assert suspension(by_hand, [], now) == ("JobSuspended", (
-        "Job r-datagen-a1 suspended for 3m00s (spec.suspend set outside the operator); "
+    assert suspension(by_hand, []) == ("JobSuspended", (
+        "Job r-datagen-a1 suspended since 2025-01-01T00:02:00Z (spec.suspend set outside the operator); "
         "resumes from its last checkpoint when resumed"))  # fmt: skip
-    assert suspension(job(startTime="2025-01-01T00:00:00Z"), [], now) is None
+    assert suspension(job(startTime="2025-01-01T00:00:00Z"), []) is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from mfpo_core.api import MFPORunStatus, RunPhase, StagePhase
+from mfpo_core.api import MFPORunStatus, RunPhase, StagePhase, StageStatus
 from mfpo_core.contract import parse_eval_metric_key
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -28,7 +28,7 @@ OPERATOR_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "mfpo_run_phase": ("gauge", "1 for the run's current phase, 0 for the others", ("namespace", "run", "phase")),
     "mfpo_stage_phase": ("gauge", "1 for the stage's current phase, 0 for the others", ("namespace", "run", "stage", "phase")),
     "mfpo_stage_attempts_total": ("counter", "Stage attempts (Jobs) started by this operator", ("namespace", "run", "stage")),
-    "mfpo_stage_retries_total": ("counter", "Stage attempts started after an earlier attempt of the same stage", ("namespace", "run", "stage")),
+    "mfpo_stage_retries_total": ("counter", "Stage attempts started because the attempt before failed (not after a disruption: suspend, eviction, preemption, a deleted Job)", ("namespace", "run", "stage")),
     "mfpo_stage_failures_total": ("counter", "Stage attempts that failed (disruptions excluded)", ("namespace", "run", "stage")),
     "mfpo_stage_duration_seconds": ("gauge", "Wall time of a finished stage, first start to completion", ("namespace", "run", "stage")),
     "mfpo_run_last_transition_timestamp_seconds": ("gauge", "Unix time of the run's latest transition (stuck-run alert)", ("namespace", "run")),
@@ -45,6 +45,15 @@ SUMMARY_METRICS = (
     "mfpo_run_eval_score", "mfpo_run_reward_margin",
 )  # fmt: skip
 _TERMINAL = (RunPhase.succeeded, RunPhase.failed)
+
+
+def _is_retry(stage: StageStatus, attempt: int) -> bool:
+    """Whether `attempt` retries a failure, as retries.maxAttempts counts them (plan._counted):
+    its predecessor is counted (after the last manual retry, and not disrupted). An attempt
+    after a suspend, an eviction, a preemption or a deleted Job restarts without using the
+    budget, and is no retry either."""
+    previous = attempt - 1
+    return previous > stage.retried_from and previous not in stage.disrupted_attempts
 
 
 def _build(
@@ -86,7 +95,7 @@ class OperatorMetrics:
             if isinstance(action, StartAttempt):
                 self.m["mfpo_stage_attempts_total"].labels(namespace, run, action.stage).inc()
                 stage = status.stage(action.stage)
-                if stage is not None and action.attempt > stage.retried_from + 1:
+                if stage is not None and _is_retry(stage, action.attempt):
                     self.m["mfpo_stage_retries_total"].labels(namespace, run, action.stage).inc()
         for event in result.events:
             if event.reason in _FAILURE_EVENTS and event.stage:

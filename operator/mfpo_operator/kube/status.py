@@ -11,7 +11,7 @@ How a Job reads as an attempt:
 - a failed Job whose failed pods all carry the DisruptionTarget condition -> disrupted;
 - a running Job whose pod cannot run says why (`pod_waiting`): the scheduler's
   PodScheduled=False with reason Unschedulable, or the kubelet's waiting reason of the stage
-  container (ErrImagePull, ImagePullBackOff, CreateContainerConfigError...), with how long;
+  container (ErrImagePull, ImagePullBackOff, CreateContainerConfigError...), with since when;
 - a running Job that lacks pods because the Job controller cannot create them (a
   ResourceQuota, LimitRange or admission webhook refusing the pod) says so from the
   controller's FailedCreate event on the Job (`creation_failure`): the Job itself shows
@@ -84,16 +84,16 @@ def _disrupted(pod: dict[str, Any]) -> bool:
     )
 
 
-def _waited(since: str | None, now: datetime) -> str:
-    start = _time(since)
-    if start is None:
-        return ""
-    seconds = max(int((now - start).total_seconds()), 0)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f" for {hours}h{minutes:02d}m"
-    return f" for {minutes}m{seconds:02d}s" if minutes else f" for {seconds}s"
+def _since(timestamp: str | None) -> str:
+    """" since <UTC time>": when a wait began, as the API object that says so records it.
+
+    Not how long it has lasted: a stored message is rewritten only when something changes (a
+    Job or pod change, the operator's periodic resync), so a duration is stale from the moment
+    it is written ("unschedulable for 0s" on a run 53 s old). Kubernetes stores times too
+    (conditions' lastTransitionTime, events' firstTimestamp) and kubectl turns them into ages
+    when it shows them."""
+    start = _time(timestamp)
+    return f" since {start.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}" if start else ""
 
 
 def _unschedulable(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -105,12 +105,12 @@ def _unschedulable(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def pod_waiting(pods: list[dict[str, Any]], now: datetime) -> tuple[str, str] | None:
+def pod_waiting(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     """(reason, message) for the first pod that cannot run, or None when every pod can."""
     for pod in pods:
         name = pod["metadata"].get("name", "?")
         if condition := _unschedulable(pod):
-            waited = _waited(condition.get("lastTransitionTime"), now)
+            waited = _since(condition.get("lastTransitionTime"))
             text = f"pod {name} unschedulable{waited}: {condition.get('message', '')}"
             return "Unschedulable", text.rstrip(": ")
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -119,7 +119,7 @@ def pod_waiting(pods: list[dict[str, Any]], now: datetime) -> tuple[str, str] | 
                 since = (pod.get("status") or {}).get("startTime") or pod["metadata"].get(
                     "creationTimestamp"
                 )
-                text = f"pod {name} {waiting['reason']}{_waited(since, now)}"
+                text = f"pod {name} {waiting['reason']}{_since(since)}"
                 return waiting["reason"], f"{text}: {waiting.get('message', '')}".rstrip(": ")
     return None
 
@@ -129,9 +129,7 @@ def _event_time(event: dict[str, Any]) -> str:
     return event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or ""
 
 
-def creation_failure(
-    job: dict[str, Any], events: list[dict[str, Any]], now: datetime
-) -> tuple[str, str] | None:
+def creation_failure(job: dict[str, Any], events: list[dict[str, Any]]) -> tuple[str, str] | None:
     """("FailedCreate", message) from the Job controller's latest FailedCreate event on `job`.
 
     The controller records it as `Eventf(job, Warning, "FailedCreate", "Error creating: %v",
@@ -150,7 +148,7 @@ def creation_failure(
         return None
     latest = max(mine, key=_event_time)
     since = min((e.get("firstTimestamp") or _event_time(e) for e in mine), default=None)
-    text = f"Job {meta.get('name')} cannot create its pods{_waited(since, now)}"
+    text = f"Job {meta.get('name')} cannot create its pods{_since(since)}"
     return "FailedCreate", f"{text}: {latest.get('message', '')}".rstrip(": ")
 
 
@@ -204,11 +202,11 @@ def evictions(stage: str, pods: list[dict[str, Any]]) -> list[Eviction]:
     return found
 
 
-def pod_needs_look(pod: dict[str, Any], now: datetime | None = None) -> bool:
+def pod_needs_look(pod: dict[str, Any]) -> bool:
     """Whether a change of this stage pod may change what its run shows: it cannot run
     (pull, scheduling, config) or it was disrupted. Other pod changes reach the operator
     through their Job's status."""
-    return _disrupted(pod) or pod_waiting([pod], now or datetime.now(timezone.utc)) is not None
+    return _disrupted(pod) or pod_waiting([pod]) is not None
 
 
 # ------------------------------------------------------------------ suspended Jobs
@@ -247,7 +245,6 @@ def _kueue_stop_message(job: dict[str, Any], events: list[dict[str, Any]]) -> st
 def suspension(
     job: dict[str, Any],
     events: list[dict[str, Any]],
-    now: datetime,
     resume_step: ResumeStep | None = None,
 ) -> tuple[str, str] | None:
     """(reason, message) for a live attempt whose Job is suspended; None when it is not.
@@ -264,7 +261,7 @@ def suspension(
     meta = job["metadata"]
     name, queue = meta.get("name"), (meta.get("labels") or {}).get(LABEL_KUEUE_QUEUE)
     suspended = _condition(job, "Suspended") or {}
-    since = _waited(suspended.get("lastTransitionTime") or meta.get("creationTimestamp"), now)
+    since = _since(suspended.get("lastTransitionTime") or meta.get("creationTimestamp"))
     if not _job_started(job):
         if queue:  # the Workload's QuotaReserved condition says why (kueue troubleshooting docs)
             return "AwaitingAdmission", (
@@ -288,7 +285,6 @@ def suspension(
 def attempt_from_job(
     job: dict[str, Any],
     pods: list[dict[str, Any]],
-    now: datetime | None = None,
     events: list[dict[str, Any]] | None = None,
     resume_step: ResumeStep | None = None,
 ) -> Attempt:
@@ -298,8 +294,7 @@ def attempt_from_job(
     meta = job["metadata"]
     state = job_state(job)
     if state == AttemptState.running:
-        now = now or datetime.now(timezone.utc)
-        return _running_attempt(job, pods, now, events or [], resume_step)
+        return _running_attempt(job, pods, events or [], resume_step)
     finished = [p for p in pods if _terminated(p)]
     finished.sort(
         key=lambda p: int(
@@ -348,14 +343,13 @@ def lacks_pods(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
 def _running_attempt(
     job: dict[str, Any],
     pods: list[dict[str, Any]],
-    now: datetime,
     events: list[dict[str, Any]],
     resume_step: ResumeStep | None,
 ) -> Attempt:
     labels = job["metadata"]["labels"]
-    waiting = suspension(job, events, now, resume_step) or pod_waiting(pods, now)
+    waiting = suspension(job, events, resume_step) or pod_waiting(pods)
     if waiting is None and lacks_pods(job, pods):
-        waiting = creation_failure(job, events, now)
+        waiting = creation_failure(job, events)
     return Attempt(
         stage=labels[LABEL_STAGE],
         attempt=int(labels[LABEL_ATTEMPT]),
