@@ -33,7 +33,7 @@ from mfpo_core import storage
 from PIL import Image
 from pydantic import ValidationError
 
-from mfpo_runtime.data import images, json_lines
+from mfpo_runtime.data import image_refs, images, json_lines
 from mfpo_runtime.data.records import RECORDS_FILE, PreferenceRecord
 
 FORMATS = ("rlaif-v", "llava", "synthetic")
@@ -89,21 +89,14 @@ def decode_image(data: bytes, what: str) -> Image.Image:
         raise RecordError(f"unreadable image: {err}") from err
 
 
-def resolve(reference: str, base_uri: str) -> str:
-    """A storage URI for an image reference: absolute URIs kept, relative paths under base_uri."""
-    if "://" in reference or reference.startswith("/"):
-        return reference
-    return storage.join(base_uri, reference)
-
-
-def load_image(reference: str, base_uri: str) -> tuple[Image.Image, str]:
-    """(the image, the URI it was read from)."""
-    uri = resolve(reference, base_uri)
+def load_image(reference: str, base_uri: str, source: str) -> tuple[Image.Image, str]:
+    """(the image, where it came from: the URI read, else `source`, the record's own place, for
+    inline data). `image_refs` says what a reference may be."""
     try:
-        data = storage.read_bytes(uri)
-    except (storage.StorageError, OSError, ValueError) as err:  # ValueError: a path no file can have
-        raise RecordError(f"cannot read image {uri!r}: {err}") from err
-    return decode_image(data, uri), uri
+        data, found = image_refs.read(reference, base_uri)
+    except image_refs.ImageRefError as err:
+        raise RecordError(str(err)) from err
+    return decode_image(data, found.name()), found.uri or source
 
 
 def _image_from_cell(
@@ -118,13 +111,13 @@ def _image_from_cell(
         if cell.get("bytes"):
             return decode_image(cell["bytes"], f"bytes of image {name or source}"), name or source
         if cell.get("path"):
-            return load_image(cell["path"], base_uri)
+            return load_image(cell["path"], base_uri, source)
     elif isinstance(cell, (bytes, bytearray)) and cell:
         return decode_image(bytes(cell), f"bytes of image {name or source}"), name or source
     elif isinstance(cell, str) and cell:
-        return load_image(cell, base_uri)
+        return load_image(cell, base_uri, source)
     if isinstance(path_hint, str) and path_hint:
-        return load_image(path_hint, base_uri)
+        return load_image(path_hint, base_uri, source)
     raise RecordError("missing field 'image' (expected {bytes, path}, bytes, or a path/URI)")
 
 
@@ -536,7 +529,7 @@ def llava_sample(row: dict[str, Any], index: int, base_uri: str, source: str) ->
     question = _question(row)
     chosen = _last_turn(row.get("chosen"), "gpt", "chosen")
     rejected = _last_turn(row.get("rejected"), "gpt", "rejected")
-    image, image_source = load_image(image_ref, base_uri)
+    image, image_source = load_image(image_ref, base_uri, source)
     record = _preference(PreferenceRecord(
         id=_row_id(row, index), question=question, chosen=chosen, rejected=rejected, image=image_source
     ))
@@ -554,10 +547,10 @@ def synthetic_sample(row: dict[str, Any], index: int, base_uri: str, source: str
     if not record.chosen or not record.rejected:
         raise RecordError("missing field 'chosen' or 'rejected' (a training record needs both)")
     _preference(record)
-    image, image_source = load_image(record.image, base_uri)
+    image, image_source = load_image(record.image, base_uri, source)
     masks = {}
     for name, path in (record.masks or {}).items():
-        mask, _ = load_image(path, base_uri)  # its own EXIF orientation applied, as the image's
+        mask, _ = load_image(path, base_uri, source)  # its own EXIF orientation applied, as the image's
         if mask.size != image.size:
             raise RecordError(
                 f"mask {name!r} ({path}) is {mask.width}x{mask.height} pixels but its image "

@@ -44,9 +44,12 @@ from mfpo_runtime.eval.common import (
     BenchmarkResult,
     data_uri,
     file_uri,
+    image_problem,
+    listed_uris,
     load_image,
     read_json,
     require,
+    yes_no,
 )
 from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import Policy
@@ -184,7 +187,17 @@ def required_inputs(bench: Benchmark, base: str) -> list[str]:
     options = bench.options
     files += [("annotations", file_uri(base, options.annotations)), ("relation", file_uri(base, options.relation)),
               ("safeWords", file_uri(base, options.safe_words)), ("imageDir", file_uri(base, options.image_dir))]  # fmt: skip
-    return [f"AMBER at {base}: {uri} (amber.{option}) does not exist" for option, uri in files if not storage.exists(uri)]
+    missing = [f"AMBER at {base}: {uri} (amber.{option}) does not exist" for option, uri in files if not storage.exists(uri)]
+    if missing:
+        return missing
+    try:  # the queries and annotations as evaluate reads them: ids, truths, images
+        generative, discriminative = _read_tasks(base, bench)
+    except BadInput as err:
+        return [str(err)]
+    image_dir = file_uri(base, options.image_dir)
+    listed = listed_uris(image_dir)  # one listing, not one request per query
+    return [p for q, _ in generative + discriminative
+            if (p := image_problem(image_dir, q.get("image"), f"AMBER id {q['id']}", listed))]  # fmt: skip
 
 
 def _split_tasks(queries, annotations, queries_uri, bench):
@@ -205,17 +218,26 @@ def _split_tasks(queries, annotations, queries_uri, bench):
     return (generative[:cap], discriminative[:cap]) if cap else (generative, discriminative)
 
 
-def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
-    base = data_uri(bench, env)
+def _read_tasks(base: str, bench: Benchmark):
+    """(generative, discriminative) lists of (query, annotation); BadInput names what is wrong,
+    a discriminative truth that is not yes or no included (`common.yes_no`)."""
     queries_uri = _queries_uri(base, bench)
     queries = read_json(queries_uri, "AMBER query file")
     annotations = read_json(file_uri(base, bench.options.annotations), "AMBER annotations")
     generative, discriminative = _split_tasks(queries, annotations, queries_uri, bench)
+    for _, ann in discriminative:
+        yes_no(ann.get("truth"), f"AMBER annotation id {ann['id']}", "truth")
+    return generative, discriminative
+
+
+def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:
+    base = data_uri(bench, env)
+    generative, discriminative = _read_tasks(base, bench)
     if not generative and not discriminative:
         raise BadInput(f"AMBER at {base}: no queries to evaluate")
     image_dir = file_uri(base, bench.options.image_dir)
     tasks = generative + discriminative
-    images = [load_image(image_dir, require(q, "image", f"{queries_uri} id {q['id']}"), f"AMBER id {q['id']}")
+    images = [load_image(image_dir, require(q, "image", f"AMBER id {q['id']}"), f"AMBER id {q['id']}")
               for q, _ in tasks]  # fmt: skip
     answers = policy.answer([require(q, "query", f"AMBER id {q['id']}") for q, _ in tasks], images)
     metrics: dict[str, float] = {}
@@ -230,7 +252,7 @@ def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkRe
         samples += [{"id": q["id"], "answer": a, **j} for (q, _), a, j in zip(generative, gen_answers, judged)]
     if discriminative:
         predicted = [scores.parse_yes_no(a) for a in disc_answers]
-        labels = [str(ann["truth"]).lower() == "yes" for _, ann in discriminative]
+        labels = [yes_no(ann["truth"], f"AMBER annotation id {ann['id']}", "truth") for _, ann in discriminative]
         metrics |= discriminative_scores(predicted, labels, [ann["type"] for _, ann in discriminative])
         samples += [{"id": q["id"], "answer": a, "yes": p, "truth": ann["truth"]}
                     for (q, ann), a, p in zip(discriminative, disc_answers, predicted)]  # fmt: skip

@@ -7,8 +7,7 @@ them raise `BadInput` naming the URI and the record, so the eval stage fails at 
 
 from __future__ import annotations
 
-import base64
-import binascii
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from mfpo_core import storage
 from mfpo_core.contract import BadInput
 from PIL import Image
 
-from mfpo_runtime.data import images, json_lines
+from mfpo_runtime.data import image_refs, images, json_lines
 from mfpo_runtime.eval.config import Benchmark
 from mfpo_runtime.eval.generation import GenerationSettings
 
@@ -42,10 +41,6 @@ class BenchmarkEnv:
     default_uri: str | None = None  # where the benchmark's data is when its spec names none
     progress: bool = False
     judge_api_key: str | None = field(default=None, repr=False)  # the LLM judge's key (MFPO_JUDGE_API_KEY)
-
-
-# Inline base64 image data starts with the encoded magic bytes of PNG, JPEG, GIF or WebP.
-_BASE64_IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR")
 
 
 def data_uri(bench: Benchmark, env: BenchmarkEnv) -> str:
@@ -93,17 +88,60 @@ def require(row: dict[str, Any], key: str, where: str) -> Any:
 
 
 def load_image(base: str, reference: str, where: str) -> Image.Image:
-    """An RGB image from a storage URI, a path relative to `base`, or inline base64 data."""
+    """An RGB image from a storage URI, a path relative to `base`, a data: URI or inline base64
+    data (Object HalBench inlines its images so): `data.image_refs`."""
     try:
-        if reference.startswith("data:image/"):
-            reference = reference.split(",", 1)[1]
-        if reference.startswith(_BASE64_IMAGE_PREFIXES):
-            data = base64.b64decode(reference, validate=True)  # Object HalBench inlines images
-        else:
-            data = storage.read_bytes(file_uri(base, reference))
-        return images.decode(data, f"image {reference[:80]!r}")
-    except (storage.StorageError, binascii.Error, images.ImageDecodeError) as err:
-        raise BadInput(f"{where}: cannot read image {reference[:80]!r} under {base}: {err}") from err
+        data, found = image_refs.read(reference, base, bare_base64=True)
+        return images.decode(data, f"image {found.name()}")
+    except (image_refs.ImageRefError, images.ImageDecodeError) as err:
+        raise BadInput(f"{where}: {err}") from err
+
+
+def image_problem(base: str, reference: Any, where: str, listed: set[str] | None = None) -> str | None:
+    """Why `reference` (a question's image) would not be read, found without reading or
+    decoding it (the run's first stage checks every question so), else None. `listed`: the URIs
+    of `base` listed once."""
+    if not isinstance(reference, str) or not reference:
+        return f"{where}: field 'image' is {'missing' if reference in (None, '') else type(reference).__name__}, expected a path or URI"
+    try:
+        found = image_refs.resolve(reference, base, bare_base64=True)
+        if not image_refs.exists(found, listed):
+            return f"{where}: image {image_refs.quoted(reference)} does not exist (under {base})"
+    except (image_refs.ImageRefError, storage.StorageError) as err:
+        return f"{where}: {err}"
+    return None
+
+
+def listed_uris(base: str) -> set[str]:
+    """The URIs of every object under `base` (one listing), as `image_refs.resolve` builds them
+    from relative names; empty when `base` holds nothing."""
+    try:
+        names = storage.list_files(base)
+    except (storage.StorageError, FileNotFoundError):
+        return set()
+    listed = set()
+    for name in names:
+        with contextlib.suppress(ValueError, storage.StorageError):  # a name no reference can spell
+            listed.add(storage.join(base, name))
+    return listed
+
+
+def yes_no(value: Any, where: str, field: str = "label") -> bool:
+    """A ground-truth yes/no answer: True for "yes", False for "no", in any case with surrounding
+    white space; anything else is bad input naming `where` and the value.
+
+    POPE's own evaluate.py (RUCAIBox/POPE, copied verbatim into LLaVA's and LLaVA-RLHF's
+    eval_pope.py) reads `0 if label == 'no' else 1`: a label "No", "no." or "" counts as a
+    positive there, and "yes." as one too. We differ on purpose: POPE's generator writes only
+    "yes" and "no", so any other label was typed or converted by hand, and a wrong guess silently
+    moves every metric. Case and white space are forgiven (no reading of them is in doubt); a
+    trailing period is not: accepting "yes." raises the question of "yes!", "y", "yes, a dog",
+    whose meaning a ground truth must not leave to us.
+    """
+    if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
+        return value.strip().lower() == "yes"
+    shown = image_refs.quoted(value) if isinstance(value, str) else f"{value!r:.80}"
+    raise BadInput(f"{where}: {field} {shown} is not yes or no (any case; a ground-truth label is exactly one of them)")
 
 
 def limit(rows: list, bench: Benchmark) -> list:

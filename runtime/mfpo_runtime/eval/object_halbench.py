@@ -24,6 +24,7 @@ from typing import Any
 from mfpo_core import storage
 from mfpo_core.contract import BadInput
 
+from mfpo_runtime.data.image_refs import BASE64_IMAGE_PREFIXES
 from mfpo_runtime.data.mentions import MentionExtractor, coco_extractor
 from mfpo_runtime.eval import scores
 from mfpo_runtime.eval.common import (
@@ -31,7 +32,9 @@ from mfpo_runtime.eval.common import (
     BenchmarkResult,
     data_uri,
     file_uri,
+    image_problem,
     limit,
+    listed_uris,
     load_image,
     read_json,
     read_json_lines,
@@ -92,16 +95,32 @@ def _mention_fn(bench: Benchmark, extractor: MentionExtractor, env: BenchmarkEnv
 
 def required_inputs(bench: Benchmark, base: str) -> list[str]:
     """What reading Object HalBench at `base` would miss: the questions and COCO instances files,
-    the captions file when named. (The images directory is read only for questions that carry no
-    image, which only reading the questions tells.)"""
+    the captions file when named, and the image of each question that carries one (exists, or
+    inline data that is base64). A question without an image is read from the images directory
+    by its instances entry, which only reading the COCO instances file (160 MB for val2014) tells:
+    that is left to the eval stage."""
     options = bench.options
     files = [("questions", options.questions), ("instances", options.instances)]
     files += [("captions", options.captions)] if options.captions else []
-    return [
+    missing = [
         f"Object HalBench at {base}: {file_uri(base, name)} (objectHalbench.{option}) does not exist"
         for option, name in files
         if not storage.exists(file_uri(base, name))
     ]
+    if missing:
+        return missing
+    questions_uri = file_uri(base, options.questions)
+    try:
+        rows = limit(read_json_lines(questions_uri, "Object HalBench questions file"), bench)
+    except BadInput as err:
+        return [str(err)]
+    listed = listed_uris(base) if any(isinstance(r, dict) and _names_a_file(r.get("image")) for r in rows) else None
+    return [p for number, row in enumerate(rows) if isinstance(row, dict) and row.get("image")
+            if (p := image_problem(base, row["image"], f"{questions_uri} line {number + 1}", listed))]  # fmt: skip
+
+
+def _names_a_file(image) -> bool:
+    return isinstance(image, str) and bool(image) and not image.startswith(("data:", *BASE64_IMAGE_PREFIXES))
 
 
 def evaluate(policy: Policy, bench: Benchmark, env: BenchmarkEnv) -> BenchmarkResult:

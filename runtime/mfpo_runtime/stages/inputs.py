@@ -1,5 +1,7 @@
 """What a run reads, checked to exist before any training: the model, the data, the segmenters
-and every benchmark's files (each benchmark module's `required_inputs`).
+and every benchmark's files (each benchmark module's `required_inputs`: its files, and its
+question files read as the eval stage reads them, each question's fields, yes/no labels and
+image checked to exist, not decoded).
 
 The run's first stage calls `check_inputs` (datagen, shard 0: it runs first and has the storage
 credentials), so a wrong benchmark URI or a split the data lacks fails in minutes, as bad input
@@ -32,8 +34,13 @@ def missing_inputs(spec: MFPORunSpec) -> list[str]:
     return problems
 
 
+SHOWN_PROBLEMS = 20  # a benchmark of 3,000 questions naming a wrong image directory: 3,000 lines
+
+
 def check_inputs(spec: MFPORunSpec) -> None:
-    """Raise BadInput listing every missing input."""
+    """Raise BadInput listing the missing inputs (the first SHOWN_PROBLEMS, and how many more)."""
     problems = missing_inputs(spec)
     if problems:
-        raise BadInput("inputs the run would fail to read (checked before any training): " + "; ".join(problems))
+        more = len(problems) - SHOWN_PROBLEMS
+        shown = problems[:SHOWN_PROBLEMS] + ([f"and {more:,} more"] if more > 0 else [])
+        raise BadInput("inputs the run would fail to read (checked before any training): " + "; ".join(shown))

@@ -611,6 +611,41 @@ def test_every_input_of_the_run_is_checked_by_its_first_stage_before_any_work(tm
     assert not storage.exists(dataset_uri(config.run_uri, (0, 1)))  # nothing done
 
 
+def test_the_first_stage_reads_each_benchmark_question_file_as_eval_does(tmp_path: Path):
+    """Hostile-user report: a POPE question naming a missing image and a label 'yes.' were found
+    only by the eval stage, after every alignment stage had trained (the label not at all).
+    docs/own-data.md promises the first stage finds them."""
+    data = write_parquet(rlaif_v_rows(2), tmp_path / "rlaif.parquet")
+    pope_dir = tmp_path / "pope"
+    (pope_dir / "images").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(pope_dir / "images" / "gh 1.jpg")
+    questions = [{"question_id": 1, "image": "gh 1.jpg", "text": "Is there a cat?", "label": "Yes"},
+                 {"question_id": 2, "image": "missing.jpg", "text": "Is there a dog?", "label": "no"},
+                 {"question_id": 3, "image": "gh 1.jpg", "text": "Is there a cup?", "label": "yes."}]  # fmt: skip
+    (pope_dir / "coco_pope_adversarial.json").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    benchmarks = [{"name": "pope", "uri": str(pope_dir), "pope": {"splits": ["adversarial"]}}]
+    run_spec = spec(str(data), "rlaif-v", f"file://{tmp_path}/runs", image_preference={"imageSize": 32},
+                    evaluation={"benchmarks": benchmarks})  # fmt: skip
+    config = stage_config(tmp_path, run_spec, "datagen", 0)
+    with pytest.raises(BadInput) as caught:
+        run_stage(config, progress=False)
+    file = f"{pope_dir}/coco_pope_adversarial.json"
+    assert str(caught.value) == (
+        "inputs the run would fail to read (checked before any training): "
+        f"spec.evaluation.benchmarks[0]: {file} line 3: label 'yes.' is not yes or no (any case; a ground-truth "
+        "label is exactly one of them)"
+    )
+    questions[2]["label"] = "yes"
+    (pope_dir / "coco_pope_adversarial.json").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    with pytest.raises(BadInput) as caught:
+        run_stage(config, progress=False)
+    assert str(caught.value) == (
+        "inputs the run would fail to read (checked before any training): "
+        f"spec.evaluation.benchmarks[0]: {file} line 2: image 'missing.jpg' does not exist (under {pope_dir}/images)"
+    )
+    assert not storage.exists(dataset_uri(config.run_uri, (0, 1)))  # nothing done
+
+
 def test_the_first_stage_checks_the_splits_of_the_runs_own_world(tmp_path: Path):
     world = _world(tmp_path, 2)  # a train split only: the default benchmark needs eval, eval-counterprior
     run_spec = spec(world, "synthetic", f"file://{tmp_path}/runs", image_preference={"imageSize": 32},

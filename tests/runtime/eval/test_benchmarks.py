@@ -4,6 +4,7 @@ answers and hand-worked expected scores; the LLM judge against a mock local endp
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -340,3 +341,96 @@ def test_pope_without_question_files_is_bad_input(tmp_path: Path):
     with pytest.raises(BadInput, match="no question file"):
         pope.evaluate(ScriptedPolicy({}), benchmark(name="pope", uri=str(tmp_path / "empty")),
                       BenchmarkEnv(work_dir=tmp_path))  # fmt: skip
+
+
+# ------------------------------------------------------------------ ground-truth labels, up front
+
+
+def _relabel(path: Path, labels: dict[int, object]) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for number, label in labels.items():
+        rows[number]["label"] = label
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _original_pope_metrics(predicted: list[bool], labels: list[str]) -> dict[str, float]:
+    """POPE's evaluate.py (RUCAIBox/POPE; verbatim in LLaVA-RLHF's Eval/summarize_eval_pope.py):
+    `label_list[i] = 0 if label == 'no' else 1`, then TP/FP/TN/FN."""
+    label_list = [0 if label == "no" else 1 for label in labels]
+    pairs = list(zip([int(p) for p in predicted], label_list))
+    tp, fp = pairs.count((1, 1)), pairs.count((1, 0))
+    tn, fn = pairs.count((0, 0)), pairs.count((0, 1))
+    return {"accuracy": (tp + tn) / len(pairs), "precision": tp / (tp + fp), "recall": tp / (tp + fn)}
+
+
+def test_pope_labels_in_any_case_and_spacing_score_as_pope_scores_yes_and_no(pope_sample: Path, tmp_path: Path):
+    """Case and white space are forgiven; on POPE's own labels ("yes"/"no") the scores are
+    evaluate.py's."""
+    bench = benchmark(name="pope", uri=str(pope_sample), pope={"splits": ["random"]})
+    plain = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+    predicted = [s["yes"] for s in plain.samples]
+    original = _original_pope_metrics(predicted, [s["label"] for s in plain.samples])
+    assert {k: plain.metrics[k] for k in original} == pytest.approx(original)
+    _relabel(pope_sample / "coco_pope_random.json", {0: "Yes", 1: " NO ", 2: "YES\n", 3: "No"})
+    spelled = pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+    assert spelled.metrics == plain.metrics
+    assert pope.required_inputs(bench, str(pope_sample)) == []
+
+
+@pytest.mark.parametrize("label", ["yes.", "y", "", "true", None, 1, True])
+def test_a_pope_label_that_is_not_yes_or_no_is_bad_input_naming_file_line_and_label(
+    pope_sample: Path, tmp_path: Path, label
+):
+    """Before: every label but "yes" was scored as "no" without a word (hostile-user report: 'yes.'
+    moved accuracy from 66.7% to 33.3%). POPE's evaluate.py reads every label but 'no' as yes, so
+    it would score 'yes.' right and 'No.' wrong: a ground truth that needs a guess is refused."""
+    _relabel(pope_sample / "coco_pope_adversarial.json", {1: label})
+    bench = benchmark(name="pope", uri=str(pope_sample), pope={"splits": ["adversarial"]})
+    where = f"{pope_sample}/coco_pope_adversarial.json line 2"
+    shown = repr(label) if isinstance(label, str) else f"{label!r}"
+    message = f"{where}: label {shown} is not yes or no"
+    with pytest.raises(BadInput, match=re.escape(message)):
+        pope.evaluate(ScriptedPolicy(POPE_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+    (problem,) = pope.required_inputs(bench, str(pope_sample))  # what the run's first stage checks
+    assert problem.startswith(message)
+
+
+def test_pope_questions_are_checked_as_eval_reads_them_without_decoding(pope_sample: Path):
+    """A question naming a missing image, a question without an image, an image that is no
+    image (existence is checked, decoding is left to eval: the check stays cheap)."""
+    (pope_sample / "images" / "not-an-image.jpg").write_text("text")
+    lines = [json.loads(line) for line in (pope_sample / "coco_pope_random.json").read_text().splitlines()]
+    lines[1]["image"] = "missing.jpg"
+    del lines[2]["image"]
+    lines[3]["image"] = "not-an-image.jpg"
+    (pope_sample / "coco_pope_random.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    bench = benchmark(name="pope", uri=str(pope_sample), pope={"splits": ["random", "adversarial"]})
+    file = f"{pope_sample}/coco_pope_random.json"
+    assert pope.required_inputs(bench, str(pope_sample)) == [
+        f"{file} line 3: missing field 'image' (has ['label', 'question_id', 'text'])",
+    ]
+    del lines[2]
+    (pope_sample / "coco_pope_random.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert pope.required_inputs(bench, str(pope_sample)) == [
+        f"{file} line 2: image 'missing.jpg' does not exist (under {pope_sample}/images)",
+    ]
+
+
+def test_an_amber_truth_that_is_not_yes_or_no_is_bad_input(amber_sample: Path, tmp_path: Path):
+    """Before: `str(truth).lower() == "yes"`: a truth 'yes.' was scored as 'no' without a word."""
+    annotations = json.loads((amber_sample / "annotations.json").read_text())
+    annotations[3]["truth"] = "yes."
+    write_json(amber_sample / "annotations.json", annotations)
+    bench = benchmark(name="amber", uri=str(amber_sample))
+    message = "AMBER annotation id 4: truth 'yes.' is not yes or no"
+    with pytest.raises(BadInput, match=re.escape(message)):
+        amber.evaluate(ScriptedPolicy(AMBER_ANSWERS), bench, BenchmarkEnv(work_dir=tmp_path))
+    assert [p[: len(message)] for p in amber.required_inputs(bench, str(amber_sample))] == [message]
+
+
+def test_amber_queries_naming_missing_images_are_found_up_front(amber_sample: Path):
+    (amber_sample / "images" / "AMBER_5.jpg").unlink()
+    bench = benchmark(name="amber", uri=str(amber_sample))
+    assert amber.required_inputs(bench, str(amber_sample)) == [
+        f"AMBER id 5: image 'AMBER_5.jpg' does not exist (under {amber_sample}/images)"
+    ]
