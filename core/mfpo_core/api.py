@@ -323,6 +323,39 @@ def _model_uri_schema() -> dict[str, Any]:
 # Where a model lies: a storage URI or an absolute path, in pydantic and in the CRD.
 ModelUri = Annotated[StorageUri, AfterValidator(_model_location), WithJsonSchema(_model_uri_schema())]
 
+# Data and benchmarks follow the model's rule, for the model's reason: a relative plain path
+# (`prefs/train.jsonl`) would be relative to the stage pod's working directory in a cluster,
+# and to the shell's directory under `mfpo run`, so one manifest would name different data
+# depending on where it runs. `file://./<path>` says "next to the manifest" (`mfpo run` and
+# `mfpo validate` resolve it against the manifest's directory).
+DATA_LOCATION_RULE = {
+    "rule": MODEL_LOCATION_RULE["rule"],
+    "message": (
+        "a relative path would be relative to the stage's working directory, not to the manifest: give "
+        "file://./<path> (next to the manifest), file:///<absolute path>, an absolute path or s3://<bucket>/<key>"
+    ),
+}
+
+
+def _data_location(value: str | None) -> str | None:
+    if value is None or value.startswith(("s3://", "file://", "/")):
+        return value
+    raise ValueError(
+        f"{value} is a relative path, which would be relative to the stage's working directory (the pod's in "
+        "a cluster, the shell's under `mfpo run`), not to the manifest: write "
+        f"file://./{value.removeprefix('./')} for a path next to the manifest, or an absolute path, "
+        "file:///<absolute path> or s3://<bucket>/<key>"
+    )
+
+
+def _data_uri_schema() -> dict[str, Any]:
+    schema = _uri_schema(STORAGE_URI_PATTERN)
+    return {**schema, "x-kubernetes-validations": [*schema.get("x-kubernetes-validations", []), DATA_LOCATION_RULE]}
+
+
+# Where data or a benchmark lies: a storage URI or an absolute path, in pydantic and in the CRD.
+DataUri = Annotated[StorageUri, AfterValidator(_data_location), WithJsonSchema(_data_uri_schema())]
+
 
 class ModelSpec(ApiModel):
     """The base vision-language model to align."""
@@ -364,10 +397,11 @@ class BadRecordPolicy(str, Enum):
 class DataSpec(ApiModel):
     """The text-preference dataset (prompt, image, chosen, rejected)."""
 
-    uri: StorageUri = Field(
+    uri: DataUri = Field(
         ...,
         description=(
-            "Storage URI of the dataset (file or directory): file://, s3:// or a local path. A "
+            "Storage URI of the dataset (file or directory): s3://, file:///<absolute path>, "
+            "file://./<path> (next to the manifest) or an absolute path; a relative path is refused. A "
             "file by its name (any case): .parquet, .jsonl, .json (a list), .jsonl.gz, .json.gz. A "
             "directory is read whole, subdirectories too, in path order; images, hidden files and "
             "README/LICENSE/dataset metadata are passed over and listed, any other file refuses "
@@ -819,10 +853,11 @@ class BenchmarkSpec(ApiModel):
             "two entries of one benchmark (on different data) need a label each."
         ),
     )
-    uri: StorageUri | None = Field(
+    uri: DataUri | None = Field(
         None,
         description=(
-            "Storage URI of the benchmark's data; required except for synthetic, whose default is "
+            "Storage URI of the benchmark's data (s3://, file:///<absolute path>, file://./<path> next to "
+            "the manifest, or an absolute path; a relative path is refused); required except for synthetic, whose default is "
             "the world the run's data comes from (written by `python -m mfpo_runtime.data.scenes`; "
             "so only with data.format synthetic)."
         ),

@@ -99,8 +99,8 @@ def test_every_rule_compiles() -> None:
     # + 4 pod affinity terms (3 label-key rules, topologyKey, 2 label selectors of 4 rules each
     #   (keys of matchLabels, the key's prefix, 2 value counts), matchLabelKeys, mismatchLabelKeys)
     # + the runtime image (not an image ID; its repository path's length) + 3 model locations
-    # + a Succeeded run's spec frozen (at the root)
-    assert len(rules) == 22 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2) + 2 + 3 + 1
+    # + a Succeeded run's spec frozen (at the root) + 2 data locations (data.uri, a benchmark's uri)
+    assert len(rules) == 22 + 1 + 16 + 4 + 1 + 2 * 4 + 4 * (3 + 1 + 2 * 4 + 2) + 2 + 3 + 1 + 2
     for rule in rules:
         compiled(rule)
 
