@@ -17,6 +17,7 @@ Called by `mfpo run` and `mfpo demo` (mfpo_operator.cli).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -184,6 +185,7 @@ class LocalRunner:
         self._status: MFPORunStatus | None = None
         self._recorded: list[_Recorded] = []
         self.owner: RunOwner | None = None  # this local run's identity, kept in its state (claim())
+        self._ran_spec_sha256: str | None = None  # `_spec_sha256` of the latest attempt started
         self.adopt_unowned = False
 
     # ----------------------------------------------------------------- state
@@ -195,6 +197,17 @@ class LocalRunner:
         status = MFPORunStatus.model_validate(doc["status"]) if doc.get("status") else None
         return status, [_Recorded(**a) for a in doc.get("attempts", [])]
 
+    def _spec_sha256(self) -> str:
+        """The manifest's spec as this runner read it (URIs resolved), to tell an edited manifest."""
+        wire = json.dumps(self.spec.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(wire.encode()).hexdigest()
+
+    def _manifest_changed_since_failure(self) -> bool:
+        """Whether the run Failed with a spec other than this manifest's (its latest attempt's)."""
+        failed = self._status is not None and self._status.phase == RunPhase.failed
+        ran = self._ran_spec_sha256
+        return failed and ran is not None and ran != self._spec_sha256()
+
     def _state_doc(self) -> dict | None:
         with storage.using_env(self.env):
             return storage.read_json(self.state_uri) if storage.exists(self.state_uri) else None
@@ -204,6 +217,7 @@ class LocalRunner:
             "owner": self.owner.model_dump() if self.owner else None,
             "status": self._status.to_wire() if self._status else None,
             "attempts": [asdict(a) for a in self._recorded],
+            "spec_sha256": self._ran_spec_sha256,  # the spec of the latest attempt started
         }
         with storage.using_env(self.env):
             storage.write_json(doc, self.state_uri)
@@ -267,10 +281,18 @@ class LocalRunner:
 
     def _run_locked(self, retry: bool) -> MFPORunStatus:
         self._status, self._recorded = self._load()
+        self._ran_spec_sha256 = (self._state_doc() or {}).get("spec_sha256")
+        edited = self._manifest_changed_since_failure()
         self._recover_interrupted(self._recorded)
         retry_token = self._retry_token(retry)
         previous_handlers = self._install_signal_handlers()
         self._say(f"run {self.name}: {len(self.spec.stage_names())} stages, artifacts in {self.run_uri}")
+        if edited and not retry:
+            self._say(
+                f"the manifest changed since run {self.name} failed: the failure below is the earlier manifest's, "
+                f"and nothing runs again without --retry, which gives the failed stages new attempts with the "
+                f"edited manifest: {self.command} --retry"
+            )
         try:
             while not self._stop.is_set():
                 decision = plan(
@@ -414,6 +436,7 @@ class LocalRunner:
             + (f" ({shards} shards)" if shards > 1 else "")
         )
         began = time.monotonic()
+        self._ran_spec_sha256 = self._spec_sha256()
         record = _Recorded(start.stage, start.attempt, AttemptState.running.value, started_at=_now().isoformat())
         self._recorded.append(record)
         with tempfile.TemporaryDirectory(prefix=f"mfpo-{start.job}-") as tmp:
@@ -536,8 +559,9 @@ class LocalRunner:
         if status is None:
             return f"run {self.name}: not started (no state at {self.state_uri})"
         lines = [f"run {self.name}: {status.phase} ({status.progress or '-'}), artifacts in {self.run_uri}"]
+        attempts = self._load()[1]
         for stage in status.stages:
-            took = _duration(stage.start_time, stage.completion_time)
+            took = _attempts_time([a for a in attempts if a.stage == stage.name])
             lines.append(
                 f"  {stage.name:<10} {stage.phase:<10} attempts={stage.attempts:<3} {took:>8}  "
                 f"{_results(stage.metrics) if stage.phase == 'Succeeded' else stage.message or ''}".rstrip()
@@ -589,11 +613,19 @@ def format_eval_table(metrics: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
-def _duration(start: datetime | None, end: datetime | None) -> str:
-    """A stage's time from its first attempt to its end (or to now while it runs)."""
-    if start is None:
+def _attempts_time(attempts: Sequence[_Recorded]) -> str:
+    """How long a stage's attempts ran, together (a running one until now). Not the span from its
+    first attempt's start to its end (`status.stages[].startTime`, `completionTime`): that counts
+    the wait between a failed attempt and `--retry`, e.g. while the manifest was edited."""
+    spans = [(datetime.fromisoformat(a.started_at), datetime.fromisoformat(a.finished_at) if a.finished_at else None)
+             for a in attempts if a.started_at]  # fmt: skip
+    if not spans:
         return "-"
-    seconds = int(((end or _now()) - start).total_seconds())
+    return _format_seconds(sum(((end or _now()) - start).total_seconds() for start, end in spans))
+
+
+def _format_seconds(total: float) -> str:
+    seconds = int(total)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 

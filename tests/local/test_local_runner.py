@@ -210,3 +210,43 @@ def test_visible_gpus_follow_the_driver_and_cuda_visible_devices(tmp_path: Path)
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, tmp_path) == 0
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "1,-1,2"}, tmp_path) == 1  # CUDA stops at -1
     assert visible_gpus({}, tmp_path / "no-driver") == 0
+
+
+def test_a_failed_runs_edited_manifest_is_named_and_only_retry_applies_it(tmp_path, fake):
+    """Hostile-user report: after data.uri was edited, a plain `mfpo run` re-printed the failure
+    of the earlier manifest (quoting the old data.uri) without a word about the edit."""
+    script, calls = fake
+    script(datagen=["bad"])
+    assert runner(manifest(tmp_path)).run().phase == "Failed"
+    (tmp_path / "data2").mkdir()
+    edited = manifest(tmp_path, data={"uri": f"file://{tmp_path}/data2", "format": "synthetic"})
+    notice = "the manifest changed since run demo failed: the failure below is the earlier manifest's"
+    for _ in range(2):  # said again while the edit has not been run
+        out = io.StringIO()
+        assert runner(edited, out).run().phase == "Failed"
+        assert notice in out.getvalue() and "with the edited manifest: mfpo run FILE.yaml --retry" in out.getvalue()
+    assert len(calls()) == 1  # nothing ran
+    out = io.StringIO()
+    assert runner(manifest(tmp_path), out).run().phase == "Failed"  # the manifest it failed with
+    assert notice not in out.getvalue()
+    out = io.StringIO()
+    assert runner(edited, out).run(retry=True).phase == "Succeeded"
+    assert notice not in out.getvalue()
+    assert load_state(f"file://{tmp_path}/artifacts/demo")["spec_sha256"] == runner(edited)._spec_sha256()
+
+
+def test_a_retried_stages_time_is_its_attempts_not_the_wait_between_them(tmp_path, fake):
+    """Hostile-user report: a 7 s retried attempt was shown as 0m41s, the span from the first
+    attempt's start (status.stages[].startTime) to the end, the user's editing included."""
+    script, _ = fake
+    script(datagen=["bad"])
+    assert runner(manifest(tmp_path)).run().phase == "Failed"
+    time.sleep(6)  # the user reads the error and fixes the data
+    out = io.StringIO()
+    status = runner(manifest(tmp_path), out).run(retry=True)
+    assert status.phase == "Succeeded"
+    span = (status.stage("datagen").completion_time - status.stage("datagen").start_time).total_seconds()
+    assert span >= 6
+    (line,) = [x for x in out.getvalue().splitlines() if x.strip().startswith("datagen ") and "attempts=" in x]
+    minutes, seconds = line.split()[3].rstrip("s").split("m")  # "datagen Succeeded attempts=2 0m01s ..."
+    assert int(minutes) * 60 + int(seconds) < span - 3, line
