@@ -17,9 +17,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes
 import urllib3
@@ -84,7 +86,10 @@ class Cluster:
     """Thin, thread-safe wrapper: kopf runs our sync handlers in its thread pool."""
 
     def __init__(
-        self, configuration: kubernetes.client.Configuration | None = None, pool_size: int = 0
+        self,
+        configuration: kubernetes.client.Configuration | None = None,
+        pool_size: int = 0,
+        observe_request: RequestObserver | None = None,
     ) -> None:
         configuration = configuration or load_config()
         # urllib3's pool defaults to 10 connections: fewer than the operator's worker threads
@@ -93,7 +98,7 @@ class Cluster:
             configuration.connection_pool_maxsize = pool_size
         configuration.retries = urllib3.Retry(total=3, read=0)
         read = float(os.environ.get("MFPO_OPERATOR_API_TIMEOUT_SECONDS", READ_TIMEOUT_SECONDS))
-        self.api = _ApiClientWithTimeout(configuration, (CONNECT_TIMEOUT_SECONDS, read))
+        self.api = _ApiClientWithTimeout(configuration, (CONNECT_TIMEOUT_SECONDS, read), observe_request)
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
         self.batch = kubernetes.client.BatchV1Api(self.api)
@@ -326,16 +331,45 @@ class Cluster:
         self.rbac.patch_namespaced_role_binding(name, namespace, patch, _preload_content=False)
 
 
+# (HTTP method, resource as `api_resource` names it, seconds until the response's headers).
+RequestObserver = Callable[[str, str, float], None]
+
+
 class _ApiClientWithTimeout(kubernetes.client.ApiClient):
     """The kubernetes ApiClient with a (connect, read) timeout on every request that names none
-    (the generated API methods pass `_request_timeout=None` unless a caller sets one)."""
+    (the generated API methods pass `_request_timeout=None` unless a caller sets one), each
+    request's time told to `observe` (a failed one too)."""
 
-    def __init__(self, configuration: kubernetes.client.Configuration, timeout: tuple[float, float]):
+    def __init__(
+        self,
+        configuration: kubernetes.client.Configuration,
+        timeout: tuple[float, float],
+        observe: RequestObserver | None = None,
+    ) -> None:
         super().__init__(configuration)
         self.timeout = timeout
+        self.observe = observe
 
-    def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        return super().request(*args, _request_timeout=_request_timeout or self.timeout, **kwargs)
+    def request(self, method: str, url: str, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return super().request(method, url, *args, _request_timeout=_request_timeout or self.timeout, **kwargs)
+        finally:
+            if self.observe is not None:
+                self.observe(method, api_resource(url), time.monotonic() - started)
+
+
+def api_resource(url: str) -> str:
+    """The resource (and subresource) a request's URL addresses, as the API server's paths
+    name them (`/api/v1/namespaces/{ns}/pods`, `/apis/{group}/{version}/namespaces/{ns}/{resource}/{name}/{subresource}`):
+    "pods", "jobs", "mfporuns/status", "namespaces"."""
+    parts = [p for p in urlsplit(url).path.split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    if not rest:
+        return "unknown"
+    return f"{rest[0]}/{rest[2]}" if len(rest) >= 3 else rest[0]
 
 
 def _drop(response) -> None:

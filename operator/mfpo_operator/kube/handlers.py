@@ -36,12 +36,18 @@ from typing import Any, TypeVar
 import kopf
 from mfpo_core.api import GROUP, KIND, PLURAL, VERSION
 
+from mfpo_operator.kube.aftercare import Aftercare
 from mfpo_operator.kube.artifacts import Outcome, delete_for_run
 from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.job_cache import JobCache
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
-from mfpo_operator.kube.reconcile import Operator, ReconcileFailed, reconcile
+from mfpo_operator.kube.reconcile import (
+    EXISTENCE_CHECK_THREADS,
+    Operator,
+    ReconcileFailed,
+    reconcile,
+)
 from mfpo_operator.kube.role_guard import RoleBindingGuard, holds_finalizer
 from mfpo_operator.kube.status import pod_needs_look
 from mfpo_operator.plan import RETRY_ANNOTATION, Event
@@ -61,6 +67,8 @@ T = TypeVar("T")
 # internal failure (settings.process.ultimate_exiting_timeout, default 600 s): a last resort,
 # inside the 30 s grace period of a SIGTERM'd pod. Every state exits well before it.
 EXIT_TIMEOUT_SECONDS = 25.0
+# Threads posting the reconciles' events and deleting recorded Jobs (`kube.aftercare`).
+AFTERCARE_THREADS = 2
 
 
 class RetryForever:
@@ -118,8 +126,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
         settings.scanning.disabled = True
         logger.info("namespaced mode: watching only %s (no cluster-wide scanning)", namespaces)
     metrics = memo.get("metrics") or OperatorMetrics()
-    # One connection per worker thread, plus the ticker's.
-    cluster = Cluster(pool_size=settings.execution.max_workers + 1)
+    aftercare = Aftercare(threads=AFTERCARE_THREADS)
+    # One connection per thread that makes requests: kopf's workers, the ticker, the aftercare
+    # threads and the existence checks (`kube.reconcile._exist`).
+    pool_size = settings.execution.max_workers + 1 + aftercare.threads + EXISTENCE_CHECK_THREADS
+    cluster = Cluster(pool_size=pool_size, observe_request=metrics.api_request)
     memo.operator = Operator(
         cluster=cluster,
         metrics=metrics,
@@ -128,6 +139,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
         verify_seconds=float(os.environ.get("MFPO_OPERATOR_VERIFY_SECONDS", "600")),
         finished_series_seconds=float(os.environ.get("MFPO_FINISHED_SERIES_SECONDS", "3600")),
         jobs=JobCache(),
+        aftercare=aftercare,
     )
     binding = memo.get("role_binding")
     memo.role_guard = None
@@ -186,6 +198,8 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo.stop_ticking.set()
     operator = memo.get("operator")
     if operator is not None:
+        if operator.aftercare is not None:
+            operator.aftercare.stop()
         operator.cluster.close()
 
 

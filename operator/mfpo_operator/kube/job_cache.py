@@ -143,6 +143,10 @@ class JobCache:
         with self._lock:
             return list(self._jobs.get((namespace, run), {}).values())
 
+    def holds(self, namespace: str, run: str, name: str) -> bool:
+        """Whether the run's Job `name` is kept (not deleted, as far as the cache knows)."""
+        return any(job["metadata"]["name"] == name for job in self.jobs(namespace, run))
+
     def live(self, namespace: str, run: str) -> list[dict[str, Any]]:
         """The run's Jobs not known to have ended (the ones that can still change)."""
         return [job for job in self.jobs(namespace, run) if not _ended(job)]

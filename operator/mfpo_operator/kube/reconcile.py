@@ -29,7 +29,10 @@ Where the Jobs cannot tell, the run's storage is read (`kube.run_storage`): the 
 document of a stage whose Job is gone or whose summary was cut, the step a disrupted stage
 resumes from. Once the stored status records a finished attempt, its Job, ConfigMap and
 Service are deleted: finished Jobs would otherwise count against a `count/jobs.batch`
-ResourceQuota for a day (ttlSecondsAfterFinished) and starve the run's own next stage.
+ResourceQuota for a day (ttlSecondsAfterFinished) and starve the run's own next stage. These
+deletions and the events are left to `kube.aftercare`'s threads: outside the run's lock and
+the reconcile's time. The existence checks before a start (ServiceAccount, Secrets) run
+side by side.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -52,6 +56,7 @@ from mfpo_core.contract import TerminationSummary, result_location
 from pydantic import ValidationError
 
 from mfpo_operator.kube import jobs
+from mfpo_operator.kube.aftercare import Aftercare
 from mfpo_operator.kube.cluster import Cluster, Observed
 from mfpo_operator.kube.job_cache import JobCache
 from mfpo_operator.kube.metrics import OperatorMetrics
@@ -96,6 +101,8 @@ class Operator:
     # The watch-fed view of the stage Jobs; None: every reconcile lists them (and the ticker
     # reconciles every unfinished run every resync_seconds).
     jobs: JobCache | None = None
+    # Threads for a reconcile's events and deletions; None: done in the reconcile's thread.
+    aftercare: Aftercare | None = None
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _due: dict[Key, float] = field(default_factory=dict)  # wall time of the next needed look
     _verify_only: set[Key] = field(default_factory=set)  # due runs that need only a check
@@ -104,6 +111,13 @@ class Operator:
     _evictions_told: dict[Key, set[str]] = field(default_factory=dict)  # pod uids per run
     _evictions_pending: dict[Key, dict[str, Eviction]] = field(default_factory=dict)
     _retire: dict[Key, tuple[float, str]] = field(default_factory=dict)  # (when, final phase)
+
+    def later(self, key: Key, task: Callable[..., Any], *args: Any, once: Any = None) -> None:
+        """task(*args) on the aftercare threads (see `kube.aftercare`), or now without them."""
+        if self.aftercare is None:
+            task(*args)
+        else:
+            self.aftercare.submit(key, task, *args, once=once)
 
     def lock(self, key: Key) -> threading.Lock:
         with self._guard:
@@ -279,7 +293,8 @@ def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
             return None
         body, result, events = outcome
     # Events are a courtesy: posted outside the run's lock and the reconcile timer.
-    _post(op, body, events)
+    if events:
+        op.later(key, _post, op, body, events)
     return result
 
 
@@ -542,20 +557,29 @@ def _delete_recorded(op: Operator, planner: _Planner, stored: MFPORunStatus) -> 
     nothing later reads them (the summary and failure are in status, the result document in
     storage), and a finished Job still counts against a count/jobs.batch ResourceQuota."""
     meta = planner.body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
     observed = planner.observed
     for attempt in recorded_attempts(stored, observed.attempts):
         key = (attempt.stage, attempt.attempt)
         job = observed.jobs.get(key)
         if job is None or key in observed.deleting:
             continue
-        try:
-            _remove_attempt(op, meta["namespace"], meta["name"], planner.spec, attempt.stage, job)
-        except ApiException as err:  # tried again at the next look
-            log.warning("%s/%s: Job %s not deleted: %s %s", meta["namespace"], meta["name"], job,
-                        err.status, err.reason)  # fmt: skip
-            return
-        log.info("%s/%s: deleted Job %s (%s attempt %d, recorded in status)",
-                 meta["namespace"], meta["name"], job, attempt.stage, attempt.attempt)  # fmt: skip
+        op.later((namespace, name), _remove_recorded, op, namespace, name, planner.spec,
+                 attempt, job, once=("remove", namespace, job))  # fmt: skip
+
+
+def _remove_recorded(
+    op: Operator, namespace: str, run: str, spec: MFPORunSpec, attempt: Attempt, job: str
+) -> None:
+    if op.jobs is not None and not op.jobs.holds(namespace, run, job):
+        return  # deleted since the reconcile that asked for it saw it
+    try:
+        _remove_attempt(op, namespace, run, spec, attempt.stage, job)
+    except ApiException as err:  # tried again at the run's next look
+        log.warning("%s/%s: Job %s not deleted: %s %s", namespace, run, job, err.status, err.reason)
+        return
+    log.info("%s/%s: deleted Job %s (%s attempt %d, recorded in status)",
+             namespace, run, job, attempt.stage, attempt.attempt)  # fmt: skip
 
 
 def quota_exceeded(err: ApiException) -> str | None:
@@ -590,24 +614,32 @@ def _missing_prerequisite(
     create a pod for a missing ServiceAccount (event FailedCreate on the Job), and the kubelet
     cannot start a container whose secretKeyRef names a missing Secret (waiting reason
     CreateContainerConfigError) -- neither fails the Job."""
-    account = spec.resources.service_account_name
-    if account and not op.cluster.exists("ServiceAccount", namespace, account):
-        return "ServiceAccountMissing", (
-            f"serviceaccount {account!r} (spec.resources.serviceAccountName) not found in "
-            f"namespace {namespace!r}; the attempt starts once it exists"
-        )
     tracking = spec.tracking.mlflow if spec.tracking else None
-    secrets = [("spec.storage.secretName", spec.storage.secret_name),
-               ("spec.tracking.mlflow.secretName", tracking.secret_name if tracking else None)]  # fmt: skip
+    needed = [("ServiceAccount", "spec.resources.serviceAccountName", spec.resources.service_account_name),
+              ("Secret", "spec.storage.secretName", spec.storage.secret_name),
+              ("Secret", "spec.tracking.mlflow.secretName", tracking.secret_name if tracking else None)]  # fmt: skip
     # The judge's key is read by the eval stage only, but a run without it would train for nothing.
-    secrets += [(f"{field}.name", ref.name) for field, ref in spec.evaluation.judge_secrets()]
-    for spec_field, secret in secrets:
-        if secret and not op.cluster.exists("Secret", namespace, secret):
-            return "SecretMissing", (
-                f"secret {secret!r} ({spec_field}) not found in namespace {namespace!r}; "
+    needed += [("Secret", f"{field}.name", ref.name) for field, ref in spec.evaluation.judge_secrets()]
+    needed = [(kind, spec_field, name) for kind, spec_field, name in needed if name]
+    for (kind, spec_field, name), exists in zip(needed, _exist(op, namespace, needed)):
+        if not exists:
+            reason = "ServiceAccountMissing" if kind == "ServiceAccount" else "SecretMissing"
+            return reason, (
+                f"{kind.lower()} {name!r} ({spec_field}) not found in namespace {namespace!r}; "
                 "the attempt starts once it exists"
             )
     return None
+
+
+EXISTENCE_CHECK_THREADS = 4
+_EXISTENCE_CHECKS = ThreadPoolExecutor(EXISTENCE_CHECK_THREADS, thread_name_prefix="mfpo-exists")
+
+
+def _exist(op: Operator, namespace: str, needed: list[tuple[str, str, str]]) -> list[bool]:
+    """Whether each (kind, field, name) exists: side by side when there are several (each a get)."""
+    if len(needed) <= 1:
+        return [op.cluster.exists(kind, namespace, name) for kind, _, name in needed]
+    return list(_EXISTENCE_CHECKS.map(lambda n: op.cluster.exists(n[0], namespace, n[2]), needed))
 
 
 def rejected_request(err: ApiException) -> bool:
