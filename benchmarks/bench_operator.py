@@ -45,6 +45,7 @@ import itertools
 import json
 import os
 import random
+import re
 import resource
 import statistics
 import subprocess
@@ -370,12 +371,31 @@ class Sample:
     cpu: float  # seconds, user + system
     rss_mib: float
     driver_cpu: float  # this process: kmock and the driver
+    # The operator's own API requests (mfpo_operator_api_request_duration_seconds, absent from
+    # older operators): (verb, resource) -> (cumulative buckets, sum, count).
+    requests: dict[tuple[str, str], tuple[list[tuple[float, float]], float, float]] = field(
+        default_factory=dict
+    )
 
 
 def sample(port: int, pid: int) -> Sample:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
     buckets, total, count = [], 0.0, 0.0
+    requests: dict[tuple[str, str], tuple[list[tuple[float, float]], float, float]] = {}
     for line in text.splitlines():
+        if line.startswith("mfpo_operator_api_request_duration_seconds_"):
+            labels = dict(_LABEL.findall(line))
+            key = (labels.get("verb", ""), labels.get("resource", ""))
+            series_buckets, series_sum, series_count = requests.get(key, ([], 0.0, 0.0))
+            value = float(line.rsplit(" ", 1)[1])
+            if "_bucket{" in line:
+                series_buckets.append((float(labels["le"]), value))
+            elif "_sum{" in line:
+                series_sum = value
+            elif "_count{" in line:
+                series_count = value
+            requests[key] = (series_buckets, series_sum, series_count)
+            continue
         if line.startswith("mfpo_reconcile_duration_seconds_bucket"):
             upper = line.split('le="', 1)[1].split('"', 1)[0]
             buckets.append((float(upper), float(line.rsplit(" ", 1)[1])))
@@ -389,7 +409,29 @@ def sample(port: int, pid: int) -> Sample:
     hwm = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
     own = resource.getrusage(resource.RUSAGE_SELF)
     return Sample(buckets, total, count, cpu, int(hwm[0]) / 1024 if hwm else float("nan"),
-                  own.ru_utime + own.ru_stime)  # fmt: skip
+                  own.ru_utime + own.ru_stime, requests)  # fmt: skip
+
+
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def request_table(end: Sample, start: Sample | None = None, reconciles: float | None = None) -> str:
+    """The operator's API requests between two samples: count, per reconcile, mean, p50, p95."""
+    rows = ["| request | count | per reconcile | mean | p50 | p95 |", "|---|---:|---:|---:|---:|---:|"]
+    for key, (buckets, total, count) in sorted(end.requests.items(), key=lambda kv: -kv[1][2]):
+        before = start.requests.get(key, ([], 0.0, 0.0)) if start else ([], 0.0, 0.0)
+        was = dict(before[0])
+        buckets = [(upper, value - was.get(upper, 0.0)) for upper, value in buckets]
+        count, total = count - before[2], total - before[1]
+        if count <= 0:
+            continue
+        per = f"{count / reconciles:.2f}" if reconciles else "-"
+        rows.append(
+            f"| {key[0]} {key[1]} | {count:.0f} | {per} | {total / count * 1000:.0f} ms | "
+            f"{histogram_quantile(0.5, buckets) * 1000:.0f} ms | "
+            f"{histogram_quantile(0.95, buckets) * 1000:.0f} ms |"
+        )
+    return "\n".join(rows)
 
 
 @dataclass
@@ -550,6 +592,9 @@ def report(result: Result, args: argparse.Namespace) -> dict[str, float]:
         if phase.reconciles:
             print(f"   reconcile latency: median {phase.quantile(0.5) * 1000:.1f} ms, "
                   f"p95 {phase.quantile(0.95) * 1000:.1f} ms, mean {phase.mean() * 1000:.1f} ms")  # fmt: skip
+            if phase.after.requests:
+                print("   the operator's requests, as its client timed them:")
+                print(request_table(phase.after, phase.before, phase.reconciles))
         if phase.name == "idle":
             periods = phase.seconds / args.resync_seconds
             figures["idle calls per run per resync period"] = ops / result.runs / periods

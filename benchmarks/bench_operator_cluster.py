@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kubernetes
-from bench_operator import histogram_quantile, operator_command, sample
+from bench_operator import histogram_quantile, operator_command, request_table, sample
 from kubernetes.client.rest import ApiException
 
 HERE = Path(__file__).resolve().parents[1]
@@ -181,6 +181,9 @@ def main(args: argparse.Namespace) -> None:
     print(f"reconcile latency: median {histogram_quantile(0.5, end.buckets) * 1000:.0f} ms, "
           f"p95 {histogram_quantile(0.95, end.buckets) * 1000:.0f} ms, "
           f"mean {end.total / max(end.count, 1) * 1000:.0f} ms over {end.count:.0f} reconciles")  # fmt: skip
+    if end.requests:
+        print("the operator's requests, as its client timed them:")
+        print(request_table(end, reconciles=end.count))
     reactions = watch.reactions()
     if len(reactions) >= 2:
         print(f"reaction latency (Job Complete -> next Job): median "

@@ -136,7 +136,7 @@ def test_the_operator_and_runtime_tables_follow_the_naming_rules():
             "benchmark",
             "metric",
             "phase",
-            "method",  # the operator's API requests: a handful of HTTP methods and resources
+            "verb",  # the operator's API requests: a handful of verbs and resources
             "resource",
         }, name
 

@@ -51,11 +51,11 @@ async def test_a_run_goes_through_its_stages_as_jobs_succeed(kube):
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
     registry = memo.metrics.registry
-    # The operator's own API requests, by method and resource: one Job created per stage.
+    # The operator's own API requests, by verb and resource: one Job created per stage.
     requests = "mfpo_operator_api_request_duration_seconds_count"
-    assert registry.get_sample_value(requests, {"method": "POST", "resource": "jobs"}) == 4
-    assert registry.get_sample_value(requests, {"method": "DELETE", "resource": "jobs"}) == 4
-    assert registry.get_sample_value(requests, {"method": "PATCH", "resource": "mfporuns/status"}) >= 4
+    assert registry.get_sample_value(requests, {"verb": "create", "resource": "jobs"}) == 4
+    assert registry.get_sample_value(requests, {"verb": "delete", "resource": "jobs"}) == 4
+    assert registry.get_sample_value(requests, {"verb": "patch", "resource": "mfporuns/status"}) >= 4
     labels = {"namespace": "ml", "run": "demo"}
     assert registry.get_sample_value("mfpo_run_phase", {**labels, "phase": "Succeeded"}) == 1.0
     assert (

@@ -331,7 +331,7 @@ class Cluster:
         self.rbac.patch_namespaced_role_binding(name, namespace, patch, _preload_content=False)
 
 
-# (HTTP method, resource as `api_resource` names it, seconds until the response's headers).
+# (verb, resource as `api_request` names them, seconds until the response's headers).
 RequestObserver = Callable[[str, str, float], None]
 
 
@@ -356,20 +356,25 @@ class _ApiClientWithTimeout(kubernetes.client.ApiClient):
             return super().request(method, url, *args, _request_timeout=_request_timeout or self.timeout, **kwargs)
         finally:
             if self.observe is not None:
-                self.observe(method, api_resource(url), time.monotonic() - started)
+                self.observe(*api_request(method, url), time.monotonic() - started)
 
 
-def api_resource(url: str) -> str:
-    """The resource (and subresource) a request's URL addresses, as the API server's paths
-    name them (`/api/v1/namespaces/{ns}/pods`, `/apis/{group}/{version}/namespaces/{ns}/{resource}/{name}/{subresource}`):
-    "pods", "jobs", "mfporuns/status", "namespaces"."""
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def api_request(method: str, url: str) -> tuple[str, str]:
+    """(verb, resource) of a request, as the API server's own metrics name them
+    (apiserver_request_duration_seconds: a GET of a name is `get`, of a collection `list`;
+    a subresource after a slash): ("get", "mfporuns"), ("list", "pods"),
+    ("patch", "mfporuns/status"). Paths: `/api/v1/namespaces/{ns}/{resource}/{name}/{sub}`,
+    `/apis/{group}/{version}/...`."""
     parts = [p for p in urlsplit(url).path.split("/") if p]
     rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
     if rest[:1] == ["namespaces"] and len(rest) >= 3:
         rest = rest[2:]
-    if not rest:
-        return "unknown"
-    return f"{rest[0]}/{rest[2]}" if len(rest) >= 3 else rest[0]
+    resource = (f"{rest[0]}/{rest[2]}" if len(rest) >= 3 else rest[0]) if rest else "unknown"
+    verb = _VERBS.get(method.upper()) or ("get" if len(rest) >= 2 else "list")
+    return verb, resource
 
 
 def _drop(response) -> None:

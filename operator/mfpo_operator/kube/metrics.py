@@ -33,7 +33,7 @@ OPERATOR_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "mfpo_stage_duration_seconds": ("gauge", "Wall time of a finished stage, first start to completion", ("namespace", "run", "stage")),
     "mfpo_run_last_transition_timestamp_seconds": ("gauge", "Unix time of the run's latest transition (stuck-run alert)", ("namespace", "run")),
     "mfpo_reconcile_duration_seconds": ("histogram", "Time of one reconcile of one run (read, plan, act, write status)", ()),
-    "mfpo_operator_api_request_duration_seconds": ("histogram", "Kubernetes API requests of the operator's own client (not kopf's watches), until the response's headers", ("method", "resource")),
+    "mfpo_operator_api_request_duration_seconds": ("histogram", "Kubernetes API requests of the operator's own client (not kopf's watches), until the response's headers", ("verb", "resource")),
     "mfpo_run_eval_score": ("gauge", "Final evaluation scores, from the eval stage's eval.<stage>.<benchmark>.<metric>", ("namespace", "run", "stage", "benchmark", "metric")),
     "mfpo_run_reward_margin": ("gauge", "Reward margin per modality at the end of an align stage", ("namespace", "run", "stage", "modality")),
 }  # fmt: skip
@@ -84,9 +84,9 @@ class OperatorMetrics:
         """Context manager timing one reconcile."""
         return self.m["mfpo_reconcile_duration_seconds"].time()
 
-    def api_request(self, method: str, resource: str, seconds: float) -> None:
+    def api_request(self, verb: str, resource: str, seconds: float) -> None:
         """One request of the operator's API client (`kube.cluster.Cluster`)."""
-        self.m["mfpo_operator_api_request_duration_seconds"].labels(method, resource).observe(seconds)
+        self.m["mfpo_operator_api_request_duration_seconds"].labels(verb, resource).observe(seconds)
 
     def observe(self, namespace: str, run: str, result: Plan) -> None:
         """Mirror one reconcile's outcome: phases, counters from actions and events, scores."""

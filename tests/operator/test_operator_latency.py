@@ -1,5 +1,6 @@
 """What a reconcile does not wait for: the deletion of recorded Jobs and its events
-(`kube.aftercare`), and the existence checks before a start, which run side by side."""
+(`kube.aftercare`), and the existence checks before a start, which run side by side; and how
+the operator's requests are named in its latency metric."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import asyncio
 import threading
 import time
 
+import pytest
 from kube_world import JOBS, NS, eventually, run_manifest, running_operator
 from mfpo_operator.kube.aftercare import Aftercare
+from mfpo_operator.kube.cluster import api_request
 
 
 async def test_a_recorded_jobs_deletion_that_hangs_does_not_hold_the_run(kube):
@@ -108,3 +111,20 @@ def test_a_failing_task_does_not_stop_its_thread_nor_hold_other_runs(caplog):
     assert "aftercare task fail failed" in caplog.text
     gate.set()
     aftercare.stop()
+
+
+# As kube-apiserver's apiserver_request_duration_seconds names them (verb: get for a named
+# object, list for a collection; resource, "/" subresource), for the paths the client requests.
+@pytest.mark.parametrize("method,url,named", [
+    ("GET", "https://10.0.0.1:443/apis/mfpo.dev/v1alpha1/namespaces/ml/mfporuns/demo", ("get", "mfporuns")),
+    ("PATCH", "https://h/apis/mfpo.dev/v1alpha1/namespaces/ml/mfporuns/demo/status", ("patch", "mfporuns/status")),
+    ("GET", "https://h/api/v1/namespaces/ml/pods?labelSelector=batch.kubernetes.io%2Fjob-name%3Dj", ("list", "pods")),
+    ("GET", "https://h/apis/mfpo.dev/v1alpha1/mfporuns?limit=1", ("list", "mfporuns")),
+    ("POST", "https://h/apis/batch/v1/namespaces/ml/jobs?fieldValidation=Strict", ("create", "jobs")),
+    ("DELETE", "https://h/apis/batch/v1/namespaces/ml/jobs/demo-datagen-a1?propagationPolicy=Background", ("delete", "jobs")),
+    ("GET", "https://h/api/v1/namespaces/ml/secrets/s3-creds", ("get", "secrets")),
+    ("PATCH", "https://h/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/mfpo", ("patch", "rolebindings")),
+    ("GET", "https://h/api/v1/namespaces/ml", ("get", "namespaces")),
+])  # fmt: skip
+def test_requests_are_named_as_the_api_server_names_them(method, url, named):
+    assert api_request(method, url) == named
