@@ -133,15 +133,17 @@ async def test_a_job_whose_outcome_is_decided_is_not_searched_for_stuck_pods(kub
     # outcome is decided, while its pods terminate, then Complete (or Failed) in a later update
     # ("Termination of Job pods", concepts/workloads/controllers/job). Its pods are ending, not
     # stuck: the Complete event reads them once.
-    async with running_operator():
+    async with running_operator() as memo:
         await start_waiting_runs(kube, ["demo"])
         await asyncio.sleep(1.0)
         before = len(operator_requests(kube))
+        reconciles = lambda: memo.metrics.registry.get_sample_value("mfpo_reconcile_duration_seconds_count")
+        reconciled = reconciles()
         decided = {"status": {"active": 0, "ready": 0, "conditions": [
             {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"}]}}  # fmt: skip
         response = await kube.kmock.patch(f"{JOBS}/demo-datagen-a1/status", json=decided)
         assert response.status < 300
-        await eventually(lambda: len(operator_requests(kube)) > before, what="a reconcile")
+        await eventually(lambda: reconciles() > reconciled, what="a reconcile")
         await asyncio.sleep(1.0)
         during = operator_requests(kube)[before:]
     assert not [r for r in during if r.url.path in (PODS, f"/api/v1/namespaces/{NS}/events")], (

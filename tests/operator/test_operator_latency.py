@@ -1,17 +1,21 @@
 """What a reconcile does not wait for: the deletion of recorded Jobs and its events
-(`kube.aftercare`), and the existence checks before a start, which run side by side; and how
-the operator's requests are named in its latency metric."""
+(`kube.aftercare`), the existence checks before a start (side by side), a get of the run
+between its watch events (`kube.run_cache`); and how the operator's requests are named in its
+latency metric."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
 import pytest
+from api_answers import not_found
 from kube_world import JOBS, NS, eventually, run_manifest, running_operator
 from mfpo_operator.kube.aftercare import Aftercare
 from mfpo_operator.kube.cluster import api_request
+from mfpo_operator.kube.run_cache import RunCache
 
 
 async def test_a_recorded_jobs_deletion_that_hangs_does_not_hold_the_run(kube):
@@ -39,7 +43,7 @@ async def test_a_recorded_jobs_deletion_that_hangs_does_not_hold_the_run(kube):
         )
         await kube.finish_job("demo-score-a1")
         await eventually(lambda: "demo-align-1-a1" in kube.jobs(), timeout=10, what="align-1's Job")
-        assert kube.status()["stages"][1]["phase"] == "Succeeded"
+        await eventually(lambda: kube.status()["stages"][1]["phase"] == "Succeeded", what="score recorded")
         released.set()
 
 
@@ -128,3 +132,105 @@ def test_a_failing_task_does_not_stop_its_thread_nor_hold_other_runs(caplog):
 ])  # fmt: skip
 def test_requests_are_named_as_the_api_server_names_them(method, url, named):
     assert api_request(method, url) == named
+
+
+async def test_a_job_event_is_planned_from_the_run_as_last_written_without_a_get(kube):
+    # Before, every reconcile began with a get of its run. The operator is the run's only
+    # writer of status, and every other change reaches it as a watch event: between two such
+    # events the run is the one its last status write returned.
+    stages = ["datagen", "score", "align-1", "eval"]
+    async with running_operator() as memo:
+        await kube.create_run(run_manifest())
+        for stage in stages:
+            job = f"demo-{stage}-a1"
+            await eventually(lambda job=job: job in kube.jobs(), what=f"job {job}")
+            await kube.finish_job(job)
+        await eventually(lambda: kube.status().get("phase") == "Succeeded", what="run succeeded")
+        reconciles = memo.metrics.registry.get_sample_value("mfpo_reconcile_duration_seconds_count")
+    run = f"/apis/mfpo.dev/v1alpha1/namespaces/{NS}/mfporuns/demo"
+    gets = [r for r in kube.kmock if r.method.value == "GET" and r.url.path == run and "watch" not in r.params]
+    # The first reconcile gets it, and each event of a write by someone else (kopf's annotations)
+    # drops it once; before, one get per reconcile.
+    assert len(gets) <= 3 < reconciles, (reconciles, len(gets))
+
+
+async def test_an_edit_between_stages_reaches_the_next_stage(kube):
+    # The watch event of the edit drops the run as last written: the next Job is planned
+    # from the edited spec, not from the body kept since the last status write.
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="datagen's Job")
+        await eventually(lambda: kube.status().get("phase") == "Running", what="status written")
+        edit = {"spec": {"runtimeImage": "registry.example/mfpo/runtime:2.0"}, "metadata": {"generation": 2}}
+        await kube.patch_run("demo", edit)
+        await asyncio.sleep(0.5)
+        await kube.finish_job("demo-datagen-a1")
+        await eventually(lambda: "demo-score-a1" in kube.jobs(), what="score's Job")
+    image = kube.jobs()["demo-score-a1"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "registry.example/mfpo/runtime:2.0"
+
+
+def test_the_run_kept_is_dropped_by_any_other_version_and_kept_through_its_echo():
+    cache = RunCache()
+    key = (NS, "demo")
+    written = {"metadata": {"name": "demo", "resourceVersion": "7", "generation": 1},
+               "spec": {"a": 1}, "status": {"phase": "Running"}}  # fmt: skip
+    cache.keep(key, written, cache.epoch(key))
+    cache.seen(key, {**written, "metadata": {**written["metadata"], "managedFields": []}})  # echo
+    assert cache.get(key) is written
+    # The echo of a first write arriving after the second one's answer: nothing new.
+    second = {**written, "metadata": {**written["metadata"], "resourceVersion": "8"},
+              "status": {"phase": "Succeeded"}}  # fmt: skip
+    cache.keep(key, second, cache.epoch(key))
+    cache.seen(key, written)
+    assert cache.get(key) is second
+    # A version the operator never read nor wrote (kopf's, a user's): dropped, the next
+    # reconcile gets the run.
+    older = {**written, "metadata": {**written["metadata"], "resourceVersion": "6"}, "status": {}}
+    cache.seen(key, older)
+    assert cache.get(key) is None
+    # A get in flight while an event arrives is not kept: it may predate the change.
+    epoch = cache.epoch(key)
+    cache.seen(key, {**written, "spec": {"a": 2}})
+    cache.keep(key, written, epoch)
+    assert cache.get(key) is None
+    cache.keep(key, written, cache.epoch(key))
+    cache.forget(key)
+    assert cache.get(key) is None
+
+
+async def test_a_suspended_attempts_config_goes_with_its_job(kube):
+    # Found by a user on a real cluster: `<run>-score-a1-config` stayed after the run was
+    # suspended and resumed (its Job deleted by the stop, its ConfigMap not).
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1-config" in kube.objects("v1/configmaps"), what="the config")
+        await kube.patch_run("demo", {"spec": {"suspend": True}, "metadata": {"generation": 2}})
+        await eventually(lambda: "demo-datagen-a1" not in kube.jobs(), what="the Job stopped")
+        await eventually(lambda: "demo-datagen-a1-config" not in kube.objects("v1/configmaps"),
+                         what="its ConfigMap deleted")  # fmt: skip
+
+
+async def test_a_vanished_attempts_config_goes_when_the_next_attempt_starts(kube):
+    # The Job deleted by hand (`kubectl delete job`): no recorded Job to delete it with.
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "demo-datagen-a1" in kube.jobs(), what="attempt 1")
+        assert (await kube.kmock.delete(f"{JOBS}/demo-datagen-a1")).status < 300
+        await eventually(lambda: "demo-datagen-a2" in kube.jobs(), what="attempt 2")
+        configs = lambda: set(kube.objects("v1/configmaps"))
+        await eventually(lambda: configs() == {"demo-datagen-a2-config"}, what="only attempt 2's config")
+
+
+async def test_a_run_deleted_during_its_reconcile_is_let_go_quietly(kube, caplog):
+    # Found on a real cluster: deleting a namespace logged `ERROR ... reconcile failed ... 404
+    # Not Found` for its runs, and the ticker tried again. The status write's 404 says the run
+    # is gone (planned from the run as last read, before its DELETED event arrived).
+    status = f"/apis/mfpo.dev/v1alpha1/namespaces/{NS}/mfporuns/demo/status"
+    kube.kmock[lambda r: r.method == "PATCH" and r.url.path == status] << 404 << not_found("mfporuns", "demo")
+    caplog.set_level(logging.INFO, logger="mfpo.operator")
+    async with running_operator():
+        await kube.create_run(run_manifest())
+        await eventually(lambda: "deleted while it was reconciled" in caplog.text, what="the run let go")
+        await asyncio.sleep(2.5)  # a failed reconcile is tried again after 1, then 2 s
+    assert "reconcile failed" not in caplog.text

@@ -135,8 +135,9 @@ class Cluster:
         else:
             self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1)
 
-    def patch_run_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
+    def patch_run_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the run's status; the run as written."""
+        return self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, patch
         )
 

@@ -49,6 +49,7 @@ from mfpo_operator.kube.reconcile import (
     reconcile,
 )
 from mfpo_operator.kube.role_guard import RoleBindingGuard, holds_finalizer
+from mfpo_operator.kube.run_cache import RunCache
 from mfpo_operator.kube.status import pod_needs_look
 from mfpo_operator.plan import RETRY_ANNOTATION, Event
 from mfpo_operator.validation import LAST_HANDLED_KEY, LAST_HANDLED_PREFIX
@@ -140,6 +141,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
         finished_series_seconds=float(os.environ.get("MFPO_FINISHED_SERIES_SECONDS", "3600")),
         jobs=JobCache(),
         aftercare=aftercare,
+        runs=RunCache(),
     )
     binding = memo.get("role_binding")
     memo.role_guard = None
@@ -233,6 +235,8 @@ def run_changed(
         if guard is not None:
             guard.run_gone(namespace)
         return
+    if memo.operator.runs is not None:
+        memo.operator.runs.seen((namespace, name), body)
     if guard is not None and holds_finalizer(body, guard.kopf_finalizer):
         try:
             guard.hold(namespace)

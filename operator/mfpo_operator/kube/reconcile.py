@@ -5,12 +5,13 @@ an event of one of its Jobs that changes something or of its stage pods, or the 
 A per-run lock serialises reconciles of the same run inside this operator (one replica);
 creation is idempotent anyway, because every object has a deterministic name.
 
-The run is read with a get; its Jobs come from the watch-fed `JobCache` (no list call) once
+The run is the one this operator last read or wrote (`kube.run_cache`: until a watch event
+shows it changed; else a get); its Jobs come from the watch-fed `JobCache` (no list call) once
 they were listed for it in this process (its first reconcile lists them), and are listed
 afresh only when the cache and the status disagree: the cache lacks the Job of an attempt
 the status says is running (before the run's storage is read for it, or the planner concludes
 it vanished), or holds one of an attempt the status does not know. A plan that changes
-nothing costs the get alone, and a status equal to the stored one is not written.
+nothing costs no request at all, and a status equal to the stored one is not written.
 
 The ticker (`Operator.tick_forever`) looks at a run only when it is due:
 - a full reconcile when the planner asked for one (a backoff ends, a held start is retried,
@@ -60,6 +61,7 @@ from mfpo_operator.kube.aftercare import Aftercare
 from mfpo_operator.kube.cluster import Cluster, Observed
 from mfpo_operator.kube.job_cache import JobCache
 from mfpo_operator.kube.metrics import OperatorMetrics
+from mfpo_operator.kube.run_cache import RunCache
 from mfpo_operator.kube.run_storage import RunStorage
 from mfpo_operator.kube.status import Eviction, recorded_attempts, status_patch
 from mfpo_operator.plan import (
@@ -70,6 +72,7 @@ from mfpo_operator.plan import (
     Plan,
     StartAttempt,
     StopAttempt,
+    job_name,
     plan,
 )
 
@@ -103,6 +106,8 @@ class Operator:
     jobs: JobCache | None = None
     # Threads for a reconcile's events and deletions; None: done in the reconcile's thread.
     aftercare: Aftercare | None = None
+    # The runs as last read or written; None: every reconcile gets its run.
+    runs: RunCache | None = None
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _due: dict[Key, float] = field(default_factory=dict)  # wall time of the next needed look
     _verify_only: set[Key] = field(default_factory=set)  # due runs that need only a check
@@ -246,6 +251,8 @@ class Operator:
             self._evictions_pending.pop(key, None)
             self._retire.pop(key, None)
         self.cluster.forget_run(*key)
+        if self.runs is not None:
+            self.runs.forget(key)
         if self.jobs is not None:
             self.jobs.forget_run(*key)
         self.metrics.forget(*key)
@@ -285,6 +292,10 @@ def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
     with op.lock(key), op.metrics.reconcile_timer():
         try:
             outcome = _reconcile_locked(op, key)
+        except _RunGone:
+            log.info("%s/%s: deleted while it was reconciled", namespace, name)
+            op.unschedule(key)
+            return None
         except Exception as err:
             delay = op.retry(key)
             raise ReconcileFailed(f"{namespace}/{name}: reconcile failed; tried again in "
@@ -300,6 +311,11 @@ def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
 
 class ReconcileFailed(Exception):
     """A reconcile raised; its run is due again (the message says when)."""
+
+
+class _RunGone(Exception):
+    """The run's status could not be written: the run is gone (404; its namespace deleted,
+    or the run itself before its DELETED event arrived)."""
 
 
 def _error_text(err: Exception) -> str:
@@ -318,7 +334,7 @@ def _reconcile_locked(
     op: Operator, key: Key
 ) -> tuple[dict[str, Any], Plan, list[Event]] | None:
     namespace, name = key
-    body = op.cluster.get_run(namespace, name)
+    body = _read_run(op, key)
     if body is None or body["metadata"].get("deletionTimestamp"):
         op.unschedule(key)  # gone, or left to the deletion handler
         return None
@@ -331,13 +347,38 @@ def _reconcile_locked(
     result = _act(op, body, spec, planner.plan(), planner)
     patch = status_patch(result.status, body.get("status"))
     if patch:
-        op.cluster.patch_run_status(namespace, name, patch)
+        _write_status(op, key, patch)
     # Metrics before events: a lost event must never lose a counted attempt.
     op.metrics.observe(namespace, name, result)
     op.schedule(key, result, planner.observed)
     _delete_recorded(op, planner, result.status)
     evicted = op.new_evictions(key, planner.observed.evictions, planner.storage.resume_step)
     return body, result, [*result.events, *evicted]
+
+
+def _read_run(op: Operator, key: Key) -> dict[str, Any] | None:
+    """The run as last read or written, else as a get answers (None: gone)."""
+    if op.runs is None:
+        return op.cluster.get_run(*key)
+    epoch = op.runs.epoch(key)
+    body = op.runs.get(key)
+    if body is None:
+        body = op.cluster.get_run(*key)
+        if body is not None:
+            op.runs.keep(key, body, epoch)
+    return body
+
+
+def _write_status(op: Operator, key: Key, patch: dict[str, Any]) -> None:
+    epoch = op.runs.epoch(key) if op.runs is not None else 0
+    try:
+        written = op.cluster.patch_run_status(*key, patch)
+    except ApiException as err:
+        if err.status == 404:
+            raise _RunGone from err
+        raise
+    if op.runs is not None and isinstance(written, dict):
+        op.runs.keep(key, written, epoch)
 
 
 def _disagree(status: MFPORunStatus | None, observed: Observed) -> bool:
@@ -448,6 +489,7 @@ class _Planner:
         log.info("%s/%s: %s attempt %d's Job is gone; its result document says it succeeded",
                  self.body["metadata"]["namespace"], self.body["metadata"]["name"], stage, attempt)  # fmt: skip
         note = f"attempt {attempt} succeeded; its Job was gone, the result read from {uri}"
+        _remove_config_later(self.op, self.body, self.spec, stage, attempt)
         self.observed.attempts.append(Attempt(
             stage=stage, attempt=attempt, state=AttemptState.succeeded,
             summary=summary.model_copy(update={"message": summary.message or note}),
@@ -477,11 +519,13 @@ def _act(
     run = jobs.RunRef.from_body(body)
     for action in result.actions:
         if isinstance(action, StopAttempt):
-            _delete_job(op, run.namespace, run.name, action.job)
+            # Its pods keep the mounted config while they stop; a next attempt gets its own.
+            _remove_attempt(op, run.namespace, run.name, spec, action.stage, action.job)
             continue
         missing = _missing_prerequisite(op, run.namespace, spec)
         if missing is not None:
             return planner.plan(hold=missing)
+        _remove_earlier_configs(op, planner, action)
         try:
             _create_attempt(op, run, spec, action, adopt_unowned=completed_stages(planner.status))
         except _Refused as refused:
@@ -566,6 +610,25 @@ def _delete_recorded(op: Operator, planner: _Planner, stored: MFPORunStatus) -> 
             continue
         op.later((namespace, name), _remove_recorded, op, namespace, name, planner.spec,
                  attempt, job, once=("remove", namespace, job))  # fmt: skip
+
+
+def _remove_earlier_configs(op: Operator, planner: _Planner, action: StartAttempt) -> None:
+    """The ConfigMaps and Services of the stage's earlier attempts whose Jobs are gone (deleted
+    by hand or by their TTL, so `_delete_recorded` never sees them): nothing reads them again."""
+    for attempt in range(1, action.attempt):
+        if (action.stage, attempt) not in planner.observed.jobs:  # else deleted with its Job
+            _remove_config_later(op, planner.body, planner.spec, action.stage, attempt)
+
+
+def _remove_config_later(op: Operator, body: dict[str, Any], spec: MFPORunSpec, stage: str, attempt: int) -> None:
+    namespace, run = body["metadata"]["namespace"], body["metadata"]["name"]
+    job = job_name(run, stage, attempt)
+    op.later((namespace, run), _remove_config, op, namespace, run, spec, stage, job,
+             once=("remove", namespace, job))  # fmt: skip
+
+
+def _remove_config(op: Operator, namespace: str, run: str, spec: MFPORunSpec, stage: str, job: str) -> None:
+    _remove_attempt(op, namespace, run, spec, stage, job, job_too=False)
 
 
 def _remove_recorded(
@@ -707,5 +770,5 @@ def _reject(op: Operator, body: dict[str, Any], err: ValidationError) -> None:
     )
     patch = status_patch(status, previous)
     if patch:
-        op.cluster.patch_run_status(meta["namespace"], meta["name"], patch)
+        _write_status(op, (meta["namespace"], meta["name"]), patch)
         _post(op, body, [Event("Warning", "InvalidSpec", message)])
