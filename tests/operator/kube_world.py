@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +187,10 @@ class Kube:
         pods: int = 1,
         disrupted: bool = False,
         now: str = "2025-01-01T00:00:10Z",
+        pods_ended: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """What the kubelet and the Job controller do when a Job's pods end (at `now`)."""
+        """What the kubelet and the Job controller do when a Job's pods end (at `now`);
+        `pods_ended` is awaited between the pods' end and the Job's."""
         body = self.jobs()[job]
         stage = body["metadata"]["labels"]["mfpo.dev/stage"]
         if summary is None:
@@ -198,6 +200,8 @@ class Kube:
             )
         for index in range(pods):
             await self._pod(job, index, exit_code, summary, disrupted)
+        if pods_ended is not None:
+            await pods_ended()
         if exit_code == 0:
             conditions = [{"type": "Complete", "status": "True", "lastTransitionTime": now}]
             status = {
@@ -225,12 +229,16 @@ class Kube:
         self, job: str, index: int, exit_code: int, summary: TerminationSummary, disrupted: bool
     ) -> None:
         conditions = [{"type": "DisruptionTarget", "status": "True"}] if disrupted else []
+        # The Job controller's pod: the template's labels (the run's), and its own.
+        template = (self.jobs()[job].get("spec") or {}).get("template") or {}
+        labels = {**((template.get("metadata") or {}).get("labels") or {}),
+                  "batch.kubernetes.io/job-name": job, "job-name": job}  # fmt: skip
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "name": f"{job}-{index}-x", "namespace": NS,
-                "labels": {"batch.kubernetes.io/job-name": job, "job-name": job},
+                "labels": labels,
                 "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
             },
             "status": {

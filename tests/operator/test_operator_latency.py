@@ -1,6 +1,7 @@
 """What a reconcile does not wait for: the deletion of recorded Jobs and its events
 (`kube.aftercare`), the existence checks before a start (side by side), a get of the run
-between its watch events (`kube.run_cache`); and how the operator's requests are named in its
+between its watch events (`kube.run_cache`), a list of a finished Job's pods the watch has
+shown (`kube.pod_cache`); and how the operator's requests are named in its
 latency metric."""
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import time
 
 import pytest
 from api_answers import not_found
-from kube_world import JOBS, NS, eventually, run_manifest, running_operator
+from kube_world import JOBS, NS, PODS, eventually, run_manifest, running_operator
+from mfpo_core.contract import TerminationSummary
 from mfpo_operator.kube.aftercare import Aftercare
 from mfpo_operator.kube.cluster import api_request
+from mfpo_operator.kube.pod_cache import CONTROLLER_UID_LABEL, PodCache
 from mfpo_operator.kube.run_cache import RunCache
 
 
@@ -234,3 +237,60 @@ async def test_a_run_deleted_during_its_reconcile_is_let_go_quietly(kube, caplog
         await eventually(lambda: "deleted while it was reconciled" in caplog.text, what="the run let go")
         await asyncio.sleep(2.5)  # a failed reconcile is tried again after 1, then 2 s
     assert "reconcile failed" not in caplog.text
+
+
+async def test_a_finished_jobs_summary_is_read_from_the_pods_the_watch_showed(kube):
+    # Before, every Job's end listed its pods to read the termination summary. The pod watch
+    # has shown them already (when it has not, or not all: listed, see the next test).
+    stages = ["datagen", "score", "align-1", "eval"]
+    lists_after_an_end = []
+    pod_lists = lambda: [r for r in kube.kmock if r.method.value == "GET" and r.url.path == PODS]
+    async with running_operator() as memo:
+        await kube.create_run(run_manifest())
+        for stage in stages:
+            job = f"demo-{stage}-a1"
+            await eventually(lambda job=job: job in kube.jobs(), what=f"job {job}")
+            seen = lambda job=job: memo.operator.cluster.pods.ended_pods(
+                {"metadata": {"name": job, "namespace": NS}, "status": {"succeeded": 1}})  # fmt: skip
+            summary = TerminationSummary(stage=stage, status="succeeded", metrics={"loss": 0.5})
+            before = []
+
+            async def pods_ended(seen=seen, before=before) -> None:
+                await eventually(seen, what="the pod in the operator's view")
+                before.append(len(pod_lists()))
+
+            await kube.finish_job(job, summary=summary, pods_ended=pods_ended)
+            index = stages.index(stage)
+            await eventually(lambda index=index: kube.status()["stages"][index]["phase"] == "Succeeded",
+                             what=f"{stage} recorded")  # fmt: skip
+            # (the next stage's new Job, its pod not seen yet, is listed: not this one)
+            lists_after_an_end += [r for r in pod_lists()[before[0]:] if job in r.url.query_string]
+        await eventually(lambda: kube.status().get("phase") == "Succeeded", what="run succeeded")
+    assert [s["metrics"] for s in kube.status()["stages"]] == [{"loss": 0.5}] * 4
+    assert lists_after_an_end == []
+
+
+def pod(name: str, job: str, phase: str, uid: str | None = "job-uid") -> dict:
+    labels = {"batch.kubernetes.io/job-name": job, **({CONTROLLER_UID_LABEL: uid} if uid else {})}
+    return {"metadata": {"name": name, "namespace": NS, "labels": labels}, "status": {"phase": phase}}
+
+
+def finished_job(succeeded: int = 0, failed: int = 0) -> dict:
+    return {"metadata": {"name": "j", "namespace": NS, "uid": "job-uid"},
+            "status": {"succeeded": succeeded, "failed": failed}}  # fmt: skip
+
+
+def test_the_pods_of_a_finished_job_are_listed_unless_the_watch_showed_them_all():
+    cache = PodCache()
+    assert cache.ended_pods(finished_job(succeeded=1)) is None  # not seen yet
+    cache.observe("ADDED", pod("j-0", "j", "Running"))
+    assert cache.ended_pods(finished_job(succeeded=1)) is None  # its end not seen yet
+    cache.observe("MODIFIED", pod("j-0", "j", "Failed"))
+    assert cache.ended_pods(finished_job(succeeded=1, failed=1)) is None  # one of two
+    cache.observe("ADDED", pod("j-1", "j", "Succeeded"))
+    assert [p["metadata"]["name"] for p in cache.ended_pods(finished_job(succeeded=1, failed=1))] == ["j-0", "j-1"]
+    # A pod of an earlier Job of the same name (another uid) is not one of this Job's.
+    cache.observe("ADDED", pod("j-old", "j", "Running", uid="earlier-uid"))
+    assert len(cache.ended_pods(finished_job(succeeded=1, failed=1))) == 2
+    cache.observe("DELETED", pod("j-1", "j", "Succeeded"))
+    assert cache.ended_pods(finished_job(succeeded=1, failed=1)) is None

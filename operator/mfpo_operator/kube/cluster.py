@@ -29,6 +29,7 @@ from kubernetes.client.rest import ApiException
 from mfpo_core.api import GROUP, PLURAL, VERSION
 
 from mfpo_operator.kube.jobs import JOB_NAME_LABEL, LABEL_RUN, MANAGED_BY
+from mfpo_operator.kube.pod_cache import PodCache
 from mfpo_operator.kube.status import (
     TERMINAL,
     Eviction,
@@ -107,6 +108,8 @@ class Cluster:
         # that the entries of Jobs gone (deleted when recorded, or by their TTL) are dropped.
         self._finished: dict[tuple[str, str], dict[str, Attempt]] = {}
         self._lock = threading.Lock()
+        # The stage pods as the pod watch shows them (`kube.pod_cache`); None: always listed.
+        self.pods: PodCache | None = None
 
     def close(self) -> None:
         self.api.close()
@@ -225,7 +228,8 @@ class Cluster:
         if attempt.state not in TERMINAL and _pods_not_ready(job):
             observed.unready = True
         if attempt.state in TERMINAL or _pods_not_ready(job):
-            pods = self._list(self.core.list_namespaced_pod, namespace, {JOB_NAME_LABEL: name})
+            seen = self.pods.ended_pods(job) if attempt.state in TERMINAL and self.pods else None
+            pods = seen or self._list(self.core.list_namespaced_pod, namespace, {JOB_NAME_LABEL: name})
         elif not stopped_after_start(job):
             return attempt
         # Events: the Job controller's FailedCreate on a Job without pods, Kueue's Stopped on

@@ -42,6 +42,7 @@ from mfpo_operator.kube.cluster import Cluster
 from mfpo_operator.kube.job_cache import JobCache
 from mfpo_operator.kube.jobs import LABEL_RUN, MANAGED_BY
 from mfpo_operator.kube.metrics import OperatorMetrics
+from mfpo_operator.kube.pod_cache import PodCache
 from mfpo_operator.kube.reconcile import (
     EXISTENCE_CHECK_THREADS,
     Operator,
@@ -132,6 +133,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) 
     # threads and the existence checks (`kube.reconcile._exist`).
     pool_size = settings.execution.max_workers + 1 + aftercare.threads + EXISTENCE_CHECK_THREADS
     cluster = Cluster(pool_size=pool_size, observe_request=metrics.api_request)
+    cluster.pods = PodCache()
     memo.operator = Operator(
         cluster=cluster,
         metrics=metrics,
@@ -260,12 +262,16 @@ def job_changed(
         _reconcile(memo.operator, namespace, labels[LABEL_RUN])
 
 
-def _pod_needs_look(type: str | None, body: kopf.Body, **_: Any) -> bool:
-    return type != "DELETED" and pod_needs_look(dict(body))
+def _pod_needs_look(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+    pod = dict(body)
+    operator: Operator | None = memo.get("operator")
+    if operator is not None and operator.cluster.pods is not None:
+        operator.cluster.pods.observe(type, pod)
+    return type != "DELETED" and pod_needs_look(pod)
 
 
-# The filter runs in kopf's event loop: the pod events that need no look (most of them) are
-# not handed to a worker thread.
+# The filter runs in kopf's event loop: it keeps every pod event in the operator's PodCache,
+# and the events that need no look (most of them) are not handed to a worker thread.
 @kopf.on.event("v1", "pods", labels=_OURS, when=_pod_needs_look, registry=REGISTRY)
 def pod_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """A stage pod that cannot run (ErrImagePull, Unschedulable...) or was disrupted: shown on
