@@ -1249,6 +1249,14 @@ class StageStatus(ApiModel):
     retried_from: int = Field(
         0, ge=0, description="Attempts made before the latest manual retry; maxAttempts counts those after it."
     )
+    generation: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "metadata.generation of the spec the latest attempt started from: a stage that "
+            "succeeded before an edit of the spec keeps the generation it ran with."
+        ),
+    )
 
 
 class Condition(ApiModel):

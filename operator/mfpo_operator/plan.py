@@ -365,11 +365,37 @@ def plan(
     stages = [f.status for f in folds]
     if retry_token != previous.retry_token and previous.phase == RunPhase.failed:
         events += _manual_retry(stages, retry_token)
+    events += _spec_changed_mid_run(previous, stages, generation)
     actions, decision_events, requeue = _decide(spec, folds, now, run, hold)
     events += decision_events
+    for action in actions:
+        if isinstance(action, StartAttempt) and generation is not None:
+            next(s for s in stages if s.name == action.stage).generation = generation
     new = _run_status(spec, previous, stages, now, generation, retry_token)
     events += _run_events(previous.phase, new)
     return Plan(new, tuple(actions), tuple(events), requeue)
+
+
+def _spec_changed_mid_run(
+    previous: MFPORunStatus, stages: list[StageStatus], generation: int | None
+) -> list[Event]:
+    """A spec edited after stages succeeded: they are not run again (their results came from
+    the spec they ran with, `status.stages[].generation`). Said once, when the planner first
+    sees the new generation."""
+    seen = previous.observed_generation
+    if generation is None or seen is None or generation == seen:
+        return []
+    done = [s for s in stages if s.phase == StagePhase.succeeded]
+    if not done:
+        return []
+    named = lambda s: f"{s.name} (generation {s.generation})" if s.generation else s.name
+    message = (f"spec generation {generation} applies to the attempts started from now on; "
+               f"{', '.join(map(named, done))} succeeded with an earlier spec and will not run again "
+               "(a new run reruns them)")  # fmt: skip
+    running = [s for s in stages if s.phase == StagePhase.running]
+    if running:
+        message += f"; the running attempt of {', '.join(map(named, running))} goes on as it started"
+    return [Event("Warning", "SpecChangedMidRun", message)]
 
 
 def _fold_all(

@@ -258,3 +258,35 @@ def test_a_held_start_waits_with_the_executors_reason_and_says_it_once():
     assert [e.reason for e in first.events] == ["ServiceAccountMissing"]
     assert world.reconcile(hold=hold).events == ()
     assert world.reconcile().actions == (StartAttempt("datagen", 1, "r-datagen-a1"),)
+
+
+def test_an_edit_after_stages_succeeded_is_said_and_each_stage_keeps_the_spec_it_ran_with():
+    # Found by a cluster admin: editing a live run's spec after stages had succeeded moved
+    # observedGeneration with no word, so one run silently mixed two specs. The edit applies
+    # to the stages still to run (the documented fix flow); the ones done are not rerun.
+    world = World(make_spec())
+    world.reconcile()
+    world.finish("r-datagen-a1")
+    world.reconcile()
+    assert world.status.stage("datagen").generation == 1
+    world.generation = 2  # `kubectl edit`: e.g. training.learningRate
+    result = world.reconcile()
+    (said,) = [e for e in result.events if e.reason == "SpecChangedMidRun"]
+    assert said.type == "Warning"
+    assert said.message == (
+        "spec generation 2 applies to the attempts started from now on; datagen (generation 1) "
+        "succeeded with an earlier spec and will not run again (a new run reruns them); the "
+        "running attempt of score (generation 1) goes on as it started"
+    )
+    assert world.status.stage("score").generation == 1  # started before the edit
+    world.finish("r-score-a1")
+    world.reconcile()
+    assert world.status.stage("align-1").generation == 2
+    assert not [e for e in world.reconcile().events if e.reason == "SpecChangedMidRun"]  # said once
+
+
+def test_an_edit_before_any_stage_succeeded_says_nothing():
+    world = World(make_spec())
+    world.reconcile()
+    world.generation = 2
+    assert not [e for e in world.reconcile().events if e.reason == "SpecChangedMidRun"]
