@@ -365,8 +365,9 @@ def plan(
     stages = [f.status for f in folds]
     if retry_token != previous.retry_token and previous.phase == RunPhase.failed:
         events += _manual_retry(stages, retry_token)
-    events += _spec_changed_mid_run(previous, stages, generation)
     actions, decision_events, requeue = _decide(spec, folds, now, run, hold)
+    stopped = {a.stage for a in actions if isinstance(a, StopAttempt)}
+    events += _spec_changed_mid_run(previous, stages, generation, stopped)
     events += decision_events
     for action in actions:
         if isinstance(action, StartAttempt) and generation is not None:
@@ -377,7 +378,7 @@ def plan(
 
 
 def _spec_changed_mid_run(
-    previous: MFPORunStatus, stages: list[StageStatus], generation: int | None
+    previous: MFPORunStatus, stages: list[StageStatus], generation: int | None, stopped: set[str]
 ) -> list[Event]:
     """A spec edited after stages succeeded: they are not run again (their results came from
     the spec they ran with, `status.stages[].generation`). Said once, when the planner first
@@ -392,7 +393,7 @@ def _spec_changed_mid_run(
     message = (f"spec generation {generation} applies to the attempts started from now on; "
                f"{', '.join(map(named, done))} succeeded with an earlier spec and will not run again "
                "(a new run reruns them)")  # fmt: skip
-    running = [s for s in stages if s.phase == StagePhase.running]
+    running = [s for s in stages if s.phase == StagePhase.running and s.name not in stopped]
     if running:
         message += f"; the running attempt of {', '.join(map(named, running))} goes on as it started"
     return [Event("Warning", "SpecChangedMidRun", message)]

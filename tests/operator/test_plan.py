@@ -290,3 +290,17 @@ def test_an_edit_before_any_stage_succeeded_says_nothing():
     world.reconcile()
     world.generation = 2
     assert not [e for e in world.reconcile().events if e.reason == "SpecChangedMidRun"]
+
+
+def test_an_edit_that_stops_the_running_attempt_does_not_say_it_goes_on():
+    # Seen on the lab: `spec.suspend: true` after datagen succeeded said score's running
+    # attempt "goes on as it started" in the same plan that stopped it.
+    world = World(make_spec())
+    world.reconcile()
+    world.finish("r-datagen-a1")
+    world.reconcile()
+    world.spec, world.generation = make_spec(suspend=True), 2
+    result = world.reconcile()
+    (said,) = [e for e in result.events if e.reason == "SpecChangedMidRun"]
+    assert "goes on" not in said.message
+    assert any(e.reason == "AttemptStopped" for e in result.events)
