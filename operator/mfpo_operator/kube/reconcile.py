@@ -295,6 +295,8 @@ def reconcile(op: Operator, namespace: str, name: str) -> Plan | None:
         except _RunGone:
             log.info("%s/%s: deleted while it was reconciled", namespace, name)
             op.unschedule(key)
+            if op.runs is not None:
+                op.runs.forget(key)
             return None
         except Exception as err:
             delay = op.retry(key)
