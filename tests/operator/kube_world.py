@@ -87,6 +87,21 @@ def run_manifest(name: str = "demo", namespace: str = NS, **spec_overrides: Any)
     }
 
 
+STAGES = ["datagen", "score", "align-1", "eval"]  # run_manifest's, curriculum.stages 1
+
+
+async def run_to_success(kube: Kube, metrics: dict[str, dict[str, float]] | None = None) -> None:
+    """Create the demo run and play each stage's Job to success in turn (with `metrics` per
+    stage in its summary) until the run has succeeded."""
+    await kube.create_run(run_manifest())
+    for stage in STAGES:
+        job = f"demo-{stage}-a1"
+        await eventually(lambda job=job: job in kube.jobs(), what=f"job {job}")
+        summary = TerminationSummary(stage=stage, status="succeeded", metrics=(metrics or {}).get(stage, {}))
+        await kube.finish_job(job, summary=summary)
+    await eventually(lambda: kube.status().get("phase") == "Succeeded", what="run succeeded")
+
+
 @contextlib.asynccontextmanager
 async def running_operator(
     metrics: OperatorMetrics | None = None,

@@ -12,7 +12,16 @@ from __future__ import annotations
 import asyncio
 import collections
 
-from kube_world import JOBS, NS, PODS, Kube, eventually, run_manifest, running_operator
+from kube_world import (
+    JOBS,
+    NS,
+    PODS,
+    Kube,
+    eventually,
+    run_manifest,
+    run_to_success,
+    running_operator,
+)
 
 RESYNC = 0.5  # seconds; the ticker ticks every 0.2 s (conftest)
 
@@ -116,14 +125,8 @@ async def test_a_run_lists_its_jobs_once_in_its_life(kube):
     # Before: every reconcile listed the run's Jobs (a list the API server answers by reading
     # every Job of the namespace: its cost grew with all the runs there). Now the first action
     # on a run in this process lists them; the watch keeps them after that.
-    stages = ["datagen", "score", "align-1", "eval"]
     async with running_operator():
-        await kube.create_run(run_manifest())
-        for stage in stages:
-            job = f"demo-{stage}-a1"
-            await eventually(lambda job=job: job in kube.jobs(), what=f"job {job}")
-            await kube.finish_job(job)
-        await eventually(lambda: kube.status().get("phase") == "Succeeded", what="run succeeded")
+        await run_to_success(kube)
     lists = [r for r in operator_requests(kube) if r.method.value == "GET" and r.url.path == JOBS]
     assert len(lists) == 1, by_verb(operator_requests(kube))
 

@@ -10,9 +10,11 @@ from datetime import datetime, timezone
 
 import kopf
 from kube_world import (
+    STAGES,
     Kube,
     eventually,
     run_manifest,
+    run_to_success,
     running_operator,
 )
 from mfpo_core.contract import TerminationSummary
@@ -24,18 +26,12 @@ def phase(kube: Kube, name: str = "demo") -> str | None:
 
 
 async def test_a_run_goes_through_its_stages_as_jobs_succeed(kube):
-    stages = ["datagen", "score", "align-1", "eval"]
+    stages = STAGES
     async with running_operator() as memo:
-        await kube.create_run(run_manifest())
-        for stage in stages:
-            job = f"demo-{stage}-a1"
-            await eventually(lambda job=job: job in kube.jobs(), what=f"job {job}")
-            metrics = {"eval.align-1.synthetic.chair_s": 0.2} if stage == "eval" else {}
-            if stage == "align-1":
-                metrics = {"reward_margin.image": 0.5, "reward_margin.text": 0.25}
-            summary = TerminationSummary(stage=stage, status="succeeded", metrics=metrics)
-            await kube.finish_job(job, summary=summary)
-        await eventually(lambda: phase(kube) == "Succeeded", what="run succeeded")
+        await run_to_success(kube, metrics={
+            "align-1": {"reward_margin.image": 0.5, "reward_margin.text": 0.25},
+            "eval": {"eval.align-1.synthetic.chair_s": 0.2},
+        })  # fmt: skip
         posted = lambda: {e.get("reason") for e in kube.posted("/events")}
         await eventually(lambda: "RunSucceeded" in posted(), what="the RunSucceeded event")
     status = kube.status()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from api_answers import not_found
-from kube_world import JOBS, NS, PODS, eventually, run_manifest, running_operator
+from kube_world import JOBS, NS, PODS, eventually, run_manifest, run_to_success, running_operator
 from mfpo_core.contract import TerminationSummary
 from mfpo_operator.kube.aftercare import Aftercare
 from mfpo_operator.kube.cluster import api_request
@@ -141,14 +141,8 @@ async def test_a_job_event_is_planned_from_the_run_as_last_written_without_a_get
     # Before, every reconcile began with a get of its run. The operator is the run's only
     # writer of status, and every other change reaches it as a watch event: between two such
     # events the run is the one its last status write returned.
-    stages = ["datagen", "score", "align-1", "eval"]
     async with running_operator() as memo:
-        await kube.create_run(run_manifest())
-        for stage in stages:
-            job = f"demo-{stage}-a1"
-            await eventually(lambda job=job: job in kube.jobs(), what=f"job {job}")
-            await kube.finish_job(job)
-        await eventually(lambda: kube.status().get("phase") == "Succeeded", what="run succeeded")
+        await run_to_success(kube)
         reconciles = memo.metrics.registry.get_sample_value("mfpo_reconcile_duration_seconds_count")
     run = f"/apis/mfpo.dev/v1alpha1/namespaces/{NS}/mfporuns/demo"
     gets = [r for r in kube.kmock if r.method.value == "GET" and r.url.path == run and "watch" not in r.params]
