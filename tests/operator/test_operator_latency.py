@@ -120,8 +120,9 @@ def test_a_failing_task_does_not_stop_its_thread_nor_hold_other_runs(caplog):
     aftercare.stop()
 
 
-# As kube-apiserver's apiserver_request_duration_seconds names them (verb: get for a named
-# object, list for a collection; resource, "/" subresource), for the paths the client requests.
+# As Kubernetes authorization names a request's verb ("Determine the request verb": get for
+# one object, list for a collection, create, patch, delete) and resource ("/" subresource),
+# for the paths the client requests.
 @pytest.mark.parametrize("method,url,named", [
     ("GET", "https://10.0.0.1:443/apis/mfpo.dev/v1alpha1/namespaces/ml/mfporuns/demo", ("get", "mfporuns")),
     ("PATCH", "https://h/apis/mfpo.dev/v1alpha1/namespaces/ml/mfporuns/demo/status", ("patch", "mfporuns/status")),

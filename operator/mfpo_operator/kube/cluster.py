@@ -368,11 +368,13 @@ _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete
 
 
 def api_request(method: str, url: str) -> tuple[str, str]:
-    """(verb, resource) of a request, as the API server's own metrics name them
-    (apiserver_request_duration_seconds: a GET of a name is `get`, of a collection `list`;
-    a subresource after a slash): ("get", "mfporuns"), ("list", "pods"),
-    ("patch", "mfporuns/status"). Paths: `/api/v1/namespaces/{ns}/{resource}/{name}/{sub}`,
-    `/apis/{group}/{version}/...`."""
+    """(verb, resource) of a request, as Kubernetes authorization names them ("Determine the
+    request verb", kubernetes.io/docs/reference/access-authn-authz/authorization: POST is
+    `create`, a GET of one object `get`, of a collection `list`, PUT `update`, PATCH `patch`,
+    DELETE `delete`), so that they read like the chart's RBAC rules; a subresource after a
+    slash: ("get", "mfporuns"), ("list", "pods"), ("patch", "mfporuns/status"). Paths:
+    `/api/v1/namespaces/{ns}/{resource}/{name}/{sub}`, `/apis/{group}/{version}/...`. (The
+    client makes no watch and no collection delete: kopf's watches are not timed here.)"""
     parts = [p for p in urlsplit(url).path.split("/") if p]
     rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
     if rest[:1] == ["namespaces"] and len(rest) >= 3:

@@ -62,7 +62,3 @@ class PodCache:
             return None
         counted = (status.get("succeeded") or 0) + (status.get("failed") or 0)
         return pods if pods and len(pods) >= counted else None
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(len(pods) for pods in self._pods.values())

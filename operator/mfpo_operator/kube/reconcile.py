@@ -521,8 +521,9 @@ def _act(
     run = jobs.RunRef.from_body(body)
     for action in result.actions:
         if isinstance(action, StopAttempt):
+            _delete_job(op, run.namespace, run.name, action.job)
             # Its pods keep the mounted config while they stop; a next attempt gets its own.
-            _remove_attempt(op, run.namespace, run.name, spec, action.stage, action.job)
+            _remove_config_later(op, body, spec, action.stage, action.attempt)
             continue
         missing = _missing_prerequisite(op, run.namespace, spec)
         if missing is not None:
